@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+
+from accounts.models import AuditEntry, User
+
+admin.site.register(User, UserAdmin)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_display = ("at", "action", "subject_type", "subject_id", "actor")
+    list_filter = ("action", "subject_type")
+    search_fields = ("subject_id", "action")
+
+    # The trail is append-only: nobody edits or deletes it, not even staff.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from escrow import api as escrow_api
+from shop import api as shop_api
+
+api_v1 = [
+    path("products/", shop_api.ProductList.as_view(), name="products"),
+    path("products/<int:pk>/", shop_api.ProductDetail.as_view(), name="product"),
+    path("orders/", escrow_api.OrderCreate.as_view(), name="orders"),
+    path("orders/<int:pk>/", escrow_api.OrderDetail.as_view(), name="order"),
+    path("orders/<int:pk>/keys/", escrow_api.OrderKeys.as_view(), name="order_keys"),
+    path("orders/<int:pk>/confirm/", escrow_api.OrderConfirm.as_view(), name="order_confirm"),
+]
+
+urlpatterns = [
+    path("", include("shop.urls")),
+    path("", include("escrow.urls")),
+    path("accounts/", include("accounts.urls")),
+    path("payments/sandbox/", include("escrow.gateways.sandbox.urls")),
+    path("api/v1/", include((api_v1, "api"))),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("admin/", admin.site.urls),
+]

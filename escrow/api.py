@@ -1,0 +1,125 @@
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from config.api import Conflict
+from config.transitions import StateError
+from escrow import services
+from escrow.models import Order
+from escrow.selectors import order_for_viewer
+from escrow.views import client_ip
+from shop.money import to_major
+
+ORDER_TOKEN = OpenApiParameter(
+    "X-Order-Token", str, OpenApiParameter.HEADER, required=False,
+    description="A guest's order access token (signed-in buyers use their session).",
+)
+
+
+def _order_of(request, pk: int) -> Order:
+    return order_for_viewer(pk=pk, token=request.headers.get("X-Order-Token"), user=request.user)
+
+
+class OrderCreateSerializer(serializers.Serializer):
+    product = serializers.IntegerField()
+    quantity = serializers.IntegerField()
+    email = serializers.EmailField()
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    product = serializers.IntegerField(source="product_id")
+    amount = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Order
+        fields = ["id", "status", "product", "quantity", "amount", "currency", "created_at", "delivered_at"]
+
+    def get_amount(self, order: Order) -> str:
+        return to_major(order.amount, order.currency)
+
+
+class OrderCreate(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "checkout"
+
+    @extend_schema(
+        request=OrderCreateSerializer,
+        responses={201: inline_serializer("PlacedOrder", {
+            "id": serializers.IntegerField(), "status": serializers.CharField(),
+            "access_token": serializers.CharField(),
+            "payment": inline_serializer("PaymentStart", {
+                "gateway": serializers.CharField(), "payment_id": serializers.CharField(),
+                "pay_url": serializers.CharField(), "amount": serializers.CharField(),
+                "currency": serializers.CharField(),
+            }),
+        })},
+    )
+    def post(self, request):
+        data = OrderCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            placed = services.order_place(
+                product_pk=data.validated_data["product"], quantity=data.validated_data["quantity"],
+                email=data.validated_data["email"], buyer=request.user, now=timezone.now(),
+            )
+        except services.CheckoutError as error:
+            if error.code == "out_of_stock":
+                raise Conflict(str(error), code=error.code) from None
+            if error.code == "not_for_sale":
+                raise serializers.ValidationError({"product": [str(error)]}, code=error.code) from None
+            raise serializers.ValidationError(str(error), code=error.code) from None
+        payment = placed.payment
+        return Response(
+            {
+                "id": placed.order.pk,
+                "status": placed.order.status,
+                "access_token": placed.access_token,
+                "payment": {
+                    "gateway": payment.gateway, "payment_id": payment.payment_id,
+                    "pay_url": request.build_absolute_uri(placed.pay_url),
+                    "amount": to_major(payment.amount, payment.currency), "currency": payment.currency,
+                },
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class OrderDetail(APIView):
+    @extend_schema(parameters=[ORDER_TOKEN], responses=OrderSerializer)
+    def get(self, request, pk: int):
+        return Response(OrderSerializer(_order_of(request, pk)).data)
+
+
+class OrderKeys(APIView):
+    @extend_schema(
+        parameters=[ORDER_TOKEN],
+        responses=inline_serializer("OrderKeys", {"keys": serializers.ListField(child=serializers.CharField())}),
+    )
+    def get(self, request, pk: int):
+        order = _order_of(request, pk)
+        try:
+            keys = services.order_keys_reveal(
+                order=order, now=timezone.now(), channel="api", ip=client_ip(request),
+                user_agent=request.headers.get("User-Agent", ""), user=request.user,
+            )
+        except services.KeysNotDelivered:
+            raise Conflict(_("The keys are not delivered yet."), code="not_delivered") from None
+        return Response({"keys": keys})
+
+
+class OrderConfirm(APIView):
+    @extend_schema(
+        parameters=[ORDER_TOKEN], request=None,
+        responses=inline_serializer("OrderConfirmed", {"status": serializers.CharField()}),
+    )
+    def post(self, request, pk: int):
+        order = _order_of(request, pk)
+        try:
+            order = services.order_confirm_receipt(order=order, now=timezone.now(), actor=request.user)
+        except StateError:
+            raise Conflict(_("This order cannot be confirmed in its current state."), code="bad_state") from None
+        return Response({"status": order.status})

@@ -1,0 +1,83 @@
+"""The offline sandbox gateway: a pay page where a person pays or fails, and a signed webhook.
+
+Signature header: `Sandbox-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">` under
+`SANDBOX_WEBHOOK_SECRET`, accepted within `SANDBOX_WEBHOOK_TOLERANCE_SECONDS` of now.
+"""
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Mapping
+from datetime import datetime
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.urls import reverse
+
+from escrow.gateways.base import GatewayEvent, WebhookRejected
+from shop.money import Currency, MoneyError, from_major
+
+SIGNATURE_HEADER = "Sandbox-Signature"
+EVENT_TYPES = {"payment.succeeded", "payment.failed"}
+
+
+def signature_header(*, body: bytes, timestamp: int, secret: str | None = None) -> str:
+    secret = secret or settings.SANDBOX_WEBHOOK_SECRET
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def _verify(*, body: bytes, header: str | None, now: datetime) -> None:
+    if not header:
+        raise WebhookRejected(f"Missing {SIGNATURE_HEADER} header.")
+    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(parts["t"])
+        given = parts["v1"]
+    except (KeyError, ValueError):
+        raise WebhookRejected(f"Malformed {SIGNATURE_HEADER} header.") from None
+    if abs(now.timestamp() - timestamp) > settings.SANDBOX_WEBHOOK_TOLERANCE_SECONDS:
+        raise WebhookRejected("Signature timestamp is outside the tolerance window.")
+    expected = signature_header(body=body, timestamp=timestamp).split("v1=", 1)[1]
+    if not hmac.compare_digest(expected, given):
+        raise WebhookRejected("Signature does not match.")
+
+
+class SandboxGateway:
+    name = "sandbox"
+
+    def payment_id_new(self) -> str:
+        return "sbx_" + secrets.token_hex(12)
+
+    def pay_url(self, *, payment_id: str, return_url: str) -> str:
+        path = reverse("sandbox:pay", kwargs={"payment_id": payment_id})
+        return f"{path}?{urlencode({'return': return_url})}"
+
+    def webhook_parse(self, *, body: bytes, headers: Mapping[str, str], now: datetime) -> GatewayEvent:
+        _verify(body=body, header=headers.get(SIGNATURE_HEADER), now=now)
+        try:
+            data = json.loads(body)
+            event_id, event_type = str(data["event_id"]), data["type"]
+            payment_id, currency = str(data["payment_id"]), data["currency"]
+            if event_type not in EVENT_TYPES or not event_id or currency not in Currency.values:
+                raise ValueError
+            amount = from_major(str(data["amount"]), currency)
+        except (ValueError, KeyError, TypeError, MoneyError):
+            raise WebhookRejected("Malformed event body.") from None
+        return GatewayEvent(
+            event_id=event_id, type=event_type, payment_id=payment_id, amount=amount, currency=currency, body=data
+        )
+
+
+def event_body(*, event_type: str, payment_id: str, amount: str, currency: str, event_id: str | None = None) -> bytes:
+    """The JSON body the sandbox sends, exactly as a provider would (used by the pay page and tests)."""
+    return json.dumps(
+        {
+            "event_id": event_id or "evt_" + secrets.token_hex(12),
+            "type": event_type,
+            "payment_id": payment_id,
+            "amount": amount,
+            "currency": currency,
+        }
+    ).encode()

@@ -1,0 +1,15 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from escrow.ledger_checks import ledger_problems
+
+
+class Command(BaseCommand):
+    help = "Check the ledger's invariants; print what is wrong and exit non-zero if any fails."
+
+    def handle(self, *args, **options):
+        problems = ledger_problems()
+        if problems:
+            for problem in problems:
+                self.stderr.write(problem)
+            raise CommandError(f"The ledger fails {len(problems)} check(s).")
+        self.stdout.write(self.style.SUCCESS("The ledger balances: every invariant holds."))

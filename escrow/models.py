@@ -1,0 +1,213 @@
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from config.transitions import Transitions
+from shop.money import Currency
+
+
+class OrderStatus(models.TextChoices):
+    AWAITING_PAYMENT = "awaiting_payment", _("Awaiting payment")
+    PAID = "paid", _("Paid")
+    HELD_FOR_REVIEW = "held_for_review", _("Held for review")
+    DELIVERED = "delivered", _("Delivered")
+    COMPLETED = "completed", _("Completed")
+    EXPIRED = "expired", _("Expired")
+    CANCELLED = "cancelled", _("Cancelled")
+    DISPUTED = "disputed", _("Disputed")
+    REFUNDED = "refunded", _("Refunded")
+    PARTIALLY_REFUNDED = "partially_refunded", _("Partially refunded")
+
+
+S = OrderStatus
+ORDER_TRANSITIONS = Transitions(
+    {
+        S.AWAITING_PAYMENT: {S.PAID, S.EXPIRED, S.CANCELLED, S.HELD_FOR_REVIEW},
+        # A payment that arrives after expiry still counts: delivered if stock is there, else refunded.
+        S.EXPIRED: {S.PAID, S.HELD_FOR_REVIEW},
+        S.CANCELLED: {S.PAID, S.HELD_FOR_REVIEW},
+        S.PAID: {S.DELIVERED, S.REFUNDED, S.HELD_FOR_REVIEW},
+        S.HELD_FOR_REVIEW: {S.DELIVERED, S.REFUNDED},
+        S.DELIVERED: {S.COMPLETED, S.DISPUTED},
+        S.DISPUTED: {S.COMPLETED, S.REFUNDED, S.PARTIALLY_REFUNDED},
+    }
+)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Order(models.Model):
+    buyer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="orders"
+    )
+    email = models.EmailField()
+    product = models.ForeignKey("shop.Product", on_delete=models.PROTECT, related_name="orders")
+    merchant = models.ForeignKey("shop.Merchant", on_delete=models.PROTECT, related_name="orders")
+    quantity = models.PositiveIntegerField()
+    unit_price = models.PositiveBigIntegerField()
+    amount = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3, choices=Currency.choices)
+    status = models.CharField(
+        max_length=24, choices=OrderStatus.choices, default=OrderStatus.AWAITING_PAYMENT, db_index=True
+    )
+    # Only the hash of the guest's access token is kept; the token itself is in the buyer's link.
+    access_token_hash = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    inspection_ends_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        verbose_name = _("order")
+        verbose_name_plural = _("orders")
+
+    def __str__(self) -> str:
+        return f"order {self.pk}"
+
+    @property
+    def has_keys(self) -> bool:
+        return self.status in {S.DELIVERED, S.COMPLETED, S.DISPUTED, S.PARTIALLY_REFUNDED}
+
+
+class PaymentStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+    MISMATCHED = "mismatched", _("Amount or currency did not match")
+
+
+PAYMENT_TRANSITIONS = Transitions(
+    {
+        PaymentStatus.PENDING: {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.MISMATCHED},
+    }
+)
+
+
+class Payment(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="payments")
+    gateway = models.CharField(max_length=32)
+    payment_id = models.CharField(max_length=64)
+    amount = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3, choices=Currency.choices)
+    status = models.CharField(max_length=16, choices=PaymentStatus.choices, default=PaymentStatus.PENDING)
+    received_amount = models.PositiveBigIntegerField(null=True, blank=True)
+    received_currency = models.CharField(max_length=3, blank=True)
+    created_at = models.DateTimeField()
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["gateway", "payment_id"], name="payment_unique_per_gateway")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gateway}:{self.payment_id}"
+
+
+class WebhookEvent(models.Model):
+    """Every gateway event processed, once: the unique key turns a replay into a no-op."""
+
+    gateway = models.CharField(max_length=32)
+    event_id = models.CharField(max_length=128)
+    event_type = models.CharField(max_length=64)
+    payment = models.ForeignKey(Payment, null=True, on_delete=models.PROTECT, related_name="events")
+    received_at = models.DateTimeField()
+    body = models.JSONField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["gateway", "event_id"], name="webhook_event_once")]
+
+
+class KeyReveal(models.Model):
+    """Evidence: every time an order's keys were shown, to whom and from where."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="reveals")
+    at = models.DateTimeField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    channel = models.CharField(max_length=16)  # "page" or "api"
+
+
+# --- the ledger -----------------------------------------------------------------------------------
+
+
+class AccountKind(models.TextChoices):
+    GATEWAY_CLEARING = "gateway_clearing", _("Gateway clearing")
+    ESCROW = "escrow", _("Escrow")
+    MERCHANT_AVAILABLE = "merchant_available", _("Merchant available")
+    MERCHANT_RESERVE = "merchant_reserve", _("Merchant reserve")
+    PLATFORM_FEES = "platform_fees", _("Platform fees")
+    SUSPENSE = "suspense", _("Suspense (payments under review)")
+
+
+class LedgerAccount(models.Model):
+    """Balances are caches of the transfers (verify_ledger replays them); change them only in ledger.py."""
+
+    kind = models.CharField(max_length=32, choices=AccountKind.choices)
+    merchant = models.ForeignKey("shop.Merchant", null=True, blank=True, on_delete=models.PROTECT)
+    owner = models.CharField(max_length=64)  # "platform" or "merchant:<pk>": unique even without a merchant
+    currency = models.CharField(max_length=3, choices=Currency.choices)
+    debits_pending = models.BigIntegerField(default=0)
+    debits_posted = models.BigIntegerField(default=0)
+    credits_pending = models.BigIntegerField(default=0)
+    credits_posted = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "owner", "currency"], name="ledger_account_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.owner}/{self.currency}"
+
+    @property
+    def credit_balance(self) -> int:
+        """Posted credits less posted debits: what a liability account (escrow, merchant) holds."""
+        return self.credits_posted - self.debits_posted
+
+
+class TransferKind(models.TextChoices):
+    SINGLE = "single", _("Posted")
+    PENDING = "pending", _("Pending")
+    POST_PENDING = "post_pending", _("Posts a pending transfer")
+    VOID_PENDING = "void_pending", _("Voids a pending transfer")
+
+
+class Transfer(models.Model):
+    """An immutable movement of money between two accounts (TigerBeetle-style two-phase)."""
+
+    transfer_id = models.CharField(max_length=120, unique=True)  # derived from its cause
+    kind = models.CharField(max_length=16, choices=TransferKind.choices)
+    debit_account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="+")
+    credit_account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="+")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3, choices=Currency.choices)
+    pending = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="resolutions"
+    )
+    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="transfers")
+    code = models.CharField(max_length=32)  # why: "payment", "share", "fee", "refund", …
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="transfer_amount_not_negative"),
+            # A pending transfer is posted or voided at most once.
+            models.UniqueConstraint(
+                fields=["pending"],
+                condition=Q(kind__in=["post_pending", "void_pending"]),
+                name="transfer_pending_resolved_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.transfer_id

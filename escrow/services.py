@@ -1,0 +1,331 @@
+"""Every write of the escrow app: orders, payments, delivery, the money held and released."""
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils.translation import gettext as _
+
+from accounts.models import User
+from accounts.services import audit_record
+from escrow import ledger
+from escrow.gateways import DEFAULT_GATEWAY, GatewayEvent, WebhookRejected, gateway_get
+from escrow.locks import order_lock, payment_lock
+from escrow.models import (
+    ORDER_TRANSITIONS,
+    PAYMENT_TRANSITIONS,
+    AccountKind,
+    KeyReveal,
+    Order,
+    OrderStatus,
+    Payment,
+    PaymentStatus,
+    WebhookEvent,
+    token_hash,
+)
+from shop import services as shop_services
+from shop.models import Merchant
+from shop.money import percent_of
+from shop.selectors import order_keys_plaintext, products_on_sale
+
+logger = logging.getLogger(__name__)
+
+
+class CheckoutError(Exception):
+    """A checkout that cannot go ahead; `code` is the API's machine code, the message is for people."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+class KeysNotDelivered(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order: Order
+    access_token: str
+    payment: Payment
+    pay_url: str
+
+
+def order_page_path(order: Order, access_token: str) -> str:
+    return reverse("escrow:order_guest", kwargs={"pk": order.pk, "token": access_token})
+
+
+def fee_percent_for(merchant: Merchant) -> Decimal:
+    return merchant.fee_percent if merchant.fee_percent is not None else settings.PLATFORM_FEE_PERCENT
+
+
+@transaction.atomic
+def order_place(
+    *, product_pk: int, quantity: int, email: str, buyer: User | None, now: datetime
+) -> PlacedOrder:
+    """Create an order, reserve its keys for the payment window, and open a payment at the gateway.
+
+    Either all of it happens or nothing does: out of stock leaves no order behind.
+    """
+    product = products_on_sale().filter(pk=product_pk).first()
+    if product is None:
+        raise CheckoutError(_("This product is not for sale."), code="not_for_sale")
+    if not 1 <= quantity <= product.max_per_order:
+        raise CheckoutError(
+            _("Quantity must be between 1 and %(max)d.") % {"max": product.max_per_order}, code="bad_quantity"
+        )
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise CheckoutError(_("Enter a valid e-mail address."), code="bad_email") from None
+
+    access_token = secrets.token_urlsafe(24)
+    order = Order.objects.create(
+        buyer=buyer if buyer is not None and buyer.is_authenticated else None,
+        email=email, product=product, merchant=product.merchant, quantity=quantity,
+        unit_price=product.price, amount=product.price * quantity, currency=product.currency,
+        access_token_hash=token_hash(access_token), created_at=now,
+        expires_at=now + timedelta(minutes=settings.RESERVATION_MINUTES),
+    )
+    try:
+        shop_services.keys_reserve(product=product, quantity=quantity, order_pk=order.pk)
+    except shop_services.OutOfStock:
+        raise CheckoutError(_("Sorry, not enough stock left for this quantity."), code="out_of_stock") from None
+
+    gateway = gateway_get(DEFAULT_GATEWAY)
+    payment = Payment.objects.create(
+        order=order, gateway=gateway.name, payment_id=gateway.payment_id_new(),
+        amount=order.amount, currency=order.currency, created_at=now,
+    )
+    page = order_page_path(order, access_token)
+    audit_record(action="order.placed", subject=order, now=now, actor=buyer, data={"quantity": quantity})
+    link = settings.SHOP_BASE_URL.rstrip("/") + page
+
+    from escrow.tasks import order_link_email_task
+
+    transaction.on_commit(lambda: order_link_email_task.delay(order_pk=order.pk, link=link))
+    logger.info("escrow.order_placed", extra={"order": order.pk})
+    return PlacedOrder(
+        order=order, access_token=access_token, payment=payment,
+        pay_url=gateway.pay_url(payment_id=payment.payment_id, return_url=page),
+    )
+
+
+def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -> str:
+    """Handle one gateway webhook: verify, find the payment, drop replays, then act exactly once.
+
+    Raises `WebhookRejected` (answer 400, nothing changed) for a bad signature, body or payment.
+    Returns "processed" or "duplicate".
+    """
+    gateway = gateway_get(gateway_name)
+    event = gateway.webhook_parse(body=body, headers=headers, now=now)
+    payment = Payment.objects.filter(gateway=gateway.name, payment_id=event.payment_id).first()
+    if payment is None:
+        raise WebhookRejected("Unknown payment.")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                WebhookEvent.objects.create(
+                    gateway=gateway.name, event_id=event.event_id, event_type=event.type,
+                    payment=payment, received_at=now, body=event.body,
+                )
+        except IntegrityError:
+            return "duplicate"
+        if event.type == "payment.succeeded":
+            payment_succeeded(payment_pk=payment.pk, event=event, now=now)
+        elif event.type == "payment.failed":
+            payment_failed(payment_pk=payment.pk, now=now)
+    return "processed"
+
+
+def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) -> Order:
+    """Money arrived. Book it into escrow, hold the merchant's share, and queue delivery on commit.
+
+    A second confirmation of the same payment does nothing. An amount or currency that differs from
+    the order's holds the order for review and delivers nothing.
+    """
+    assert transaction.get_connection().in_atomic_block
+    payment = payment_lock(payment_pk)
+    order = order_lock(payment.order_id)
+    if payment.status != PaymentStatus.PENDING:
+        return order
+    clearing = ledger.platform_account(AccountKind.GATEWAY_CLEARING, event.currency)
+
+    if event.amount != payment.amount or event.currency != payment.currency:
+        PAYMENT_TRANSITIONS.apply(
+            model=Payment, pk=payment.pk, to=PaymentStatus.MISMATCHED, settled_at=now,
+            received_amount=event.amount, received_currency=event.currency,
+        )
+        ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.HELD_FOR_REVIEW, paid_at=now)
+        ledger.transfer(
+            transfer_id=f"payment:{payment.pk}", debit=clearing,
+            credit=ledger.platform_account(AccountKind.SUSPENSE, event.currency),
+            amount=event.amount, code="payment_mismatch", order=order, now=now,
+        )
+        audit_record(
+            action="payment.mismatched", subject=order, now=now,
+            data={"expected": [payment.amount, payment.currency], "received": [event.amount, event.currency]},
+        )
+        logger.warning("escrow.payment_mismatched", extra={"order": order.pk, "payment": payment.pk})
+        return order
+
+    PAYMENT_TRANSITIONS.apply(
+        model=Payment, pk=payment.pk, to=PaymentStatus.SUCCEEDED, settled_at=now,
+        received_amount=event.amount, received_currency=event.currency,
+    )
+    escrow = ledger.platform_account(AccountKind.ESCROW, order.currency)
+    ledger.transfer(
+        transfer_id=f"payment:{payment.pk}", debit=clearing, credit=escrow, amount=order.amount,
+        code="payment", order=order, now=now,
+    )
+    late = order.status != OrderStatus.AWAITING_PAYMENT
+    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, paid_at=now)
+    audit_record(action="payment.succeeded", subject=order, now=now, data={"payment": payment.pk, "late": late})
+
+    if late and not _reserve_again(order):
+        _refund_whole_order(order=order, now=now, reason="no_stock_after_late_payment")
+        return order
+
+    _hold_open(order=order, now=now)
+    from escrow.tasks import order_deliver_task
+
+    transaction.on_commit(lambda: order_deliver_task.delay(order_pk=order.pk))
+    return order
+
+
+def _reserve_again(order: Order) -> bool:
+    """A late payment: take the order's keys again if stock is there (its reservation had lapsed)."""
+    try:
+        with transaction.atomic():
+            shop_services.keys_reserve(product=order.product, quantity=order.quantity, order_pk=order.pk)
+    except shop_services.OutOfStock:
+        return False
+    return True
+
+
+def _hold_open(*, order: Order, now: datetime) -> None:
+    """Hold the merchant's share and the platform fee as pending transfers out of escrow."""
+    escrow = ledger.platform_account(AccountKind.ESCROW, order.currency)
+    fee = percent_of(order.amount, fee_percent_for(order.merchant))
+    share = order.amount - fee
+    if share:
+        ledger.transfer(
+            transfer_id=f"order:{order.pk}:share", debit=escrow,
+            credit=ledger.merchant_account(AccountKind.MERCHANT_AVAILABLE, order.currency, order.merchant_id),
+            amount=share, code="share", order=order, now=now, pending=True,
+        )
+    if fee:
+        ledger.transfer(
+            transfer_id=f"order:{order.pk}:fee", debit=escrow,
+            credit=ledger.platform_account(AccountKind.PLATFORM_FEES, order.currency),
+            amount=fee, code="fee", order=order, now=now, pending=True,
+        )
+
+
+def _refund_whole_order(*, order: Order, now: datetime, reason: str) -> None:
+    """Give a paid order's whole amount back: void what is held, post the refund out of escrow."""
+    for pending in ledger.open_pending(order=order):
+        ledger.pending_void(transfer_id=f"{pending.transfer_id}:void", pending=pending, now=now)
+    ledger.transfer(
+        transfer_id=f"order:{order.pk}:refund",
+        debit=ledger.platform_account(AccountKind.ESCROW, order.currency),
+        credit=ledger.platform_account(AccountKind.GATEWAY_CLEARING, order.currency),
+        amount=order.amount, code="refund", order=order, now=now,
+    )
+    shop_services.keys_release(order_pk=order.pk)
+    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.REFUNDED, completed_at=now)
+    audit_record(action="order.refunded", subject=order, now=now, data={"reason": reason, "amount": order.amount})
+    logger.info("escrow.order_refunded", extra={"order": order.pk, "reason": reason})
+
+
+def payment_failed(*, payment_pk: int, now: datetime) -> None:
+    """The buyer's payment failed at the gateway: cancel the unpaid order and return its keys."""
+    assert transaction.get_connection().in_atomic_block
+    payment = payment_lock(payment_pk)
+    order = order_lock(payment.order_id)
+    if payment.status != PaymentStatus.PENDING:
+        return
+    PAYMENT_TRANSITIONS.apply(model=Payment, pk=payment.pk, to=PaymentStatus.FAILED, settled_at=now)
+    if order.status == OrderStatus.AWAITING_PAYMENT:
+        ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.CANCELLED)
+        shop_services.keys_release(order_pk=order.pk)
+    audit_record(action="payment.failed", subject=order, now=now, data={"payment": payment.pk})
+
+
+@transaction.atomic
+def order_deliver(*, order_pk: int, now: datetime) -> Order:
+    """Hand a paid order its keys. Safe to run twice: only a `paid` order is delivered."""
+    order = order_lock(order_pk)
+    if order.status != OrderStatus.PAID:
+        return order
+    sold = shop_services.keys_sell(order_pk=order.pk)
+    if order.card_keys.filter(status="sold").count() != order.quantity:
+        raise RuntimeError(f"Order {order.pk} has {sold} keys to sell, not {order.quantity}.")
+    ORDER_TRANSITIONS.apply(
+        model=Order, pk=order.pk, to=OrderStatus.DELIVERED, delivered_at=now,
+        inspection_ends_at=now + timedelta(hours=order.product.inspection_hours),
+    )
+    audit_record(action="order.delivered", subject=order, now=now, data={"keys": order.quantity})
+    logger.info("escrow.order_delivered", extra={"order": order.pk})
+    order.refresh_from_db()
+    return order
+
+
+def hold_release(*, order: Order, now: datetime) -> None:
+    """Post the order's held share and fee in full. Idempotent by transfer id."""
+    for pending in ledger.open_pending(order=order):
+        ledger.pending_post(transfer_id=f"{pending.transfer_id}:post", pending=pending, now=now)
+
+
+@transaction.atomic
+def order_confirm_receipt(*, order: Order, now: datetime, actor: User | None = None) -> Order:
+    """The buyer accepts the goods: the held money goes to the merchant and the fee, exactly once."""
+    ORDER_TRANSITIONS.apply(
+        model=Order, pk=order.pk, to=OrderStatus.COMPLETED, from_=[OrderStatus.DELIVERED], completed_at=now
+    )
+    hold_release(order=order, now=now)
+    audit_record(action="order.completed", subject=order, now=now, actor=actor, data={"by": "buyer"})
+    logger.info("escrow.order_completed", extra={"order": order.pk})
+    order.refresh_from_db()
+    return order
+
+
+@transaction.atomic
+def order_expire(*, order_pk: int, now: datetime) -> bool:
+    """An unpaid order whose payment window has passed: expire it and return its keys to stock."""
+    changed = Order.objects.filter(
+        pk=order_pk, status=OrderStatus.AWAITING_PAYMENT, expires_at__lte=now
+    ).update(status=OrderStatus.EXPIRED)
+    if changed:
+        shop_services.keys_release(order_pk=order_pk)
+        audit_record(action="order.expired", subject=Order(pk=order_pk), now=now)
+    return bool(changed)
+
+
+def orders_expire_due(*, now: datetime, batch: int = 1000) -> int:
+    """Expire every unpaid order past its window, one transaction each (a payment may race one)."""
+    due = Order.objects.filter(status=OrderStatus.AWAITING_PAYMENT, expires_at__lte=now).values_list(
+        "pk", flat=True
+    )[:batch]
+    return sum(order_expire(order_pk=pk, now=now) for pk in list(due))
+
+
+@transaction.atomic
+def order_keys_reveal(
+    *, order: Order, now: datetime, channel: str, ip: str | None, user_agent: str, user: User | None
+) -> list[str]:
+    """Open the order's keys for its owner, recording who saw them, when and from where."""
+    if not order.has_keys:
+        raise KeysNotDelivered(order.pk)
+    KeyReveal.objects.create(
+        order=order, at=now, channel=channel, ip=ip, user_agent=user_agent[:512],
+        user=user if user is not None and user.is_authenticated else None,
+    )
+    return order_keys_plaintext(order_pk=order.pk)

@@ -1,0 +1,34 @@
+"""Thin Celery tasks: ids in, one service call, safe to run twice."""
+
+from celery import shared_task
+from django.core.mail import send_mail
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from escrow import services
+from escrow.models import Order
+
+
+@shared_task(name="escrow.deliver_order", acks_late=True, autoretry_for=(ConnectionError,), max_retries=5)
+def order_deliver_task(*, order_pk: int) -> None:
+    services.order_deliver(order_pk=order_pk, now=timezone.now())
+
+
+@shared_task(name="escrow.orders_expire", acks_late=True)
+def orders_expire_task() -> int:
+    return services.orders_expire_due(now=timezone.now())
+
+
+@shared_task(name="escrow.order_link_email", acks_late=True, autoretry_for=(OSError,), max_retries=5)
+def order_link_email_task(*, order_pk: int, link: str) -> None:
+    """Send the guest the link to their order (it holds the access token, which only they have)."""
+    order = Order.objects.select_related("product").get(pk=order_pk)
+    send_mail(
+        subject=_("Your order %(pk)s: %(title)s") % {"pk": order.pk, "title": order.product.title},
+        message=_(
+            "Thank you for your order.\n\nYour keys appear on this page as soon as the payment is "
+            "confirmed, and stay there:\n%(link)s\n\nKeep this link private: anyone who has it can see your keys."
+        ) % {"link": link},
+        from_email=None,
+        recipient_list=[order.email],
+    )

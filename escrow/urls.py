@@ -1,0 +1,19 @@
+from django.urls import path
+
+from escrow import views
+
+app_name = "escrow"
+
+urlpatterns = [
+    path("products/<int:product_pk>/checkout/", views.checkout, name="checkout"),
+    path("orders/", views.my_orders, name="my_orders"),
+    path("orders/<int:pk>/", views.order_page, name="order"),
+    path("orders/<int:pk>/status/", views.order_status, name="order_status"),
+    path("orders/<int:pk>/keys/", views.order_keys, name="order_keys"),
+    path("orders/<int:pk>/confirm/", views.order_confirm, name="order_confirm"),
+    # A guest reaches their order by the secret token in its link.
+    path("orders/<int:pk>/t/<str:token>/", views.order_page, name="order_guest"),
+    path("orders/<int:pk>/t/<str:token>/status/", views.order_status, name="order_status_guest"),
+    path("orders/<int:pk>/t/<str:token>/keys/", views.order_keys, name="order_keys_guest"),
+    path("orders/<int:pk>/t/<str:token>/confirm/", views.order_confirm, name="order_confirm_guest"),
+]

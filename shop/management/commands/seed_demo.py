@@ -1,0 +1,52 @@
+import secrets
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from shop import services
+from shop.models import CardKey, Merchant, MerchantStatus, Product
+
+DEMO_PASSWORD = "demo-pass-123"
+PRODUCTS = [
+    # title, price in minor units, currency, category, description
+    ("Steam Wallet ¥100", 10000, "CNY", "game cards", "A ¥100 Steam wallet code, redeemable in mainland China."),
+    ("App Store $25 gift card", 2500, "USD", "gift cards", "A US App Store & iTunes gift card."),
+    ("Office 2021 Pro Plus licence", 19900, "CNY", "licences", "One lifetime licence key for one PC."),
+]
+KEYS_PER_PRODUCT = 25
+
+
+class Command(BaseCommand):
+    help = "Create the demo merchant, products with stock, a buyer and a staff user (idempotent)."
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        now = timezone.now()
+        merchant_user = self._user("merchant", "merchant@example.com")
+        buyer = self._user("buyer", "buyer@example.com")
+        staff = self._user("staff", "staff@example.com", is_staff=True, is_superuser=True)
+
+        merchant = Merchant.objects.filter(user=merchant_user).first() or services.merchant_create(
+            user=merchant_user, name="Demo Card Store", contact="merchant@example.com", now=now,
+            status=MerchantStatus.APPROVED,
+        )
+        for title, price, currency, category, description in PRODUCTS:
+            product = Product.objects.filter(merchant=merchant, title=title).first() or services.product_create(
+                merchant=merchant, title=title, price=price, currency=currency, now=now,
+                category=category, description=description,
+            )
+            if not CardKey.objects.filter(product=product).exists():
+                keys = [f"DEMO-{secrets.token_hex(2).upper()}-{secrets.token_hex(4).upper()}" for _ in range(KEYS_PER_PRODUCT)]
+                services.keys_import_batch(product=product, keys=keys, now=now)
+
+        self.stdout.write("Demo data is ready. Logins (password for all: %s):" % DEMO_PASSWORD)
+        for role, user in (("merchant", merchant_user), ("buyer", buyer), ("staff", staff)):
+            self.stdout.write(f"  {role:<9} {user.username}")
+
+    def _user(self, username: str, email: str, **flags) -> User:
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            user = User.objects.create_user(username=username, email=email, password=DEMO_PASSWORD, **flags)
+        return user

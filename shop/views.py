@@ -1,0 +1,17 @@
+from django.shortcuts import get_object_or_404, render
+
+from escrow.forms import CheckoutForm
+from shop.selectors import products_on_sale
+
+
+def catalog(request):
+    return render(request, "shop/catalog.html", {"products": products_on_sale()})
+
+
+def product_detail(request, pk: int):
+    product = get_object_or_404(products_on_sale(), pk=pk)
+    initial = {"quantity": 1}
+    if request.user.is_authenticated and request.user.email:
+        initial["email"] = request.user.email
+    form = CheckoutForm(initial=initial, max_quantity=product.max_per_order)
+    return render(request, "shop/product.html", {"product": product, "form": form})

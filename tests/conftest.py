@@ -1,0 +1,50 @@
+import os
+
+import pytest
+from django.db import connection
+
+from config.celery import app as celery_app
+
+ON_POSTGRES = connection.vendor == "postgresql"
+requires_postgres = pytest.mark.skipif(
+    not ON_POSTGRES, reason="needs PostgreSQL: row locks and SKIP LOCKED mean nothing on SQLite"
+)
+
+
+@pytest.fixture(autouse=True)
+def _fast_and_local(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.AXES_ENABLED = False
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"checkout": "10000/min"}}
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = True
+    yield
+
+
+@pytest.fixture
+def run_on_commit(django_capture_on_commit_callbacks):
+    """Run on-commit work (deliveries, e-mails) as a real commit would, inside a test transaction."""
+
+    def runner():
+        return django_capture_on_commit_callbacks(execute=True)
+
+    return runner
+
+
+# --- in CI nothing may skip: a skipped PostgreSQL, Celery or browser test fails the run --------------
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("CI_REQUIRE_ALL_TESTS") and _skipped:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"CI_REQUIRE_ALL_TESTS: {len(_skipped)} test(s) skipped, which CI forbids:", red=True)
+        for nodeid in _skipped:
+            reporter.write_line(f"  {nodeid}", red=True)
+        session.exitstatus = 1

@@ -1,0 +1,81 @@
+"""Small factories that build state through the real services."""
+
+import itertools
+import json
+import time
+
+from django.test import Client
+from django.utils import timezone
+
+from accounts.models import User
+from escrow import services as escrow_services
+from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header
+from escrow.models import Order, Payment
+from shop import services as shop_services
+from shop.models import Merchant, MerchantStatus, Product
+from shop.money import to_major
+
+_counter = itertools.count(1)
+
+
+def user_create(*, username: str | None = None, password: str = "pw-for-tests-1", **fields) -> User:
+    username = username or f"user{next(_counter)}"
+    return User.objects.create_user(username=username, password=password, email=f"{username}@example.com", **fields)
+
+
+def merchant_create(*, name: str = "Key Store", fee_percent=None) -> Merchant:
+    merchant = shop_services.merchant_create(
+        user=user_create(), name=name, now=timezone.now(), status=MerchantStatus.APPROVED
+    )
+    if fee_percent is not None:
+        Merchant.objects.filter(pk=merchant.pk).update(fee_percent=fee_percent)
+        merchant.refresh_from_db()
+    return merchant
+
+
+def product_create(
+    *, merchant: Merchant | None = None, stock: int = 5, price: int = 10000, currency: str = "CNY", **fields
+) -> Product:
+    merchant = merchant or merchant_create()
+    product = shop_services.product_create(
+        merchant=merchant, title=fields.pop("title", f"Product {next(_counter)}"), price=price,
+        currency=currency, now=timezone.now(), **fields,
+    )
+    if stock:
+        keys = [f"KEY-{product.pk}-{i:06d}-{next(_counter)}" for i in range(stock)]
+        shop_services.keys_import_batch(product=product, keys=keys, now=timezone.now())
+    return product
+
+
+def order_place(*, product: Product, quantity: int = 1, email: str = "buyer@example.com", buyer=None):
+    return escrow_services.order_place(
+        product_pk=product.pk, quantity=quantity, email=email, buyer=buyer, now=timezone.now()
+    )
+
+
+def signed_webhook(
+    *, payment: Payment, event_type: str = "payment.succeeded", amount: str | None = None,
+    currency: str | None = None, event_id: str | None = None, timestamp: int | None = None,
+    secret: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    body = event_body(
+        event_type=event_type, payment_id=payment.payment_id,
+        amount=amount if amount is not None else to_major(payment.amount, payment.currency),
+        currency=currency or payment.currency, event_id=event_id,
+    )
+    header = signature_header(body=body, timestamp=timestamp or int(time.time()), secret=secret)
+    return body, {SIGNATURE_HEADER: header}
+
+
+def webhook_post(client: Client, body: bytes, headers: dict[str, str]):
+    return client.post(
+        "/payments/sandbox/webhook/", data=body, content_type="application/json",
+        headers=headers,
+    )
+
+
+def pay(order: Order, client: Client | None = None, **kwargs):
+    """Send the order's payment.succeeded webhook, signed, through the HTTP endpoint."""
+    payment = order.payments.get()
+    body, headers = signed_webhook(payment=payment, **kwargs)
+    return webhook_post(client or Client(), body, headers)
