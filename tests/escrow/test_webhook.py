@@ -1,0 +1,144 @@
+"""The sandbox webhook: verified first, replay-safe, and a bad request changes nothing."""
+
+import json
+import time
+
+import pytest
+from django.test import Client
+
+from escrow.ledger_checks import ledger_problems
+from escrow.models import Order, OrderStatus, Payment, PaymentStatus, Transfer, WebhookEvent
+from shop.models import CardKey, CardKeyStatus
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def order():
+    return factories.order_place(product=factories.product_create(stock=2, price=1500)).order
+
+
+def assert_nothing_changed(order):
+    order.refresh_from_db()
+    assert order.status == OrderStatus.AWAITING_PAYMENT
+    assert order.payments.get().status == PaymentStatus.PENDING
+    assert WebhookEvent.objects.count() == 0
+    assert Transfer.objects.count() == 0
+    assert CardKey.objects.filter(order=order, status=CardKeyStatus.RESERVED).count() == 1
+
+
+def test_replayed_event_is_processed_once(order, run_on_commit):
+    body, headers = factories.signed_webhook(payment=order.payments.get(), event_id="evt_1")
+    with run_on_commit():
+        first = factories.webhook_post(Client(), body, headers)
+        second = factories.webhook_post(Client(), body, headers)
+    assert (first.status_code, first.json()) == (200, {"result": "processed"})
+    assert (second.status_code, second.json()) == (200, {"result": "duplicate"})
+    assert WebhookEvent.objects.count() == 1
+    assert Transfer.objects.filter(code="payment").count() == 1
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.DELIVERED
+
+
+def test_a_second_event_for_the_same_payment_moves_no_more_money(order, run_on_commit):
+    with run_on_commit():
+        factories.pay(order, event_id="evt_a")
+        response = factories.pay(order, event_id="evt_b")
+    assert response.status_code == 200
+    assert WebhookEvent.objects.count() == 2
+    assert Transfer.objects.filter(code="payment").count() == 1
+    assert ledger_problems() == []
+
+
+def test_bad_signature_is_rejected(order):
+    body, _ = factories.signed_webhook(payment=order.payments.get())
+    _, headers = factories.signed_webhook(payment=order.payments.get(), secret="not-the-secret")
+    response = factories.webhook_post(Client(), body, headers)
+    assert response.status_code == 400
+    assert response.json()["code"] == "webhook_rejected"
+    assert_nothing_changed(order)
+
+
+def test_body_changed_after_signing_is_rejected(order):
+    body, headers = factories.signed_webhook(payment=order.payments.get())
+    tampered = body.replace(b'"15.00"', b'"0.01"')
+    assert tampered != body
+    assert factories.webhook_post(Client(), tampered, headers).status_code == 400
+    assert_nothing_changed(order)
+
+
+@pytest.mark.parametrize("age", [301, -301, 3600])
+def test_stale_or_future_timestamp_is_rejected(order, age):
+    body, headers = factories.signed_webhook(payment=order.payments.get(), timestamp=int(time.time()) - age)
+    response = factories.webhook_post(Client(), body, headers)
+    assert response.status_code == 400
+    assert "tolerance" in response.json()["detail"]
+    assert_nothing_changed(order)
+
+
+@pytest.mark.parametrize("header", [None, "", "garbage", "t=abc,v1=00", "v1=00"])
+def test_missing_or_malformed_signature_header_is_rejected(order, header):
+    body, _ = factories.signed_webhook(payment=order.payments.get())
+    headers = {} if header is None else {"Sandbox-Signature": header}
+    assert factories.webhook_post(Client(), body, headers).status_code == 400
+    assert_nothing_changed(order)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        json.dumps({"type": "payment.succeeded", "payment_id": "x", "amount": "1.00", "currency": "CNY"}).encode(),
+        json.dumps({"event_id": "e", "type": "payment.exploded", "payment_id": "x", "amount": "1", "currency": "CNY"}).encode(),
+        json.dumps({"event_id": "e", "type": "payment.succeeded", "payment_id": "x", "amount": "abc", "currency": "CNY"}).encode(),
+        json.dumps({"event_id": "e", "type": "payment.succeeded", "payment_id": "x", "amount": "1.001", "currency": "CNY"}).encode(),
+        json.dumps({"event_id": "e", "type": "payment.succeeded", "payment_id": "x", "amount": "1.00", "currency": "XYZ"}).encode(),
+    ],
+)
+def test_malformed_body_is_rejected(order, body):
+    from escrow.gateways.sandbox.gateway import signature_header
+
+    headers = {"Sandbox-Signature": signature_header(body=body, timestamp=int(time.time()))}
+    response = factories.webhook_post(Client(), body, headers)
+    assert response.status_code == 400
+    assert_nothing_changed(order)
+
+
+def test_unknown_payment_is_rejected(order):
+    from escrow.gateways.sandbox.gateway import event_body, signature_header
+
+    body = event_body(event_type="payment.succeeded", payment_id="sbx_nope", amount="15.00", currency="CNY")
+    headers = {"Sandbox-Signature": signature_header(body=body, timestamp=int(time.time()))}
+    response = factories.webhook_post(Client(), body, headers)
+    assert response.status_code == 400
+    assert response.json()["detail"] == "Unknown payment."
+    assert_nothing_changed(order)
+
+
+def test_get_is_not_allowed(order):
+    assert Client().get("/payments/sandbox/webhook/").status_code == 405
+
+
+@pytest.mark.parametrize(("amount", "currency"), [("14.99", "CNY"), ("15.00", "USD"), ("150.00", "CNY")])
+def test_amount_or_currency_mismatch_holds_for_review_and_delivers_nothing(order, amount, currency, run_on_commit):
+    with run_on_commit():
+        response = factories.pay(order, amount=amount, currency=currency)
+    assert response.status_code == 200
+    order.refresh_from_db()
+    assert order.status == OrderStatus.HELD_FOR_REVIEW
+    assert order.payments.get().status == PaymentStatus.MISMATCHED
+    assert not CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD).exists()
+    assert not Transfer.objects.filter(code__in=["share", "fee"]).exists()
+    assert Transfer.objects.get(code="payment_mismatch").credit_account.kind == "suspense"
+    assert ledger_problems() == []
+    response = Client().get(f"/api/v1/orders/{order.pk}/keys/", headers={"X-Order-Token": "x"})
+    assert response.status_code == 404
+
+
+def test_failed_payment_event_after_success_changes_nothing(order, run_on_commit):
+    with run_on_commit():
+        factories.pay(order)
+        factories.pay(order, event_type="payment.failed")
+    assert Payment.objects.get(order=order).status == PaymentStatus.SUCCEEDED
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.DELIVERED
