@@ -60,7 +60,7 @@ def order_page(request, pk: int, token: str | None = None):
 @require_GET
 def order_status(request, pk: int, token: str | None = None):
     order = order_for_viewer(pk=pk, token=token, user=request.user)
-    return JsonResponse({"status": order.status, "has_keys": order.has_keys})
+    return JsonResponse({"status": order.status, "label": order.get_status_display(), "has_keys": order.has_keys})
 
 
 @require_GET

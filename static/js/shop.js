@@ -38,6 +38,8 @@
     fetch(statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) { return response.json(); })
       .then(function (state) {
+        var label = document.querySelector("[data-testid=status]");
+        if (label && state.label) label.textContent = state.label;
         if (state.has_keys) {
           return fetch(keysUrl, { credentials: "same-origin" })
             .then(function (response) { return response.text(); })

@@ -17,7 +17,6 @@ try:
 except ImportError:  # pragma: no cover - the package is in requirements.txt
     sync_playwright = None
 
-pytestmark = pytest.mark.browser
 
 
 def _browser_missing() -> str | None:

@@ -51,7 +51,9 @@ def test_order_page_polls_until_paid_then_the_keys_fragment_reveals():
     client = Client()
     waiting = client.get(base)
     assert "data-poll-status" in waiting.text and 'data-testid="key"' not in waiting.text
-    assert client.get(base + "status/").json() == {"status": "awaiting_payment", "has_keys": False}
+    assert client.get(base + "status/").json() == {
+        "status": "awaiting_payment", "label": "Awaiting payment", "has_keys": False
+    }
     assert client.get(base + "keys/").status_code == 409
     assert KeyReveal.objects.count() == 0
 
