@@ -3,8 +3,8 @@
 import re
 
 import pytest
-from playwright.sync_api import expect
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from escrow import ledger
 from escrow.models import AccountKind, Order, OrderStatus

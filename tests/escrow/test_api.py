@@ -19,8 +19,14 @@ def test_products_list_and_detail(api):
     product = factories.product_create(stock=3, price=2500, currency="USD", description="Works in the US store.")
     listed = api.get("/api/v1/products/").json()
     assert listed["results"] == [
-        {"id": product.pk, "title": product.title, "price": "25.00", "currency": "USD", "stock": 3,
-         "merchant": {"id": product.merchant_id, "name": "Key Store"}}
+        {
+            "id": product.pk,
+            "title": product.title,
+            "price": "25.00",
+            "currency": "USD",
+            "stock": 3,
+            "merchant": {"id": product.merchant_id, "name": "Key Store"},
+        }
     ]
     detail = api.get(f"/api/v1/products/{product.pk}/").json()
     assert detail["description"] == "Works in the US store."
@@ -40,8 +46,11 @@ def test_paused_products_and_unapproved_merchants_are_not_listed(api):
 
 def test_guest_buys_through_the_api(api, run_on_commit):
     product = factories.product_create(stock=2, price=1234)
-    response = api.post("/api/v1/orders/", {"product": product.pk, "quantity": 2, "email": "g@example.com"},
-                        content_type="application/json")
+    response = api.post(
+        "/api/v1/orders/",
+        {"product": product.pk, "quantity": 2, "email": "g@example.com"},
+        content_type="application/json",
+    )
     assert response.status_code == 201
     created = response.json()
     assert created["status"] == "awaiting_payment"
@@ -93,8 +102,9 @@ def test_bad_orders_get_a_clear_error_and_create_nothing(api, payload, status, c
 
 
 def test_unknown_product_is_a_clear_400(api):
-    response = api.post("/api/v1/orders/", {"product": 424242, "quantity": 1, "email": "g@example.com"},
-                        content_type="application/json")
+    response = api.post(
+        "/api/v1/orders/", {"product": 424242, "quantity": 1, "email": "g@example.com"}, content_type="application/json"
+    )
     assert response.status_code == 400
     assert response.json()["detail"].startswith("product:")
 

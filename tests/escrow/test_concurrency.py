@@ -24,7 +24,7 @@ def run_in_threads(count: int, work) -> list:
         try:
             barrier.wait()
             results[index] = work(index)
-        except Exception as error:  # noqa: BLE001 - the test inspects what each thread met
+        except Exception as error:  # the test inspects what each thread met
             results[index] = error
         finally:
             connection.close()
@@ -57,7 +57,9 @@ def test_fifty_buyers_for_ten_keys_get_exactly_ten_orders():
 
 def test_multi_key_checkouts_racing_never_share_a_key():
     product = factories.product_create(stock=30)
-    results = run_in_threads(20, lambda i: factories.order_place(product=product, quantity=3, email=f"c{i}@example.com"))
+    results = run_in_threads(
+        20, lambda i: factories.order_place(product=product, quantity=3, email=f"c{i}@example.com")
+    )
     placed = [r for r in results if isinstance(r, services.PlacedOrder)]
     assert len(placed) == 10
     per_order = Counter(CardKey.objects.filter(product=product).values_list("order_id", flat=True))

@@ -27,7 +27,9 @@ def test_guest_journey_through_the_pages(run_on_commit):
     pay_page = client.get(checkout.url)
     assert pay_page.status_code == 200 and "¥49.99" in pay_page.text
     with run_on_commit():
-        paid = client.post(checkout.url, {"outcome": "pay", "return": re.search(r'name="return" value="([^"]+)"', pay_page.text)[1]})
+        paid = client.post(
+            checkout.url, {"outcome": "pay", "return": re.search(r'name="return" value="([^"]+)"', pay_page.text)[1]}
+        )
     order_url = paid.url
     assert re.fullmatch(r"/orders/\d+/t/[\w-]+/", order_url)
 
@@ -52,7 +54,9 @@ def test_order_page_polls_until_paid_then_the_keys_fragment_reveals():
     waiting = client.get(base)
     assert "data-poll-status" in waiting.text and 'data-testid="key"' not in waiting.text
     assert client.get(base + "status/").json() == {
-        "status": "awaiting_payment", "label": "Awaiting payment", "has_keys": False
+        "status": "awaiting_payment",
+        "label": "Awaiting payment",
+        "has_keys": False,
     }
     assert client.get(base + "keys/").status_code == 409
     assert KeyReveal.objects.count() == 0
@@ -65,8 +69,13 @@ def test_no_token_wrong_token_or_another_orders_token_is_404(run_on_commit):
         factories.pay(theirs.order)
     client = Client()
     pk = theirs.order.pk
-    for url in (f"/orders/{pk}/", f"/orders/{pk}/t/wrong-token/", f"/orders/{pk}/t/{mine.access_token}/",
-                f"/orders/{pk}/t/{mine.access_token}/keys/", f"/orders/{pk}/t/{mine.access_token}/status/"):
+    for url in (
+        f"/orders/{pk}/",
+        f"/orders/{pk}/t/wrong-token/",
+        f"/orders/{pk}/t/{mine.access_token}/",
+        f"/orders/{pk}/t/{mine.access_token}/keys/",
+        f"/orders/{pk}/t/{mine.access_token}/status/",
+    ):
         response = client.get(url)
         assert response.status_code == 404, url
         assert "KEY-" not in response.text
@@ -100,7 +109,9 @@ def test_failed_sandbox_payment_cancels_the_order(run_on_commit):
 def test_pay_page_refuses_to_redirect_off_site():
     placed = factories.order_place(product=factories.product_create(stock=1))
     payment = placed.order.payments.get()
-    response = Client().post(f"/payments/sandbox/pay/{payment.payment_id}/", {"outcome": "fail", "return": "https://evil.example/"})
+    response = Client().post(
+        f"/payments/sandbox/pay/{payment.payment_id}/", {"outcome": "fail", "return": "https://evil.example/"}
+    )
     assert response.url == "/"
 
 
@@ -126,5 +137,5 @@ def test_pages_speak_chinese():
 
 
 def test_user_text_is_escaped():
-    product = factories.product_create(stock=1, title="<script>alert(1)</script>")
+    factories.product_create(stock=1, title="<script>alert(1)</script>")
     assert "<script>alert(1)</script>" not in Client().get("/").text

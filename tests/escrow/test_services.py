@@ -39,8 +39,12 @@ def test_place_reserves_keys_and_sends_the_link(run_on_commit):
 
 @pytest.mark.parametrize(
     ("quantity", "email", "code"),
-    [(0, "a@example.com", "bad_quantity"), (11, "a@example.com", "bad_quantity"), (1, "not-an-email", "bad_email"),
-     (4, "a@example.com", "out_of_stock")],
+    [
+        (0, "a@example.com", "bad_quantity"),
+        (11, "a@example.com", "bad_quantity"),
+        (1, "not-an-email", "bad_email"),
+        (4, "a@example.com", "out_of_stock"),
+    ],
 )
 def test_bad_checkout_changes_nothing(quantity, email, code):
     product = factories.product_create(stock=3)
@@ -97,12 +101,16 @@ def test_confirm_before_delivery_is_refused():
 def test_keys_are_revealed_only_when_delivered_and_each_reveal_is_recorded(run_on_commit):
     placed = factories.order_place(product=factories.product_create(stock=1))
     with pytest.raises(services.KeysNotDelivered):
-        services.order_keys_reveal(order=placed.order, now=timezone.now(), channel="api", ip=None, user_agent="", user=None)
+        services.order_keys_reveal(
+            order=placed.order, now=timezone.now(), channel="api", ip=None, user_agent="", user=None
+        )
     assert KeyReveal.objects.count() == 0
     with run_on_commit():
         factories.pay(placed.order)
     order = Order.objects.get(pk=placed.order.pk)
-    keys = services.order_keys_reveal(order=order, now=timezone.now(), channel="api", ip="10.0.0.9", user_agent="UA", user=None)
+    keys = services.order_keys_reveal(
+        order=order, now=timezone.now(), channel="api", ip="10.0.0.9", user_agent="UA", user=None
+    )
     assert len(keys) == 1 and keys[0].startswith("KEY-")
     reveal = KeyReveal.objects.get()
     assert (reveal.order_id, reveal.ip, reveal.user_agent, reveal.channel) == (order.pk, "10.0.0.9", "UA", "api")

@@ -90,10 +90,18 @@ def test_missing_or_malformed_signature_header_is_rejected(order, header):
         b"not json",
         b"[]",
         json.dumps({"type": "payment.succeeded", "payment_id": "x", "amount": "1.00", "currency": "CNY"}).encode(),
-        json.dumps({"event_id": "e", "type": "payment.exploded", "payment_id": "x", "amount": "1", "currency": "CNY"}).encode(),
-        json.dumps({"event_id": "e", "type": "payment.succeeded", "payment_id": "x", "amount": "abc", "currency": "CNY"}).encode(),
-        json.dumps({"event_id": "e", "type": "payment.succeeded", "payment_id": "x", "amount": "1.001", "currency": "CNY"}).encode(),
-        json.dumps({"event_id": "e", "type": "payment.succeeded", "payment_id": "x", "amount": "1.00", "currency": "XYZ"}).encode(),
+        json.dumps(
+            {"event_id": "e", "type": "payment.exploded", "payment_id": "x", "amount": "1", "currency": "CNY"}
+        ).encode(),
+        json.dumps(
+            {"event_id": "e", "type": "payment.succeeded", "payment_id": "x", "amount": "abc", "currency": "CNY"}
+        ).encode(),
+        json.dumps(
+            {"event_id": "e", "type": "payment.succeeded", "payment_id": "x", "amount": "1.001", "currency": "CNY"}
+        ).encode(),
+        json.dumps(
+            {"event_id": "e", "type": "payment.succeeded", "payment_id": "x", "amount": "1.00", "currency": "XYZ"}
+        ).encode(),
     ],
 )
 def test_malformed_body_is_rejected(order, body):
