@@ -156,6 +156,19 @@ EMAIL_BACKEND = os.environ.get(
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "shop@localhost")
 SHOP_BASE_URL = os.environ.get("SHOP_BASE_URL", "http://127.0.0.1:8000")
 
+# --- uploaded files (issue 3: merchant stock uploads) ----------------------------------------------
+# Stock files wait under var/ until the worker imports them (then they are deleted: they hold
+# plaintext keys). On several machines MEDIA_ROOT must be a volume the web and worker processes share.
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+MEDIA_URL = "media/"  # never served: uploads are read back only through the merchant's own views
+FILE_UPLOAD_TEMP_DIR = None  # the system's; files over FILE_UPLOAD_MAX_MEMORY_SIZE are streamed there
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # a pasted list of keys is a form field
+SHOP_STOCK_UPLOAD_MAX_BYTES = 50 * 1024 * 1024
+SHOP_STOCK_UPLOAD_MAX_LINES = 1_000_000
+SHOP_STOCK_UPLOAD_BATCH = 5_000
+# --- end of uploaded files ------------------------------------------------------------------------
+
 # --- Celery ---------------------------------------------------------------------------------------
 # Without CELERY_BROKER_URL the broker is a folder on disk: a real worker and beat run against it
 # with no server to install. Production points this at Redis.
@@ -179,7 +192,10 @@ CELERY_TIMEZONE = "UTC"
 
 # --- REST API -------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "shop.authentication.MerchantTokenAuthentication",  # `Authorization: Token <token>` (issue 3)
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",

@@ -115,3 +115,24 @@ def card_key_open(*, data_key: bytes, sealed: bytes, aad: bytes) -> str:
         return AESGCM(data_key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad).decode()
     except InvalidTag as error:
         raise CardKeyCryptoError("A card key does not open: wrong data key or moved ciphertext.") from error
+
+
+class CardKeySealer:
+    """Seals many keys of one product under one data key: the AESGCM and HMAC keys are set up once.
+
+    Bulk imports use this; it produces exactly what `fingerprint` and `card_key_seal` produce.
+    """
+
+    def __init__(self, *, data_key: bytes, product_pk: int, index: bytes | None = None):
+        self._aead = AESGCM(data_key)
+        self._index = hmac.new(index or index_key(), digestmod=hashlib.sha256)
+        self._aad_prefix = b"cardshop:card-key:product:%d:" % product_pk
+
+    def fingerprint(self, normalised: str) -> bytes:
+        mac = self._index.copy()
+        mac.update(normalised.encode())
+        return mac.digest()
+
+    def seal(self, normalised: str, fingerprint: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, normalised.encode(), self._aad_prefix + fingerprint)

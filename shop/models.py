@@ -28,7 +28,10 @@ class Merchant(models.Model):
     status = models.CharField(max_length=16, choices=MerchantStatus.choices, default=MerchantStatus.PENDING)
     rejection_reason = models.TextField(blank=True)
     fee_percent = models.DecimalField(
-        max_digits=5, decimal_places=2, null=True, blank=True,
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
         help_text=_("Empty: the platform default (PLATFORM_FEE_PERCENT)."),
     )
     # The merchant's data key, sealed under a master key (see shop/crypto.py).
@@ -64,6 +67,9 @@ class Product(models.Model):
     max_per_order = models.PositiveIntegerField(_("maximum quantity per order"), default=10)
     low_stock_threshold = models.PositiveIntegerField(_("low-stock threshold"), default=10)
     status = models.CharField(max_length=16, choices=ProductStatus.choices, default=ProductStatus.ACTIVE)
+    # Set when the low-stock e-mail goes out, cleared when stock is back at the threshold: one e-mail
+    # per dip, not one per sale (see services.product_low_stock_check).
+    low_stock_notified_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -101,8 +107,10 @@ class CardKey(models.Model):
     fingerprint = models.BinaryField(max_length=32)
     sealed = models.BinaryField()
     status = models.CharField(max_length=16, choices=CardKeyStatus.choices, default=CardKeyStatus.AVAILABLE)
-    order = models.ForeignKey(
-        "escrow.Order", null=True, blank=True, on_delete=models.PROTECT, related_name="card_keys"
+    order = models.ForeignKey("escrow.Order", null=True, blank=True, on_delete=models.PROTECT, related_name="card_keys")
+    # The upload that brought the key in; tells "duplicate in the file" from "duplicate of existing stock".
+    upload = models.ForeignKey(
+        "shop.StockUpload", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
     created_at = models.DateTimeField()
 
@@ -123,3 +131,138 @@ class CardKey(models.Model):
 
     def __str__(self) -> str:
         return f"card key {self.pk} ({self.status})"
+
+
+# --- product state, stock uploads, API tokens ------------------------------------------------------
+
+PRODUCT_TRANSITIONS = Transitions(
+    {
+        ProductStatus.ACTIVE: {ProductStatus.PAUSED},
+        ProductStatus.PAUSED: {ProductStatus.ACTIVE},
+    }
+)
+
+
+class StockDelimiter(models.TextChoices):
+    """How an upload is split into keys. A line is never split on whitespace, so a card number and its
+    PIN written on one line ("6225 0000 1111 2222 PIN 1234") stay one key."""
+
+    NEWLINE = "newline", _("One key per line")
+    COMMA = "comma", _("Comma (,)")
+    SEMICOLON = "semicolon", _("Semicolon (;)")
+    TAB = "tab", _("Tab")
+    PIPE = "pipe", _("Vertical bar (|)")
+
+
+DELIMITER_CHARACTERS = {
+    StockDelimiter.NEWLINE: None,
+    StockDelimiter.COMMA: ",",
+    StockDelimiter.SEMICOLON: ";",
+    StockDelimiter.TAB: "\t",
+    StockDelimiter.PIPE: "|",
+}
+
+
+class StockUploadStatus(models.TextChoices):
+    RUNNING = "running", _("Running")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+
+
+STOCK_UPLOAD_TRANSITIONS = Transitions({StockUploadStatus.RUNNING: {StockUploadStatus.DONE, StockUploadStatus.FAILED}})
+
+
+class StockUploadSource(models.TextChoices):
+    PASTE = "paste", _("Pasted text")
+    FILE = "file", _("File")
+    API = "api", _("API")
+
+
+class StockUpload(models.Model):
+    """One batch of keys sent by a merchant, imported in the background (see services.stock_upload_process).
+
+    `lines_done` is where a re-run task resumes: each batch commits its keys, its rejected lines and these
+    counters together, so a task that dies half-way and runs again finishes the job exactly once.
+    """
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="stock_uploads")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="stock_uploads")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    source = models.CharField(max_length=8, choices=StockUploadSource.choices)
+    original_name = models.CharField(max_length=255, blank=True)
+    # Path relative to MEDIA_ROOT; the file is deleted once the import ends (it holds plaintext keys).
+    file_path = models.CharField(max_length=255, blank=True)
+    delimiter = models.CharField(max_length=16, choices=StockDelimiter.choices, default=StockDelimiter.NEWLINE)
+    encoding = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=StockUploadStatus.choices, default=StockUploadStatus.RUNNING)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    imported = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    lines_done = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        verbose_name = _("stock upload")
+        verbose_name_plural = _("stock uploads")
+
+    def __str__(self) -> str:
+        return f"stock upload {self.pk} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        if self.status != StockUploadStatus.RUNNING:
+            return 100
+        return int(100 * self.processed / self.total) if self.total else 0
+
+
+class RejectionReason(models.TextChoices):
+    EMPTY = "empty", _("Empty")
+    TOO_LONG = "too_long", _("Too long (over 1,024 characters)")
+    DUPLICATE_IN_FILE = "duplicate_in_file", _("Duplicate in the file")
+    DUPLICATE_EXISTING = "duplicate_existing", _("Duplicate of existing stock")
+
+
+class StockUploadRejection(models.Model):
+    """One entry of an upload that was not imported: where it was and why (never what it was)."""
+
+    upload = models.ForeignKey(StockUpload, on_delete=models.CASCADE, related_name="rejections")
+    line = models.PositiveIntegerField()
+    reason = models.CharField(max_length=32, choices=RejectionReason.choices)
+
+    class Meta:
+        ordering = ["upload", "line", "pk"]
+        indexes = [models.Index(fields=["upload", "line"], name="stock_rejection_line_idx")]
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+class MerchantApiToken(models.Model):
+    """A merchant's API token. Only its SHA-256 digest is stored; the token is shown once, at creation."""
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="api_tokens")
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(max_length=12)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        verbose_name = _("merchant API token")
+        verbose_name_plural = _("merchant API tokens")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

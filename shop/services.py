@@ -1,23 +1,46 @@
 """Every write of the shop app: merchants, products, card-key stock and its reservation."""
 
+import hashlib
 import logging
+import secrets
+import sqlite3
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import F
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import audit_record
-from shop import crypto
+from config.transitions import StateError
+from shop import crypto, stock_files
 from shop.models import (
     CARD_KEY_TRANSITIONS,
+    MERCHANT_TRANSITIONS,
+    PRODUCT_TRANSITIONS,
+    STOCK_UPLOAD_TRANSITIONS,
     CardKey,
     CardKeyStatus,
     Merchant,
+    MerchantApiToken,
     MerchantStatus,
     Product,
+    ProductStatus,
+    RejectionReason,
+    StockDelimiter,
+    StockUpload,
+    StockUploadRejection,
+    StockUploadSource,
+    StockUploadStatus,
 )
+from shop.stock_files import StockFileError
+
+__all__ = ["StockFileError"]  # re-exported: callers catch it with ShopError
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +60,13 @@ def merchant_create(
 ) -> Merchant:
     """Create a merchant with its own data key, sealed under the newest master key."""
     merchant = Merchant.objects.create(
-        user=user, name=name, contact=contact, status=status, created_at=now,
-        data_key_version="", data_key_wrapped=b"",
+        user=user,
+        name=name,
+        contact=contact,
+        status=status,
+        created_at=now,
+        data_key_version="",
+        data_key_wrapped=b"",
     )
     version, wrapped = crypto.data_key_wrap(data_key=crypto.data_key_generate(), merchant_pk=merchant.pk)
     Merchant.objects.filter(pk=merchant.pk).update(data_key_version=version, data_key_wrapped=wrapped)
@@ -68,34 +96,80 @@ class ImportCounts:
     duplicates: int
 
 
-def keys_import_batch(*, product: Product, keys: Iterable[str], now: datetime) -> ImportCounts:
-    """Seal and insert one batch of keys; a key the merchant already has is counted, not inserted.
+def card_keys_insert_skipping_duplicates(rows: list[tuple]) -> set[bytes]:
+    """Insert card-key rows, skipping any whose (merchant, fingerprint) already exists; return the
+    fingerprints that were inserted.
 
-    The (merchant, fingerprint) constraint decides duplicates, so two uploads racing on the same key
-    cannot both insert it. Keys must already be normalised and non-empty.
+    Each row is `(product_id, merchant_id, upload_id, fingerprint, sealed, status, created_at)`. The unique
+    constraint decides, inside the database, so two racing uploads cannot both insert one key; `RETURNING`
+    makes the counts exact. Rows should be sorted by fingerprint: racing inserts then take the index
+    locks in the same order and cannot deadlock.
+    """
+    if not rows:
+        return set()
+    table = CardKey._meta.db_table
+    columns = "product_id, merchant_id, upload_id, fingerprint, sealed, status, created_at"
+    connection = transaction.get_connection()
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = [(*row[:6], adapt(row[6])) for row in rows]
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES %s "  # noqa: S608 - table and columns are ours
+        "ON CONFLICT (merchant_id, fingerprint) DO NOTHING RETURNING fingerprint"
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            from psycopg2.extras import execute_values
+
+            returned = execute_values(cursor.cursor, sql, rows, page_size=len(rows), fetch=True)
+            return {bytes(fp) for (fp,) in returned}
+        if connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35):
+            inserted: set[bytes] = set()
+            per_statement = 100  # 700 parameters: under every SQLite build's variable limit
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start : start + per_statement]
+                values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+                cursor.execute(sql.replace("%s", values, 1), [v for row in chunk for v in row])
+                inserted.update(bytes(fp) for (fp,) in cursor.fetchall())
+            return inserted
+        # Portable fallback: one row at a time, the constraint still decides.
+        inserted = set()
+        for row in rows:
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s) "  # noqa: S608
+                "ON CONFLICT (merchant_id, fingerprint) DO NOTHING",
+                row,
+            )
+            if cursor.rowcount == 1:
+                inserted.add(bytes(row[3]))
+        return inserted
+
+
+@transaction.atomic
+def keys_import_batch(*, product: Product, keys: Iterable[str], now: datetime) -> ImportCounts:
+    """Seal and insert one batch of keys; a key the merchant already has (or a repeat in the batch) is
+    counted as a duplicate, not inserted. Keys are normalised here; empty ones are skipped.
+
+    The (merchant, fingerprint) constraint decides duplicates, so two imports racing on the same key
+    cannot both insert it. Uploads go through `stock_upload_start`; this is for seeding and tests.
     """
     merchant = product.merchant
-    data_key = merchant_data_key(merchant)
-    index_key = crypto.index_key()
-    rows, seen = [], set()
-    for key in keys:
-        fingerprint = crypto.fingerprint(key, key=index_key)
+    sealer = crypto.CardKeySealer(data_key=merchant_data_key(merchant), product_pk=product.pk)
+    rows, seen, offered = [], set(), 0
+    for raw in keys:
+        key = crypto.normalise(raw)
+        if not key:
+            continue
+        offered += 1
+        fingerprint = sealer.fingerprint(key)
         if fingerprint in seen:
             continue
         seen.add(fingerprint)
-        aad = crypto.card_key_aad(product_pk=product.pk, fingerprint=fingerprint)
         rows.append(
-            CardKey(
-                product=product, merchant=merchant, fingerprint=fingerprint, created_at=now,
-                sealed=crypto.card_key_seal(data_key=data_key, plaintext=key, aad=aad),
-            )
+            (product.pk, merchant.pk, None, fingerprint, sealer.seal(key, fingerprint), CardKeyStatus.AVAILABLE, now)
         )
-    with transaction.atomic():
-        before = CardKey.objects.filter(product__merchant=merchant, fingerprint__in=seen).count()
-        CardKey.objects.bulk_create(rows, ignore_conflicts=True)
-        after = CardKey.objects.filter(product__merchant=merchant, fingerprint__in=seen).count()
-    imported = after - before
-    return ImportCounts(imported=imported, duplicates=len(rows) - imported)
+    rows.sort(key=lambda row: row[3])
+    imported = len(card_keys_insert_skipping_duplicates(rows))
+    return ImportCounts(imported=imported, duplicates=offered - imported)
 
 
 def keys_reserve(*, product: Product, quantity: int, order_pk: int) -> list[int]:
@@ -134,3 +208,456 @@ def keys_sell(*, order_pk: int) -> int:
     return CardKey.objects.filter(
         order_id=order_pk, status__in=CARD_KEY_TRANSITIONS.sources(CardKeyStatus.SOLD)
     ).update(status=CardKeyStatus.SOLD)
+
+
+# --- used by escrow refunds (issue 4): a refunded key goes back on sale or is revoked ----------------
+
+
+def keys_refund_restock(*, order_pk: int, key_pks: list[int]) -> int:
+    """Put these keys of a refunded order back on sale (reserved or sold ones). Idempotent."""
+    return CardKey.objects.filter(
+        pk__in=key_pks, order_id=order_pk, status__in=CARD_KEY_TRANSITIONS.sources(CardKeyStatus.AVAILABLE)
+    ).update(status=CardKeyStatus.AVAILABLE, order=None)
+
+
+def keys_refund_revoke(*, order_pk: int, key_pks: list[int]) -> int:
+    """Take these keys of a refunded order out of sale for good; they stay linked to the order as
+    evidence. Reserved (never delivered) keys simply go back on sale. Idempotent."""
+    restocked = CardKey.objects.filter(pk__in=key_pks, order_id=order_pk, status=CardKeyStatus.RESERVED).update(
+        status=CardKeyStatus.AVAILABLE, order=None
+    )
+    revoked = CardKey.objects.filter(pk__in=key_pks, order_id=order_pk, status=CardKeyStatus.SOLD).update(
+        status=CardKeyStatus.REVOKED
+    )
+    return restocked + revoked
+
+
+# --- merchants --------------------------------------------------------------------------------------
+
+
+class ShopError(Exception):
+    """A request the rules refuse; the message is for the person, `code` for the API."""
+
+    def __init__(self, message: str, code: str = "invalid"):
+        super().__init__(message)
+        self.code = code
+
+
+@transaction.atomic
+def merchant_signup(*, user: User, name: str, contact: str, now: datetime) -> Merchant:
+    """A signed-in user applies to sell: a pending merchant, which staff approve or reject."""
+    if Merchant.objects.filter(user=user).exists():
+        raise ShopError(_("You have already applied as a merchant."), "already_merchant")
+    return merchant_create(user=user, name=name.strip(), contact=contact.strip(), now=now)
+
+
+@transaction.atomic
+def merchant_approve(*, merchant: Merchant, actor: User | None, now: datetime) -> Merchant:
+    """Staff approve a pending (or earlier rejected) merchant; a racing second approval fails."""
+    MERCHANT_TRANSITIONS.apply(model=Merchant, pk=merchant.pk, to=MerchantStatus.APPROVED, rejection_reason="")
+    audit_record(action="merchant.approved", subject=merchant, now=now, actor=actor)
+    merchant.refresh_from_db(fields=["status", "rejection_reason"])
+    return merchant
+
+
+@transaction.atomic
+def merchant_reject(*, merchant: Merchant, reason: str, actor: User | None, now: datetime) -> Merchant:
+    """Staff reject a pending merchant with a reason the merchant reads on their status page."""
+    reason = reason.strip()
+    if not reason:
+        raise ShopError(_("Give the merchant a reason."), "reason_required")
+    MERCHANT_TRANSITIONS.apply(
+        model=Merchant,
+        pk=merchant.pk,
+        to=MerchantStatus.REJECTED,
+        from_=[MerchantStatus.PENDING],
+        rejection_reason=reason,
+    )
+    audit_record(action="merchant.rejected", subject=merchant, now=now, actor=actor, data={"reason": reason})
+    merchant.refresh_from_db(fields=["status", "rejection_reason"])
+    return merchant
+
+
+@transaction.atomic
+def merchant_data_keys_rewrap(*, now: datetime) -> tuple[int, int]:
+    """Re-seal every merchant's data key under the newest master key; card-key rows are not touched.
+
+    All or nothing: if one data key does not open (its master key is missing or wrong), the error names
+    the merchant and nothing changes. Returns (re-wrapped, already on the newest key).
+    """
+    newest, _key = crypto.master_keys()[0]
+    rewrapped = current = 0
+    for merchant in Merchant.objects.order_by("pk").select_for_update():
+        if merchant.data_key_version == newest:
+            current += 1
+            continue
+        data_key = merchant_data_key(merchant)
+        version, wrapped = crypto.data_key_wrap(data_key=data_key, merchant_pk=merchant.pk)
+        Merchant.objects.filter(pk=merchant.pk).update(data_key_version=version, data_key_wrapped=wrapped)
+        audit_record(
+            action="merchant.data_key_rewrapped",
+            subject=merchant,
+            now=now,
+            data={"from": merchant.data_key_version, "to": version},
+        )
+        rewrapped += 1
+    return rewrapped, current
+
+
+# --- products ---------------------------------------------------------------------------------------
+
+PRODUCT_FIELDS = {
+    "title",
+    "description",
+    "price",
+    "currency",
+    "category",
+    "inspection_hours",
+    "max_per_order",
+    "low_stock_threshold",
+}
+
+
+@transaction.atomic
+def product_update(*, product: Product, actor: User | None, now: datetime, **fields: object) -> Product:
+    """Change a product's listing (not its status or stock)."""
+    unknown = set(fields) - PRODUCT_FIELDS
+    if unknown:
+        raise ShopError(f"Not editable: {', '.join(sorted(unknown))}.")
+    Product.objects.filter(pk=product.pk).update(**fields)
+    audit_record(action="product.updated", subject=product, now=now, actor=actor, data={"fields": sorted(fields)})
+    product.refresh_from_db()
+    product_low_stock_check(product_pk=product.pk, now=now)
+    return product
+
+
+@transaction.atomic
+def product_pause(*, product: Product, actor: User | None, now: datetime) -> Product:
+    """Take a product off sale; its stock stays."""
+    PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=ProductStatus.PAUSED)
+    audit_record(action="product.paused", subject=product, now=now, actor=actor)
+    product.refresh_from_db(fields=["status"])
+    return product
+
+
+@transaction.atomic
+def product_resume(*, product: Product, actor: User | None, now: datetime) -> Product:
+    """Put a paused product back on sale."""
+    PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=ProductStatus.ACTIVE)
+    audit_record(action="product.resumed", subject=product, now=now, actor=actor)
+    product.refresh_from_db(fields=["status"])
+    return product
+
+
+@transaction.atomic
+def product_low_stock_check(*, product_pk: int, now: datetime) -> bool:
+    """Send the merchant one e-mail when available stock falls below the product's threshold.
+
+    `low_stock_notified_at` is set by compare-and-set when the e-mail is queued (so racing sales send one)
+    and cleared once stock is back at or above the threshold, arming the next e-mail. Call it after
+    anything that lowers or raises available stock; it is cheap (one indexed count). Returns whether an
+    e-mail was queued.
+    """
+    product = Product.objects.get(pk=product_pk)
+    available = CardKey.objects.filter(product_id=product_pk, status=CardKeyStatus.AVAILABLE).count()
+    if available >= product.low_stock_threshold:
+        if product.low_stock_notified_at is not None:
+            Product.objects.filter(pk=product_pk).update(low_stock_notified_at=None)
+        return False
+    armed = Product.objects.filter(pk=product_pk, low_stock_notified_at__isnull=True).update(low_stock_notified_at=now)
+    if armed != 1:
+        return False
+    audit_record(action="product.low_stock", subject=product, now=now, data={"available": available})
+    from shop.tasks import product_low_stock_email_task
+
+    transaction.on_commit(lambda: product_low_stock_email_task.delay(product_pk=product_pk, available=available))
+    return True
+
+
+# --- stock uploads ----------------------------------------------------------------------------------
+
+
+class StockUploadTakenOver(Exception):
+    """Another run of the same upload task moved on first; this one stops without writing."""
+
+
+def _upload_path(name: str) -> Path:
+    return Path(settings.MEDIA_ROOT) / "stock-uploads" / name
+
+
+@transaction.atomic
+def stock_upload_start(
+    *,
+    merchant: Merchant,
+    product_pk: int,
+    chunks: Iterable[bytes],
+    source: str,
+    delimiter: str = StockDelimiter.NEWLINE,
+    original_name: str = "",
+    actor: User | None,
+    now: datetime,
+) -> StockUpload:
+    """Accept a file (or pasted text) of keys for one of the merchant's products and queue its import.
+
+    Everything that can be wrong with the input is found here, before anything is imported: another
+    merchant's product (`ShopError` with code `not_found`), an unknown delimiter, a file that is not .txt
+    or .csv, empty, binary, not UTF-8/GB18030, over the size or line limit (`StockFileError`). The file is
+    kept under MEDIA_ROOT for the worker and deleted when the import ends.
+    """
+    product = Product.objects.filter(pk=product_pk, merchant=merchant).first()
+    if product is None:
+        raise ShopError(_("No such product."), "not_found")
+    if not merchant.is_approved:
+        raise ShopError(_("Your merchant account is not approved yet."), "not_approved")
+    if delimiter not in StockDelimiter.values:
+        raise ShopError(_("Unknown delimiter %(value)r.") % {"value": delimiter}, "invalid_delimiter")
+    if source == StockUploadSource.FILE and not original_name.lower().endswith((".txt", ".csv")):
+        raise StockFileError(_("Send a .txt or .csv file."), "invalid_file_type")
+    name = f"{uuid.uuid4().hex}.txt"
+    path = _upload_path(name)
+    stock_files.write_limited(chunks, path, max_bytes=settings.SHOP_STOCK_UPLOAD_MAX_BYTES)
+    try:
+        info = stock_files.inspect(path, delimiter=delimiter, max_lines=settings.SHOP_STOCK_UPLOAD_MAX_LINES)
+        upload = StockUpload.objects.create(
+            merchant=merchant,
+            product=product,
+            created_by=actor if actor and actor.is_authenticated else None,
+            source=source,
+            original_name=original_name[:255],
+            file_path=f"stock-uploads/{name}",
+            delimiter=delimiter,
+            encoding=info.encoding,
+            total=info.entries,
+            created_at=now,
+        )
+        audit_record(
+            action="stock.upload_started",
+            subject=upload,
+            now=now,
+            actor=actor,
+            data={"product": product.pk, "entries": info.entries, "encoding": info.encoding, "source": source},
+        )
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    from shop.tasks import stock_upload_process_task
+
+    transaction.on_commit(lambda: stock_upload_process_task.delay(upload_pk=upload.pk))
+    return upload
+
+
+def stock_upload_process(*, upload_pk: int, now: datetime) -> StockUpload:
+    """Import an upload's file in batches; each batch commits its keys, rejected lines and counters.
+
+    Safe to run twice, even at once: each batch first checks, under a row lock, that the upload is still
+    where this run left it (`lines_done`), so a second run either resumes where the first stopped or
+    stops itself. A bad file or key material marks the upload failed with the reason; keys already
+    committed by earlier batches stay (they are real stock, counted in `imported`).
+    """
+    upload = StockUpload.objects.select_related("merchant", "product").get(pk=upload_pk)
+    if upload.status != StockUploadStatus.RUNNING:
+        return upload
+    batch_size = settings.SHOP_STOCK_UPLOAD_BATCH
+    path = Path(settings.MEDIA_ROOT) / upload.file_path
+    try:
+        sealer = crypto.CardKeySealer(data_key=merchant_data_key(upload.merchant), product_pk=upload.product_id)
+        lines_done = upload.lines_done
+        batch: list[tuple[int, str]] = []
+        last_line = lines_done
+        lines = stock_files.iter_lines(
+            path, encoding=upload.encoding, delimiter=upload.delimiter, skip_lines=lines_done
+        )
+        for number, entries in lines:
+            batch.extend((number, entry) for entry in entries)
+            last_line = number
+            if len(batch) >= batch_size:
+                _stock_upload_batch_write(
+                    upload=upload, sealer=sealer, entries=batch, lines_from=lines_done, lines_to=last_line, now=now
+                )
+                lines_done, batch = last_line, []
+        _stock_upload_batch_write(
+            upload=upload, sealer=sealer, entries=batch, lines_from=lines_done, lines_to=last_line, now=now
+        )
+    except StockUploadTakenOver:
+        logger.info("shop.stock_upload_taken_over", extra={"upload": upload_pk})
+        return StockUpload.objects.get(pk=upload_pk)
+    except (OSError, UnicodeDecodeError, crypto.CardKeyCryptoError) as error:
+        logger.warning("shop.stock_upload_failed", extra={"upload": upload_pk, "error": str(error)})
+        return _stock_upload_finish(upload=upload, status=StockUploadStatus.FAILED, error=str(error), now=now)
+    return _stock_upload_finish(upload=upload, status=StockUploadStatus.DONE, error="", now=now)
+
+
+@transaction.atomic
+def _stock_upload_batch_write(
+    *,
+    upload: StockUpload,
+    sealer: crypto.CardKeySealer,
+    entries: list[tuple[int, str]],
+    lines_from: int,
+    lines_to: int,
+    now: datetime,
+) -> None:
+    claimed = (
+        StockUpload.objects.select_for_update()
+        .filter(pk=upload.pk, status=StockUploadStatus.RUNNING, lines_done=lines_from)
+        .exists()
+    )
+    if not claimed:
+        raise StockUploadTakenOver(upload.pk)
+    rejections: list[tuple[int, str]] = []
+    first_line: dict[bytes, int] = {}
+    rows = []
+    for line, raw in entries:
+        key = crypto.normalise(raw)
+        if not key:
+            rejections.append((line, RejectionReason.EMPTY))
+        elif len(key) > MAX_KEY_LENGTH:
+            rejections.append((line, RejectionReason.TOO_LONG))
+        else:
+            fingerprint = sealer.fingerprint(key)
+            if fingerprint in first_line:
+                rejections.append((line, RejectionReason.DUPLICATE_IN_FILE))
+                continue
+            first_line[fingerprint] = line
+            rows.append(
+                (
+                    upload.product_id,
+                    upload.merchant_id,
+                    upload.pk,
+                    fingerprint,
+                    sealer.seal(key, fingerprint),
+                    CardKeyStatus.AVAILABLE,
+                    now,
+                )
+            )
+    rejected = sum(reason in (RejectionReason.EMPTY, RejectionReason.TOO_LONG) for _line, reason in rejections)
+    rows.sort(key=lambda row: row[3])
+    inserted = card_keys_insert_skipping_duplicates(rows)
+    conflicted = [fp for fp in first_line if fp not in inserted]
+    if conflicted:
+        # Who holds the key now: this upload (an earlier batch of the same file) or older stock.
+        holders = {
+            bytes(fp): upload_id
+            for fp, upload_id in CardKey.objects.filter(
+                merchant_id=upload.merchant_id, fingerprint__in=conflicted
+            ).values_list("fingerprint", "upload_id")
+        }
+        for fp in conflicted:
+            in_file = holders.get(fp) == upload.pk
+            reason = RejectionReason.DUPLICATE_IN_FILE if in_file else RejectionReason.DUPLICATE_EXISTING
+            rejections.append((first_line[fp], reason))
+    StockUploadRejection.objects.bulk_create(
+        [StockUploadRejection(upload_id=upload.pk, line=line, reason=reason) for line, reason in rejections],
+        batch_size=5000,
+    )
+    StockUpload.objects.filter(pk=upload.pk).update(
+        processed=F("processed") + len(entries),
+        imported=F("imported") + len(inserted),
+        duplicates=F("duplicates") + len(rejections) - rejected,
+        rejected=F("rejected") + rejected,
+        lines_done=lines_to,
+    )
+
+
+@transaction.atomic
+def _stock_upload_finish(*, upload: StockUpload, status: str, error: str, now: datetime) -> StockUpload:
+    try:
+        STOCK_UPLOAD_TRANSITIONS.apply(model=StockUpload, pk=upload.pk, to=status, error=error, finished_at=now)
+    except StateError:
+        return StockUpload.objects.get(pk=upload.pk)  # another run finished it
+    upload.refresh_from_db()
+    audit_record(
+        action=f"stock.upload_{status}",
+        subject=upload,
+        now=now,
+        data={
+            "product": upload.product_id,
+            "imported": upload.imported,
+            "duplicates": upload.duplicates,
+            "rejected": upload.rejected,
+            "error": error,
+        },
+    )
+    path = Path(settings.MEDIA_ROOT) / upload.file_path
+    transaction.on_commit(lambda: path.unlink(missing_ok=True))  # it holds plaintext keys
+    product_low_stock_check(product_pk=upload.product_id, now=now)
+    return upload
+
+
+# --- revoking and exporting stock -------------------------------------------------------------------
+
+
+@transaction.atomic
+def keys_revoke(*, product: Product, actor: User | None, now: datetime, keys: Iterable[str] | None = None) -> int:
+    """Revoke the product's available keys: those listed in `keys` (matched by fingerprint, nothing is
+    decrypted), or all of them when `keys` is None. Reserved and sold keys are left alone; a revoked key
+    never sells. Returns how many were revoked."""
+    unsold = CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE)
+    if keys is not None:
+        index = crypto.index_key()
+        fingerprints = {crypto.fingerprint(k, key=index) for k in map(crypto.normalise, keys) if k}
+        if not fingerprints:
+            raise ShopError(_("List at least one key to revoke."), "no_keys")
+        unsold = unsold.filter(fingerprint__in=fingerprints)
+    revoked = unsold.update(status=CardKeyStatus.REVOKED)
+    audit_record(
+        action="stock.revoked",
+        subject=product,
+        now=now,
+        actor=actor,
+        data={"count": revoked, "all": keys is None},
+    )
+    product_low_stock_check(product_pk=product.pk, now=now)
+    return revoked
+
+
+@transaction.atomic
+def keys_export_record(*, product: Product, actor: User, now: datetime) -> int:
+    """Record that the merchant exports the product's unsold keys (the caller checked their password).
+
+    Returns how many keys the export holds; the plaintext comes from `selectors.product_unsold_keys_plaintext`.
+    """
+    count = CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).count()
+    audit_record(action="stock.exported", subject=product, now=now, actor=actor, data={"count": count})
+    return count
+
+
+# --- API tokens -------------------------------------------------------------------------------------
+
+API_TOKEN_PREFIX = "cks_"  # noqa: S105 - a label, not a secret
+
+
+def api_token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def merchant_api_token_create(
+    *, merchant: Merchant, name: str, actor: User | None, now: datetime, token: str | None = None
+) -> tuple[MerchantApiToken, str]:
+    """Create an API token; returns it with its secret, which is shown once and never stored."""
+    token = token or API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    record = MerchantApiToken.objects.create(
+        merchant=merchant,
+        name=name.strip() or _("API token"),
+        prefix=token[:10],
+        digest=api_token_digest(token),
+        created_at=now,
+    )
+    audit_record(action="api_token.created", subject=record, now=now, actor=actor, data={"name": record.name})
+    return record, token
+
+
+@transaction.atomic
+def merchant_api_token_revoke(*, token: MerchantApiToken, actor: User | None, now: datetime) -> bool:
+    """Revoke a token at once. Revoking a revoked token changes nothing and returns False."""
+    changed = MerchantApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)
+    if changed:
+        audit_record(action="api_token.revoked", subject=token, now=now, actor=actor)
+    return bool(changed)
+
+
+def merchant_api_token_touch(*, token: MerchantApiToken, now: datetime) -> None:
+    """Note the token's use, at most once a minute (no write on every request)."""
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        MerchantApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
