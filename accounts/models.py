@@ -33,3 +33,22 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action} {self.subject_type}:{self.subject_id}"
+
+
+class Alert(models.Model):
+    """Something staff must look at (a reconciliation difference, …). Raised once per `key`."""
+
+    key = models.CharField(max_length=160, unique=True)
+    kind = models.CharField(max_length=64, db_index=True)
+    message = models.TextField()
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("alert")
+        verbose_name_plural = _("alerts")
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message[:60]}"

@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -14,4 +15,12 @@ app.conf.beat_schedule = {
     # A reservation lapses 15 minutes after checkout; checking every 30 s returns stock to sale
     # at most half a minute late, and each run only touches the orders that are due.
     "escrow.orders_expire": {"task": "escrow.orders_expire", "schedule": 30.0},
+    # Inspection windows are hours long; a minute late is invisible to merchants, and each run
+    # releases everything due in a few bulk transactions.
+    "escrow.orders_release": {"task": "escrow.orders_release", "schedule": 60.0},
+    # Reserve holds last days; releasing them within the hour is plenty and costs one query when idle.
+    "escrow.reserves_release": {"task": "escrow.reserves_release", "schedule": 3600.0},
+    # Reconciliation compares whole (UTC) days with the gateway's books, so once a day, after midnight
+    # plus a margin for late webhooks.
+    "escrow.reconcile_gateways": {"task": "escrow.reconcile_gateways", "schedule": crontab(hour=1, minute=30)},
 }

@@ -56,6 +56,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "accounts",
     "shop",
     "escrow",
@@ -69,6 +72,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -220,6 +224,17 @@ SANDBOX_WEBHOOK_SECRET = _secret("SANDBOX_WEBHOOK_SECRET")
 SANDBOX_WEBHOOK_TOLERANCE_SECONDS = 300
 PLATFORM_FEE_PERCENT = Decimal(os.environ.get("PLATFORM_FEE_PERCENT", "5"))
 RESERVATION_MINUTES = int(os.environ.get("RESERVATION_MINUTES", "15"))
+
+# --- escrow money lifecycle (issue 4): reserves, withdrawals, two factors ---------------------------
+# Rolling reserve: this share of each release is held this many days for merchants younger than
+# RESERVE_MERCHANT_AGE_DAYS, then released by a periodic task.
+RESERVE_PERCENT = Decimal(os.environ.get("RESERVE_PERCENT", "10"))
+RESERVE_DAYS = int(os.environ.get("RESERVE_DAYS", "14"))
+RESERVE_MERCHANT_AGE_DAYS = int(os.environ.get("RESERVE_MERCHANT_AGE_DAYS", "90"))
+# Smallest withdrawal, in minor units (1000 = 10.00).
+WITHDRAWAL_MINIMUM = int(os.environ.get("WITHDRAWAL_MINIMUM", "1000"))
+OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Card-key shop")
+BACKUP_CODE_COUNT = 10
 
 # --- deployment protections -----------------------------------------------------------------------
 if PRODUCTION:

@@ -159,3 +159,46 @@ def platform_account(kind: AccountKind, currency: str) -> LedgerAccount:
 
 def merchant_account(kind: AccountKind, currency: str, merchant_pk: int) -> LedgerAccount:
     return account(kind=kind, currency=currency, merchant_pk=merchant_pk)
+
+
+def book_many_rollback_unsafe(*, rows: list[Transfer]) -> None:
+    """Insert many new transfers (single or post-pending) and update each touched account once.
+
+    For batch jobs only. It does not look up earlier copies of the transfers: if any transfer id
+    exists already, or any pending transfer was resolved already, the database constraints raise
+    `IntegrityError` and the caller must roll back the whole batch (and redo it one by one). The
+    caller must hold the locks that make every pending transfer in `rows` still open.
+    """
+    deltas: dict[int, dict[str, int]] = {}
+
+    def add(account_pk: int, name: str, value: int) -> None:
+        if value:
+            bucket = deltas.setdefault(account_pk, {})
+            bucket[name] = bucket.get(name, 0) + value
+
+    for row in rows:
+        if row.amount < 0 or row.debit_account_id == row.credit_account_id:
+            raise LedgerError(f"Transfer {row.transfer_id} breaks a ledger rule.")
+        if row.kind == TransferKind.SINGLE:
+            add(row.debit_account_id, "debits_posted", row.amount)
+            add(row.credit_account_id, "credits_posted", row.amount)
+        elif row.kind == TransferKind.POST_PENDING:
+            reserved = row.pending.amount
+            if row.amount > reserved:
+                raise LedgerError(f"Posting {row.amount} of pending {row.pending.transfer_id} ({reserved}).")
+            add(row.debit_account_id, "debits_pending", -reserved)
+            add(row.credit_account_id, "credits_pending", -reserved)
+            add(row.debit_account_id, "debits_posted", row.amount)
+            add(row.credit_account_id, "credits_posted", row.amount)
+        else:
+            raise LedgerError(f"book_many does not book {row.kind} transfers.")
+    Transfer.objects.bulk_create(rows, batch_size=1000)
+    for account_pk in sorted(deltas):
+        LedgerAccount.objects.filter(pk=account_pk).update(
+            **{name: F(name) + value for name, value in deltas[account_pk].items()}
+        )
+
+
+def available_of(account_row: LedgerAccount) -> int:
+    """What a merchant can withdraw: posted credits less posted and pending debits."""
+    return account_row.credits_posted - account_row.debits_posted - account_row.debits_pending

@@ -4,7 +4,19 @@ from collections import defaultdict
 
 from django.db.models import Q, Sum
 
-from escrow.models import AccountKind, LedgerAccount, Order, OrderStatus, Transfer, TransferKind
+from escrow.models import (
+    AccountKind,
+    LedgerAccount,
+    Order,
+    OrderStatus,
+    Refund,
+    RefundStatus,
+    ReserveHold,
+    Transfer,
+    TransferKind,
+    Withdrawal,
+    WithdrawalStatus,
+)
 
 SETTLED = [OrderStatus.COMPLETED, OrderStatus.REFUNDED, OrderStatus.PARTIALLY_REFUNDED]
 
@@ -74,6 +86,66 @@ def ledger_problems() -> list[str]:
             )
 
     problems.extend(_settled_order_problems())
+    problems.extend(_reserve_problems())
+    problems.extend(_withdrawal_problems())
+    problems.extend(_refund_problems())
+    return problems
+
+
+def _sums(queryset, *keys: str) -> dict[tuple, int]:
+    return {tuple(row[k] for k in keys): row["total"] for row in queryset.values(*keys).annotate(total=Sum("amount"))}
+
+
+def _reserve_problems() -> list[str]:
+    """Each merchant's reserve balance equals their unreleased reserve holds."""
+    problems = []
+    held = _sums(ReserveHold.objects.filter(released_at__isnull=True), "merchant_id", "currency")
+    for account in LedgerAccount.objects.filter(kind=AccountKind.MERCHANT_RESERVE):
+        expected = held.get((account.merchant_id, account.currency), 0)
+        if account.credit_balance != expected or account.credits_pending or account.debits_pending:
+            problems.append(f"Account {account}: reserve balance {account.credit_balance} != open holds {expected}.")
+    return problems
+
+
+def _withdrawal_problems() -> list[str]:
+    """Payouts pending = withdrawals waiting; payouts posted = withdrawals paid."""
+    problems = []
+    waiting = _sums(Withdrawal.objects.filter(status=WithdrawalStatus.REQUESTED), "currency")
+    paid = _sums(Withdrawal.objects.filter(status=WithdrawalStatus.PAID), "currency")
+    for account in LedgerAccount.objects.filter(kind=AccountKind.PAYOUTS):
+        key = (account.currency,)
+        if account.credits_pending != waiting.get(key, 0) or account.credit_balance != paid.get(key, 0):
+            problems.append(
+                f"Payouts {account.currency}: pending {account.credits_pending} / paid {account.credit_balance} "
+                f"!= withdrawals waiting {waiting.get(key, 0)} / paid {paid.get(key, 0)}."
+            )
+    resolved = set(
+        Transfer.objects.filter(code="withdrawal").exclude(kind=TransferKind.PENDING).values_list("transfer_id", flat=True)
+    )
+    suffix = {WithdrawalStatus.PAID: "post", WithdrawalStatus.REJECTED: "void"}
+    for pk, status in Withdrawal.objects.exclude(status=WithdrawalStatus.REQUESTED).values_list("pk", "status"):
+        if f"withdrawal:{pk}:{suffix[status]}" not in resolved:
+            problems.append(f"Withdrawal {pk} is {status} but its pending transfer was not resolved that way.")
+    return problems
+
+
+def _refund_problems() -> list[str]:
+    """Refunds owed = refunds not yet confirmed; each refund is booked once, for its amount."""
+    problems = []
+    owed = _sums(Refund.objects.filter(status=RefundStatus.REQUESTED), "currency")
+    for account in LedgerAccount.objects.filter(kind=AccountKind.BUYER_REFUNDS_PAYABLE):
+        if account.credit_balance != owed.get((account.currency,), 0):
+            problems.append(
+                f"Refunds payable {account.currency}: {account.credit_balance} != refunds awaiting the gateway "
+                f"{owed.get((account.currency,), 0)}."
+            )
+    booked = dict(Transfer.objects.filter(code="refund").values_list("transfer_id", "amount"))
+    paid = set(Transfer.objects.filter(code="refund_paid").values_list("transfer_id", flat=True))
+    for pk, amount, status in Refund.objects.values_list("pk", "amount", "status").iterator(chunk_size=2000):
+        if booked.get(f"refund:{pk}") != amount:
+            problems.append(f"Refund {pk}: booked {booked.get(f'refund:{pk}')} out of escrow, not {amount}.")
+        if (status == RefundStatus.SUCCEEDED) != (f"refund:{pk}:paid" in paid):
+            problems.append(f"Refund {pk}: status {status} does not match its paid transfer.")
     return problems
 
 

@@ -31,7 +31,8 @@ ORDER_TRANSITIONS = Transitions(
         S.CANCELLED: {S.PAID, S.HELD_FOR_REVIEW},
         S.PAID: {S.DELIVERED, S.REFUNDED, S.HELD_FOR_REVIEW},
         S.HELD_FOR_REVIEW: {S.DELIVERED, S.REFUNDED},
-        S.DELIVERED: {S.COMPLETED, S.DISPUTED},
+        # Staff or the merchant may refund during the inspection window, in full or some of the keys.
+        S.DELIVERED: {S.COMPLETED, S.DISPUTED, S.REFUNDED, S.PARTIALLY_REFUNDED},
         S.DISPUTED: {S.COMPLETED, S.REFUNDED, S.PARTIALLY_REFUNDED},
     }
 )
@@ -147,6 +148,10 @@ class AccountKind(models.TextChoices):
     MERCHANT_RESERVE = "merchant_reserve", _("Merchant reserve")
     PLATFORM_FEES = "platform_fees", _("Platform fees")
     SUSPENSE = "suspense", _("Suspense (payments under review)")
+    # Refunds booked out of escrow, waiting for the gateway to confirm the money reached the buyer.
+    BUYER_REFUNDS_PAYABLE = "buyer_refunds_payable", _("Refunds owed to buyers")
+    # Withdrawals: pending credits are requests awaiting staff, posted credits were paid out.
+    PAYOUTS = "payouts", _("Merchant payouts")
 
 
 class LedgerAccount(models.Model):
@@ -211,3 +216,161 @@ class Transfer(models.Model):
 
     def __str__(self) -> str:
         return self.transfer_id
+
+
+# --- refunds, reserves, withdrawals, proofs of liabilities -----------------------------------------
+
+
+class KeyDisposition(models.TextChoices):
+    RESTOCK = "restock", _("Return to stock")
+    REVOKE = "revoke", _("Revoke")
+
+
+class RefundStatus(models.TextChoices):
+    REQUESTED = "requested", _("Requested at the gateway")
+    SUCCEEDED = "succeeded", _("Paid back to the buyer")
+
+
+REFUND_TRANSITIONS = Transitions({RefundStatus.REQUESTED: {RefundStatus.SUCCEEDED}})
+
+
+class Refund(models.Model):
+    """Money going back to a buyer: booked out of escrow at once, paid when the gateway confirms."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    amount = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3, choices=Currency.choices)
+    key_count = models.PositiveIntegerField(default=0)
+    card_key_pks = models.JSONField(default=list, blank=True)
+    key_disposition = models.CharField(max_length=16, choices=KeyDisposition.choices, default=KeyDisposition.RESTOCK)
+    reason = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=RefundStatus.choices, default=RefundStatus.REQUESTED)
+    gateway = models.CharField(max_length=32)
+    gateway_refund_id = models.CharField(max_length=64, null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    succeeded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "gateway_refund_id"], name="refund_unique_per_gateway",
+                condition=Q(gateway_refund_id__isnull=False),
+            ),
+        ]
+        verbose_name = _("refund")
+        verbose_name_plural = _("refunds")
+
+    def __str__(self) -> str:
+        return f"refund {self.pk} of order {self.order_id}"
+
+
+class ReserveHold(models.Model):
+    """Part of one release kept in the merchant's rolling reserve until `release_at`."""
+
+    order = models.OneToOneField(Order, on_delete=models.PROTECT, related_name="reserve_hold")
+    merchant = models.ForeignKey("shop.Merchant", on_delete=models.PROTECT, related_name="+")
+    amount = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3, choices=Currency.choices)
+    held_at = models.DateTimeField()
+    release_at = models.DateTimeField(db_index=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["release_at"], name="reserve_hold_open_idx", condition=Q(released_at__isnull=True))
+        ]
+
+    def __str__(self) -> str:
+        return f"reserve of order {self.order_id}"
+
+
+class PayoutAccount(models.Model):
+    """Where a merchant's withdrawals are paid (a bank or wallet account they saved)."""
+
+    merchant = models.ForeignKey("shop.Merchant", on_delete=models.PROTECT, related_name="payout_accounts")
+    label = models.CharField(_("label"), max_length=64)
+    holder_name = models.CharField(_("account holder"), max_length=100)
+    account_number = models.CharField(_("account number or wallet id"), max_length=64)
+    provider = models.CharField(_("bank or wallet"), max_length=64)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("payout account")
+        verbose_name_plural = _("payout accounts")
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.provider} …{self.account_number[-4:]})"
+
+
+class WithdrawalStatus(models.TextChoices):
+    REQUESTED = "requested", _("Waiting for approval")
+    PAID = "paid", _("Paid")
+    REJECTED = "rejected", _("Rejected")
+
+
+WITHDRAWAL_TRANSITIONS = Transitions(
+    {WithdrawalStatus.REQUESTED: {WithdrawalStatus.PAID, WithdrawalStatus.REJECTED}}
+)
+
+
+class Withdrawal(models.Model):
+    merchant = models.ForeignKey("shop.Merchant", on_delete=models.PROTECT, related_name="withdrawals")
+    payout_account = models.ForeignKey(PayoutAccount, on_delete=models.PROTECT, related_name="withdrawals")
+    amount = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3, choices=Currency.choices)
+    status = models.CharField(
+        max_length=16, choices=WithdrawalStatus.choices, default=WithdrawalStatus.REQUESTED, db_index=True
+    )
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        verbose_name = _("withdrawal")
+        verbose_name_plural = _("withdrawals")
+
+    def __str__(self) -> str:
+        return f"withdrawal {self.pk}"
+
+
+class LiabilityPublication(models.Model):
+    """One published Merkle sum tree of what the platform owes, per currency."""
+
+    currency = models.CharField(max_length=3, choices=Currency.choices)
+    root_hash = models.CharField(max_length=64)
+    total = models.BigIntegerField()
+    funds_held = models.BigIntegerField()
+    leaf_count = models.PositiveIntegerField()
+    published_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-published_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.currency} {self.root_hash[:12]}…"
+
+
+class LiabilityLeaf(models.Model):
+    """One creditor's leaf; the nonce is what makes its public hash unlinkable to who it is."""
+
+    publication = models.ForeignKey(LiabilityPublication, on_delete=models.CASCADE, related_name="leaves")
+    position = models.PositiveIntegerField()
+    entity = models.CharField(max_length=128)  # "merchant:<pk>" or "buyer:<e-mail>"
+    merchant = models.ForeignKey("shop.Merchant", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    nonce = models.CharField(max_length=64)
+    amount = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["publication", "position"], name="liability_leaf_position")]
+
+    def __str__(self) -> str:
+        return f"leaf {self.position} of {self.publication_id}"

@@ -4,7 +4,6 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -15,13 +14,14 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import audit_record
-from escrow import ledger
+from escrow import ledger, refunds
 from escrow.gateways import DEFAULT_GATEWAY, GatewayEvent, WebhookRejected, gateway_get
 from escrow.locks import order_lock, payment_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
     PAYMENT_TRANSITIONS,
     AccountKind,
+    KeyDisposition,
     KeyReveal,
     Order,
     OrderStatus,
@@ -30,8 +30,15 @@ from escrow.models import (
     WebhookEvent,
     token_hash,
 )
+
+# Re-exported so callers find every escrow write through this module.
+from escrow.releases import (  # noqa: F401
+    fee_percent_for,
+    hold_release,
+    orders_release_due,
+    reserves_release_due,
+)
 from shop import services as shop_services
-from shop.models import Merchant
 from shop.money import percent_of
 from shop.selectors import order_keys_plaintext, products_on_sale
 
@@ -60,10 +67,6 @@ class PlacedOrder:
 
 def order_page_path(order: Order, access_token: str) -> str:
     return reverse("escrow:order_guest", kwargs={"pk": order.pk, "token": access_token})
-
-
-def fee_percent_for(merchant: Merchant) -> Decimal:
-    return merchant.fee_percent if merchant.fee_percent is not None else settings.PLATFORM_FEE_PERCENT
 
 
 @transaction.atomic
@@ -142,6 +145,8 @@ def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -
             payment_succeeded(payment_pk=payment.pk, event=event, now=now)
         elif event.type == "payment.failed":
             payment_failed(payment_pk=payment.pk, now=now)
+        elif event.type == "refund.succeeded":
+            refunds.refund_succeeded(payment=payment, event=event, now=now)
     return "processed"
 
 
@@ -190,7 +195,12 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     audit_record(action="payment.succeeded", subject=order, now=now, data={"payment": payment.pk, "late": late})
 
     if late and not _reserve_again(order):
-        _refund_whole_order(order=order, now=now, reason="no_stock_after_late_payment")
+        # A paid buyer is never left with "out of stock": the whole amount goes back through the gateway.
+        order.refresh_from_db(fields=["status"])
+        refunds.order_refund_book(
+            order=order, payment=payment, now=now, key_pks=None, disposition=KeyDisposition.RESTOCK,
+            reason="no_stock_after_late_payment", actor=None,
+        )
         return order
 
     _hold_open(order=order, now=now)
@@ -229,22 +239,6 @@ def _hold_open(*, order: Order, now: datetime) -> None:
         )
 
 
-def _refund_whole_order(*, order: Order, now: datetime, reason: str) -> None:
-    """Give a paid order's whole amount back: void what is held, post the refund out of escrow."""
-    for pending in ledger.open_pending(order=order):
-        ledger.pending_void(transfer_id=f"{pending.transfer_id}:void", pending=pending, now=now)
-    ledger.transfer(
-        transfer_id=f"order:{order.pk}:refund",
-        debit=ledger.platform_account(AccountKind.ESCROW, order.currency),
-        credit=ledger.platform_account(AccountKind.GATEWAY_CLEARING, order.currency),
-        amount=order.amount, code="refund", order=order, now=now,
-    )
-    shop_services.keys_release(order_pk=order.pk)
-    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.REFUNDED, completed_at=now)
-    audit_record(action="order.refunded", subject=order, now=now, data={"reason": reason, "amount": order.amount})
-    logger.info("escrow.order_refunded", extra={"order": order.pk, "reason": reason})
-
-
 def payment_failed(*, payment_pk: int, now: datetime) -> None:
     """The buyer's payment failed at the gateway: cancel the unpaid order and return its keys."""
     assert transaction.get_connection().in_atomic_block
@@ -276,12 +270,6 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     logger.info("escrow.order_delivered", extra={"order": order.pk})
     order.refresh_from_db()
     return order
-
-
-def hold_release(*, order: Order, now: datetime) -> None:
-    """Post the order's held share and fee in full. Idempotent by transfer id."""
-    for pending in ledger.open_pending(order=order):
-        ledger.pending_post(transfer_id=f"{pending.transfer_id}:post", pending=pending, now=now)
 
 
 @transaction.atomic

@@ -5,7 +5,8 @@ from django.core.mail import send_mail
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from escrow import services
+from escrow import reconciliation, refunds, services, withdrawals
+from escrow.gateways.sandbox.tasks import sandbox_refund_webhook_send_task  # noqa: F401  (registers it)
 from escrow.models import Order
 
 
@@ -17,6 +18,32 @@ def order_deliver_task(*, order_pk: int) -> None:
 @shared_task(name="escrow.orders_expire", acks_late=True)
 def orders_expire_task() -> int:
     return services.orders_expire_due(now=timezone.now())
+
+
+@shared_task(name="escrow.orders_release", acks_late=True)
+def orders_release_task() -> int:
+    return services.orders_release_due(now=timezone.now())
+
+
+@shared_task(name="escrow.reserves_release", acks_late=True)
+def reserves_release_task() -> int:
+    return services.reserves_release_due(now=timezone.now())
+
+
+@shared_task(name="escrow.refund_submit", acks_late=True, autoretry_for=(ConnectionError,), max_retries=8)
+def refund_submit_task(*, refund_pk: int) -> None:
+    refunds.refund_submit(refund_pk=refund_pk, now=timezone.now())
+
+
+@shared_task(name="escrow.withdrawal_requested_notify", acks_late=True)
+def withdrawal_requested_notify_task(*, withdrawal_pk: int) -> None:
+    withdrawals.withdrawal_requested_notify(withdrawal_pk=withdrawal_pk)
+
+
+@shared_task(name="escrow.reconcile_gateways", acks_late=True)
+def reconcile_gateways_task() -> int:
+    """Yesterday (UTC) against each gateway's books; alerts are raised once per difference."""
+    return reconciliation.reconcile_day(now=timezone.now())
 
 
 @shared_task(name="escrow.order_link_email", acks_late=True, autoretry_for=(OSError,), max_retries=5)

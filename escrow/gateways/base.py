@@ -16,6 +16,18 @@ class GatewayEvent:
     amount: int  # minor units
     currency: str
     body: dict
+    refund_id: str = ""  # set on refund events
+
+
+@dataclass(frozen=True)
+class GatewayRecord:
+    """One settled movement in the gateway's own books (for reconciliation)."""
+
+    kind: str  # "payment" or "refund"
+    reference: str  # the gateway's payment id or refund id
+    amount: int  # minor units
+    currency: str
+    at: datetime
 
 
 class Gateway(Protocol):
@@ -29,3 +41,13 @@ class Gateway(Protocol):
 
     def webhook_parse(self, *, body: bytes, headers: Mapping[str, str], now: datetime) -> GatewayEvent:
         """Verify the signature first, then parse; raise `WebhookRejected` for anything doubtful."""
+
+    def refund_request(self, *, payment_id: str, amount: int, currency: str, idempotency_key: str) -> str:
+        """Ask the gateway to pay `amount` back on a payment; returns the gateway's refund id.
+
+        The same `idempotency_key` always answers the same refund id and pays at most once. The gateway
+        confirms later with its own signed `refund.succeeded` webhook.
+        """
+
+    def records(self, *, since: datetime, until: datetime) -> list[GatewayRecord]:
+        """The gateway's own record of succeeded payments and refunds in `[since, until)`."""

@@ -16,6 +16,12 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _no_rolling_reserve(settings):
+    # The factories' merchants are new, so a rolling reserve would apply; it is tested in test_reserve.py.
+    settings.RESERVE_PERCENT = 0
+
+
 def balances(order):
     merchant = ledger.merchant_account(AccountKind.MERCHANT_AVAILABLE, order.currency, order.merchant_id)
     fees = ledger.platform_account(AccountKind.PLATFORM_FEES, order.currency)

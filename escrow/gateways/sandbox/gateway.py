@@ -13,13 +13,14 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.db import transaction
 from django.urls import reverse
 
-from escrow.gateways.base import GatewayEvent, WebhookRejected
+from escrow.gateways.base import GatewayEvent, GatewayRecord, WebhookRejected
 from shop.money import Currency, MoneyError, from_major
 
 SIGNATURE_HEADER = "Sandbox-Signature"
-EVENT_TYPES = {"payment.succeeded", "payment.failed"}
+EVENT_TYPES = {"payment.succeeded", "payment.failed", "refund.succeeded"}
 
 
 def signature_header(*, body: bytes, timestamp: int, secret: str | None = None) -> str:
@@ -63,21 +64,65 @@ class SandboxGateway:
             if event_type not in EVENT_TYPES or not event_id or currency not in Currency.values:
                 raise ValueError
             amount = from_major(str(data["amount"]), currency)
+            refund_id = str(data.get("refund_id") or "")
+            if event_type == "refund.succeeded" and not refund_id:
+                raise ValueError
         except (ValueError, KeyError, TypeError, MoneyError):
             raise WebhookRejected("Malformed event body.") from None
         return GatewayEvent(
-            event_id=event_id, type=event_type, payment_id=payment_id, amount=amount, currency=currency, body=data
+            event_id=event_id, type=event_type, payment_id=payment_id, amount=amount, currency=currency, body=data,
+            refund_id=refund_id,
         )
 
+    def refund_request(self, *, payment_id: str, amount: int, currency: str, idempotency_key: str) -> str:
+        """The sandbox pays every refund: it answers an id derived from the key (so a retry is the same
+        refund) and sends its signed `refund.succeeded` webhook once the shop's transaction commits."""
+        refund_id = "sbr_" + hmac.new(
+            settings.SANDBOX_WEBHOOK_SECRET.encode(), idempotency_key.encode(), hashlib.sha256
+        ).hexdigest()[:24]
+        from escrow.gateways.sandbox.tasks import sandbox_refund_webhook_send_task
 
-def event_body(*, event_type: str, payment_id: str, amount: str, currency: str, event_id: str | None = None) -> bytes:
+        transaction.on_commit(
+            lambda: sandbox_refund_webhook_send_task.delay(
+                payment_id=payment_id, refund_id=refund_id, amount=amount, currency=currency
+            )
+        )
+        return refund_id
+
+    def records(self, *, since: datetime, until: datetime) -> list[GatewayRecord]:
+        """The sandbox's books are the shop's own rows it settled: succeeded payments and refunds."""
+        from escrow.models import Payment, PaymentStatus, Refund, RefundStatus
+
+        rows = [
+            GatewayRecord(kind="payment", reference=p.payment_id, amount=p.received_amount,
+                          currency=p.received_currency, at=p.settled_at)
+            for p in Payment.objects.filter(
+                gateway=self.name, status__in=[PaymentStatus.SUCCEEDED, PaymentStatus.MISMATCHED],
+                settled_at__gte=since, settled_at__lt=until,
+            )
+        ]
+        rows += [
+            GatewayRecord(kind="refund", reference=r.gateway_refund_id, amount=r.amount, currency=r.currency,
+                          at=r.succeeded_at)
+            for r in Refund.objects.filter(
+                gateway=self.name, status=RefundStatus.SUCCEEDED, succeeded_at__gte=since, succeeded_at__lt=until
+            )
+        ]
+        return rows
+
+
+def event_body(
+    *, event_type: str, payment_id: str, amount: str, currency: str, event_id: str | None = None,
+    refund_id: str | None = None,
+) -> bytes:
     """The JSON body the sandbox sends, exactly as a provider would (used by the pay page and tests)."""
-    return json.dumps(
-        {
-            "event_id": event_id or "evt_" + secrets.token_hex(12),
-            "type": event_type,
-            "payment_id": payment_id,
-            "amount": amount,
-            "currency": currency,
-        }
-    ).encode()
+    data = {
+        "event_id": event_id or "evt_" + secrets.token_hex(12),
+        "type": event_type,
+        "payment_id": payment_id,
+        "amount": amount,
+        "currency": currency,
+    }
+    if refund_id:
+        data["refund_id"] = refund_id
+    return json.dumps(data).encode()

@@ -1,0 +1,231 @@
+"""Refunds: money goes back to the buyer through the gateway, in full or for some keys of an order.
+
+A refund is booked at once: the held share and fee are voided (full refund) or posted for what the
+merchant keeps (partial refund), and the refunded amount moves escrow → buyer_refunds_payable. The
+gateway is asked to pay on commit; its signed `refund.succeeded` event then moves the money
+buyer_refunds_payable → gateway_clearing. Until then the buyer is a creditor of the platform (that
+account feeds the proof of liabilities).
+"""
+
+import logging
+from datetime import datetime
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from accounts.models import User
+from accounts.services import audit_record
+from escrow import ledger
+from escrow.gateways import GatewayEvent, WebhookRejected, gateway_get
+from escrow.locks import order_lock, payment_lock, refund_lock
+from escrow.models import (
+    ORDER_TRANSITIONS,
+    REFUND_TRANSITIONS,
+    AccountKind,
+    KeyDisposition,
+    Order,
+    OrderStatus,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+)
+from escrow.releases import fee_percent_for, reserve_hold_open
+from shop import services as shop_services
+from shop.models import CardKey, CardKeyStatus, Merchant
+from shop.money import percent_of
+
+logger = logging.getLogger(__name__)
+
+# Money is still in escrow in these states (a mismatched payment under review sits in suspense instead).
+REFUNDABLE = [OrderStatus.PAID, OrderStatus.DELIVERED, OrderStatus.DISPUTED]
+PARTIALLY_REFUNDABLE = [OrderStatus.DELIVERED, OrderStatus.DISPUTED]
+
+
+class RefundRefused(Exception):
+    """A refund that cannot go ahead; nothing changed. The message is for people."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+def order_refund(
+    *,
+    order_pk: int,
+    now: datetime,
+    key_pks: list[int] | None = None,
+    disposition: str = KeyDisposition.RESTOCK,
+    reason: str = "staff",
+    actor: User | None = None,
+    merchant: Merchant | None = None,
+) -> Refund:
+    """Refund an order in full (`key_pks` None or all its keys) or for some of its delivered keys.
+
+    With `merchant`, only that merchant's own order can be refunded (anything else looks missing).
+    Exactly one refund per order: the order is settled by it (refunded / partially refunded), and a
+    second call raises `RefundRefused` and moves nothing.
+    """
+    with transaction.atomic():
+        payment = Payment.objects.filter(order_id=order_pk, status=PaymentStatus.SUCCEEDED).first()
+        if payment is None:
+            raise RefundRefused(_("This order has no completed payment to refund."), code="not_paid")
+        payment = payment_lock(payment.pk)
+        order = order_lock(order_pk)
+        if merchant is not None and order.merchant_id != merchant.pk:
+            raise RefundRefused(_("Order not found."), code="not_found")
+        refund = order_refund_book(
+            order=order,
+            payment=payment,
+            now=now,
+            key_pks=key_pks,
+            disposition=disposition,
+            reason=reason,
+            actor=actor,
+        )
+    return refund
+
+
+def order_refund_book(
+    *,
+    order: Order,
+    payment: Payment,
+    now: datetime,
+    key_pks: list[int] | None,
+    disposition: str,
+    reason: str,
+    actor: User | None,
+) -> Refund:
+    """The booking itself; the caller holds the payment and order locks inside its transaction."""
+    assert transaction.get_connection().in_atomic_block
+    if order.status not in REFUNDABLE:
+        raise RefundRefused(_("An order in this state cannot be refunded."), code="bad_state")
+    if disposition not in KeyDisposition.values:
+        raise RefundRefused(_("Choose whether the keys return to stock or are revoked."), code="bad_disposition")
+    held = CardKey.objects.filter(order=order, status__in=[CardKeyStatus.RESERVED, CardKeyStatus.SOLD])
+    all_keys = sorted(held.values_list("pk", flat=True))
+    chosen = all_keys if key_pks is None else sorted(set(key_pks))
+    if not set(chosen) <= set(all_keys) or (key_pks is not None and not chosen):
+        raise RefundRefused(_("Choose keys of this order to refund."), code="bad_keys")
+    full = chosen == all_keys
+
+    escrow = ledger.platform_account(AccountKind.ESCROW, order.currency)
+    pendings = {p.code: p for p in ledger.open_pending(order=order)}
+    if full:
+        amount = order.amount
+        for pending in pendings.values():
+            ledger.pending_void(transfer_id=f"{pending.transfer_id}:void", pending=pending, now=now)
+        target = OrderStatus.REFUNDED
+    else:
+        if order.status not in PARTIALLY_REFUNDABLE:
+            raise RefundRefused(_("Only delivered keys can be refunded one by one."), code="bad_state")
+        amount = order.unit_price * len(chosen)
+        kept = order.amount - amount
+        share_held = pendings["share"].amount if "share" in pendings else 0
+        fee_held = pendings["fee"].amount if "fee" in pendings else 0
+        # Fee first, by the one rounding rule, on what the buyer keeps paying for; never more
+        # to the merchant than was held for them.
+        share = min(kept - percent_of(kept, fee_percent_for(order.merchant)), share_held)
+        fee = kept - share
+        if fee > fee_held:
+            raise RefundRefused(_("This partial refund does not fit the amounts held."), code="bad_amounts")
+        for code, keep in (("share", share), ("fee", fee)):
+            if code in pendings:
+                ledger.pending_post(
+                    transfer_id=f"{pendings[code].transfer_id}:post", pending=pendings[code], now=now, amount=keep
+                )
+        reserve_hold_open(order=order, share=share, now=now)
+        target = OrderStatus.PARTIALLY_REFUNDED
+
+    refund = Refund.objects.create(
+        order=order,
+        payment=payment,
+        amount=amount,
+        currency=order.currency,
+        key_count=len(chosen),
+        card_key_pks=chosen,
+        key_disposition=disposition,
+        reason=reason,
+        gateway=payment.gateway,
+        requested_by=actor if actor is not None and actor.is_authenticated else None,
+        created_at=now,
+    )
+    ledger.transfer(
+        transfer_id=f"refund:{refund.pk}",
+        debit=escrow,
+        credit=ledger.platform_account(AccountKind.BUYER_REFUNDS_PAYABLE, order.currency),
+        amount=amount,
+        code="refund",
+        order=order,
+        now=now,
+    )
+    if disposition == KeyDisposition.REVOKE:
+        shop_services.keys_refund_revoke(order_pk=order.pk, key_pks=chosen)
+    else:
+        shop_services.keys_refund_restock(order_pk=order.pk, key_pks=chosen)
+    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=target, completed_at=now)
+    audit_record(
+        action="order.refunded",
+        subject=order,
+        now=now,
+        actor=actor,
+        data={
+            "refund": refund.pk,
+            "amount": amount,
+            "keys": chosen,
+            "disposition": disposition,
+            "reason": reason,
+            "full": full,
+        },
+    )
+    from escrow.tasks import refund_submit_task
+
+    transaction.on_commit(lambda: refund_submit_task.delay(refund_pk=refund.pk))
+    logger.info("escrow.order_refunded", extra={"order": order.pk, "refund": refund.pk, "reason": reason})
+    return refund
+
+
+@transaction.atomic
+def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
+    """Ask the gateway to pay the refund. Safe to run twice: the gateway's idempotency key is the refund."""
+    refund = refund_lock(refund_pk)
+    if refund.status != RefundStatus.REQUESTED:
+        return refund
+    gateway = gateway_get(refund.gateway)
+    refund_id = gateway.refund_request(
+        payment_id=refund.payment.payment_id,
+        amount=refund.amount,
+        currency=refund.currency,
+        idempotency_key=f"refund:{refund.pk}",
+    )
+    if refund.gateway_refund_id != refund_id:
+        Refund.objects.filter(pk=refund.pk).update(gateway_refund_id=refund_id)
+        audit_record(action="refund.submitted", subject=refund, now=now, data={"gateway_refund_id": refund_id})
+    refund.refresh_from_db()
+    return refund
+
+
+def refund_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -> Refund:
+    """The gateway paid the buyer back: settle what the platform owed them, exactly once."""
+    assert transaction.get_connection().in_atomic_block
+    found = Refund.objects.filter(gateway=payment.gateway, gateway_refund_id=event.refund_id, payment=payment).first()
+    if found is None:
+        raise WebhookRejected("Unknown refund.")
+    refund = refund_lock(found.pk)
+    if refund.status == RefundStatus.SUCCEEDED:
+        return refund
+    if event.amount != refund.amount or event.currency != refund.currency:
+        raise WebhookRejected("Refund amount or currency does not match.")
+    REFUND_TRANSITIONS.apply(model=Refund, pk=refund.pk, to=RefundStatus.SUCCEEDED, succeeded_at=now)
+    ledger.transfer(
+        transfer_id=f"refund:{refund.pk}:paid",
+        debit=ledger.platform_account(AccountKind.BUYER_REFUNDS_PAYABLE, refund.currency),
+        credit=ledger.platform_account(AccountKind.GATEWAY_CLEARING, refund.currency),
+        amount=refund.amount,
+        code="refund_paid",
+        order=refund.order,
+        now=now,
+    )
+    audit_record(action="refund.succeeded", subject=refund, now=now, data={"amount": refund.amount})
+    refund.refresh_from_db()
+    return refund

@@ -1,0 +1,191 @@
+"""Withdrawals: a merchant's available money leaves, with a fresh second factor and staff approval.
+
+A request moves the amount at once as a pending transfer merchant_available → payouts, under a lock
+on the merchant's available account, so two requests at the same moment can never overdraw it. Staff
+approve (the pending transfer is posted: paid out) or reject (voided: the money is available again).
+"""
+
+import logging
+from datetime import datetime
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.urls import reverse
+from django.utils.translation import gettext as _
+
+from accounts.models import User
+from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record, otp_fresh_code_check
+from escrow import ledger
+from escrow.locks import ledger_account_lock, withdrawal_lock
+from escrow.models import (
+    WITHDRAWAL_TRANSITIONS,
+    AccountKind,
+    PayoutAccount,
+    Transfer,
+    Withdrawal,
+    WithdrawalStatus,
+)
+from shop.models import Merchant
+from shop.money import display
+
+logger = logging.getLogger(__name__)
+
+
+class WithdrawalRefused(Exception):
+    """A withdrawal that cannot go ahead; nothing moved. The message is for people."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+@transaction.atomic
+def payout_account_add(
+    *,
+    merchant: Merchant,
+    label: str,
+    holder_name: str,
+    account_number: str,
+    provider: str,
+    actor: User,
+    now: datetime,
+) -> PayoutAccount:
+    """Save an account the merchant can withdraw to."""
+    account = PayoutAccount.objects.create(
+        merchant=merchant,
+        label=label.strip(),
+        holder_name=holder_name.strip(),
+        account_number=account_number.strip(),
+        provider=provider.strip(),
+        created_at=now,
+    )
+    audit_record(action="payout_account.added", subject=account, now=now, actor=actor)
+    return account
+
+
+def available_balance(*, merchant: Merchant, currency: str) -> int:
+    return ledger.available_of(ledger.merchant_account(AccountKind.MERCHANT_AVAILABLE, currency, merchant.pk))
+
+
+def withdrawal_request(
+    *,
+    merchant: Merchant,
+    user: User,
+    payout_account_pk: int,
+    amount: int,
+    currency: str,
+    code: str,
+    now: datetime,
+) -> Withdrawal:
+    """Ask to withdraw `amount` to a saved payout account.
+
+    Refused (raising `WithdrawalRefused`, nothing moved) below the minimum, above what is available,
+    without a confirmed TOTP device (code "two_factor_required") or with a wrong or reused code.
+    """
+    if amount < settings.WITHDRAWAL_MINIMUM:
+        raise WithdrawalRefused(
+            _("The smallest withdrawal is %(min)s.") % {"min": display(settings.WITHDRAWAL_MINIMUM, currency)},
+            code="below_minimum",
+        )
+    payout_account = PayoutAccount.objects.filter(pk=payout_account_pk, merchant=merchant).first()
+    if payout_account is None:
+        raise WithdrawalRefused(_("Choose one of your saved payout accounts."), code="no_payout_account")
+    if amount > available_balance(merchant=merchant, currency=currency):
+        raise WithdrawalRefused(_("That is more than your available balance."), code="insufficient_funds")
+    try:
+        otp_fresh_code_check(user=user, code=code)  # commits on its own: a failure must count
+    except TwoFactorRequired:
+        raise WithdrawalRefused(
+            _("Withdrawals need two-factor authentication. Set it up on your security page: %(url)s")
+            % {"url": reverse("security:overview")},
+            code="two_factor_required",
+        ) from None
+    except TwoFactorInvalid:
+        raise WithdrawalRefused(
+            _("That code is wrong or was already used. Enter a fresh code from your app."), code="bad_code"
+        ) from None
+    return _withdrawal_hold(
+        merchant=merchant, user=user, payout_account=payout_account, amount=amount, currency=currency, now=now
+    )
+
+
+@transaction.atomic
+def _withdrawal_hold(
+    *, merchant: Merchant, user: User, payout_account: PayoutAccount, amount: int, currency: str, now: datetime
+) -> Withdrawal:
+    available = ledger.merchant_account(AccountKind.MERCHANT_AVAILABLE, currency, merchant.pk)
+    available = ledger_account_lock(available.pk)  # the balance is read and spent under this lock
+    if amount > ledger.available_of(available):
+        raise WithdrawalRefused(_("That is more than your available balance."), code="insufficient_funds")
+    withdrawal = Withdrawal.objects.create(
+        merchant=merchant,
+        payout_account=payout_account,
+        amount=amount,
+        currency=currency,
+        requested_by=user,
+        requested_at=now,
+    )
+    ledger.transfer(
+        transfer_id=f"withdrawal:{withdrawal.pk}",
+        debit=available,
+        credit=ledger.platform_account(AccountKind.PAYOUTS, currency),
+        amount=amount,
+        code="withdrawal",
+        now=now,
+        pending=True,
+    )
+    audit_record(action="withdrawal.requested", subject=withdrawal, now=now, actor=user, data={"amount": amount})
+    from escrow.tasks import withdrawal_requested_notify_task
+
+    transaction.on_commit(lambda: withdrawal_requested_notify_task.delay(withdrawal_pk=withdrawal.pk))
+    logger.info("escrow.withdrawal_requested", extra={"withdrawal": withdrawal.pk, "merchant": merchant.pk})
+    return withdrawal
+
+
+def withdrawal_requested_notify(*, withdrawal_pk: int) -> None:
+    withdrawal = Withdrawal.objects.select_related("merchant").get(pk=withdrawal_pk)
+    staff = list(User.objects.filter(is_staff=True, is_active=True).exclude(email="").values_list("email", flat=True))
+    if staff:
+        send_mail(
+            subject=_("Withdrawal %(pk)s waits for approval") % {"pk": withdrawal.pk},
+            message=_("%(merchant)s asks to withdraw %(amount)s.")
+            % {"merchant": withdrawal.merchant.name, "amount": display(withdrawal.amount, withdrawal.currency)},
+            from_email=None,
+            recipient_list=staff,
+        )
+
+
+def _pending_of(withdrawal: Withdrawal) -> Transfer:
+    return Transfer.objects.get(transfer_id=f"withdrawal:{withdrawal.pk}")
+
+
+@transaction.atomic
+def withdrawal_approve(*, withdrawal_pk: int, staff: User, now: datetime) -> Withdrawal:
+    """Staff approve: the money is paid out (the pending transfer posts) and the withdrawal is paid."""
+    withdrawal = withdrawal_lock(withdrawal_pk)
+    WITHDRAWAL_TRANSITIONS.apply(
+        model=Withdrawal, pk=withdrawal.pk, to=WithdrawalStatus.PAID, decided_by=staff, decided_at=now
+    )
+    ledger.pending_post(transfer_id=f"withdrawal:{withdrawal.pk}:post", pending=_pending_of(withdrawal), now=now)
+    audit_record(action="withdrawal.paid", subject=withdrawal, now=now, actor=staff, data={"amount": withdrawal.amount})
+    withdrawal.refresh_from_db()
+    return withdrawal
+
+
+@transaction.atomic
+def withdrawal_reject(*, withdrawal_pk: int, staff: User, now: datetime, note: str = "") -> Withdrawal:
+    """Staff reject: the pending transfer is voided and the amount is available again."""
+    withdrawal = withdrawal_lock(withdrawal_pk)
+    WITHDRAWAL_TRANSITIONS.apply(
+        model=Withdrawal,
+        pk=withdrawal.pk,
+        to=WithdrawalStatus.REJECTED,
+        decided_by=staff,
+        decided_at=now,
+        note=note[:200],
+    )
+    ledger.pending_void(transfer_id=f"withdrawal:{withdrawal.pk}:void", pending=_pending_of(withdrawal), now=now)
+    audit_record(action="withdrawal.rejected", subject=withdrawal, now=now, actor=staff, data={"note": note})
+    withdrawal.refresh_from_db()
+    return withdrawal
