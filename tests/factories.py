@@ -79,3 +79,30 @@ def pay(order: Order, client: Client | None = None, **kwargs):
     payment = order.payments.get()
     body, headers = signed_webhook(payment=payment, **kwargs)
     return webhook_post(client or Client(), body, headers)
+
+
+# --- escrow money lifecycle (issue 4) -----------------------------------------------------------------
+
+
+def order_delivered(*, product: Product, quantity: int = 1, email: str = "buyer@example.com") -> Order:
+    """An order placed, paid by signed webhook and delivered (callers wrap it in `run_on_commit()`)."""
+    placed = order_place(product=product, quantity=quantity, email=email)
+    response = pay(placed.order)
+    assert response.status_code == 200, response.content
+    return placed.order
+
+
+def totp_device_create(*, user: User):
+    """A confirmed TOTP device for `user` (as if enrolled through the QR page)."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    return TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
+
+
+def totp_code(device, *, offset_steps: int = 0) -> str:
+    """The device's code for the current time step (plus `offset_steps`)."""
+    from django_otp.oath import TOTP
+
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    totp.time = time.time() + offset_steps * device.step
+    return f"{totp.token():0{device.digits}d}"
