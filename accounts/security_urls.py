@@ -1,3 +1,11 @@
+from django.urls import path
+
+from accounts import security_views
+
 app_name = "security"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", security_views.overview, name="overview"),
+    path("totp/", security_views.totp_enrol, name="totp_enrol"),
+    path("backup-codes/", security_views.backup_codes_regenerate, name="backup_codes"),
+]

@@ -117,11 +117,14 @@ def otp_fresh_code_check(*, user: User, code: str) -> None:
         raise TwoFactorRequired
     if not code:
         raise TwoFactorInvalid
-    if code.isdigit():
+    # A six-digit code is for the app, anything else a backup code: a mistyped app code must not
+    # count against (throttle) the backup codes, nor the other way round.
+    if code.isdigit() and len(code) <= 8:
         with transaction.atomic():
             device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk").first()
             if device is not None and device.verify_token(code):
                 return
+        raise TwoFactorInvalid
     with transaction.atomic():
         for device in StaticDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk"):
             if device.verify_token(code):

@@ -1,0 +1,57 @@
+"""TOTP enrolment through the security pages, backup codes, and the fresh-code check."""
+
+import pytest
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts import services
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def test_enrolment_page_shows_an_inline_qr_and_a_first_code_confirms(client):
+    user = factories.user_create()
+    client.force_login(user)
+    page = client.get("/account/security/totp/")
+    assert page.status_code == 200
+    assert b"<svg" in page.content and b"http" not in page.content.split(b"<svg", 1)[1].split(b"</svg>")[0]
+    device = TOTPDevice.objects.get(user=user, confirmed=False)
+
+    wrong = client.post(
+        "/account/security/totp/", {"code": "000000" if factories.totp_code(device) != "000000" else "1"}
+    )
+    assert wrong.status_code == 200
+    assert not TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+
+    device.refresh_from_db()
+    device.throttle_reset()
+    done = client.post("/account/security/totp/", {"code": factories.totp_code(device)})
+    assert done.status_code == 200
+    assert TOTPDevice.objects.filter(user=user, confirmed=True).count() == 1
+    assert services.backup_codes_left(user) == 10
+    assert b"<code>" in done.content
+
+
+def test_fresh_code_check_needs_a_device_and_refuses_reuse():
+    user = factories.user_create()
+    with pytest.raises(services.TwoFactorRequired):
+        services.otp_fresh_code_check(user=user, code="123456")
+    device = services.totp_enrol_start(user=user, now=timezone.now())
+    backup = services.totp_enrol_confirm(user=user, code=factories.totp_code(device), now=timezone.now())
+    device.refresh_from_db()
+    with pytest.raises(services.TwoFactorInvalid):  # the confirming code was used already
+        services.otp_fresh_code_check(user=user, code=factories.totp_code(device))
+    device.refresh_from_db()
+    device.throttle_reset()
+    services.otp_fresh_code_check(user=user, code=factories.totp_code(device, offset_steps=1))
+    services.otp_fresh_code_check(user=user, code=backup[3])
+    with pytest.raises(services.TwoFactorInvalid):
+        services.otp_fresh_code_check(user=user, code=backup[3])
+    assert services.backup_codes_left(user) == 9
+
+
+def test_security_overview_points_to_enrolment(client):
+    client.force_login(factories.user_create())
+    page = client.get("/account/security/")
+    assert b"/account/security/totp/" in page.content
