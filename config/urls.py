@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from escrow import api as escrow_api
 from shop import api as shop_api
+from shop import merchant_api as shop_merchant_api
 
 api_v1 = [
     path("products/", shop_api.ProductList.as_view(), name="products"),
@@ -12,6 +13,9 @@ api_v1 = [
     path("orders/<int:pk>/", escrow_api.OrderDetail.as_view(), name="order"),
     path("orders/<int:pk>/keys/", escrow_api.OrderKeys.as_view(), name="order_keys"),
     path("orders/<int:pk>/confirm/", escrow_api.OrderConfirm.as_view(), name="order_confirm"),
+    path("merchant/products/", shop_merchant_api.MerchantProductList.as_view(), name="merchant_products"),
+    path("merchant/products/<int:pk>/stock/", shop_merchant_api.StockUploadCreate.as_view(), name="merchant_stock"),
+    path("merchant/stock-uploads/<int:pk>/", shop_merchant_api.StockUploadDetail.as_view(), name="merchant_upload"),
 ]
 
 urlpatterns = [

@@ -1,20 +1,103 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
-from shop.models import CardKey, Merchant, Product
+from config.transitions import StateError
+from shop import services
+from shop.models import CardKey, Merchant, MerchantApiToken, Product, StockUpload
+
+
+class RejectionForm(forms.Form):
+    reason = forms.CharField(
+        label=gettext_lazy("Reason (the merchant sees it)"), widget=forms.Textarea(attrs={"rows": 4, "cols": 60})
+    )
 
 
 @admin.register(Merchant)
 class MerchantAdmin(admin.ModelAdmin):
-    list_display = ("name", "user", "status", "created_at")
+    list_display = ("name", "user", "contact", "status", "created_at")
     list_filter = ("status",)
+    search_fields = ("name", "user__username", "contact")
     exclude = ("data_key_wrapped", "data_key_version")
-    readonly_fields = ("status", "created_at")
+    readonly_fields = ("status", "rejection_reason", "created_at")
+    actions = ["approve", "reject"]
+
+    @admin.action(description=gettext_lazy("Approve the selected merchants"))
+    def approve(self, request, queryset):
+        done = 0
+        for merchant in queryset.order_by("pk"):
+            try:
+                services.merchant_approve(merchant=merchant, actor=request.user, now=timezone.now())
+                done += 1
+            except StateError:
+                self.message_user(request, _("%(name)s is already approved.") % {"name": merchant}, messages.WARNING)
+        if done:
+            self.message_user(request, _("%(count)d merchants approved.") % {"count": done}, messages.SUCCESS)
+
+    @admin.action(description=gettext_lazy("Reject the selected merchants (asks for a reason)"))
+    def reject(self, request, queryset):
+        form = RejectionForm(request.POST if "reason" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            done = 0
+            for merchant in queryset.order_by("pk"):
+                try:
+                    services.merchant_reject(
+                        merchant=merchant, reason=form.cleaned_data["reason"], actor=request.user, now=timezone.now()
+                    )
+                    done += 1
+                except StateError:
+                    self.message_user(
+                        request, _("%(name)s is not pending; not rejected.") % {"name": merchant}, messages.WARNING
+                    )
+            if done:
+                self.message_user(request, _("%(count)d merchants rejected.") % {"count": done}, messages.SUCCESS)
+            return None
+        return render(
+            request,
+            "shop/admin_reject.html",
+            {
+                **self.admin_site.each_context(request),
+                "form": form,
+                "merchants": queryset,
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "title": _("Reject merchants"),
+            },
+        )
 
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
     list_display = ("title", "merchant", "price", "currency", "status")
     list_filter = ("status", "currency")
+    readonly_fields = ("status", "low_stock_notified_at", "created_at")
+
+
+@admin.register(StockUpload)
+class StockUploadAdmin(admin.ModelAdmin):
+    list_display = ("pk", "merchant", "product", "status", "total", "imported", "duplicates", "rejected", "created_at")
+    list_filter = ("status",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(MerchantApiToken)
+class MerchantApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "merchant", "prefix", "created_at", "last_used_at", "revoked_at")
+    exclude = ("digest",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(CardKey)

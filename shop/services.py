@@ -252,6 +252,15 @@ def merchant_signup(*, user: User, name: str, contact: str, now: datetime) -> Me
 
 
 @transaction.atomic
+def merchant_signup_with_account(
+    *, username: str, email: str, password: str, name: str, contact: str, now: datetime
+) -> Merchant:
+    """A visitor without an account applies to sell: the user and the pending merchant together."""
+    user = User.objects.create_user(username=username, email=email, password=password)
+    return merchant_signup(user=user, name=name, contact=contact, now=now)
+
+
+@transaction.atomic
 def merchant_approve(*, merchant: Merchant, actor: User | None, now: datetime) -> Merchant:
     """Staff approve a pending (or earlier rejected) merchant; a racing second approval fails."""
     MERCHANT_TRANSITIONS.apply(model=Merchant, pk=merchant.pk, to=MerchantStatus.APPROVED, rejection_reason="")

@@ -1,14 +1,17 @@
 import secrets
+from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
-from shop import services
-from shop.models import CardKey, Merchant, MerchantStatus, Product
+from shop import selectors, services
+from shop.models import CardKey, Merchant, MerchantApiToken, MerchantStatus, Product
 
-DEMO_PASSWORD = "demo-pass-123"
+DEMO_PASSWORD = "demo-pass-123"  # noqa: S105 - printed for the demo on purpose
+DEMO_TOKEN_NAME = "demo (seed_demo)"  # noqa: S105 - a label
 PRODUCTS = [
     # title, price in minor units, currency, category, description
     ("Steam Wallet ¥100", 10000, "CNY", "game cards", "A ¥100 Steam wallet code, redeemable in mainland China."),
@@ -16,6 +19,10 @@ PRODUCTS = [
     ("Office 2021 Pro Plus licence", 19900, "CNY", "licences", "One lifetime licence key for one PC."),
 ]
 KEYS_PER_PRODUCT = 25
+
+
+def demo_token_file() -> Path:
+    return Path(settings.VAR_DIR) / "demo-merchant-token.txt"
 
 
 class Command(BaseCommand):
@@ -29,21 +36,54 @@ class Command(BaseCommand):
         staff = self._user("staff", "staff@example.com", is_staff=True, is_superuser=True)
 
         merchant = Merchant.objects.filter(user=merchant_user).first() or services.merchant_create(
-            user=merchant_user, name="Demo Card Store", contact="merchant@example.com", now=now,
+            user=merchant_user,
+            name="Demo Card Store",
+            contact="merchant@example.com",
+            now=now,
             status=MerchantStatus.APPROVED,
         )
         for title, price, currency, category, description in PRODUCTS:
             product = Product.objects.filter(merchant=merchant, title=title).first() or services.product_create(
-                merchant=merchant, title=title, price=price, currency=currency, now=now,
-                category=category, description=description,
+                merchant=merchant,
+                title=title,
+                price=price,
+                currency=currency,
+                now=now,
+                category=category,
+                description=description,
             )
             if not CardKey.objects.filter(product=product).exists():
-                keys = [f"DEMO-{secrets.token_hex(2).upper()}-{secrets.token_hex(4).upper()}" for _ in range(KEYS_PER_PRODUCT)]
+                keys = [
+                    f"DEMO-{secrets.token_hex(2).upper()}-{secrets.token_hex(4).upper()}"
+                    for _ in range(KEYS_PER_PRODUCT)
+                ]
                 services.keys_import_batch(product=product, keys=keys, now=now)
+        token = self._demo_token(merchant, now)
 
-        self.stdout.write("Demo data is ready. Logins (password for all: %s):" % DEMO_PASSWORD)
+        self.stdout.write(f"Demo data is ready. Logins (password for all: {DEMO_PASSWORD}):")
         for role, user in (("merchant", merchant_user), ("buyer", buyer), ("staff", staff)):
             self.stdout.write(f"  {role:<9} {user.username}")
+        self.stdout.write(f"Demo merchant API token (header 'Authorization: Token …'): {token}")
+
+    def _demo_token(self, merchant: Merchant, now) -> str:
+        """The database keeps only a token's hash, so the demo token's secret is kept in var/ (ignored by
+        git, like var/local.env); a rerun prints the same token, and makes a new one if the file is gone
+        or no longer matches an active token."""
+        path = demo_token_file()
+        if path.exists():
+            saved = path.read_text().strip()
+            found = selectors.api_token_active(token=saved)
+            if found is not None and found.merchant_id == merchant.pk:
+                return saved
+        for stale in MerchantApiToken.objects.filter(merchant=merchant, name=DEMO_TOKEN_NAME, revoked_at=None):
+            services.merchant_api_token_revoke(token=stale, actor=None, now=now)
+        _record, token = services.merchant_api_token_create(
+            merchant=merchant, name=DEMO_TOKEN_NAME, actor=None, now=now
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+        return token
 
     def _user(self, username: str, email: str, **flags) -> User:
         user = User.objects.filter(username=username).first()

@@ -1,0 +1,134 @@
+from decimal import Decimal
+
+from django import forms
+from django.contrib.auth import password_validation
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import User
+from shop.models import StockDelimiter
+from shop.money import Currency, MoneyError, from_major, to_major
+
+
+class MerchantSignupForm(forms.Form):
+    name = forms.CharField(label=_("Shop name"), max_length=100)
+    contact = forms.CharField(
+        label=_("Contact (e-mail, phone or IM handle)"),
+        max_length=200,
+        help_text=_("How staff reach you about your application."),
+    )
+
+
+class MerchantAccountSignupForm(MerchantSignupForm):
+    """For a visitor without an account: the account and the application in one form."""
+
+    username = forms.CharField(label=_("Username"), max_length=150)
+    email = forms.EmailField(label=_("E-mail"))
+    password = forms.CharField(label=_("Password"), widget=forms.PasswordInput)
+
+    field_order = ["username", "email", "password", "name", "contact"]
+
+    def clean_username(self):
+        username = self.cleaned_data["username"]
+        if User.objects.filter(username__iexact=username).exists():
+            raise forms.ValidationError(_("This username is taken."))
+        return username
+
+    def clean_password(self):
+        password = self.cleaned_data["password"]
+        password_validation.validate_password(password)
+        return password
+
+
+class ProductForm(forms.Form):
+    title = forms.CharField(label=_("Title"), max_length=200)
+    description = forms.CharField(
+        label=_("Description"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text=_("Plain text or Markdown."),
+    )
+    price = forms.DecimalField(label=_("Price"), min_value=Decimal("0.01"), max_digits=12, decimal_places=2)
+    currency = forms.ChoiceField(label=_("Currency"), choices=Currency.choices)
+    category = forms.CharField(label=_("Category"), max_length=64, required=False)
+    inspection_hours = forms.IntegerField(label=_("Inspection window (hours)"), min_value=1, max_value=720, initial=24)
+    max_per_order = forms.IntegerField(label=_("Maximum quantity per order"), min_value=1, max_value=1000, initial=10)
+    low_stock_threshold = forms.IntegerField(label=_("Low-stock threshold"), min_value=0, initial=10)
+
+    @classmethod
+    def for_product(cls, product, data=None):
+        initial = {
+            "title": product.title,
+            "description": product.description,
+            "price": to_major(product.price, product.currency),
+            "currency": product.currency,
+            "category": product.category,
+            "inspection_hours": product.inspection_hours,
+            "max_per_order": product.max_per_order,
+            "low_stock_threshold": product.low_stock_threshold,
+        }
+        return cls(data=data, initial=initial)
+
+    def clean(self):
+        cleaned = super().clean()
+        if "price" in cleaned and "currency" in cleaned:
+            try:
+                cleaned["price"] = from_major(str(cleaned["price"]), cleaned["currency"])
+            except MoneyError as error:
+                self.add_error("price", str(error))
+        return cleaned
+
+
+class StockUploadForm(forms.Form):
+    text = forms.CharField(
+        label=_("Paste keys"),
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "autocomplete": "off"}),
+    )
+    file = forms.FileField(label=_("…or send a .txt / .csv file"), required=False)
+    delimiter = forms.ChoiceField(
+        label=_("Keys are separated by"),
+        choices=StockDelimiter.choices,
+        initial=StockDelimiter.NEWLINE,
+        help_text=_("A card number and PIN on one line stay one key unless you choose their separator."),
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        has_text = bool((cleaned.get("text") or "").strip())
+        if has_text == bool(cleaned.get("file")):
+            raise forms.ValidationError(_("Paste keys or choose a file (one of the two)."))
+        return cleaned
+
+
+class RevokeForm(forms.Form):
+    keys = forms.CharField(
+        label=_("Keys to revoke, one per line"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "autocomplete": "off"}),
+    )
+    revoke_all = forms.BooleanField(label=_("Revoke all unsold keys of this product"), required=False)
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("revoke_all") and not (cleaned.get("keys") or "").strip():
+            raise forms.ValidationError(_("List the keys to revoke, or tick “all”."))
+        return cleaned
+
+
+class PasswordConfirmForm(forms.Form):
+    password = forms.CharField(label=_("Your password"), widget=forms.PasswordInput)
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_password(self):
+        password = self.cleaned_data["password"]
+        if not self.user.check_password(password):
+            raise forms.ValidationError(_("That is not your password."))
+        return password
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=100, help_text=_("What uses it, e.g. “supplier sync”."))

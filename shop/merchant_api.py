@@ -1,0 +1,143 @@
+"""The merchant API: `Authorization: Token <token>` (or a merchant's session). Everything is scoped to
+the caller's merchant; another merchant's ids answer 404."""
+
+from django.http import Http404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from rest_framework import exceptions, generics, permissions, serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from shop import selectors, services
+from shop.authentication import MerchantTokenAuthentication
+from shop.models import Merchant, Product, StockDelimiter, StockUpload, StockUploadSource
+from shop.money import to_major
+from shop.stock_files import StockFileError
+
+# The token first: a refused token then answers 401 with `WWW-Authenticate: Token`, not 403.
+AUTHENTICATION = [MerchantTokenAuthentication, SessionAuthentication]
+
+
+class IsApprovedMerchant(permissions.BasePermission):
+    message = "Only an approved merchant may use this."
+
+    def has_permission(self, request, view) -> bool:
+        if not request.user or not request.user.is_authenticated:
+            return False
+        merchant = Merchant.objects.filter(user=request.user).first()
+        if merchant is None or not merchant.is_approved:
+            return False
+        request.merchant = merchant
+        return True
+
+
+StockCountsSerializer = inline_serializer(
+    "StockCounts",
+    {name: serializers.IntegerField() for name in ("available", "reserved", "sold", "revoked")},
+)
+
+
+class MerchantProductSerializer(serializers.ModelSerializer):
+    price = serializers.SerializerMethodField()
+    stock = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Product
+        fields = ["id", "title", "status", "price", "currency", "category", "low_stock_threshold", "stock"]
+
+    def get_price(self, product: Product) -> str:
+        return to_major(product.price, product.currency)
+
+    @extend_schema_field(StockCountsSerializer)
+    def get_stock(self, product: Product) -> dict:
+        return {
+            "available": product.available,
+            "reserved": product.reserved,
+            "sold": product.sold,
+            "revoked": product.revoked,
+        }
+
+
+class StockUploadSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StockUpload
+        fields = [
+            "id",
+            "product",
+            "status",
+            "total",
+            "processed",
+            "imported",
+            "duplicates",
+            "rejected",
+            "error",
+            "created_at",
+            "finished_at",
+        ]
+
+
+class MerchantProductList(generics.ListAPIView):
+    authentication_classes = AUTHENTICATION
+    permission_classes = [IsApprovedMerchant]
+    serializer_class = MerchantProductSerializer
+
+    def get_queryset(self):
+        return selectors.merchant_products_with_stock(merchant=self.request.merchant)
+
+
+class StockUploadCreate(APIView):
+    """Send keys as a `text/plain` body, or as a multipart `file` field; `?delimiter=` as on the web page."""
+
+    authentication_classes = AUTHENTICATION
+    permission_classes = [IsApprovedMerchant]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        request={
+            "text/plain": str,
+            "multipart/form-data": inline_serializer("StockFile", {"file": serializers.FileField()}),
+        },
+        parameters=[OpenApiParameter("delimiter", enum=StockDelimiter.values, required=False)],
+        responses={202: StockUploadSerializer},
+    )
+    def post(self, request, pk: int):
+        delimiter = request.query_params.get("delimiter", StockDelimiter.NEWLINE)
+        if request.content_type.startswith("multipart/form-data"):
+            upload_file = request.FILES.get("file")
+            if upload_file is None:
+                raise exceptions.ValidationError({"file": "Send the keys in a multipart field named 'file'."})
+            delimiter = request.data.get("delimiter", delimiter)
+            chunks, source, name = upload_file.chunks(), StockUploadSource.FILE, upload_file.name
+        else:
+            # The raw body, streamed: never parsed, never held whole in memory.
+            stream = request._request
+            chunks, source, name = iter(lambda: stream.read(1 << 20), b""), StockUploadSource.API, ""
+        try:
+            upload = services.stock_upload_start(
+                merchant=request.merchant,
+                product_pk=pk,
+                chunks=chunks,
+                source=source,
+                delimiter=delimiter,
+                original_name=name,
+                actor=request.user,
+                now=timezone.now(),
+            )
+        except services.ShopError as error:
+            if error.code == "not_found":
+                raise Http404 from error
+            raise exceptions.ValidationError(str(error), code=error.code) from error
+        except StockFileError as error:
+            raise exceptions.ValidationError(str(error), code=error.code) from error
+        return Response(StockUploadSerializer(upload).data, status=status.HTTP_202_ACCEPTED)
+
+
+class StockUploadDetail(generics.RetrieveAPIView):
+    authentication_classes = AUTHENTICATION
+    permission_classes = [IsApprovedMerchant]
+    serializer_class = StockUploadSerializer
+
+    def get_queryset(self):
+        return selectors.merchant_uploads(merchant=self.request.merchant)

@@ -1,0 +1,297 @@
+"""The merchant area in the browser's terms: sign-up and approval, products, stock, exports, tokens."""
+
+import csv
+import io
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core import mail
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+
+from accounts.models import AuditEntry
+from escrow.services import CheckoutError
+from shop import services
+from shop.models import CardKey, Merchant, MerchantApiToken, Product, StockUpload
+from tests import factories
+from tests.shop.helpers import plaintext_keys, upload
+
+pytestmark = pytest.mark.django_db
+PASSWORD = "pw-for-tests-1"
+
+
+@pytest.fixture
+def merchant():
+    return factories.merchant_create(name="Lucky Keys")
+
+
+@pytest.fixture
+def client_for(client):
+    def sign_in(merchant):
+        client.force_login(merchant.user)
+        return client
+
+    return sign_in
+
+
+def test_visitor_signs_up_waits_and_sees_the_rejection_reason(client, admin_client):
+    response = client.post(
+        "/merchant/signup/",
+        {
+            "username": "newshop",
+            "email": "new@example.com",
+            "password": "a-Long-pass-123",
+            "name": "New Shop",
+            "contact": "wechat: newshop",
+        },
+    )
+    assert response.status_code == 302
+    merchant = Merchant.objects.get(name="New Shop")
+    assert merchant.status == "pending"
+    assert client.get("/merchant/").url == "/merchant/status/"  # cannot list products yet
+
+    response = admin_client.post(
+        "/admin/shop/merchant/",
+        {"action": "reject", ACTION_CHECKBOX_NAME: [merchant.pk], "reason": "Contact does not answer."},
+    )
+    assert response.status_code == 302
+    merchant.refresh_from_db()
+    assert (merchant.status, merchant.rejection_reason) == ("rejected", "Contact does not answer.")
+    assert "Contact does not answer." in client.get("/merchant/status/").content.decode()
+
+    admin_client.post("/admin/shop/merchant/", {"action": "approve", ACTION_CHECKBOX_NAME: [merchant.pk]})
+    merchant.refresh_from_db()
+    assert merchant.status == "approved"
+    assert client.get("/merchant/").status_code == 200
+    assert AuditEntry.objects.filter(action__in=["merchant.rejected", "merchant.approved"]).count() == 2
+
+
+def test_reject_needs_a_reason(admin_client):
+    merchant = services.merchant_create(user=factories.user_create(), name="Pending", now=timezone.now())
+    response = admin_client.post("/admin/shop/merchant/", {"action": "reject", ACTION_CHECKBOX_NAME: [merchant.pk]})
+
+    assert response.status_code == 200  # the reason form
+    merchant.refresh_from_db()
+    assert merchant.status == "pending"
+
+
+def test_product_crud_pause_resume_and_safe_markdown(client_for, merchant, client):
+    merchant_client = client_for(merchant)
+    response = merchant_client.post(
+        "/merchant/products/new/",
+        {
+            "title": "Gift card",
+            "description": "**Bold** <script>alert(1)</script> [x](javascript:alert(1))",
+            "price": "12.50",
+            "currency": "USD",
+            "category": "gift",
+            "inspection_hours": 48,
+            "max_per_order": 3,
+            "low_stock_threshold": 5,
+        },
+    )
+    product = Product.objects.get(merchant=merchant)
+    assert response.url == f"/merchant/products/{product.pk}/stock/"
+    assert (product.price, product.currency, product.inspection_hours) == (1250, "USD", 48)
+
+    merchant_client.post(
+        f"/merchant/products/{product.pk}/edit/",
+        {
+            "title": "Gift card $12.50",
+            "description": product.description,
+            "price": "12.5",
+            "currency": "USD",
+            "category": "gift",
+            "inspection_hours": 24,
+            "max_per_order": 3,
+            "low_stock_threshold": 5,
+        },
+    )
+    product.refresh_from_db()
+    assert product.title == "Gift card $12.50"
+
+    upload(product, b"K1\n")
+    page = client.get(f"/products/{product.pk}/").content.decode()
+    assert "<strong>Bold</strong>" in page
+    assert "<script>alert(1)" not in page and "javascript:" not in page
+
+    merchant_client.post(f"/merchant/products/{product.pk}/pause/")
+    assert client.get(f"/products/{product.pk}/").status_code == 404
+    merchant_client.post(f"/merchant/products/{product.pk}/resume/")
+    assert client.get(f"/products/{product.pk}/").status_code == 200
+
+
+def test_dashboard_counts_every_state_in_one_query(client_for, merchant, django_assert_max_num_queries):
+    products = [factories.product_create(merchant=merchant, stock=4) for _ in range(5)]
+    factories.order_place(product=products[0], quantity=2)  # two reserved
+    services.keys_revoke(product=products[1], actor=None, now=timezone.now())
+    merchant_client = client_for(merchant)
+
+    with django_assert_max_num_queries(5):  # session, user, merchant, products with counts, (savepoint)
+        page = merchant_client.get("/merchant/").content.decode()
+
+    assert page.count('data-count="available"') == 5
+    row0 = page.split(f'data-product="{products[0].pk}"')[1]
+    assert '<td data-count="available">2' in row0 and '<td data-count="reserved">2' in row0
+    row1 = page.split(f'data-product="{products[1].pk}"')[1]
+    assert '<td data-count="revoked">4' in row1
+
+
+def test_upload_by_file_shows_progress_and_report(client_for, merchant, django_capture_on_commit_callbacks):
+    product = factories.product_create(merchant=merchant, stock=0)
+    merchant_client = client_for(merchant)
+    data = "卡密-1\r\n\r\n卡密-1\r\n卡密-2\r\n".encode("gbk")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = merchant_client.post(
+            f"/merchant/products/{product.pk}/stock/",
+            {"file": SimpleUploadedFile("keys.txt", data), "text": "", "delimiter": "newline"},
+        )
+    done = StockUpload.objects.get()
+    assert response.url == f"/merchant/uploads/{done.pk}/"
+    state = merchant_client.get(f"/merchant/uploads/{done.pk}/status/").json()
+    assert state == {
+        "id": done.pk,
+        "status": "done",
+        "total": 4,
+        "processed": 4,
+        "imported": 2,
+        "duplicates": 1,
+        "rejected": 1,
+        "percent": 100,
+        "error": "",
+    }
+    assert 'data-status="done"' in merchant_client.get(f"/merchant/uploads/{done.pk}/").content.decode()
+    report = merchant_client.get(f"/merchant/uploads/{done.pk}/rejected.csv")
+    rows = list(csv.reader(io.StringIO(b"".join(report.streaming_content).decode())))
+    assert rows == [
+        ["line", "reason", "explanation"],
+        ["2", "empty", "Empty"],
+        ["3", "duplicate_in_file", "Duplicate in the file"],
+    ]
+
+
+def test_paste_and_bad_file_errors(client_for, merchant):
+    product = factories.product_create(merchant=merchant, stock=0)
+    merchant_client = client_for(merchant)
+
+    response = merchant_client.post(
+        f"/merchant/products/{product.pk}/stock/",
+        {"file": SimpleUploadedFile("keys.txt", b"\x00\x01\x02binary"), "delimiter": "newline"},
+    )
+    assert response.status_code == 200
+    assert "binary file" in response.content.decode()
+    response = merchant_client.post(
+        f"/merchant/products/{product.pk}/stock/", {"text": "A;B;C", "delimiter": "semicolon"}
+    )
+    assert response.status_code == 302
+    assert StockUpload.objects.get().total == 3
+
+
+def test_another_merchants_things_answer_404(client_for, merchant):
+    other = factories.merchant_create(name="Other")
+    theirs = factories.product_create(merchant=other, stock=0)
+    their_upload = upload(theirs, b"K1\n")
+    their_token, _secret = services.merchant_api_token_create(merchant=other, name="x", actor=None, now=timezone.now())
+    merchant_client = client_for(merchant)
+
+    for url in [
+        f"/merchant/products/{theirs.pk}/edit/",
+        f"/merchant/products/{theirs.pk}/stock/",
+        f"/merchant/products/{theirs.pk}/export/",
+        f"/merchant/uploads/{their_upload.pk}/",
+        f"/merchant/uploads/{their_upload.pk}/status/",
+        f"/merchant/uploads/{their_upload.pk}/rejected.csv",
+    ]:
+        assert merchant_client.get(url).status_code == 404, url
+    for url in [
+        f"/merchant/products/{theirs.pk}/pause/",
+        f"/merchant/products/{theirs.pk}/revoke/",
+        f"/merchant/products/{theirs.pk}/stock/",
+        f"/merchant/tokens/{their_token.pk}/revoke/",
+    ]:
+        assert merchant_client.post(url, {"revoke_all": "on", "text": "X", "delimiter": "newline"}).status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.status == "active"
+    assert CardKey.objects.filter(product=theirs, status="available").count() == 1
+    assert StockUpload.objects.filter(product=theirs).count() == 1
+    assert MerchantApiToken.objects.get(pk=their_token.pk).revoked_at is None
+
+
+def test_revoke_chosen_and_all_keys_and_revoked_keys_never_sell(client_for, merchant):
+    product = factories.product_create(merchant=merchant, stock=0, low_stock_threshold=0)
+    upload(product, b"A\nB\nC\nD\n")
+    merchant_client = client_for(merchant)
+
+    merchant_client.post(f"/merchant/products/{product.pk}/revoke/", {"keys": " A \nC\nnot-mine\n"})
+    assert plaintext_keys(product) == ["B", "D"]
+    merchant_client.post(f"/merchant/products/{product.pk}/revoke/", {"revoke_all": "on"})
+    assert plaintext_keys(product) == []
+    assert CardKey.objects.filter(product=product, status="revoked").count() == 4
+    with pytest.raises(CheckoutError):
+        factories.order_place(product=product, quantity=1)
+
+
+def test_export_needs_the_password_and_is_recorded(client_for, merchant):
+    product = factories.product_create(merchant=merchant, stock=0)
+    upload(product, b"EXPORT-1\nEXPORT-2\n")
+    merchant_client = client_for(merchant)
+
+    wrong = merchant_client.post(f"/merchant/products/{product.pk}/export/", {"password": "nope"})
+    assert wrong.status_code == 200 and "EXPORT-1" not in wrong.content.decode()
+    assert not AuditEntry.objects.filter(action="stock.exported").exists()
+
+    response = merchant_client.post(f"/merchant/products/{product.pk}/export/", {"password": PASSWORD})
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0] == ["id", "key", "created_at"]
+    assert sorted(row[1] for row in rows[1:]) == ["EXPORT-1", "EXPORT-2"]
+    entry = AuditEntry.objects.get(action="stock.exported")
+    assert (entry.actor, entry.data) == (merchant.user, {"count": 2})
+
+
+def test_low_stock_sends_one_email_per_dip(merchant):
+    product = factories.product_create(merchant=merchant, stock=0, low_stock_threshold=3)
+    upload(product, b"A\nB\nC\nD\n")
+    assert mail.outbox == []
+
+    def sell_one():
+        order = factories.order_place(product=product).order
+        services.keys_sell(order_pk=order.pk)
+        return services.product_low_stock_check(product_pk=product.pk, now=timezone.now())
+
+    with_captured = []
+    assert sell_one() is False  # 3 left: not below 3
+    with_captured.append(sell_one())  # 2 left: below → one e-mail
+    with_captured.append(sell_one())  # 1 left: already told
+    assert with_captured == [True, False]
+    upload(product, b"E\nF\nG\n")  # back to 4: re-armed
+    product.refresh_from_db()
+    assert product.low_stock_notified_at is None
+    assert sell_one() is False  # 3
+    assert sell_one() is True  # 2: the next dip, the next e-mail
+
+
+def test_low_stock_email_goes_out_on_commit(merchant, django_capture_on_commit_callbacks):
+    product = factories.product_create(merchant=merchant, stock=0, low_stock_threshold=5)
+    with django_capture_on_commit_callbacks(execute=True):
+        upload(product, b"A\nB\n")
+
+    assert len(mail.outbox) == 1
+    assert product.title in mail.outbox[0].subject
+    assert mail.outbox[0].to == [merchant.user.email]
+
+
+def test_tokens_are_shown_once_stored_hashed_and_revocable(client_for, merchant):
+    merchant_client = client_for(merchant)
+    page = merchant_client.post("/merchant/tokens/", {"name": "sync"}).content.decode()
+    token = MerchantApiToken.objects.get(merchant=merchant)
+    secret = page.split('data-testid="new-token"')[1].split("<code>")[1].split("</code>")[0]
+
+    assert secret.startswith("cks_") and secret not in str(token.__dict__)
+    assert secret not in merchant_client.get("/merchant/tokens/").content.decode()
+    api = {"HTTP_AUTHORIZATION": f"Token {secret}"}
+    from django.test import Client
+
+    assert Client().get("/api/v1/merchant/products/", **api).status_code == 200
+    merchant_client.post(f"/merchant/tokens/{token.pk}/revoke/")
+    assert Client().get("/api/v1/merchant/products/", **api).status_code == 401
