@@ -3,7 +3,7 @@
 from django.utils import timezone
 
 from shop import selectors, services
-from shop.models import StockUpload, StockUploadSource
+from shop.models import Product, StockUpload, StockUploadSource
 
 
 def upload(product, data: bytes, *, delimiter: str = "newline", name: str = "keys.txt", run=None) -> StockUpload:
@@ -24,7 +24,9 @@ def upload(product, data: bytes, *, delimiter: str = "newline", name: str = "key
 
 
 def plaintext_keys(product) -> list[str]:
-    return sorted(key for _pk, key, _at in selectors.product_unsold_keys_plaintext(product=product))
+    """The product's unsold keys, opened with the merchant's data key as stored now."""
+    fresh = Product.objects.select_related("merchant").get(pk=product.pk)
+    return sorted(key for _pk, key, _at in selectors.product_unsold_keys_plaintext(product=fresh))
 
 
 def rejections(upload: StockUpload) -> list[tuple[int, str]]:
