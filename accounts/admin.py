@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from accounts.models import AuditEntry, User
+from accounts.models import Alert, AuditEntry, User
 
 admin.site.register(User, UserAdmin)
 
@@ -17,6 +17,19 @@ class AuditEntryAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "kind", "message", "acknowledged_at")
+    list_filter = ("kind",)
+    readonly_fields = ("key", "kind", "message", "data", "created_at", "acknowledged_at")
+
+    def has_add_permission(self, request):
         return False
 
     def has_delete_permission(self, request, obj=None):

@@ -1,6 +1,23 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
-from escrow.models import KeyReveal, LedgerAccount, Order, Payment, Transfer, WebhookEvent
+from config.transitions import StateError
+from escrow import refunds, withdrawals
+from escrow.models import (
+    KeyDisposition,
+    KeyReveal,
+    LedgerAccount,
+    LiabilityPublication,
+    Order,
+    Payment,
+    PayoutAccount,
+    Refund,
+    ReserveHold,
+    Transfer,
+    WebhookEvent,
+    Withdrawal,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -34,3 +51,73 @@ admin.site.register(WebhookEvent, ReadOnlyAdmin)
 admin.site.register(KeyReveal, ReadOnlyAdmin)
 admin.site.register(LedgerAccount, ReadOnlyAdmin)
 admin.site.register(Transfer, ReadOnlyAdmin)
+
+
+# --- money lifecycle: staff decide withdrawals and refunds through services ---------------------------
+
+
+def _refund_action(disposition: str, label: str):
+    def action(modeladmin, request, queryset):
+        done = 0
+        for order in queryset.order_by("pk"):
+            try:
+                refunds.order_refund(
+                    order_pk=order.pk, now=timezone.now(), disposition=disposition, reason="staff", actor=request.user
+                )
+                done += 1
+            except refunds.RefundRefused as error:
+                modeladmin.message_user(request, f"{order}: {error}", messages.WARNING)
+        modeladmin.message_user(request, _("%(n)d order(s) refunded.") % {"n": done})
+
+    action.__name__ = f"refund_in_full_{disposition}"
+    action.short_description = label
+    return action
+
+
+OrderAdmin.actions = [
+    _refund_action(KeyDisposition.RESTOCK, _("Refund in full, keys back to stock")),
+    _refund_action(KeyDisposition.REVOKE, _("Refund in full, revoke the keys")),
+]
+
+
+@admin.register(Withdrawal)
+class WithdrawalAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "merchant", "amount", "currency", "payout_account", "status", "requested_at", "decided_by")
+    list_filter = ("status",)
+    actions = ["approve", "reject"]
+
+    @admin.action(description=_("Approve and mark paid"))
+    def approve(self, request, queryset):
+        self._decide(request, queryset, withdrawals.withdrawal_approve)
+
+    @admin.action(description=_("Reject (the money returns to the merchant)"))
+    def reject(self, request, queryset):
+        self._decide(request, queryset, withdrawals.withdrawal_reject)
+
+    def _decide(self, request, queryset, service):
+        for withdrawal in queryset.order_by("pk"):
+            try:
+                service(withdrawal_pk=withdrawal.pk, staff=request.user, now=timezone.now())
+            except StateError:
+                self.message_user(request, _("%(w)s was already decided.") % {"w": withdrawal}, messages.WARNING)
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    list_display = (
+        "pk",
+        "order",
+        "amount",
+        "currency",
+        "key_count",
+        "key_disposition",
+        "status",
+        "reason",
+        "created_at",
+    )
+    list_filter = ("status", "reason")
+
+
+admin.site.register(PayoutAccount, ReadOnlyAdmin)
+admin.site.register(ReserveHold, ReadOnlyAdmin)
+admin.site.register(LiabilityPublication, ReadOnlyAdmin)

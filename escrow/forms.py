@@ -16,3 +16,57 @@ class CheckoutForm(forms.Form):
         if quantity > self.max_quantity:
             raise forms.ValidationError(_("At most %(max)d per order."), params={"max": self.max_quantity})
         return quantity
+
+
+class StatementFilterForm(forms.Form):
+    since = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(label=_("To (inclusive)"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+class PayoutAccountForm(forms.Form):
+    label = forms.CharField(label=_("Label"), max_length=64)
+    provider = forms.CharField(label=_("Bank or wallet"), max_length=64)
+    holder_name = forms.CharField(label=_("Account holder"), max_length=100)
+    account_number = forms.CharField(label=_("Account number or wallet id"), max_length=64)
+
+
+class WithdrawalForm(forms.Form):
+    payout_account = forms.ModelChoiceField(label=_("Pay to"), queryset=None)
+    amount = forms.DecimalField(label=_("Amount"), min_value=0, decimal_places=2, max_digits=14)
+    currency = forms.ChoiceField(label=_("Currency"), choices=())
+    code = forms.CharField(
+        label=_("Code from your authenticator app (or a backup code)"),
+        max_length=16,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
+
+    def __init__(self, *args, merchant, **kwargs):
+        from escrow.models import PayoutAccount
+        from shop.money import Currency
+
+        super().__init__(*args, **kwargs)
+        self.fields["payout_account"].queryset = PayoutAccount.objects.filter(merchant=merchant).order_by("pk")
+        self.fields["currency"].choices = Currency.choices
+
+    def amount_minor(self) -> int:
+        from shop.money import from_major
+
+        return from_major(str(self.cleaned_data["amount"]), self.cleaned_data["currency"])
+
+
+class RefundForm(forms.Form):
+    keys = forms.MultipleChoiceField(
+        label=_("Keys to refund (none chosen: the whole order)"), required=False, widget=forms.CheckboxSelectMultiple
+    )
+    disposition = forms.ChoiceField(label=_("Refunded keys"), choices=())
+
+    def __init__(self, *args, key_pks: list[int], **kwargs):
+        from escrow.models import KeyDisposition
+
+        super().__init__(*args, **kwargs)
+        self.fields["keys"].choices = [(str(pk), _("Key #%(pk)s") % {"pk": pk}) for pk in key_pks]
+        self.fields["disposition"].choices = KeyDisposition.choices
+
+
+class ProofUploadForm(forms.Form):
+    proof = forms.FileField(label=_("Your proof file (JSON)"))

@@ -24,3 +24,61 @@ def order_for_viewer(*, pk: int, token: str | None, user: User | None) -> Order:
 
 def orders_of_buyer(user: User) -> QuerySet[Order]:
     return Order.objects.filter(buyer=user).select_related("product", "merchant").order_by("-pk")
+
+
+# --- merchant money ---------------------------------------------------------------------------------
+
+
+def merchant_balances(merchant) -> list[dict]:
+    """Per currency: available, held in escrow for them, in reserve, and withdrawals waiting."""
+    from escrow.models import AccountKind, LedgerAccount
+
+    rows: dict[str, dict] = {}
+    for account in LedgerAccount.objects.filter(merchant=merchant).order_by("currency", "kind"):
+        row = rows.setdefault(
+            account.currency,
+            {"currency": account.currency, "available": 0, "escrow": 0, "reserve": 0, "withdrawing": 0},
+        )
+        if account.kind == AccountKind.MERCHANT_AVAILABLE:
+            row["available"] = account.credits_posted - account.debits_posted - account.debits_pending
+            row["escrow"] = account.credits_pending
+            row["withdrawing"] = account.debits_pending
+        elif account.kind == AccountKind.MERCHANT_RESERVE:
+            row["reserve"] = account.credit_balance
+    return list(rows.values())
+
+
+def merchant_statement(merchant, *, since=None, until=None):
+    """Every transfer that touched the merchant's accounts, newest first, each with its signed amount."""
+    from django.db.models import Q
+
+    from escrow.models import LedgerAccount, Transfer
+
+    accounts = list(LedgerAccount.objects.filter(merchant=merchant).values_list("pk", flat=True))
+    transfers = (
+        Transfer.objects.filter(Q(debit_account_id__in=accounts) | Q(credit_account_id__in=accounts))
+        .select_related("debit_account", "credit_account")
+        .order_by("-created_at", "-pk")
+    )
+    if since:
+        transfers = transfers.filter(created_at__date__gte=since)
+    if until:
+        transfers = transfers.filter(created_at__date__lte=until)
+    return transfers, set(accounts)
+
+
+def statement_line(transfer, merchant_accounts: set[int]) -> dict:
+    """How one transfer reads on the merchant's statement: which account of theirs, and in or out."""
+    incoming = transfer.credit_account_id in merchant_accounts
+    own = transfer.credit_account if incoming else transfer.debit_account
+    return {
+        "at": transfer.created_at,
+        "transfer_id": transfer.transfer_id,
+        "kind": transfer.get_kind_display(),
+        "code": transfer.code,
+        "account": own.get_kind_display(),
+        "direction": "in" if incoming else "out",
+        "amount": transfer.amount if incoming else -transfer.amount,
+        "currency": transfer.currency,
+        "order": transfer.order_id,
+    }

@@ -1,3 +1,7 @@
+from django.urls import path
+
+from escrow import transparency_views
+
 app_name = "transparency"
 
-urlpatterns: list = []
+urlpatterns = [path("", transparency_views.transparency, name="index")]

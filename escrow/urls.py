@@ -1,6 +1,6 @@
 from django.urls import path
 
-from escrow import views
+from escrow import staff_views, views
 
 app_name = "escrow"
 
@@ -16,4 +16,5 @@ urlpatterns = [
     path("orders/<int:pk>/t/<str:token>/status/", views.order_status, name="order_status_guest"),
     path("orders/<int:pk>/t/<str:token>/keys/", views.order_keys, name="order_keys_guest"),
     path("orders/<int:pk>/t/<str:token>/confirm/", views.order_confirm, name="order_confirm_guest"),
+    path("staff/orders/<int:pk>/refund/", staff_views.staff_refund, name="staff_refund"),
 ]

@@ -1,0 +1,145 @@
+"""The merchant money pages, the staff refund page, the transparency page and the proof commands."""
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from escrow import liabilities, services, withdrawals
+from escrow.models import LiabilityLeaf, OrderStatus, Refund, Withdrawal
+from shop.models import CardKey
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _no_reserve(settings):
+    settings.RESERVE_PERCENT = 0
+
+
+def sold(run_on_commit, *, quantity=1, merchant=None):
+    product = factories.product_create(stock=3, merchant=merchant)
+    with run_on_commit():
+        order = factories.order_delivered(product=product, quantity=quantity)
+    return order
+
+
+def test_balance_page_and_csv_statement(client, run_on_commit):
+    order = sold(run_on_commit)
+    services.order_confirm_receipt(order=order, now=timezone.now())
+    client.force_login(order.merchant.user)
+    page = client.get("/merchant/money/")
+    assert page.status_code == 200
+    assert "¥95.00 CNY" in page.content.decode()
+    csv_text = client.get("/merchant/money/?format=csv").content.decode()
+    assert f"order:{order.pk}:share:post" in csv_text and ",95.00,CNY," in csv_text
+    assert f"order:{order.pk}:fee" not in csv_text  # the platform's fee account is not theirs
+    empty = client.get("/merchant/money/?since=2000-01-01&until=2000-01-02&format=csv").content.decode()
+    assert empty.count("\n") == 1
+
+
+def test_withdrawal_page_without_device_links_to_enrolment(client, run_on_commit):
+    order = sold(run_on_commit)
+    services.order_confirm_receipt(order=order, now=timezone.now())
+    merchant = order.merchant
+    client.force_login(merchant.user)
+    client.post(
+        "/merchant/money/payout-accounts/",
+        {"a-label": "Main", "a-provider": "ICBC", "a-holder_name": "Li", "a-account_number": "62220000"},
+    )
+    payout = merchant.payout_accounts.get()
+    response = client.post(
+        "/merchant/money/withdrawals/",
+        {"w-payout_account": payout.pk, "w-amount": "20.00", "w-currency": "CNY", "w-code": "123456"},
+    )
+    assert response.status_code == 400
+    assert "/account/security/" in response.content.decode()
+    assert Withdrawal.objects.count() == 0
+
+
+def test_merchant_refund_page_is_scoped_to_own_orders(client, run_on_commit):
+    order = sold(run_on_commit, quantity=2)
+    other = factories.merchant_create(name="Other")
+    client.force_login(other.user)
+    assert client.get(f"/merchant/money/orders/{order.pk}/refund/").status_code == 404
+    client.force_login(order.merchant.user)
+    key = CardKey.objects.filter(order=order).order_by("pk").first()
+    with run_on_commit():
+        response = client.post(
+            f"/merchant/money/orders/{order.pk}/refund/", {"keys": [str(key.pk)], "disposition": "revoke"}
+        )
+    assert response.status_code == 302
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PARTIALLY_REFUNDED
+    assert Refund.objects.get(order=order).status == "succeeded"
+
+
+def test_staff_refund_page_and_withdrawal_admin_actions(client, run_on_commit):
+    order = sold(run_on_commit)
+    staff = factories.user_create(is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    with run_on_commit():
+        assert client.post(f"/staff/orders/{order.pk}/refund/", {"disposition": "restock"}).status_code == 302
+    order.refresh_from_db()
+    assert order.status == OrderStatus.REFUNDED
+
+    paid = sold(run_on_commit)
+    services.order_confirm_receipt(order=paid, now=timezone.now())
+    merchant = paid.merchant
+    payout = withdrawals.payout_account_add(
+        merchant=merchant,
+        label="M",
+        holder_name="L",
+        account_number="1234",
+        provider="X",
+        actor=merchant.user,
+        now=timezone.now(),
+    )
+    device = factories.totp_device_create(user=merchant.user)
+    withdrawal = withdrawals.withdrawal_request(
+        merchant=merchant,
+        user=merchant.user,
+        payout_account_pk=payout.pk,
+        amount=5000,
+        currency="CNY",
+        code=factories.totp_code(device),
+        now=timezone.now(),
+    )
+    response = client.post("/admin/escrow/withdrawal/", {"action": "approve", "_selected_action": [withdrawal.pk]})
+    assert response.status_code == 302
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == "paid"
+
+
+def test_published_proof_downloads_and_verifies(client, run_on_commit, tmp_path, capsys):
+    first = sold(run_on_commit)
+    sold(run_on_commit)
+    call_command("publish_liabilities")
+    leaf = LiabilityLeaf.objects.get(merchant=first.merchant)
+    client.force_login(first.merchant.user)
+    page = client.get("/merchant/money/")
+    assert f"/merchant/money/proofs/{leaf.pk}/" in page.content.decode()
+    proof = client.get(f"/merchant/money/proofs/{leaf.pk}/").json()
+    assert proof["leaf"]["amount"] == 9500
+
+    other = LiabilityLeaf.objects.exclude(pk=leaf.pk).first()
+    client.force_login(other.merchant.user)
+    assert client.get(f"/merchant/money/proofs/{leaf.pk}/").status_code == 404
+
+    path = tmp_path / "proof.json"
+    path.write_text(json.dumps(proof))
+    call_command("verify_liability_proof", str(path))
+    proof["leaf"]["amount"] = 1
+    path.write_text(json.dumps(proof))
+    with pytest.raises(CommandError):
+        call_command("verify_liability_proof", str(path))
+
+    page = client.post("/transparency/", {"proof": SimpleUploadedFile("p.json", path.read_bytes())})
+    assert 'data-proof-valid="false"' in page.content.decode()
+    good = liabilities.proof_for(leaf=leaf)
+    page = client.post("/transparency/", {"proof": SimpleUploadedFile("p.json", json.dumps(good).encode())})
+    assert 'data-proof-valid="true"' in page.content.decode()
+    assert leaf.publication.root_hash in page.content.decode()
