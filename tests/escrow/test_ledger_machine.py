@@ -1,0 +1,159 @@
+"""Property test: any sequence of money actions keeps every ledger invariant (PostgreSQL)."""
+
+from datetime import timedelta
+
+import pytest
+from django.test import TestCase
+from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+
+from config.transitions import StateError
+from escrow import refunds, services, withdrawals
+from escrow.ledger_checks import ledger_problems
+from escrow.models import KeyDisposition, Order, OrderStatus, Withdrawal, WithdrawalStatus
+from shop.models import CardKey, CardKeyStatus
+from tests import factories
+from tests.conftest import requires_postgres
+
+
+def committed():
+    """Run on-commit work (delivery, gateway refund events) as a real commit would."""
+    return TestCase.captureOnCommitCallbacks(execute=True)
+
+
+class MoneyMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.now = timezone.now()
+        self.product = factories.product_create(stock=40, price=1999)
+        self.merchant = self.product.merchant
+        self.staff = factories.user_create(is_staff=True)
+        factories.totp_device_create(user=self.merchant.user)
+        device = StaticDevice.objects.create(user=self.merchant.user, name="backup", confirmed=True)
+        self.codes = [f"code{i:04d}" for i in range(100)]
+        StaticToken.objects.bulk_create([StaticToken(device=device, token=code) for code in self.codes])
+        self.payout = withdrawals.payout_account_add(
+            merchant=self.merchant,
+            label="Main",
+            holder_name="Li",
+            account_number="62220001",
+            provider="Bank",
+            actor=self.merchant.user,
+            now=self.now,
+        )
+        self.orders: list[int] = []
+        self.webhooks: list[tuple[bytes, dict]] = []
+
+    def _orders(self, *statuses):
+        return list(
+            Order.objects.filter(pk__in=self.orders, status__in=statuses).order_by("pk").values_list("pk", flat=True)
+        )
+
+    @rule(quantity=st.integers(1, 2))
+    def checkout(self, quantity):
+        try:
+            placed = factories.order_place(product=self.product, quantity=quantity)
+        except services.CheckoutError:
+            return
+        self.orders.append(placed.order.pk)
+
+    @rule(data=st.data())
+    def pay(self, data):
+        unpaid = self._orders(OrderStatus.AWAITING_PAYMENT, OrderStatus.EXPIRED)
+        if not unpaid:
+            return
+        order = Order.objects.get(pk=data.draw(st.sampled_from(unpaid)))
+        body, headers = factories.signed_webhook(payment=order.payments.get())
+        with committed():
+            assert factories.webhook_post(factories.Client(), body, headers).status_code == 200
+        self.webhooks.append((body, headers))
+
+    @precondition(lambda self: self.webhooks)
+    @rule(data=st.data())
+    def replay_webhook(self, data):
+        body, headers = data.draw(st.sampled_from(self.webhooks))
+        with committed():
+            response = factories.webhook_post(factories.Client(), body, headers)
+        assert response.json() == {"result": "duplicate"}
+
+    @rule(data=st.data())
+    def confirm(self, data):
+        delivered = self._orders(OrderStatus.DELIVERED)
+        if delivered:
+            order = Order.objects.get(pk=data.draw(st.sampled_from(delivered)))
+            services.order_confirm_receipt(order=order, now=self.now)
+
+    @rule(hours=st.sampled_from([1, 25, 24 * 15]))
+    def advance_clock(self, hours):
+        self.now += timedelta(hours=hours)
+        services.orders_expire_due(now=self.now)
+        services.orders_release_due(now=self.now, batch=3)
+        services.reserves_release_due(now=self.now)
+
+    @rule(data=st.data(), disposition=st.sampled_from(KeyDisposition.values), partial=st.booleans())
+    def refund(self, data, disposition, partial):
+        candidates = self._orders(OrderStatus.PAID, OrderStatus.DELIVERED)
+        if not candidates:
+            return
+        order = Order.objects.get(pk=data.draw(st.sampled_from(candidates)))
+        keys = list(CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD).values_list("pk", flat=True))
+        chosen = keys[:1] if partial and len(keys) > 1 else None
+        with committed():
+            refunds.order_refund(
+                order_pk=order.pk,
+                now=self.now,
+                key_pks=chosen,
+                disposition=disposition,
+                merchant=self.merchant if partial else None,
+            )
+
+    @precondition(lambda self: self.codes)
+    @rule(percent=st.integers(1, 120))
+    def withdraw(self, percent):
+        available = withdrawals.available_balance(merchant=self.merchant, currency="CNY")
+        before = available
+        try:
+            withdrawals.withdrawal_request(
+                merchant=self.merchant,
+                user=self.merchant.user,
+                payout_account_pk=self.payout.pk,
+                amount=available * percent // 100,
+                currency="CNY",
+                code=self.codes.pop(),
+                now=self.now,
+            )
+        except withdrawals.WithdrawalRefused as error:
+            assert error.code in {"below_minimum", "insufficient_funds"}
+            assert withdrawals.available_balance(merchant=self.merchant, currency="CNY") == before
+
+    @rule(data=st.data(), approve=st.booleans())
+    def decide(self, data, approve):
+        waiting = list(Withdrawal.objects.filter(status=WithdrawalStatus.REQUESTED).values_list("pk", flat=True))
+        if not waiting:
+            return
+        pk = data.draw(st.sampled_from(waiting))
+        service = withdrawals.withdrawal_approve if approve else withdrawals.withdrawal_reject
+        service(withdrawal_pk=pk, staff=self.staff, now=self.now)
+        with pytest.raises(StateError):
+            service(withdrawal_pk=pk, staff=self.staff, now=self.now)
+
+    @invariant()
+    def books_balance(self):
+        assert ledger_problems() == []
+
+
+@requires_postgres
+@pytest.mark.django_db
+def test_money_machine_keeps_the_ledger_invariants():
+    run_state_machine_as_test(
+        MoneyMachine,
+        settings=settings(
+            max_examples=12,
+            stateful_step_count=20,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        ),
+    )
