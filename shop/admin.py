@@ -87,6 +87,9 @@ class StockUploadAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # card keys name their upload without a database constraint
+
 
 @admin.register(MerchantApiToken)
 class MerchantApiTokenAdmin(admin.ModelAdmin):

@@ -109,8 +109,16 @@ class CardKey(models.Model):
     status = models.CharField(max_length=16, choices=CardKeyStatus.choices, default=CardKeyStatus.AVAILABLE)
     order = models.ForeignKey("escrow.Order", null=True, blank=True, on_delete=models.PROTECT, related_name="card_keys")
     # The upload that brought the key in; tells "duplicate in the file" from "duplicate of existing stock".
+    # No database FK constraint: its per-row check at commit costs a third of a bulk import's commit, and
+    # uploads are never deleted (the admin cannot, and no service does).
     upload = models.ForeignKey(
-        "shop.StockUpload", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+        "shop.StockUpload",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     created_at = models.DateTimeField()
 

@@ -1,6 +1,7 @@
 """Every write of the shop app: merchants, products, card-key stock and its reservation."""
 
 import hashlib
+import io
 import logging
 import secrets
 import sqlite3
@@ -118,10 +119,7 @@ def card_keys_insert_skipping_duplicates(rows: list[tuple]) -> set[bytes]:
     )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            from psycopg2.extras import execute_values
-
-            returned = execute_values(cursor.cursor, sql, rows, page_size=len(rows), fetch=True)
-            return {bytes(fp) for (fp,) in returned}
+            return _card_keys_copy_insert_postgresql(cursor.cursor, rows)
         if connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35):
             inserted: set[bytes] = set()
             per_statement = 100  # 700 parameters: under every SQLite build's variable limit
@@ -142,6 +140,37 @@ def card_keys_insert_skipping_duplicates(rows: list[tuple]) -> set[bytes]:
             if cursor.rowcount == 1:
                 inserted.add(bytes(row[3]))
         return inserted
+
+
+def _card_keys_copy_insert_postgresql(cursor, rows: list[tuple]) -> set[bytes]:
+    """COPY the batch into a temporary table, then one INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING.
+
+    COPY skips building and parsing a huge VALUES statement (about twice as fast as execute_values);
+    the INSERT takes the rows in fingerprint order, so racing batches lock index entries in one order.
+    The temporary table lives with the connection and is emptied at each commit.
+    """
+    cursor.execute(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS shop_cardkey_incoming ("
+        " product_id bigint, merchant_id bigint, upload_id bigint, fingerprint bytea, sealed bytea,"
+        " status varchar(16), created_at timestamptz) ON COMMIT DELETE ROWS"
+    )
+    lines = []
+    for product_id, merchant_id, upload_id, fingerprint, sealed, status, created_at in rows:
+        upload_text = "\\N" if upload_id is None else str(upload_id)
+        lines.append(
+            f"{product_id}\t{merchant_id}\t{upload_text}\t\\\\x{fingerprint.hex()}\t\\\\x{sealed.hex()}"
+            f"\t{status}\t{created_at.isoformat()}\n"
+        )
+    cursor.copy_expert("COPY shop_cardkey_incoming FROM STDIN", io.StringIO("".join(lines)))
+    columns = "product_id, merchant_id, upload_id, fingerprint, sealed, status, created_at"
+    cursor.execute(
+        f"INSERT INTO {CardKey._meta.db_table} ({columns}) "  # noqa: S608 - our own table and columns
+        f"SELECT {columns} FROM shop_cardkey_incoming ORDER BY fingerprint "
+        "ON CONFLICT (merchant_id, fingerprint) DO NOTHING RETURNING fingerprint"
+    )
+    inserted = {bytes(fp) for (fp,) in cursor.fetchall()}
+    cursor.execute("TRUNCATE shop_cardkey_incoming")  # a second batch in the same transaction starts empty
+    return inserted
 
 
 @transaction.atomic
