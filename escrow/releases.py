@@ -106,6 +106,14 @@ def _release_batch_rollback_unsafe(*, pks: list[int], now: datetime) -> int:
         Transfer.objects.filter(order_id__in=pks, kind=TransferKind.PENDING, resolutions__isnull=True).order_by("pk")
     )
     rows, holds = [], []
+    accounts: dict[tuple[str, int, str], int] = {}
+
+    def account_pk(kind: str, order: Order) -> int:
+        key = (kind, order.merchant_id, order.currency)
+        if key not in accounts:
+            accounts[key] = ledger.merchant_account(kind, order.currency, order.merchant_id).pk
+        return accounts[key]
+
     for pending in pendings:
         rows.append(
             Transfer(
@@ -127,14 +135,12 @@ def _release_batch_rollback_unsafe(*, pks: list[int], now: datetime) -> int:
         amount = reserve_amount_for(merchant=order.merchant, share=pending.amount, now=now)
         if amount <= 0:
             continue
-        available = ledger.merchant_account(AccountKind.MERCHANT_AVAILABLE, order.currency, order.merchant_id)
-        reserve = ledger.merchant_account(AccountKind.MERCHANT_RESERVE, order.currency, order.merchant_id)
         rows.append(
             Transfer(
                 transfer_id=f"order:{order.pk}:reserve",
                 kind=TransferKind.SINGLE,
-                debit_account_id=available.pk,
-                credit_account_id=reserve.pk,
+                debit_account_id=account_pk(AccountKind.MERCHANT_AVAILABLE, order),
+                credit_account_id=account_pk(AccountKind.MERCHANT_RESERVE, order),
                 amount=amount,
                 currency=order.currency,
                 order_id=order.pk,
@@ -169,7 +175,7 @@ def _release_batch_rollback_unsafe(*, pks: list[int], now: datetime) -> int:
     return changed
 
 
-def orders_release_due(*, now: datetime, batch: int = 500) -> int:
+def orders_release_due(*, now: datetime, batch: int = 1000) -> int:
     """Release every delivered order whose inspection window lapsed without a dispute.
 
     Each batch is one transaction: its orders are locked (SKIP LOCKED, so a buyer confirming or
