@@ -119,9 +119,8 @@ def _withdrawal_problems() -> list[str]:
                 f"Payouts {account.currency}: pending {account.credits_pending} / paid {account.credit_balance} "
                 f"!= withdrawals waiting {waiting.get(key, 0)} / paid {paid.get(key, 0)}."
             )
-    resolved = set(
-        Transfer.objects.filter(code="withdrawal").exclude(kind=TransferKind.PENDING).values_list("transfer_id", flat=True)
-    )
+    resolutions = Transfer.objects.filter(code="withdrawal").exclude(kind=TransferKind.PENDING)
+    resolved = set(resolutions.values_list("transfer_id", flat=True))
     suffix = {WithdrawalStatus.PAID: "post", WithdrawalStatus.REJECTED: "void"}
     for pk, status in Withdrawal.objects.exclude(status=WithdrawalStatus.REQUESTED).values_list("pk", "status"):
         if f"withdrawal:{pk}:{suffix[status]}" not in resolved:
