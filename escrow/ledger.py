@@ -6,7 +6,10 @@ returns the first one unchanged (a replay is a no-op); asking for it with differ
 so concurrent transfers neither lose updates nor deadlock.
 """
 
-from dataclasses import dataclass
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -42,23 +45,62 @@ def account(*, kind: str, currency: str, merchant_pk: int | None = None) -> Ledg
         return LedgerAccount.objects.get(kind=kind, owner=owner, currency=currency)
 
 
-@dataclass(frozen=True)
-class _Deltas:
-    debits_pending: int = 0
-    debits_posted: int = 0
-    credits_pending: int = 0
-    credits_posted: int = 0
+def _balance_changes(rows: Iterable[Transfer]) -> dict[int, dict[str, int]]:
+    """What the transfers do to each account's cached balances (post and void rows need `.pending`)."""
+    changes: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        debit, credit = changes[row.debit_account_id], changes[row.credit_account_id]
+        if row.kind == TransferKind.SINGLE:
+            debit["debits_posted"] += row.amount
+            credit["credits_posted"] += row.amount
+        elif row.kind == TransferKind.PENDING:
+            debit["debits_pending"] += row.amount
+            credit["credits_pending"] += row.amount
+        else:
+            debit["debits_pending"] -= row.pending.amount
+            credit["credits_pending"] -= row.pending.amount
+            if row.kind == TransferKind.POST_PENDING:
+                debit["debits_posted"] += row.amount
+                credit["credits_posted"] += row.amount
+    return changes
 
 
-def _apply(transfer: Transfer, debit: _Deltas, credit: _Deltas) -> None:
-    updates = [
-        (transfer.debit_account_id, {"debits_pending": debit.debits_pending, "debits_posted": debit.debits_posted}),
-        (transfer.credit_account_id, {"credits_pending": credit.credits_pending, "credits_posted": credit.credits_posted}),
-    ]
-    for account_pk, deltas in sorted(updates, key=lambda item: item[0]):
-        changes = {name: F(name) + value for name, value in deltas.items() if value}
-        if changes:
-            LedgerAccount.objects.filter(pk=account_pk).update(**changes)
+def _apply(rows: Iterable[Transfer]) -> None:
+    """Bring the cached balances up to date with `rows`: one UPDATE per account, in primary-key order."""
+    changes = _balance_changes(rows)
+    for account_pk in sorted(changes):
+        fields = {name: F(name) + value for name, value in changes[account_pk].items() if value}
+        if fields:
+            LedgerAccount.objects.filter(pk=account_pk).update(**fields)
+
+
+_deferred = threading.local()
+
+
+@contextmanager
+def balances_deferred() -> Iterator[None]:
+    """Book transfers at once, but update the account balances they touch once, as the block ends.
+
+    Every payment touches the same platform accounts (clearing, escrow, fees), and updating a balance
+    locks its row until commit. Applied transfer by transfer, those locks would be held for the rest of
+    the transaction and concurrent payments would queue behind each other; applied here, at the end of
+    a block placed just before the commit, they are held only for the commit itself.
+
+    The changes are recomputed from the transfer rows that exist when the block ends, so a transfer
+    undone by a rolled-back savepoint inside the block changes no balance. Balances read inside the
+    block do not include its own transfers yet. Nested blocks leave the work to the outermost one.
+    """
+    if getattr(_deferred, "pks", None) is not None:
+        yield
+        return
+    assert transaction.get_connection().in_atomic_block, "balances_deferred needs the caller's transaction"
+    _deferred.pks = []
+    try:
+        yield
+    finally:
+        pks, _deferred.pks = _deferred.pks, None
+        if pks and not transaction.get_connection().needs_rollback:
+            _apply(Transfer.objects.filter(pk__in=pks).select_related("pending"))
 
 
 def _terms_match(existing: Transfer, wanted: Transfer) -> bool:
@@ -66,13 +108,17 @@ def _terms_match(existing: Transfer, wanted: Transfer) -> bool:
     return all(getattr(existing, name) == getattr(wanted, name) for name in fields)
 
 
-def _record(transfer: Transfer, debit: _Deltas, credit: _Deltas) -> Transfer:
+def _record(transfer: Transfer) -> Transfer:
     existing = Transfer.objects.filter(transfer_id=transfer.transfer_id).first()
     if existing is None:
         try:
             with transaction.atomic():
                 transfer.save(force_insert=True)
-                _apply(transfer, debit, credit)
+                deferred = getattr(_deferred, "pks", None)
+                if deferred is None:
+                    _apply([transfer])
+                else:
+                    deferred.append(transfer.pk)
                 return transfer
         except IntegrityError:
             existing = Transfer.objects.filter(transfer_id=transfer.transfer_id).first()
@@ -94,19 +140,30 @@ def _check(debit: LedgerAccount, credit: LedgerAccount, amount: int) -> None:
 
 @transaction.atomic
 def transfer(
-    *, transfer_id: str, debit: LedgerAccount, credit: LedgerAccount, amount: int, code: str,
-    now: datetime, order: Order | None = None, pending: bool = False,
+    *,
+    transfer_id: str,
+    debit: LedgerAccount,
+    credit: LedgerAccount,
+    amount: int,
+    code: str,
+    now: datetime,
+    order: Order | None = None,
+    pending: bool = False,
 ) -> Transfer:
     """Post (or, with `pending=True`, reserve) `amount` from `debit` to `credit`, exactly once."""
     _check(debit, credit, amount)
     row = Transfer(
-        transfer_id=transfer_id, kind=TransferKind.PENDING if pending else TransferKind.SINGLE,
-        debit_account=debit, credit_account=credit, amount=amount, currency=debit.currency,
-        order=order, code=code, created_at=now,
+        transfer_id=transfer_id,
+        kind=TransferKind.PENDING if pending else TransferKind.SINGLE,
+        debit_account=debit,
+        credit_account=credit,
+        amount=amount,
+        currency=debit.currency,
+        order=order,
+        code=code,
+        created_at=now,
     )
-    if pending:
-        return _record(row, _Deltas(debits_pending=amount), _Deltas(credits_pending=amount))
-    return _record(row, _Deltas(debits_posted=amount), _Deltas(credits_posted=amount))
+    return _record(row)
 
 
 @transaction.atomic
@@ -120,15 +177,18 @@ def pending_post(
     if not 0 <= amount <= pending.amount:
         raise LedgerError(f"Posting {amount} of pending {pending.transfer_id} ({pending.amount}).")
     row = Transfer(
-        transfer_id=transfer_id, kind=TransferKind.POST_PENDING, debit_account_id=pending.debit_account_id,
-        credit_account_id=pending.credit_account_id, amount=amount, currency=pending.currency,
-        pending=pending, order_id=pending.order_id, code=code or pending.code, created_at=now,
+        transfer_id=transfer_id,
+        kind=TransferKind.POST_PENDING,
+        debit_account_id=pending.debit_account_id,
+        credit_account_id=pending.credit_account_id,
+        amount=amount,
+        currency=pending.currency,
+        pending=pending,
+        order_id=pending.order_id,
+        code=code or pending.code,
+        created_at=now,
     )
-    return _record(
-        row,
-        _Deltas(debits_pending=-pending.amount, debits_posted=amount),
-        _Deltas(credits_pending=-pending.amount, credits_posted=amount),
-    )
+    return _record(row)
 
 
 @transaction.atomic
@@ -137,13 +197,18 @@ def pending_void(*, transfer_id: str, pending: Transfer, now: datetime, code: st
     if pending.kind != TransferKind.PENDING:
         raise LedgerError(f"{pending.transfer_id} is not a pending transfer.")
     row = Transfer(
-        transfer_id=transfer_id, kind=TransferKind.VOID_PENDING, debit_account_id=pending.debit_account_id,
-        credit_account_id=pending.credit_account_id, amount=pending.amount, currency=pending.currency,
-        pending=pending, order_id=pending.order_id, code=code or pending.code, created_at=now,
+        transfer_id=transfer_id,
+        kind=TransferKind.VOID_PENDING,
+        debit_account_id=pending.debit_account_id,
+        credit_account_id=pending.credit_account_id,
+        amount=pending.amount,
+        currency=pending.currency,
+        pending=pending,
+        order_id=pending.order_id,
+        code=code or pending.code,
+        created_at=now,
     )
-    return _record(
-        row, _Deltas(debits_pending=-pending.amount), _Deltas(credits_pending=-pending.amount)
-    )
+    return _record(row)
 
 
 def open_pending(*, order: Order) -> list[Transfer]:
@@ -169,34 +234,15 @@ def book_many_rollback_unsafe(*, rows: list[Transfer]) -> None:
     `IntegrityError` and the caller must roll back the whole batch (and redo it one by one). The
     caller must hold the locks that make every pending transfer in `rows` still open.
     """
-    deltas: dict[int, dict[str, int]] = {}
-
-    def add(account_pk: int, name: str, value: int) -> None:
-        if value:
-            bucket = deltas.setdefault(account_pk, {})
-            bucket[name] = bucket.get(name, 0) + value
-
     for row in rows:
         if row.amount < 0 or row.debit_account_id == row.credit_account_id:
             raise LedgerError(f"Transfer {row.transfer_id} breaks a ledger rule.")
-        if row.kind == TransferKind.SINGLE:
-            add(row.debit_account_id, "debits_posted", row.amount)
-            add(row.credit_account_id, "credits_posted", row.amount)
-        elif row.kind == TransferKind.POST_PENDING:
-            reserved = row.pending.amount
-            if row.amount > reserved:
-                raise LedgerError(f"Posting {row.amount} of pending {row.pending.transfer_id} ({reserved}).")
-            add(row.debit_account_id, "debits_pending", -reserved)
-            add(row.credit_account_id, "credits_pending", -reserved)
-            add(row.debit_account_id, "debits_posted", row.amount)
-            add(row.credit_account_id, "credits_posted", row.amount)
-        else:
+        if row.kind == TransferKind.POST_PENDING and row.amount > row.pending.amount:
+            raise LedgerError(f"Posting {row.amount} of pending {row.pending.transfer_id} ({row.pending.amount}).")
+        if row.kind not in (TransferKind.SINGLE, TransferKind.POST_PENDING):
             raise LedgerError(f"book_many does not book {row.kind} transfers.")
     Transfer.objects.bulk_create(rows, batch_size=1000)
-    for account_pk in sorted(deltas):
-        LedgerAccount.objects.filter(pk=account_pk).update(
-            **{name: F(name) + value for name, value in deltas[account_pk].items()}
-        )
+    _apply(rows)
 
 
 def available_of(account_row: LedgerAccount) -> int:

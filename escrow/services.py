@@ -141,12 +141,14 @@ def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -
                 )
         except IntegrityError:
             return "duplicate"
-        if event.type == "payment.succeeded":
-            payment_succeeded(payment_pk=payment.pk, event=event, now=now)
-        elif event.type == "payment.failed":
-            payment_failed(payment_pk=payment.pk, now=now)
-        elif event.type == "refund.succeeded":
-            refunds.refund_succeeded(payment=payment, event=event, now=now)
+        # Last in the transaction: the shared platform balances stay locked only for the commit.
+        with ledger.balances_deferred():
+            if event.type == "payment.succeeded":
+                payment_succeeded(payment_pk=payment.pk, event=event, now=now)
+            elif event.type == "payment.failed":
+                payment_failed(payment_pk=payment.pk, now=now)
+            elif event.type == "refund.succeeded":
+                refunds.refund_succeeded(payment=payment, event=event, now=now)
     return "processed"
 
 
@@ -278,8 +280,9 @@ def order_confirm_receipt(*, order: Order, now: datetime, actor: User | None = N
     ORDER_TRANSITIONS.apply(
         model=Order, pk=order.pk, to=OrderStatus.COMPLETED, from_=[OrderStatus.DELIVERED], completed_at=now
     )
-    hold_release(order=order, now=now)
     audit_record(action="order.completed", subject=order, now=now, actor=actor, data={"by": "buyer"})
+    with ledger.balances_deferred():
+        hold_release(order=order, now=now)
     logger.info("escrow.order_completed", extra={"order": order.pk})
     order.refresh_from_db()
     return order

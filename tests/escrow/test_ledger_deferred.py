@@ -1,0 +1,94 @@
+"""`ledger.balances_deferred`: transfers are booked at once, balances caught up once at the block's end."""
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from escrow import ledger
+from escrow.ledger_checks import ledger_problems
+from escrow.models import AccountKind, Transfer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def accounts():
+    return (
+        ledger.platform_account(AccountKind.GATEWAY_CLEARING, "CNY"),
+        ledger.platform_account(AccountKind.SUSPENSE, "CNY"),  # an account no other invariant watches
+        ledger.platform_account(AccountKind.PLATFORM_FEES, "CNY"),
+    )
+
+
+def move(transfer_id, debit, credit, amount, **kwargs):
+    return ledger.transfer(
+        transfer_id=transfer_id, debit=debit, credit=credit, amount=amount, code="test", now=timezone.now(), **kwargs
+    )
+
+
+def test_balances_change_once_at_the_end_of_the_block(accounts):
+    clearing, suspense, fees = accounts
+    with transaction.atomic(), ledger.balances_deferred():
+        move("a", clearing, suspense, 700)
+        held = move("b", suspense, fees, 100, pending=True)
+        ledger.pending_post(transfer_id="b:post", pending=held, now=timezone.now(), amount=60)
+        suspense.refresh_from_db()
+        assert suspense.credits_posted == 0  # not yet: the block has not ended
+    suspense.refresh_from_db()
+    fees.refresh_from_db()
+    assert (suspense.credits_posted, suspense.debits_posted, suspense.debits_pending) == (700, 60, 0)
+    assert (fees.credits_posted, fees.credits_pending) == (60, 0)
+    assert ledger_problems() == []
+
+
+def test_a_transfer_rolled_back_inside_the_block_changes_no_balance(accounts):
+    clearing, suspense, _ = accounts
+    with transaction.atomic(), ledger.balances_deferred():
+        move("kept", clearing, suspense, 500)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            move("undone", clearing, suspense, 999)
+            raise RuntimeError("roll this savepoint back")
+    suspense.refresh_from_db()
+    assert suspense.credits_posted == 500
+    assert not Transfer.objects.filter(transfer_id="undone").exists()
+    assert ledger_problems() == []
+
+
+def test_nested_blocks_leave_the_work_to_the_outermost(accounts):
+    clearing, suspense, _ = accounts
+    with transaction.atomic(), ledger.balances_deferred():
+        with ledger.balances_deferred():
+            move("inner", clearing, suspense, 300)
+        suspense.refresh_from_db()
+        assert suspense.credits_posted == 0
+    suspense.refresh_from_db()
+    assert suspense.credits_posted == 300
+
+
+def test_an_error_caught_inside_the_transaction_still_leaves_the_books_consistent(accounts):
+    clearing, suspense, _ = accounts
+    with transaction.atomic():
+        with pytest.raises(ValueError), ledger.balances_deferred():
+            move("before-error", clearing, suspense, 250)
+            raise ValueError("caught by the caller, who then commits")
+    suspense.refresh_from_db()
+    assert suspense.credits_posted == 250
+    assert ledger_problems() == []
+
+
+def test_a_replay_inside_the_block_is_still_a_no_op(accounts):
+    clearing, suspense, _ = accounts
+    with transaction.atomic(), ledger.balances_deferred():
+        move("once", clearing, suspense, 400)
+        move("once", clearing, suspense, 400)
+        with pytest.raises(ledger.TransferConflict):
+            move("once", clearing, suspense, 401)
+    suspense.refresh_from_db()
+    assert suspense.credits_posted == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_block_refuses(accounts):
+    with pytest.raises(AssertionError):
+        with ledger.balances_deferred():
+            pass
