@@ -67,10 +67,9 @@ def test_nested_blocks_leave_the_work_to_the_outermost(accounts):
 
 def test_an_error_caught_inside_the_transaction_still_leaves_the_books_consistent(accounts):
     clearing, suspense, _ = accounts
-    with transaction.atomic():
-        with pytest.raises(ValueError), ledger.balances_deferred():
-            move("before-error", clearing, suspense, 250)
-            raise ValueError("caught by the caller, who then commits")
+    with transaction.atomic(), pytest.raises(ValueError), ledger.balances_deferred():
+        move("before-error", clearing, suspense, 250)
+        raise ValueError("caught by the caller, who then commits")
     suspense.refresh_from_db()
     assert suspense.credits_posted == 250
     assert ledger_problems() == []
@@ -89,6 +88,5 @@ def test_a_replay_inside_the_block_is_still_a_no_op(accounts):
 
 @pytest.mark.django_db(transaction=True)
 def test_outside_a_transaction_the_block_refuses(accounts):
-    with pytest.raises(AssertionError):
-        with ledger.balances_deferred():
-            pass
+    with pytest.raises(AssertionError), ledger.balances_deferred():
+        pass
