@@ -109,24 +109,27 @@ def _terms_match(existing: Transfer, wanted: Transfer) -> bool:
 
 
 def _record(transfer: Transfer) -> Transfer:
-    existing = Transfer.objects.filter(transfer_id=transfer.transfer_id).first()
-    if existing is None:
-        try:
-            with transaction.atomic():
-                transfer.save(force_insert=True)
-                deferred = getattr(_deferred, "pks", None)
-                if deferred is None:
-                    _apply([transfer])
-                else:
-                    deferred.append(transfer.pk)
-                return transfer
-        except IntegrityError:
-            existing = Transfer.objects.filter(transfer_id=transfer.transfer_id).first()
-            if existing is None:  # another constraint said no: a pending transfer resolved twice
-                raise LedgerError(f"Transfer {transfer.transfer_id} breaks a ledger rule.") from None
-    if not _terms_match(existing, transfer):
-        raise TransferConflict(f"Transfer {transfer.transfer_id} exists with different terms.")
-    return existing
+    """Insert the transfer, or return the one already booked under its id (a replay is a no-op).
+
+    The insert is tried first: the unique transfer id, not a look-up beforehand, decides.
+    """
+    assert transaction.get_connection().in_atomic_block, "ledger writes need the caller's transaction"
+    try:
+        with transaction.atomic():
+            transfer.save(force_insert=True)
+    except IntegrityError:
+        existing = Transfer.objects.filter(transfer_id=transfer.transfer_id).first()
+        if existing is None:  # another constraint said no: a pending transfer resolved twice
+            raise LedgerError(f"Transfer {transfer.transfer_id} breaks a ledger rule.") from None
+        if not _terms_match(existing, transfer):
+            raise TransferConflict(f"Transfer {transfer.transfer_id} exists with different terms.") from None
+        return existing
+    deferred = getattr(_deferred, "pks", None)
+    if deferred is None:
+        _apply([transfer])
+    else:
+        deferred.append(transfer.pk)
+    return transfer
 
 
 def _check(debit: LedgerAccount, credit: LedgerAccount, amount: int) -> None:
@@ -138,7 +141,6 @@ def _check(debit: LedgerAccount, credit: LedgerAccount, amount: int) -> None:
         raise LedgerError("A transfer moves money between two different accounts.")
 
 
-@transaction.atomic
 def transfer(
     *,
     transfer_id: str,
@@ -166,7 +168,6 @@ def transfer(
     return _record(row)
 
 
-@transaction.atomic
 def pending_post(
     *, transfer_id: str, pending: Transfer, now: datetime, amount: int | None = None, code: str = ""
 ) -> Transfer:
@@ -191,7 +192,6 @@ def pending_post(
     return _record(row)
 
 
-@transaction.atomic
 def pending_void(*, transfer_id: str, pending: Transfer, now: datetime, code: str = "") -> Transfer:
     """Cancel a pending transfer, at most once: nothing moves, the reservation is released."""
     if pending.kind != TransferKind.PENDING:

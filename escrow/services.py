@@ -23,6 +23,7 @@ from escrow.models import (
     AccountKind,
     KeyDisposition,
     KeyReveal,
+    LedgerAccount,
     Order,
     OrderStatus,
     Payment,
@@ -205,7 +206,7 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         )
         return order
 
-    _hold_open(order=order, now=now)
+    _hold_open(order=order, escrow=escrow, now=now)
     from escrow.tasks import order_deliver_task
 
     transaction.on_commit(lambda: order_deliver_task.delay(order_pk=order.pk))
@@ -222,9 +223,8 @@ def _reserve_again(order: Order) -> bool:
     return True
 
 
-def _hold_open(*, order: Order, now: datetime) -> None:
+def _hold_open(*, order: Order, escrow: LedgerAccount, now: datetime) -> None:
     """Hold the merchant's share and the platform fee as pending transfers out of escrow."""
-    escrow = ledger.platform_account(AccountKind.ESCROW, order.currency)
     fee = percent_of(order.amount, fee_percent_for(order.merchant))
     share = order.amount - fee
     if share:
