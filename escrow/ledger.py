@@ -168,18 +168,18 @@ def transfer(
     return _record(row)
 
 
-def pending_post(
-    *, transfer_id: str, pending: Transfer, now: datetime, amount: int | None = None, code: str = ""
+def resolution_row(
+    *, pending: Transfer, kind: str, transfer_id: str, now: datetime, amount: int | None = None, code: str = ""
 ) -> Transfer:
-    """Post a pending transfer, fully or for part of it (the rest is released), at most once."""
-    amount = pending.amount if amount is None else amount
+    """The (unsaved) transfer that posts — fully or for `amount` — or voids a pending transfer."""
     if pending.kind != TransferKind.PENDING:
         raise LedgerError(f"{pending.transfer_id} is not a pending transfer.")
+    amount = pending.amount if amount is None or kind == TransferKind.VOID_PENDING else amount
     if not 0 <= amount <= pending.amount:
         raise LedgerError(f"Posting {amount} of pending {pending.transfer_id} ({pending.amount}).")
-    row = Transfer(
+    return Transfer(
         transfer_id=transfer_id,
-        kind=TransferKind.POST_PENDING,
+        kind=kind,
         debit_account_id=pending.debit_account_id,
         credit_account_id=pending.credit_account_id,
         amount=amount,
@@ -189,26 +189,24 @@ def pending_post(
         code=code or pending.code,
         created_at=now,
     )
-    return _record(row)
+
+
+def pending_post(
+    *, transfer_id: str, pending: Transfer, now: datetime, amount: int | None = None, code: str = ""
+) -> Transfer:
+    """Post a pending transfer, fully or for part of it (the rest is released), at most once."""
+    return _record(
+        resolution_row(
+            pending=pending, kind=TransferKind.POST_PENDING, transfer_id=transfer_id, now=now, amount=amount, code=code
+        )
+    )
 
 
 def pending_void(*, transfer_id: str, pending: Transfer, now: datetime, code: str = "") -> Transfer:
     """Cancel a pending transfer, at most once: nothing moves, the reservation is released."""
-    if pending.kind != TransferKind.PENDING:
-        raise LedgerError(f"{pending.transfer_id} is not a pending transfer.")
-    row = Transfer(
-        transfer_id=transfer_id,
-        kind=TransferKind.VOID_PENDING,
-        debit_account_id=pending.debit_account_id,
-        credit_account_id=pending.credit_account_id,
-        amount=pending.amount,
-        currency=pending.currency,
-        pending=pending,
-        order_id=pending.order_id,
-        code=code or pending.code,
-        created_at=now,
+    return _record(
+        resolution_row(pending=pending, kind=TransferKind.VOID_PENDING, transfer_id=transfer_id, now=now, code=code)
     )
-    return _record(row)
 
 
 def open_pending(*, order: Order) -> list[Transfer]:

@@ -116,17 +116,8 @@ def _release_batch_rollback_unsafe(*, pks: list[int], now: datetime) -> int:
 
     for pending in pendings:
         rows.append(
-            Transfer(
-                transfer_id=f"{pending.transfer_id}:post",
-                kind=TransferKind.POST_PENDING,
-                debit_account_id=pending.debit_account_id,
-                credit_account_id=pending.credit_account_id,
-                amount=pending.amount,
-                currency=pending.currency,
-                pending=pending,
-                order_id=pending.order_id,
-                code=pending.code,
-                created_at=now,
+            ledger.resolution_row(
+                pending=pending, kind=TransferKind.POST_PENDING, transfer_id=f"{pending.transfer_id}:post", now=now
             )
         )
         if pending.code != "share":
