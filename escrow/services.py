@@ -269,6 +269,10 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
         inspection_ends_at=now + timedelta(hours=order.product.inspection_hours),
     )
     audit_record(action="order.delivered", subject=order, now=now, data={"keys": order.quantity})
+    from shop.tasks import product_low_stock_check_task
+
+    # After commit and in its own task: the merchant's low-stock e-mail never slows a delivery down.
+    transaction.on_commit(lambda: product_low_stock_check_task.delay(product_pk=order.product_id))
     logger.info("escrow.order_delivered", extra={"order": order.pk})
     order.refresh_from_db()
     return order

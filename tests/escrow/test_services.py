@@ -180,3 +180,18 @@ def test_delivery_task_run_twice_delivers_once(run_on_commit):
     first = Order.objects.get(pk=placed.order.pk)
     again = services.order_deliver(order_pk=first.pk, now=timezone.now() + timedelta(hours=1))
     assert again.delivered_at == first.delivered_at
+
+
+def test_a_sale_below_the_threshold_mails_the_merchant_once(run_on_commit):
+    from django.core import mail
+
+    product = factories.product_create(stock=4, low_stock_threshold=3)
+    mail.outbox.clear()
+    for _ in range(3):
+        with run_on_commit():
+            placed = factories.order_place(product=product)
+        with run_on_commit():
+            factories.pay(placed.order)
+    low_stock = [m for m in mail.outbox if "Low stock" in m.subject]
+    assert len(low_stock) == 1
+    assert low_stock[0].to == [product.merchant.user.email]
