@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import audit_record
+from config.errors import Refused
 from escrow import ledger
 from escrow.gateways import GatewayEvent, WebhookRejected, gateway_get
 from escrow.locks import order_lock, payment_lock, refund_lock
@@ -42,12 +43,8 @@ REFUNDABLE = [OrderStatus.PAID, OrderStatus.DELIVERED, OrderStatus.DISPUTED]
 PARTIALLY_REFUNDABLE = [OrderStatus.DELIVERED, OrderStatus.DISPUTED]
 
 
-class RefundRefused(Exception):
+class RefundRefused(Refused):
     """A refund that cannot go ahead; nothing changed. The message is for people."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
 
 
 def order_refund(

@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import audit_record
+from config.errors import Refused
 from escrow import ledger, refunds
 from escrow.gateways import DEFAULT_GATEWAY, GatewayEvent, WebhookRejected, gateway_get
 from escrow.locks import order_lock, payment_lock
@@ -46,12 +47,8 @@ from shop.selectors import order_keys_plaintext, products_on_sale
 logger = logging.getLogger(__name__)
 
 
-class CheckoutError(Exception):
+class CheckoutError(Refused):
     """A checkout that cannot go ahead; `code` is the API's machine code, the message is for people."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
 
 
 class KeysNotDelivered(Exception):
@@ -71,9 +68,7 @@ def order_page_path(order: Order, access_token: str) -> str:
 
 
 @transaction.atomic
-def order_place(
-    *, product_pk: int, quantity: int, email: str, buyer: User | None, now: datetime
-) -> PlacedOrder:
+def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | None, now: datetime) -> PlacedOrder:
     """Create an order, reserve its keys for the payment window, and open a payment at the gateway.
 
     Either all of it happens or nothing does: out of stock leaves no order behind.
@@ -93,9 +88,15 @@ def order_place(
     access_token = secrets.token_urlsafe(24)
     order = Order.objects.create(
         buyer=buyer if buyer is not None and buyer.is_authenticated else None,
-        email=email, product=product, merchant=product.merchant, quantity=quantity,
-        unit_price=product.price, amount=product.price * quantity, currency=product.currency,
-        access_token_hash=token_hash(access_token), created_at=now,
+        email=email,
+        product=product,
+        merchant=product.merchant,
+        quantity=quantity,
+        unit_price=product.price,
+        amount=product.price * quantity,
+        currency=product.currency,
+        access_token_hash=token_hash(access_token),
+        created_at=now,
         expires_at=now + timedelta(minutes=settings.RESERVATION_MINUTES),
     )
     try:
@@ -105,8 +106,12 @@ def order_place(
 
     gateway = gateway_get(DEFAULT_GATEWAY)
     payment = Payment.objects.create(
-        order=order, gateway=gateway.name, payment_id=gateway.payment_id_new(),
-        amount=order.amount, currency=order.currency, created_at=now,
+        order=order,
+        gateway=gateway.name,
+        payment_id=gateway.payment_id_new(),
+        amount=order.amount,
+        currency=order.currency,
+        created_at=now,
     )
     page = order_page_path(order, access_token)
     audit_record(action="order.placed", subject=order, now=now, actor=buyer, data={"quantity": quantity})
@@ -117,7 +122,9 @@ def order_place(
     transaction.on_commit(lambda: order_link_email_task.delay(order_pk=order.pk, link=link))
     logger.info("escrow.order_placed", extra={"order": order.pk})
     return PlacedOrder(
-        order=order, access_token=access_token, payment=payment,
+        order=order,
+        access_token=access_token,
+        payment=payment,
         pay_url=gateway.pay_url(payment_id=payment.payment_id, return_url=page),
     )
 
@@ -137,8 +144,12 @@ def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -
         try:
             with transaction.atomic():
                 WebhookEvent.objects.create(
-                    gateway=gateway.name, event_id=event.event_id, event_type=event.type,
-                    payment=payment, received_at=now, body=event.body,
+                    gateway=gateway.name,
+                    event_id=event.event_id,
+                    event_type=event.type,
+                    payment=payment,
+                    received_at=now,
+                    body=event.body,
                 )
         except IntegrityError:
             return "duplicate"
@@ -168,30 +179,49 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
 
     if event.amount != payment.amount or event.currency != payment.currency:
         PAYMENT_TRANSITIONS.apply(
-            model=Payment, pk=payment.pk, to=PaymentStatus.MISMATCHED, settled_at=now,
-            received_amount=event.amount, received_currency=event.currency,
+            model=Payment,
+            pk=payment.pk,
+            to=PaymentStatus.MISMATCHED,
+            settled_at=now,
+            received_amount=event.amount,
+            received_currency=event.currency,
         )
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.HELD_FOR_REVIEW, paid_at=now)
         ledger.transfer(
-            transfer_id=f"payment:{payment.pk}", debit=clearing,
+            transfer_id=f"payment:{payment.pk}",
+            debit=clearing,
             credit=ledger.platform_account(AccountKind.SUSPENSE, event.currency),
-            amount=event.amount, code="payment_mismatch", order=order, now=now,
+            amount=event.amount,
+            code="payment_mismatch",
+            order=order,
+            now=now,
         )
         audit_record(
-            action="payment.mismatched", subject=order, now=now,
+            action="payment.mismatched",
+            subject=order,
+            now=now,
             data={"expected": [payment.amount, payment.currency], "received": [event.amount, event.currency]},
         )
         logger.warning("escrow.payment_mismatched", extra={"order": order.pk, "payment": payment.pk})
         return order
 
     PAYMENT_TRANSITIONS.apply(
-        model=Payment, pk=payment.pk, to=PaymentStatus.SUCCEEDED, settled_at=now,
-        received_amount=event.amount, received_currency=event.currency,
+        model=Payment,
+        pk=payment.pk,
+        to=PaymentStatus.SUCCEEDED,
+        settled_at=now,
+        received_amount=event.amount,
+        received_currency=event.currency,
     )
     escrow = ledger.platform_account(AccountKind.ESCROW, order.currency)
     ledger.transfer(
-        transfer_id=f"payment:{payment.pk}", debit=clearing, credit=escrow, amount=order.amount,
-        code="payment", order=order, now=now,
+        transfer_id=f"payment:{payment.pk}",
+        debit=clearing,
+        credit=escrow,
+        amount=order.amount,
+        code="payment",
+        order=order,
+        now=now,
     )
     late = order.status != OrderStatus.AWAITING_PAYMENT
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, paid_at=now)
@@ -201,8 +231,13 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         # A paid buyer is never left with "out of stock": the whole amount goes back through the gateway.
         order.refresh_from_db(fields=["status"])
         refunds.order_refund_book(
-            order=order, payment=payment, now=now, key_pks=None, disposition=KeyDisposition.RESTOCK,
-            reason="no_stock_after_late_payment", actor=None,
+            order=order,
+            payment=payment,
+            now=now,
+            key_pks=None,
+            disposition=KeyDisposition.RESTOCK,
+            reason="no_stock_after_late_payment",
+            actor=None,
         )
         return order
 
@@ -229,15 +264,25 @@ def _hold_open(*, order: Order, escrow: LedgerAccount, now: datetime) -> None:
     share = order.amount - fee
     if share:
         ledger.transfer(
-            transfer_id=f"order:{order.pk}:share", debit=escrow,
+            transfer_id=f"order:{order.pk}:share",
+            debit=escrow,
             credit=ledger.merchant_account(AccountKind.MERCHANT_AVAILABLE, order.currency, order.merchant_id),
-            amount=share, code="share", order=order, now=now, pending=True,
+            amount=share,
+            code="share",
+            order=order,
+            now=now,
+            pending=True,
         )
     if fee:
         ledger.transfer(
-            transfer_id=f"order:{order.pk}:fee", debit=escrow,
+            transfer_id=f"order:{order.pk}:fee",
+            debit=escrow,
             credit=ledger.platform_account(AccountKind.PLATFORM_FEES, order.currency),
-            amount=fee, code="fee", order=order, now=now, pending=True,
+            amount=fee,
+            code="fee",
+            order=order,
+            now=now,
+            pending=True,
         )
 
 
@@ -265,7 +310,10 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     if order.card_keys.filter(status="sold").count() != order.quantity:
         raise RuntimeError(f"Order {order.pk} has {sold} keys to sell, not {order.quantity}.")
     ORDER_TRANSITIONS.apply(
-        model=Order, pk=order.pk, to=OrderStatus.DELIVERED, delivered_at=now,
+        model=Order,
+        pk=order.pk,
+        to=OrderStatus.DELIVERED,
+        delivered_at=now,
         inspection_ends_at=now + timedelta(hours=order.product.inspection_hours),
     )
     audit_record(action="order.delivered", subject=order, now=now, data={"keys": order.quantity})
@@ -295,9 +343,9 @@ def order_confirm_receipt(*, order: Order, now: datetime, actor: User | None = N
 @transaction.atomic
 def order_expire(*, order_pk: int, now: datetime) -> bool:
     """An unpaid order whose payment window has passed: expire it and return its keys to stock."""
-    changed = Order.objects.filter(
-        pk=order_pk, status=OrderStatus.AWAITING_PAYMENT, expires_at__lte=now
-    ).update(status=OrderStatus.EXPIRED)
+    changed = Order.objects.filter(pk=order_pk, status=OrderStatus.AWAITING_PAYMENT, expires_at__lte=now).update(
+        status=OrderStatus.EXPIRED
+    )
     if changed:
         shop_services.keys_release(order_pk=order_pk)
         audit_record(action="order.expired", subject=Order(pk=order_pk), now=now)
@@ -306,9 +354,9 @@ def order_expire(*, order_pk: int, now: datetime) -> bool:
 
 def orders_expire_due(*, now: datetime, batch: int = 1000) -> int:
     """Expire every unpaid order past its window, one transaction each (a payment may race one)."""
-    due = Order.objects.filter(status=OrderStatus.AWAITING_PAYMENT, expires_at__lte=now).values_list(
-        "pk", flat=True
-    )[:batch]
+    due = Order.objects.filter(status=OrderStatus.AWAITING_PAYMENT, expires_at__lte=now).values_list("pk", flat=True)[
+        :batch
+    ]
     return sum(order_expire(order_pk=pk, now=now) for pk in list(due))
 
 
@@ -320,7 +368,11 @@ def order_keys_reveal(
     if not order.has_keys:
         raise KeysNotDelivered(order.pk)
     KeyReveal.objects.create(
-        order=order, at=now, channel=channel, ip=ip, user_agent=user_agent[:512],
+        order=order,
+        at=now,
+        channel=channel,
+        ip=ip,
+        user_agent=user_agent[:512],
         user=user if user is not None and user.is_authenticated else None,
     )
     return order_keys_plaintext(order_pk=order.pk)

@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record, otp_fresh_code_check
+from config.errors import Refused
 from escrow import ledger
 from escrow.locks import ledger_account_lock, withdrawal_lock
 from escrow.models import (
@@ -32,12 +33,8 @@ from shop.money import display
 logger = logging.getLogger(__name__)
 
 
-class WithdrawalRefused(Exception):
+class WithdrawalRefused(Refused):
     """A withdrawal that cannot go ahead; nothing moved. The message is for people."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
 
 
 @transaction.atomic
