@@ -4,6 +4,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import models, transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import Alert, AuditEntry, User
@@ -44,6 +45,10 @@ class TwoFactorInvalid(Exception):
     """The code is wrong, reused, or the device is throttled after failures."""
 
 
+class TwoFactorThrottled(TwoFactorInvalid):
+    """Too many wrong codes in a row: the device refuses every code (even a right one) for a while."""
+
+
 def totp_device_confirmed(user: User):
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -62,12 +67,18 @@ def totp_enrol_start(*, user: User, now: datetime):
     return device
 
 
-def _backup_codes_new(*, user: User):
+def _backup_codes_new(*, user: User, count: int | None = None):
     from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 
-    StaticDevice.objects.filter(user=user).delete()
-    device = StaticDevice.objects.create(user=user, name="backup", confirmed=True)
-    codes = [StaticToken.random_token() for _ in range(settings.BACKUP_CODE_COUNT)]
+    # The device is kept (only its codes change): a session verified by a backup code stays verified,
+    # because django-otp remembers the device, not the code.
+    device = StaticDevice.objects.filter(user=user).order_by("pk").first()
+    if device is None:
+        device = StaticDevice.objects.create(user=user, name="backup", confirmed=True)
+    StaticDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
+    StaticDevice.objects.filter(pk=device.pk).update(confirmed=True)
+    StaticToken.objects.filter(device=device).delete()
+    codes = [StaticToken.random_token() for _ in range(count or settings.BACKUP_CODE_COUNT)]
     StaticToken.objects.bulk_create([StaticToken(device=device, token=code) for code in codes])
     return codes
 
@@ -101,35 +112,126 @@ def backup_codes_regenerate(*, user: User, code: str, now: datetime) -> list[str
     return codes
 
 
-def otp_fresh_code_check(*, user: User, code: str) -> None:
-    """Accept a current TOTP code (or one unused backup code) exactly once, or raise.
+def otp_fresh_code_check(*, user: User, code: str, now: datetime | None = None):
+    """Accept a current TOTP code (or one unused backup code) exactly once, or raise; returns the device.
 
     Raises `TwoFactorRequired` without a confirmed TOTP device and `TwoFactorInvalid` for a wrong,
-    reused or throttled code. The device row is locked while it is checked, so two requests carrying
-    the same code cannot both pass (django-otp refuses any time step at or before `last_t`). Run it
-    outside the caller's money transaction: a failure's throttle count must stay committed.
+    reused or throttled code (`TwoFactorThrottled` for the last). The device row is locked while it is
+    checked, so two requests carrying the same code cannot both pass (django-otp refuses any time step
+    at or before `last_t`). Run it outside the caller's money transaction: a failure's throttle count
+    and its audit line must stay committed.
     """
+    if totp_device_confirmed(user) is None:
+        raise TwoFactorRequired
+    return _otp_code_verify_audited(user=user, code=code, now=now or timezone.now(), purpose="fresh_code")
+
+
+def otp_sign_in_verify(*, user: User, code: str, now: datetime):
+    """The sign-in's second step: a TOTP code or an unused backup code, each accepted once; returns
+    the device that accepted it (for `django_otp.login`).
+
+    Raises `TwoFactorRequired` when the user has no confirmed device at all, `TwoFactorThrottled`
+    after too many wrong codes in a row (django-otp's exponential back-off, per device) and
+    `TwoFactorInvalid` for a wrong or reused code. Success and failure are both audited; neither runs
+    in one transaction with the caller, so a failure's count and audit line are kept.
+    """
+    import django_otp
+
+    if not django_otp.user_has_device(user, confirmed=True):
+        raise TwoFactorRequired
+    return _otp_code_verify_audited(user=user, code=code, now=now, purpose="sign_in")
+
+
+def _otp_code_verify_audited(*, user: User, code: str, now: datetime, purpose: str):
+    try:
+        device = _otp_code_verify(user=user, code=code)
+    except TwoFactorInvalid as error:
+        reason = "throttled" if isinstance(error, TwoFactorThrottled) else "wrong_or_reused"
+        with transaction.atomic():
+            audit_record(
+                action="2fa.failed", subject=user, now=now, actor=user, data={"purpose": purpose, "reason": reason}
+            )
+        raise
+    with transaction.atomic():
+        audit_record(
+            action="2fa.verified",
+            subject=user,
+            now=now,
+            actor=user,
+            data={"purpose": purpose, "device": device.persistent_id},
+        )
+    return device
+
+
+def _otp_code_verify(*, user: User, code: str):
+    """The device that accepts `code` (its throttle counter committed either way), or raise."""
     from django_otp.plugins.otp_static.models import StaticDevice
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     code = (code or "").strip().replace(" ", "")
-    if totp_device_confirmed(user) is None:
-        raise TwoFactorRequired
     if not code:
         raise TwoFactorInvalid
-    # A six-digit code is for the app, anything else a backup code: a mistyped app code must not
-    # count against (throttle) the backup codes, nor the other way round.
-    if code.isdigit() and len(code) <= 8:
-        with transaction.atomic():
-            device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk").first()
-            if device is not None and device.verify_token(code):
-                return
+    # A code as long as the app's is for the app, anything else a backup code (eight letters and
+    # digits): a mistyped app code must not count against (throttle) the backup codes, nor the other way.
+    with transaction.atomic():
+        totp = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk").first()
+        if totp is not None and code.isdigit() and len(code) == totp.digits:
+            if not totp.verify_is_allowed()[0]:
+                raise TwoFactorThrottled
+            if totp.verify_token(code):  # counts a failure for throttling, refuses a used time step
+                return totp
+            failed = True
+        else:
+            failed = False
+    if failed:
         raise TwoFactorInvalid
     with transaction.atomic():
-        for device in StaticDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk"):
-            if device.verify_token(code):
-                return
+        devices = list(StaticDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk"))
+        if devices and not any(device.verify_is_allowed()[0] for device in devices):
+            raise TwoFactorThrottled
+        for device in devices:
+            if device.verify_token(code.lower()):  # a used backup code is deleted
+                return device
     raise TwoFactorInvalid
+
+
+@transaction.atomic
+def totp_device_provision_unchecked(*, user: User, now: datetime):
+    """The user's confirmed TOTP device, created confirmed if there is none, WITHOUT a first code.
+
+    For demo data only (`seed_demo` prints the otpauth:// URI for a person to add to an app); a
+    request must never reach this: it would let someone enrol a device nobody proved to hold.
+    """
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = totp_device_confirmed(user)
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
+        audit_record(action="2fa.provisioned", subject=user, now=now, data={"device": device.persistent_id})
+    return device
+
+
+@transaction.atomic
+def backup_codes_issue_unchecked(*, user: User, count: int, now: datetime) -> list[str]:
+    """Replace the user's backup codes with `count` new ones WITHOUT a fresh second factor.
+
+    For demo data only; a request goes through `backup_codes_regenerate`, which asks for a code.
+    """
+    codes = _backup_codes_new(user=user, count=count)
+    audit_record(action="2fa.backup_codes_regenerated", subject=user, now=now, data={"by": "seed"})
+    return codes
+
+
+def backup_codes_unused(*, user: User, codes: list[str]) -> list[str]:
+    """Which of `codes` are still unused backup codes of the user (in the given order)."""
+    from django_otp.plugins.otp_static.models import StaticToken
+
+    unused = set(
+        StaticToken.objects.filter(device__user=user, device__confirmed=True, token__in=codes).values_list(
+            "token", flat=True
+        )
+    )
+    return [code for code in codes if code in unused]
 
 
 def backup_codes_left(user: User) -> int:
@@ -155,8 +257,11 @@ def alert_raise(*, key: str, kind: str, message: str, now: datetime, data: dict[
         if recipients:
             transaction.on_commit(
                 lambda: send_mail(
-                    subject=_("[shop alert] %(kind)s") % {"kind": kind}, message=message,
-                    from_email=None, recipient_list=recipients, fail_silently=True,
+                    subject=_("[shop alert] %(kind)s") % {"kind": kind},
+                    message=message,
+                    from_email=None,
+                    recipient_list=recipients,
+                    fail_silently=True,
                 )
             )
     return created

@@ -4,6 +4,7 @@ from django import forms
 from django.contrib.auth import password_validation
 from django.utils.translation import gettext_lazy as _
 
+from accounts import services as accounts_services
 from accounts.models import User
 from shop.models import StockDelimiter
 from shop.money import Currency, MoneyError, from_major, to_major
@@ -128,6 +129,30 @@ class PasswordConfirmForm(forms.Form):
         if not self.user.check_password(password):
             raise forms.ValidationError(_("That is not your password."))
         return password
+
+
+class KeyExportForm(PasswordConfirmForm):
+    """The password again and a fresh second factor (DESIGN: key exports ask for one)."""
+
+    code = forms.CharField(
+        label=_("Code from your authenticator app (or a backup code)"),
+        max_length=16,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        # Only behind the right password: a wrong one spends no code and counts no code failure.
+        if "password" in cleaned and "code" in cleaned:
+            try:
+                accounts_services.otp_fresh_code_check(user=self.user, code=cleaned["code"])
+            except accounts_services.TwoFactorRequired:
+                self.add_error("code", _("Set up an authenticator app first."))
+            except accounts_services.TwoFactorThrottled:
+                self.add_error("code", _("Too many wrong codes in a row. Wait a moment, then try again."))
+            except accounts_services.TwoFactorInvalid:
+                self.add_error("code", _("That code is wrong or was already used. Enter a fresh code from your app."))
+        return cleaned
 
 
 class ApiTokenForm(forms.Form):

@@ -3,6 +3,7 @@ the caller's merchant; another merchant's ids answer 404."""
 
 from django.http import Http404
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import exceptions, generics, permissions, serializers, status
 from rest_framework.authentication import SessionAuthentication
@@ -28,6 +29,11 @@ class IsApprovedMerchant(permissions.BasePermission):
             return False
         merchant = Merchant.objects.filter(user=request.user).first()
         if merchant is None or not merchant.is_approved:
+            return False
+        # A session is the merchant area's: it must have passed the second factor like the pages do.
+        # A token needs none (it was made in that area).
+        if isinstance(request.successful_authenticator, SessionAuthentication) and not request.user.is_verified():
+            self.message = _("Confirm your sign-in with a code from your authenticator app, or use an API token.")
             return False
         request.merchant = merchant
         return True

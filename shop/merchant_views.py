@@ -14,9 +14,9 @@ from config.transitions import StateError
 from shop import selectors, services
 from shop.forms import (
     ApiTokenForm,
+    KeyExportForm,
     MerchantAccountSignupForm,
     MerchantSignupForm,
-    PasswordConfirmForm,
     ProductForm,
     RevokeForm,
     StockUploadForm,
@@ -196,9 +196,10 @@ def product_revoke(request, pk: int):
 
 @merchant_required
 def product_export(request, pk: int):
-    """Unsold keys as CSV, only after the merchant types their password again; each export is audited."""
+    """Unsold keys as CSV, only after the merchant types their password again and a fresh second-factor
+    code; each export is audited."""
     product = _product_or_404(request, pk)
-    form = PasswordConfirmForm(request.POST or None, user=request.user)
+    form = KeyExportForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         services.keys_export_record(product=product, actor=request.user, now=timezone.now())
         rows = (

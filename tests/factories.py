@@ -1,7 +1,6 @@
 """Small factories that build state through the real services."""
 
 import itertools
-import json
 import time
 
 from django.test import Client
@@ -106,3 +105,19 @@ def totp_code(device, *, offset_steps: int = 0) -> str:
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
     totp.time = time.time() + offset_steps * device.step
     return f"{totp.token():0{device.digits}d}"
+
+
+def login_verified(client: Client, user: User, *, device=None):
+    """Sign `user` in on `client` with a session that passed the second factor (by `device`, default
+    their TOTP device, created confirmed if missing), as the verify page leaves it: merchants and
+    staff need one. Returns the device, for codes the test may still need."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    from accounts.services import totp_device_confirmed
+
+    device = device or totp_device_confirmed(user) or totp_device_create(user=user)
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return device

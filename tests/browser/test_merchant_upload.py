@@ -15,9 +15,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def _sign_in(page, merchant):
+    """The password, then (merchants must use two-factor authentication) a code on the verify page."""
+    device = factories.totp_device_create(user=merchant.user)
     page.goto("/accounts/login/")
     page.fill("input[name=username]", merchant.user.username)
     page.fill("input[name=password]", "pw-for-tests-1")
+    page.click("button[type=submit].primary")
+    page.wait_for_url(re.compile(r"/account/security/verify/"))
+    page.fill("input[name=code]", factories.totp_code(device))
     page.click("button[type=submit].primary")
     page.wait_for_url(re.compile(r"/$"))
 

@@ -6,7 +6,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts import services as accounts_services
 from escrow import liabilities, services, withdrawals
 from escrow.models import LiabilityLeaf, OrderStatus, Refund, Withdrawal
 from shop.models import CardKey
@@ -30,7 +33,7 @@ def sold(run_on_commit, *, quantity=1, merchant=None):
 def test_balance_page_and_csv_statement(client, run_on_commit):
     order = sold(run_on_commit)
     services.order_confirm_receipt(order=order, now=timezone.now())
-    client.force_login(order.merchant.user)
+    factories.login_verified(client, order.merchant.user)
     page = client.get("/merchant/money/")
     assert page.status_code == 200
     assert "¥95.00 CNY" in page.content.decode()
@@ -45,27 +48,36 @@ def test_withdrawal_page_without_device_links_to_enrolment(client, run_on_commit
     order = sold(run_on_commit)
     services.order_confirm_receipt(order=order, now=timezone.now())
     merchant = order.merchant
-    client.force_login(merchant.user)
+    factories.login_verified(client, merchant.user)
     client.post(
         "/merchant/money/payout-accounts/",
         {"a-label": "Main", "a-provider": "ICBC", "a-holder_name": "Li", "a-account_number": "62220000"},
     )
     payout = merchant.payout_accounts.get()
-    response = client.post(
-        "/merchant/money/withdrawals/",
-        {"w-payout_account": payout.pk, "w-amount": "20.00", "w-currency": "CNY", "w-code": "123456"},
-    )
+    # The app is gone but a backup code let them in: a withdrawal still needs the app.
+    TOTPDevice.objects.filter(user=merchant.user).delete()
+    accounts_services.backup_codes_issue_unchecked(user=merchant.user, count=1, now=timezone.now())
+    factories.login_verified(client, merchant.user, device=StaticDevice.objects.get(user=merchant.user))
+    form = {"w-payout_account": payout.pk, "w-amount": "20.00", "w-currency": "CNY", "w-code": "123456"}
+    response = client.post("/merchant/money/withdrawals/", form)
     assert response.status_code == 400
     assert "/account/security/" in response.content.decode()
+    assert Withdrawal.objects.count() == 0
+
+    # With no device at all, the merchant area itself sends them to enrol before reading the form.
+    StaticDevice.objects.filter(user=merchant.user).delete()
+    response = client.post("/merchant/money/withdrawals/", form)
+    assert response.status_code == 302
+    assert response.url.startswith("/account/security/totp/")
     assert Withdrawal.objects.count() == 0
 
 
 def test_merchant_refund_page_is_scoped_to_own_orders(client, run_on_commit):
     order = sold(run_on_commit, quantity=2)
     other = factories.merchant_create(name="Other")
-    client.force_login(other.user)
+    factories.login_verified(client, other.user)
     assert client.get(f"/merchant/money/orders/{order.pk}/refund/").status_code == 404
-    client.force_login(order.merchant.user)
+    factories.login_verified(client, order.merchant.user)
     key = CardKey.objects.filter(order=order).order_by("pk").first()
     with run_on_commit():
         response = client.post(
@@ -80,7 +92,7 @@ def test_merchant_refund_page_is_scoped_to_own_orders(client, run_on_commit):
 def test_staff_refund_page_and_withdrawal_admin_actions(client, run_on_commit):
     order = sold(run_on_commit)
     staff = factories.user_create(is_staff=True, is_superuser=True)
-    client.force_login(staff)
+    factories.login_verified(client, staff)
     with run_on_commit():
         assert client.post(f"/staff/orders/{order.pk}/refund/", {"disposition": "restock"}).status_code == 302
     order.refresh_from_db()
@@ -119,14 +131,14 @@ def test_published_proof_downloads_and_verifies(client, run_on_commit, tmp_path,
     sold(run_on_commit)
     call_command("publish_liabilities")
     leaf = LiabilityLeaf.objects.get(merchant=first.merchant)
-    client.force_login(first.merchant.user)
+    factories.login_verified(client, first.merchant.user)
     page = client.get("/merchant/money/")
     assert f"/merchant/money/proofs/{leaf.pk}/" in page.content.decode()
     proof = client.get(f"/merchant/money/proofs/{leaf.pk}/").json()
     assert proof["leaf"]["amount"] == 9500
 
     other = LiabilityLeaf.objects.exclude(pk=leaf.pk).first()
-    client.force_login(other.merchant.user)
+    factories.login_verified(client, other.merchant.user)
     assert client.get(f"/merchant/money/proofs/{leaf.pk}/").status_code == 404
 
     path = tmp_path / "proof.json"

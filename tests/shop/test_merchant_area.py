@@ -7,7 +7,9 @@ import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core import mail
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import AuditEntry
 from escrow.services import CheckoutError
@@ -28,10 +30,18 @@ def merchant():
 @pytest.fixture
 def client_for(client):
     def sign_in(merchant):
-        client.force_login(merchant.user)
+        factories.login_verified(client, merchant.user)
         return client
 
     return sign_in
+
+
+@pytest.fixture
+def admin_client(admin_user):
+    """pytest-django's admin client, with the second factor the admin now asks for."""
+    client = Client()
+    factories.login_verified(client, admin_user)
+    return client
 
 
 def test_visitor_signs_up_waits_and_sees_the_rejection_reason(client, admin_client):
@@ -62,6 +72,11 @@ def test_visitor_signs_up_waits_and_sees_the_rejection_reason(client, admin_clie
     admin_client.post("/admin/shop/merchant/", {"action": "approve", ACTION_CHECKBOX_NAME: [merchant.pk]})
     merchant.refresh_from_db()
     assert merchant.status == "approved"
+    # Approved merchants must use two-factor authentication: the area sends them to enrol first.
+    assert client.get("/merchant/").url == "/account/security/totp/?next=%2Fmerchant%2F"
+    client.get("/account/security/totp/?next=%2Fmerchant%2F")
+    device = TOTPDevice.objects.get(user=merchant.user, confirmed=False)
+    client.post("/account/security/totp/?next=%2Fmerchant%2F", {"code": factories.totp_code(device)})
     assert client.get("/merchant/").status_code == 200
     assert AuditEntry.objects.filter(action__in=["merchant.rejected", "merchant.approved"]).count() == 2
 
@@ -127,7 +142,8 @@ def test_dashboard_counts_every_state_in_one_query(client_for, merchant, django_
     services.keys_revoke(product=products[1], actor=None, now=timezone.now())
     merchant_client = client_for(merchant)
 
-    with django_assert_max_num_queries(5):  # session, user, merchant, products with counts, (savepoint)
+    # session, user, the session's second-factor device, merchant, products with counts, (savepoint)
+    with django_assert_max_num_queries(6):
         page = merchant_client.get("/merchant/").content.decode()
 
     assert page.count('data-count="available"') == 5
@@ -236,17 +252,48 @@ def test_export_needs_the_password_and_is_recorded(client_for, merchant):
     product = factories.product_create(merchant=merchant, stock=0)
     upload(product, b"EXPORT-1\nEXPORT-2\n")
     merchant_client = client_for(merchant)
+    device = TOTPDevice.objects.get(user=merchant.user)
 
-    wrong = merchant_client.post(f"/merchant/products/{product.pk}/export/", {"password": "nope"})
+    wrong = merchant_client.post(
+        f"/merchant/products/{product.pk}/export/", {"password": "nope", "code": factories.totp_code(device)}
+    )
     assert wrong.status_code == 200 and "EXPORT-1" not in wrong.content.decode()
     assert not AuditEntry.objects.filter(action="stock.exported").exists()
 
-    response = merchant_client.post(f"/merchant/products/{product.pk}/export/", {"password": PASSWORD})
+    response = merchant_client.post(
+        f"/merchant/products/{product.pk}/export/", {"password": PASSWORD, "code": factories.totp_code(device)}
+    )
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert rows[0] == ["id", "key", "created_at"]
     assert sorted(row[1] for row in rows[1:]) == ["EXPORT-1", "EXPORT-2"]
     entry = AuditEntry.objects.get(action="stock.exported")
     assert (entry.actor, entry.data) == (merchant.user, {"count": 2})
+
+
+def test_export_refuses_without_a_fresh_code_and_records_nothing(client_for, merchant):
+    product = factories.product_create(merchant=merchant, stock=0)
+    upload(product, b"EXPORT-1\n")
+    merchant_client = client_for(merchant)
+    device = TOTPDevice.objects.get(user=merchant.user)
+    url = f"/merchant/products/{product.pk}/export/"
+    code = factories.totp_code(device)
+
+    missing = merchant_client.post(url, {"password": PASSWORD})
+    wrong = merchant_client.post(url, {"password": PASSWORD, "code": "000000" if code != "000000" else "111111"})
+    for response in (missing, wrong):
+        assert response.status_code == 200
+        assert response["Content-Type"].startswith("text/html") and "EXPORT-1" not in response.content.decode()
+    assert "That code is wrong or was already used." in wrong.content.decode()
+    assert not AuditEntry.objects.filter(action="stock.exported").exists()
+
+    device.refresh_from_db()
+    device.throttle_reset()
+    assert merchant_client.post(url, {"password": PASSWORD, "code": code}).status_code == 200
+    assert AuditEntry.objects.filter(action="stock.exported").count() == 1
+    reused = merchant_client.post(url, {"password": PASSWORD, "code": code})
+    assert "EXPORT-1" not in reused.content.decode()
+    assert "That code is wrong or was already used." in reused.content.decode()
+    assert AuditEntry.objects.filter(action="stock.exported").count() == 1
 
 
 def test_low_stock_sends_one_email_per_dip(merchant):

@@ -31,3 +31,55 @@ def test_seed_demo_prints_a_working_token_and_is_idempotent(settings, tmp_path, 
     assert third != first
     assert MerchantApiToken.objects.filter(revoked_at=None).count() == 1
     assert Client(HTTP_AUTHORIZATION=f"Token {first}").get("/api/v1/merchant/products/").status_code == 401
+
+
+def _two_factor(output: str) -> dict[str, tuple[str, list[str]]]:
+    """{role: (otpauth URI, backup codes)} from the printout."""
+    lines = output.splitlines()
+    found = {}
+    for index, line in enumerate(lines):
+        if "otpauth://" in line:
+            role, uri = line.split()
+            found[role] = (uri, lines[index + 1].split("backup codes:", 1)[1].split())
+    return found
+
+
+def test_seed_demo_gives_merchant_and_staff_a_device_and_backup_codes(settings, tmp_path, capsys):
+    from django.test import Client
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from accounts import services as accounts_services
+    from accounts.models import User
+
+    settings.VAR_DIR = tmp_path
+    call_command("seed_demo")
+    first = _two_factor(capsys.readouterr().out)
+    assert set(first) == {"merchant", "staff"}
+    for role, (uri, codes) in first.items():
+        device = TOTPDevice.objects.get(user__username=role, confirmed=True)
+        assert uri == device.config_url and uri.startswith("otpauth://totp/")
+        assert len(codes) == 5
+    assert not TOTPDevice.objects.filter(user__username="buyer").exists()
+    codes_file = tmp_path / "demo-backup-codes.json"
+    assert codes_file.stat().st_mode & 0o777 == 0o600
+
+    # The printed backup code signs the demo merchant in; a rerun prints the same device, minus that code.
+    client = Client()
+    client.post("/accounts/login/", {"username": "merchant", "password": "demo-pass-123"})
+    assert client.post("/account/security/verify/", {"code": first["merchant"][1][0], "next": "/merchant/"}).url == (
+        "/merchant/"
+    )
+    call_command("seed_demo")
+    second = _two_factor(capsys.readouterr().out)
+    assert second["merchant"] == (first["merchant"][0], first["merchant"][1][1:])
+    assert second["staff"] == first["staff"]
+    assert TOTPDevice.objects.filter(user__username__in=["merchant", "staff"]).count() == 2
+
+    codes_file.unlink()  # the plaintext copy is lost: new codes replace the old ones
+    call_command("seed_demo")
+    third = _two_factor(capsys.readouterr().out)
+    assert third["staff"][0] == first["staff"][0]
+    assert not set(third["staff"][1]) & set(first["staff"][1])
+    staff = User.objects.get(username="staff")
+    assert accounts_services.backup_codes_unused(user=staff, codes=first["staff"][1]) == []
+    assert accounts_services.backup_codes_left(staff) == 5

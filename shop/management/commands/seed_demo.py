@@ -1,3 +1,4 @@
+import json
 import secrets
 from pathlib import Path
 
@@ -6,6 +7,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from accounts import services as accounts_services
 from accounts.models import User
 from shop import selectors, services
 from shop.models import CardKey, Merchant, MerchantApiToken, MerchantStatus, Product
@@ -19,10 +21,15 @@ PRODUCTS = [
     ("Office 2021 Pro Plus licence", 19900, "CNY", "licences", "One lifetime licence key for one PC."),
 ]
 KEYS_PER_PRODUCT = 25
+DEMO_BACKUP_CODES = 5
 
 
 def demo_token_file() -> Path:
     return Path(settings.VAR_DIR) / "demo-merchant-token.txt"
+
+
+def demo_backup_codes_file() -> Path:
+    return Path(settings.VAR_DIR) / "demo-backup-codes.json"
 
 
 class Command(BaseCommand):
@@ -59,11 +66,17 @@ class Command(BaseCommand):
                 ]
                 services.keys_import_batch(product=product, keys=keys, now=now)
         token = self._demo_token(merchant, now)
+        two_factor = self._demo_two_factor({"merchant": merchant_user, "staff": staff}, now)
 
         self.stdout.write(f"Demo data is ready. Logins (password for all: {DEMO_PASSWORD}):")
         for role, user in (("merchant", merchant_user), ("buyer", buyer), ("staff", staff)):
             self.stdout.write(f"  {role:<9} {user.username}")
         self.stdout.write(f"Demo merchant API token (header 'Authorization: Token …'): {token}")
+        self.stdout.write("Merchant and staff sign-ins then ask for a code: add the URI to an authenticator app,")
+        self.stdout.write("or use a backup code (each works once):")
+        for role, (uri, codes) in two_factor.items():
+            self.stdout.write(f"  {role:<9} {uri}")
+            self.stdout.write(f"  {'':<9} backup codes: {' '.join(codes)}")
 
     def _demo_token(self, merchant: Merchant, now) -> str:
         """The database keeps only a token's hash, so the demo token's secret is kept in var/ (ignored by
@@ -84,6 +97,30 @@ class Command(BaseCommand):
         path.write_text(token + "\n")
         path.chmod(0o600)
         return token
+
+    def _demo_two_factor(self, users: dict[str, User], now) -> dict[str, tuple[str, list[str]]]:
+        """Each user's TOTP device (its otpauth:// URI) and their still-unused demo backup codes.
+
+        The database keeps the backup codes, but the demo's plaintext copy lives in var/ (ignored by
+        git, mode 600) so a rerun prints the same codes; when the file is gone or all its codes are
+        used, new codes replace the old."""
+        path = demo_backup_codes_file()
+        try:
+            saved = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            saved = {}
+        result = {}
+        for role, user in users.items():
+            device = accounts_services.totp_device_provision_unchecked(user=user, now=now)
+            codes = accounts_services.backup_codes_unused(user=user, codes=list(saved.get(user.username, [])))
+            if not codes:
+                codes = accounts_services.backup_codes_issue_unchecked(user=user, count=DEMO_BACKUP_CODES, now=now)
+            saved[user.username] = codes
+            result[role] = (device.config_url, codes)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(saved, indent=2) + "\n")
+        path.chmod(0o600)
+        return result
 
     def _user(self, username: str, email: str, **flags) -> User:
         user = User.objects.filter(username=username).first()
