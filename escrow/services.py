@@ -307,22 +307,16 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     if order.status != OrderStatus.PAID:
         return order
     sold = shop_services.keys_sell(order_pk=order.pk)
-    if order.card_keys.filter(status="sold").count() != order.quantity:
+    if sold != order.quantity:  # the reservation holds exactly `quantity` keys; anything else is a bug
         raise RuntimeError(f"Order {order.pk} has {sold} keys to sell, not {order.quantity}.")
-    ORDER_TRANSITIONS.apply(
-        model=Order,
-        pk=order.pk,
-        to=OrderStatus.DELIVERED,
-        delivered_at=now,
-        inspection_ends_at=now + timedelta(hours=order.product.inspection_hours),
-    )
+    delivered = {"delivered_at": now, "inspection_ends_at": now + timedelta(hours=order.product.inspection_hours)}
+    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DELIVERED, **delivered)
     audit_record(action="order.delivered", subject=order, now=now, data={"keys": order.quantity})
-    from shop.tasks import product_low_stock_check_task
-
-    # After commit and in its own task: the merchant's low-stock e-mail never slows a delivery down.
-    transaction.on_commit(lambda: product_low_stock_check_task.delay(product_pk=order.product_id))
+    shop_services.product_low_stock_check(product_pk=order.product_id, now=now)  # e-mails after commit
     logger.info("escrow.order_delivered", extra={"order": order.pk})
-    order.refresh_from_db()
+    order.status = OrderStatus.DELIVERED
+    for name, value in delivered.items():
+        setattr(order, name, value)
     return order
 
 

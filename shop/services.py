@@ -393,11 +393,14 @@ def product_low_stock_check(*, product_pk: int, now: datetime) -> bool:
 
     `low_stock_notified_at` is set by compare-and-set when the e-mail is queued (so racing sales send one)
     and cleared once stock is back at or above the threshold, arming the next e-mail. Call it after
-    anything that lowers or raises available stock; it is cheap (one indexed count). Returns whether an
+    anything that lowers or raises available stock; it is cheap (a count capped at the threshold). Returns whether an
     e-mail was queued.
     """
     product = Product.objects.get(pk=product_pk)
-    available = CardKey.objects.filter(product_id=product_pk, status=CardKeyStatus.AVAILABLE).count()
+    # Counting stops at the threshold: "below it or not" needs no more rows, and below it the count is exact.
+    available = CardKey.objects.filter(product_id=product_pk, status=CardKeyStatus.AVAILABLE)[
+        : product.low_stock_threshold
+    ].count()
     if available >= product.low_stock_threshold:
         if product.low_stock_notified_at is not None:
             Product.objects.filter(pk=product_pk).update(low_stock_notified_at=None)
