@@ -405,6 +405,8 @@ def product_low_stock_check(*, product_pk: int, now: datetime) -> bool:
         if product.low_stock_notified_at is not None:
             Product.objects.filter(pk=product_pk).update(low_stock_notified_at=None)
         return False
+    if product.low_stock_notified_at is not None:  # already told; the compare-and-set below settles races
+        return False
     armed = Product.objects.filter(pk=product_pk, low_stock_notified_at__isnull=True).update(low_stock_notified_at=now)
     if armed != 1:
         return False
