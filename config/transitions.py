@@ -28,7 +28,12 @@ class Transitions:
         return target in self.allowed.get(source, ())
 
     def apply(
-        self, *, model: type[models.Model], pk: object, to: str, from_: Iterable[str] | None = None,
+        self,
+        *,
+        model: type[models.Model],
+        pk: object,
+        to: str,
+        from_: Iterable[str] | None = None,
         **fields: object,
     ) -> None:
         """Compare-and-set: move row `pk` to `to` if it is in an allowed source state, else raise.

@@ -15,7 +15,10 @@ from escrow.views import client_ip
 from shop.money import to_major
 
 ORDER_TOKEN = OpenApiParameter(
-    "X-Order-Token", str, OpenApiParameter.HEADER, required=False,
+    "X-Order-Token",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
     description="A guest's order access token (signed-in buyers use their session).",
 )
 
@@ -48,23 +51,37 @@ class OrderCreate(APIView):
 
     @extend_schema(
         request=OrderCreateSerializer,
-        responses={201: inline_serializer("PlacedOrder", {
-            "id": serializers.IntegerField(), "status": serializers.CharField(),
-            "access_token": serializers.CharField(),
-            "payment": inline_serializer("PaymentStart", {
-                "gateway": serializers.CharField(), "payment_id": serializers.CharField(),
-                "pay_url": serializers.CharField(), "amount": serializers.CharField(),
-                "currency": serializers.CharField(),
-            }),
-        })},
+        responses={
+            201: inline_serializer(
+                "PlacedOrder",
+                {
+                    "id": serializers.IntegerField(),
+                    "status": serializers.CharField(),
+                    "access_token": serializers.CharField(),
+                    "payment": inline_serializer(
+                        "PaymentStart",
+                        {
+                            "gateway": serializers.CharField(),
+                            "payment_id": serializers.CharField(),
+                            "pay_url": serializers.CharField(),
+                            "amount": serializers.CharField(),
+                            "currency": serializers.CharField(),
+                        },
+                    ),
+                },
+            )
+        },
     )
     def post(self, request):
         data = OrderCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
             placed = services.order_place(
-                product_pk=data.validated_data["product"], quantity=data.validated_data["quantity"],
-                email=data.validated_data["email"], buyer=request.user, now=timezone.now(),
+                product_pk=data.validated_data["product"],
+                quantity=data.validated_data["quantity"],
+                email=data.validated_data["email"],
+                buyer=request.user,
+                now=timezone.now(),
             )
         except services.CheckoutError as error:
             if error.code == "out_of_stock":
@@ -79,9 +96,11 @@ class OrderCreate(APIView):
                 "status": placed.order.status,
                 "access_token": placed.access_token,
                 "payment": {
-                    "gateway": payment.gateway, "payment_id": payment.payment_id,
+                    "gateway": payment.gateway,
+                    "payment_id": payment.payment_id,
                     "pay_url": request.build_absolute_uri(placed.pay_url),
-                    "amount": to_major(payment.amount, payment.currency), "currency": payment.currency,
+                    "amount": to_major(payment.amount, payment.currency),
+                    "currency": payment.currency,
                 },
             },
             status=status.HTTP_201_CREATED,
@@ -103,8 +122,12 @@ class OrderKeys(APIView):
         order = _order_of(request, pk)
         try:
             keys = services.order_keys_reveal(
-                order=order, now=timezone.now(), channel="api", ip=client_ip(request),
-                user_agent=request.headers.get("User-Agent", ""), user=request.user,
+                order=order,
+                now=timezone.now(),
+                channel="api",
+                ip=client_ip(request),
+                user_agent=request.headers.get("User-Agent", ""),
+                user=request.user,
             )
         except services.KeysNotDelivered:
             raise Conflict(_("The keys are not delivered yet."), code="not_delivered") from None
@@ -113,7 +136,8 @@ class OrderKeys(APIView):
 
 class OrderConfirm(APIView):
     @extend_schema(
-        parameters=[ORDER_TOKEN], request=None,
+        parameters=[ORDER_TOKEN],
+        request=None,
         responses=inline_serializer("OrderConfirmed", {"status": serializers.CharField()}),
     )
     def post(self, request, pk: int):

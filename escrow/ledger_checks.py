@@ -80,10 +80,9 @@ def ledger_problems() -> list[str]:
     ).values_list("currency", "amount"):
         open_holds[currency] += amount
     for escrow in LedgerAccount.objects.filter(kind=AccountKind.ESCROW):
-        if escrow.credit_balance != open_holds[escrow.currency]:
-            problems.append(
-                f"Escrow {escrow.currency}: balance {escrow.credit_balance} != open holds {open_holds[escrow.currency]}."
-            )
+        held = open_holds[escrow.currency]
+        if escrow.credit_balance != held:
+            problems.append(f"Escrow {escrow.currency}: balance {escrow.credit_balance} != open holds {held}.")
 
     problems.extend(_settled_order_problems())
     problems.extend(_reserve_problems())

@@ -105,9 +105,7 @@ class Payment(models.Model):
     settled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["gateway", "payment_id"], name="payment_unique_per_gateway")
-        ]
+        constraints = [models.UniqueConstraint(fields=["gateway", "payment_id"], name="payment_unique_per_gateway")]
 
     def __str__(self) -> str:
         return f"{self.gateway}:{self.payment_id}"
@@ -126,6 +124,9 @@ class WebhookEvent(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["gateway", "event_id"], name="webhook_event_once")]
 
+    def __str__(self) -> str:
+        return f"{self.gateway}:{self.event_id}"
+
 
 class KeyReveal(models.Model):
     """Evidence: every time an order's keys were shown, to whom and from where."""
@@ -136,6 +137,9 @@ class KeyReveal(models.Model):
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
     channel = models.CharField(max_length=16)  # "page" or "api"
+
+    def __str__(self) -> str:
+        return f"reveal of order {self.order_id} at {self.at:%Y-%m-%d %H:%M:%S}"
 
 
 # --- the ledger -----------------------------------------------------------------------------------
@@ -196,9 +200,7 @@ class Transfer(models.Model):
     credit_account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="+")
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3, choices=Currency.choices)
-    pending = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="resolutions"
-    )
+    pending = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="resolutions")
     order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="transfers")
     code = models.CharField(max_length=32)  # why: "payment", "share", "fee", "refund", …
     created_at = models.DateTimeField()
@@ -257,7 +259,8 @@ class Refund(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["gateway", "gateway_refund_id"], name="refund_unique_per_gateway",
+                fields=["gateway", "gateway_refund_id"],
+                name="refund_unique_per_gateway",
                 condition=Q(gateway_refund_id__isnull=False),
             ),
         ]
@@ -312,9 +315,7 @@ class WithdrawalStatus(models.TextChoices):
     REJECTED = "rejected", _("Rejected")
 
 
-WITHDRAWAL_TRANSITIONS = Transitions(
-    {WithdrawalStatus.REQUESTED: {WithdrawalStatus.PAID, WithdrawalStatus.REJECTED}}
-)
+WITHDRAWAL_TRANSITIONS = Transitions({WithdrawalStatus.REQUESTED: {WithdrawalStatus.PAID, WithdrawalStatus.REJECTED}})
 
 
 class Withdrawal(models.Model):

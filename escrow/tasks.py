@@ -55,7 +55,8 @@ def order_link_email_task(*, order_pk: int, link: str) -> None:
         message=_(
             "Thank you for your order.\n\nYour keys appear on this page as soon as the payment is "
             "confirmed, and stay there:\n%(link)s\n\nKeep this link private: anyone who has it can see your keys."
-        ) % {"link": link},
+        )
+        % {"link": link},
         from_email=None,
         recipient_list=[order.email],
     )

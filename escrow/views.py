@@ -26,7 +26,9 @@ def _order_urls(order, token: str | None) -> dict[str, str]:
     else:
         kwargs = {"pk": order.pk}
         names = ("order", "order_status", "order_keys", "order_confirm")
-    return dict(zip(("page", "status", "keys", "confirm"), (reverse(f"escrow:{n}", kwargs=kwargs) for n in names), strict=True))
+    return dict(
+        zip(("page", "status", "keys", "confirm"), (reverse(f"escrow:{n}", kwargs=kwargs) for n in names), strict=True)
+    )
 
 
 @require_POST
@@ -36,8 +38,11 @@ def checkout(request, product_pk: int):
     if form.is_valid():
         try:
             placed = services.order_place(
-                product_pk=product.pk, quantity=form.cleaned_data["quantity"],
-                email=form.cleaned_data["email"], buyer=request.user, now=timezone.now(),
+                product_pk=product.pk,
+                quantity=form.cleaned_data["quantity"],
+                email=form.cleaned_data["email"],
+                buyer=request.user,
+                now=timezone.now(),
             )
         except services.CheckoutError as error:
             form.add_error(None, str(error))
@@ -51,8 +56,12 @@ def order_page(request, pk: int, token: str | None = None):
     keys = None
     if order.has_keys:
         keys = services.order_keys_reveal(
-            order=order, now=timezone.now(), channel="page", ip=client_ip(request),
-            user_agent=request.META.get("HTTP_USER_AGENT", ""), user=request.user,
+            order=order,
+            now=timezone.now(),
+            channel="page",
+            ip=client_ip(request),
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            user=request.user,
         )
     return render(request, "escrow/order.html", {"order": order, "keys": keys, "urls": _order_urls(order, token)})
 
@@ -70,8 +79,12 @@ def order_keys(request, pk: int, token: str | None = None):
     if not order.has_keys:
         return JsonResponse({"detail": _("The keys are not delivered yet."), "code": "not_delivered"}, status=409)
     keys = services.order_keys_reveal(
-        order=order, now=timezone.now(), channel="page", ip=client_ip(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", ""), user=request.user,
+        order=order,
+        now=timezone.now(),
+        channel="page",
+        ip=client_ip(request),
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        user=request.user,
     )
     return render(request, "escrow/_keys.html", {"order": order, "keys": keys, "urls": _order_urls(order, token)})
 

@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import audit_record
+from config.errors import Refused
 from config.transitions import StateError
 from shop import crypto, stock_files
 from shop.models import (
@@ -264,12 +265,8 @@ def keys_refund_revoke(*, order_pk: int, key_pks: list[int]) -> int:
 # --- merchants --------------------------------------------------------------------------------------
 
 
-class ShopError(Exception):
-    """A request the rules refuse; the message is for the person, `code` for the API."""
-
-    def __init__(self, message: str, code: str = "invalid"):
-        super().__init__(message)
-        self.code = code
+class ShopError(Refused):
+    """A request the shop's rules refuse; the message is for the person, `code` for the API."""
 
 
 @transaction.atomic

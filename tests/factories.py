@@ -37,8 +37,12 @@ def product_create(
 ) -> Product:
     merchant = merchant or merchant_create()
     product = shop_services.product_create(
-        merchant=merchant, title=fields.pop("title", f"Product {next(_counter)}"), price=price,
-        currency=currency, now=timezone.now(), **fields,
+        merchant=merchant,
+        title=fields.pop("title", f"Product {next(_counter)}"),
+        price=price,
+        currency=currency,
+        now=timezone.now(),
+        **fields,
     )
     if stock:
         keys = [f"KEY-{product.pk}-{i:06d}-{next(_counter)}" for i in range(stock)]
@@ -53,14 +57,21 @@ def order_place(*, product: Product, quantity: int = 1, email: str = "buyer@exam
 
 
 def signed_webhook(
-    *, payment: Payment, event_type: str = "payment.succeeded", amount: str | None = None,
-    currency: str | None = None, event_id: str | None = None, timestamp: int | None = None,
+    *,
+    payment: Payment,
+    event_type: str = "payment.succeeded",
+    amount: str | None = None,
+    currency: str | None = None,
+    event_id: str | None = None,
+    timestamp: int | None = None,
     secret: str | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     body = event_body(
-        event_type=event_type, payment_id=payment.payment_id,
+        event_type=event_type,
+        payment_id=payment.payment_id,
         amount=amount if amount is not None else to_major(payment.amount, payment.currency),
-        currency=currency or payment.currency, event_id=event_id,
+        currency=currency or payment.currency,
+        event_id=event_id,
     )
     header = signature_header(body=body, timestamp=timestamp or int(time.time()), secret=secret)
     return body, {SIGNATURE_HEADER: header}
@@ -68,7 +79,9 @@ def signed_webhook(
 
 def webhook_post(client: Client, body: bytes, headers: dict[str, str]):
     return client.post(
-        "/payments/sandbox/webhook/", data=body, content_type="application/json",
+        "/payments/sandbox/webhook/",
+        data=body,
+        content_type="application/json",
         headers=headers,
     )
 

@@ -18,7 +18,6 @@ except ImportError:  # pragma: no cover - the package is in requirements.txt
     sync_playwright = None
 
 
-
 def _browser_missing() -> str | None:
     if sync_playwright is None:
         return "needs the playwright package"
@@ -36,8 +35,15 @@ def chromium():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield browser
         browser.close()

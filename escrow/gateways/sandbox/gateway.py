@@ -70,16 +70,24 @@ class SandboxGateway:
         except (ValueError, KeyError, TypeError, MoneyError):
             raise WebhookRejected("Malformed event body.") from None
         return GatewayEvent(
-            event_id=event_id, type=event_type, payment_id=payment_id, amount=amount, currency=currency, body=data,
+            event_id=event_id,
+            type=event_type,
+            payment_id=payment_id,
+            amount=amount,
+            currency=currency,
+            body=data,
             refund_id=refund_id,
         )
 
     def refund_request(self, *, payment_id: str, amount: int, currency: str, idempotency_key: str) -> str:
         """The sandbox pays every refund: it answers an id derived from the key (so a retry is the same
         refund) and sends its signed `refund.succeeded` webhook once the shop's transaction commits."""
-        refund_id = "sbr_" + hmac.new(
-            settings.SANDBOX_WEBHOOK_SECRET.encode(), idempotency_key.encode(), hashlib.sha256
-        ).hexdigest()[:24]
+        refund_id = (
+            "sbr_"
+            + hmac.new(settings.SANDBOX_WEBHOOK_SECRET.encode(), idempotency_key.encode(), hashlib.sha256).hexdigest()[
+                :24
+            ]
+        )
         from escrow.gateways.sandbox.tasks import sandbox_refund_webhook_send_task
 
         transaction.on_commit(
@@ -94,16 +102,24 @@ class SandboxGateway:
         from escrow.models import Payment, PaymentStatus, Refund, RefundStatus
 
         rows = [
-            GatewayRecord(kind="payment", reference=p.payment_id, amount=p.received_amount,
-                          currency=p.received_currency, at=p.settled_at)
+            GatewayRecord(
+                kind="payment",
+                reference=p.payment_id,
+                amount=p.received_amount,
+                currency=p.received_currency,
+                at=p.settled_at,
+            )
             for p in Payment.objects.filter(
-                gateway=self.name, status__in=[PaymentStatus.SUCCEEDED, PaymentStatus.MISMATCHED],
-                settled_at__gte=since, settled_at__lt=until,
+                gateway=self.name,
+                status__in=[PaymentStatus.SUCCEEDED, PaymentStatus.MISMATCHED],
+                settled_at__gte=since,
+                settled_at__lt=until,
             )
         ]
         rows += [
-            GatewayRecord(kind="refund", reference=r.gateway_refund_id, amount=r.amount, currency=r.currency,
-                          at=r.succeeded_at)
+            GatewayRecord(
+                kind="refund", reference=r.gateway_refund_id, amount=r.amount, currency=r.currency, at=r.succeeded_at
+            )
             for r in Refund.objects.filter(
                 gateway=self.name, status=RefundStatus.SUCCEEDED, succeeded_at__gte=since, succeeded_at__lt=until
             )
@@ -112,7 +128,12 @@ class SandboxGateway:
 
 
 def event_body(
-    *, event_type: str, payment_id: str, amount: str, currency: str, event_id: str | None = None,
+    *,
+    event_type: str,
+    payment_id: str,
+    amount: str,
+    currency: str,
+    event_id: str | None = None,
     refund_id: str | None = None,
 ) -> bytes:
     """The JSON body the sandbox sends, exactly as a provider would (used by the pay page and tests)."""

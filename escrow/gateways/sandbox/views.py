@@ -29,14 +29,18 @@ def pay(request, payment_id: str):
     if request.method == "POST" and payment.status == PaymentStatus.PENDING:
         outcome = "payment.succeeded" if request.POST.get("outcome") == "pay" else "payment.failed"
         body = event_body(
-            event_type=outcome, payment_id=payment.payment_id,
-            amount=to_major(payment.amount, payment.currency), currency=payment.currency,
+            event_type=outcome,
+            payment_id=payment.payment_id,
+            amount=to_major(payment.amount, payment.currency),
+            currency=payment.currency,
         )
         # The provider signs and delivers its webhook; here it is handed to the same handler the
         # HTTP endpoint uses (signature check included), since calling our own server over a socket
         # would deadlock a single-worker deployment.
         services.webhook_receive(
-            gateway_name="sandbox", body=body, now=timezone.now(),
+            gateway_name="sandbox",
+            body=body,
+            now=timezone.now(),
             headers={SIGNATURE_HEADER: signature_header(body=body, timestamp=int(time.time()))},
         )
         return redirect(_return_url(request))
