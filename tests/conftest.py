@@ -7,7 +7,8 @@ from config.celery import app as celery_app
 
 ON_POSTGRES = connection.vendor == "postgresql"
 requires_postgres = pytest.mark.skipif(
-    not ON_POSTGRES, reason="needs PostgreSQL: row locks and SKIP LOCKED mean nothing on SQLite"
+    not ON_POSTGRES,
+    reason="needs PostgreSQL (row locks, SKIP LOCKED, truly concurrent transactions or pg_dump); this run is on SQLite",
 )
 
 
