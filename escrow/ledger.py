@@ -10,10 +10,11 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from escrow.models import AccountKind, LedgerAccount, Order, Transfer, TransferKind
 
@@ -43,6 +44,22 @@ def account(*, kind: str, currency: str, merchant_pk: int | None = None) -> Ledg
             return LedgerAccount.objects.create(kind=kind, owner=owner, currency=currency, merchant_id=merchant_pk)
     except IntegrityError:
         return LedgerAccount.objects.get(kind=kind, owner=owner, currency=currency)
+
+
+def accounts(*wanted: tuple[str, str, int | None]) -> list[LedgerAccount]:
+    """Several accounts, each given as (kind, currency, merchant pk or None), in one query."""
+    keys = [
+        (kind, PLATFORM if merchant_pk is None else f"merchant:{merchant_pk}", currency)
+        for kind, currency, merchant_pk in wanted
+    ]
+    condition = Q()
+    for kind, owner, currency in keys:
+        condition |= Q(kind=kind, owner=owner, currency=currency)
+    found = {(a.kind, a.owner, a.currency): a for a in LedgerAccount.objects.filter(condition)}
+    return [
+        found.get(key) or account(kind=kind, currency=currency, merchant_pk=merchant_pk)
+        for key, (kind, currency, merchant_pk) in zip(keys, wanted, strict=True)
+    ]
 
 
 def _balance_changes(rows: Iterable[Transfer]) -> dict[int, dict[str, int]]:
@@ -141,6 +158,33 @@ def _check(debit: LedgerAccount, credit: LedgerAccount, amount: int) -> None:
         raise LedgerError("A transfer moves money between two different accounts.")
 
 
+@dataclass(frozen=True)
+class Move:
+    """One transfer to book with `transfers()`."""
+
+    transfer_id: str
+    debit: LedgerAccount
+    credit: LedgerAccount
+    amount: int
+    code: str
+    pending: bool = False
+
+
+def _move_row(move: Move, *, now: datetime, order: Order | None) -> Transfer:
+    _check(move.debit, move.credit, move.amount)
+    return Transfer(
+        transfer_id=move.transfer_id,
+        kind=TransferKind.PENDING if move.pending else TransferKind.SINGLE,
+        debit_account=move.debit,
+        credit_account=move.credit,
+        amount=move.amount,
+        currency=move.debit.currency,
+        order=order,
+        code=move.code,
+        created_at=now,
+    )
+
+
 def transfer(
     *,
     transfer_id: str,
@@ -153,19 +197,29 @@ def transfer(
     pending: bool = False,
 ) -> Transfer:
     """Post (or, with `pending=True`, reserve) `amount` from `debit` to `credit`, exactly once."""
-    _check(debit, credit, amount)
-    row = Transfer(
-        transfer_id=transfer_id,
-        kind=TransferKind.PENDING if pending else TransferKind.SINGLE,
-        debit_account=debit,
-        credit_account=credit,
-        amount=amount,
-        currency=debit.currency,
-        order=order,
-        code=code,
-        created_at=now,
-    )
-    return _record(row)
+    move = Move(transfer_id=transfer_id, debit=debit, credit=credit, amount=amount, code=code, pending=pending)
+    return _record(_move_row(move, now=now, order=order))
+
+
+def transfers(*, moves: list[Move], now: datetime, order: Order | None = None) -> list[Transfer]:
+    """Book several transfers with one INSERT; each still exactly once.
+
+    If any of them exists already (a replay), the batch is undone and each is booked on its own, so a
+    replay stays a no-op and different terms still raise `TransferConflict`.
+    """
+    assert transaction.get_connection().in_atomic_block, "ledger writes need the caller's transaction"
+    rows = [_move_row(move, now=now, order=order) for move in moves]
+    try:
+        with transaction.atomic():
+            Transfer.objects.bulk_create(rows)
+    except IntegrityError:
+        return [_record(_move_row(move, now=now, order=order)) for move in moves]
+    deferred = getattr(_deferred, "pks", None)
+    if deferred is None:
+        _apply(rows)
+    else:
+        deferred.extend(row.pk for row in rows)
+    return rows
 
 
 def resolution_row(

@@ -213,22 +213,21 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         received_amount=event.amount,
         received_currency=event.currency,
     )
-    escrow = ledger.platform_account(AccountKind.ESCROW, order.currency)
-    ledger.transfer(
-        transfer_id=f"payment:{payment.pk}",
-        debit=clearing,
-        credit=escrow,
-        amount=order.amount,
-        code="payment",
-        order=order,
-        now=now,
-    )
     late = order.status != OrderStatus.AWAITING_PAYMENT
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, paid_at=now)
     audit_record(action="payment.succeeded", subject=order, now=now, data={"payment": payment.pk, "late": late})
+    escrow, available, fees = ledger.accounts(
+        (AccountKind.ESCROW, order.currency, None),
+        (AccountKind.MERCHANT_AVAILABLE, order.currency, order.merchant_id),
+        (AccountKind.PLATFORM_FEES, order.currency, None),
+    )
+    paid_in = ledger.Move(
+        transfer_id=f"payment:{payment.pk}", debit=clearing, credit=escrow, amount=order.amount, code="payment"
+    )
 
     if late and not _reserve_again(order):
         # A paid buyer is never left with "out of stock": the whole amount goes back through the gateway.
+        ledger.transfers(moves=[paid_in], order=order, now=now)
         order.refresh_from_db(fields=["status"])
         refunds.order_refund_book(
             order=order,
@@ -241,7 +240,10 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         )
         return order
 
-    _hold_open(order=order, escrow=escrow, now=now)
+    # The money in, and the merchant's share and the fee held out of escrow, booked in one statement.
+    ledger.transfers(
+        moves=[paid_in, *_holds(order=order, escrow=escrow, available=available, fees=fees)], order=order, now=now
+    )
     from escrow.tasks import order_deliver_task
 
     transaction.on_commit(lambda: order_deliver_task.delay(order_pk=order.pk))
@@ -258,32 +260,24 @@ def _reserve_again(order: Order) -> bool:
     return True
 
 
-def _hold_open(*, order: Order, escrow: LedgerAccount, now: datetime) -> None:
-    """Hold the merchant's share and the platform fee as pending transfers out of escrow."""
+def _holds(*, order: Order, escrow: LedgerAccount, available: LedgerAccount, fees: LedgerAccount) -> list[ledger.Move]:
+    """The merchant's share and the platform fee, held as pending transfers out of escrow."""
     fee = percent_of(order.amount, fee_percent_for(order.merchant))
     share = order.amount - fee
-    if share:
-        ledger.transfer(
+    holds = [
+        ledger.Move(
             transfer_id=f"order:{order.pk}:share",
             debit=escrow,
-            credit=ledger.merchant_account(AccountKind.MERCHANT_AVAILABLE, order.currency, order.merchant_id),
+            credit=available,
             amount=share,
             code="share",
-            order=order,
-            now=now,
             pending=True,
-        )
-    if fee:
-        ledger.transfer(
-            transfer_id=f"order:{order.pk}:fee",
-            debit=escrow,
-            credit=ledger.platform_account(AccountKind.PLATFORM_FEES, order.currency),
-            amount=fee,
-            code="fee",
-            order=order,
-            now=now,
-            pending=True,
-        )
+        ),
+        ledger.Move(
+            transfer_id=f"order:{order.pk}:fee", debit=escrow, credit=fees, amount=fee, code="fee", pending=True
+        ),
+    ]
+    return [hold for hold in holds if hold.amount]
 
 
 def payment_failed(*, payment_pk: int, now: datetime) -> None:

@@ -90,3 +90,39 @@ def test_a_replay_inside_the_block_is_still_a_no_op(accounts):
 def test_outside_a_transaction_the_block_refuses(accounts):
     with pytest.raises(AssertionError), ledger.balances_deferred():
         pass
+
+
+def test_transfers_books_several_at_once_and_a_replay_changes_nothing(accounts):
+    clearing, suspense, fees = accounts
+    moves = [
+        ledger.Move(transfer_id="m1", debit=clearing, credit=suspense, amount=300, code="test"),
+        ledger.Move(transfer_id="m2", debit=suspense, credit=fees, amount=100, code="test", pending=True),
+    ]
+    with transaction.atomic(), ledger.balances_deferred():
+        first = ledger.transfers(moves=moves, now=timezone.now())
+        again = ledger.transfers(moves=moves, now=timezone.now())  # the same ids: booked one by one, no-ops
+    assert [t.pk for t in again] == [t.pk for t in first]
+    assert Transfer.objects.filter(transfer_id__in=["m1", "m2"]).count() == 2
+    suspense.refresh_from_db()
+    assert (suspense.credits_posted, suspense.debits_pending) == (300, 100)
+    assert ledger_problems() == []
+
+
+def test_transfers_with_a_changed_replay_raises_and_books_nothing_new(accounts):
+    clearing, suspense, _ = accounts
+    with transaction.atomic():
+        ledger.transfers(
+            moves=[ledger.Move(transfer_id="x1", debit=clearing, credit=suspense, amount=5, code="t")],
+            now=timezone.now(),
+        )
+    with pytest.raises(ledger.TransferConflict), transaction.atomic():
+        ledger.transfers(
+            moves=[
+                ledger.Move(transfer_id="x2", debit=clearing, credit=suspense, amount=7, code="t"),
+                ledger.Move(transfer_id="x1", debit=clearing, credit=suspense, amount=6, code="t"),
+            ],
+            now=timezone.now(),
+        )
+    assert not Transfer.objects.filter(transfer_id="x2").exists()
+    suspense.refresh_from_db()
+    assert suspense.credits_posted == 5
