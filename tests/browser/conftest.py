@@ -30,7 +30,7 @@ def _browser_missing() -> str | None:
 def chromium():
     reason = _browser_missing()
     if reason:
-        pytest.skip(reason)
+        pytest.skip(reason=reason)
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
