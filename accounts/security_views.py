@@ -72,9 +72,14 @@ def totp_enrol(request):
     next_url = next_url_safe(request, request.GET.get("next"), default="")
     now = timezone.now()
     device = services.totp_enrol_start(user=user, now=now)
+    replacing = services.totp_device_confirmed(user) is not None
     if request.method == "POST":
         try:
-            codes = services.totp_enrol_confirm(user=user, code=request.POST.get("code", ""), now=now)
+            codes = services.totp_enrol_confirm(
+                user=user, code=request.POST.get("code", ""), current_code=request.POST.get("current_code", ""), now=now
+            )
+        except services.CurrentCodeInvalid:
+            messages.error(request, _("The code from your current app is wrong or was already used."))
         except services.TwoFactorInvalid:
             messages.error(request, _("That code did not match. Check your phone's clock and try the next code."))
         else:
@@ -88,7 +93,7 @@ def totp_enrol(request):
     return render(
         request,
         "accounts/totp_enrol.html",
-        {"qr_svg": mark_safe(qr_svg), "secret": b32encode(device.bin_key).decode()},  # noqa: S308 (segno's own SVG)
+        {"qr_svg": mark_safe(qr_svg), "secret": b32encode(device.bin_key).decode(), "replacing": replacing},  # noqa: S308 (segno's own SVG)
     )
 
 

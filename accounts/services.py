@@ -83,16 +83,27 @@ def _backup_codes_new(*, user: User, count: int | None = None):
     return codes
 
 
-def totp_enrol_confirm(*, user: User, code: str, now: datetime) -> list[str]:
+class CurrentCodeInvalid(TwoFactorInvalid):
+    """Replacing an authenticator needs a fresh code from the one in place, and this one was not."""
+
+
+def totp_enrol_confirm(*, user: User, code: str, now: datetime, current_code: str = "") -> list[str]:
     """Confirm the pending device with its first code; returns fresh single-use backup codes.
 
-    A wrong code raises `TwoFactorInvalid` and confirms nothing (the failure counts for throttling).
+    Replacing an app already in place is a security change: it also needs `current_code`, a fresh code
+    from that app or a backup code, else `CurrentCodeInvalid`. A wrong code raises `TwoFactorInvalid`
+    and confirms nothing (the failure counts for throttling).
     """
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
     if device is None:
         raise TwoFactorRequired
+    if totp_device_confirmed(user) is not None:
+        try:
+            _otp_code_verify_audited(user=user, code=current_code, now=now, purpose="replace_device")
+        except TwoFactorInvalid:
+            raise CurrentCodeInvalid from None
     if not device.verify_token(code.strip()):  # commits its own throttle counter
         raise TwoFactorInvalid
     with transaction.atomic():

@@ -55,3 +55,23 @@ def test_security_overview_points_to_enrolment(client):
     client.force_login(factories.user_create())
     page = client.get("/account/security/")
     assert b"/account/security/totp/" in page.content
+
+
+def test_replacing_the_app_needs_a_fresh_code_from_the_current_one(client):
+    user = factories.user_create()
+    old = factories.login_verified(client, user)
+    client.get("/account/security/totp/")
+    new = TOTPDevice.objects.get(user=user, confirmed=False)
+
+    refused = client.post("/account/security/totp/", {"code": factories.totp_code(new)}, follow=True)
+    assert "The code from your current app is wrong" in refused.text
+    assert list(TOTPDevice.objects.filter(user=user, confirmed=True)) == [old]
+
+    new.refresh_from_db()
+    new.throttle_reset()
+    done = client.post(
+        "/account/security/totp/",
+        {"code": factories.totp_code(new, offset_steps=1), "current_code": factories.totp_code(old)},
+    )
+    assert done.status_code == 200
+    assert list(TOTPDevice.objects.filter(user=user, confirmed=True).values_list("pk", flat=True)) == [new.pk]
