@@ -134,3 +134,18 @@ def login_verified(client: Client, user: User, *, device=None):
     session[DEVICE_ID_SESSION_KEY] = device.persistent_id
     session.save()
     return device
+
+
+def payout_account_create(*, merchant: Merchant):
+    """A saved payout account for `merchant`, added through the withdrawal service."""
+    from escrow import withdrawals
+
+    return withdrawals.payout_account_add(
+        merchant=merchant,
+        label="Main",
+        holder_name="Li Lei",
+        account_number="6222000011112222",
+        provider="ICBC",
+        actor=merchant.user,
+        now=timezone.now(),
+    )

@@ -35,15 +35,7 @@ class MoneyMachine(RuleBasedStateMachine):
         device = StaticDevice.objects.create(user=self.merchant.user, name="backup", confirmed=True)
         self.codes = [f"code{i:04d}" for i in range(100)]
         StaticToken.objects.bulk_create([StaticToken(device=device, token=code) for code in self.codes])
-        self.payout = withdrawals.payout_account_add(
-            merchant=self.merchant,
-            label="Main",
-            holder_name="Li",
-            account_number="62220001",
-            provider="Bank",
-            actor=self.merchant.user,
-            now=self.now,
-        )
+        self.payout = factories.payout_account_create(merchant=self.merchant)
         self.orders: list[int] = []
         self.webhooks: list[tuple[bytes, dict]] = []
 

@@ -101,15 +101,7 @@ def test_staff_refund_page_and_withdrawal_admin_actions(client, run_on_commit):
     paid = sold(run_on_commit)
     services.order_confirm_receipt(order=paid, now=timezone.now())
     merchant = paid.merchant
-    payout = withdrawals.payout_account_add(
-        merchant=merchant,
-        label="M",
-        holder_name="L",
-        account_number="1234",
-        provider="X",
-        actor=merchant.user,
-        now=timezone.now(),
-    )
+    payout = factories.payout_account_create(merchant=merchant)
     device = factories.totp_device_create(user=merchant.user)
     withdrawal = withdrawals.withdrawal_request(
         merchant=merchant,

@@ -28,15 +28,7 @@ def merchant_with_balance(run_on_commit, *, price=10000):
         order = factories.order_delivered(product=product)
     services.order_confirm_receipt(order=order, now=timezone.now())
     merchant = product.merchant
-    payout = withdrawals.payout_account_add(
-        merchant=merchant,
-        label="Main",
-        holder_name="Li Lei",
-        account_number="6222000011112222",
-        provider="ICBC",
-        actor=merchant.user,
-        now=timezone.now(),
-    )
+    payout = factories.payout_account_create(merchant=merchant)
     return merchant, payout
 
 
