@@ -1,54 +1,31 @@
-"""Envelope encryption of card keys.
+"""Envelope encryption of card keys (built on core/crypto.py).
 
 Master keys (`CARDKEY_MASTER_KEYS`, versioned, newest first) wrap one data key per merchant; each card
-key is sealed with AES-256-GCM under its merchant's data key, a fresh 96-bit nonce, and associated data
-naming its product and fingerprint, so a ciphertext copied onto another row does not open. Duplicates
-are found by an HMAC of the normalised key under a separate index key; nothing is decrypted for that.
+key is padded to a multiple of 64 bytes (so its ciphertext does not tell its length) and sealed with
+AES-256-GCM under its merchant's data key, a fresh 96-bit nonce, and associated data naming its product
+and fingerprint, so a ciphertext copied onto another row does not open. Duplicates are found by an HMAC
+of the normalised key under the merchant's own index key (derived from `CARDKEY_INDEX_KEY`), so two
+merchants holding the same key get different fingerprints; nothing is decrypted for that.
+
+Ciphertext formats: `0x02 || nonce || AES-GCM(pad(key))` (the format byte is in the associated data);
+keys sealed before padding are `nonce || AES-GCM(key)` and still open.
 """
 
-import base64
-import binascii
 import hashlib
 import hmac
 import os
-from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from django.conf import settings
 
-NONCE_BYTES = 12
+from core import crypto as core_crypto
+from core.crypto import NONCE_BYTES
 
+# One error type for every sealing failure, whichever layer raised it.
+CardKeyCryptoError = core_crypto.CryptoError
+master_keys = core_crypto.master_keys
 
-class CardKeyCryptoError(Exception):
-    """A key could not be sealed or opened; the message says which key and why."""
-
-
-def _decode_key(text: str, what: str) -> bytes:
-    try:
-        key = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise CardKeyCryptoError(f"{what} is not valid base64.") from error
-    if len(key) != 32:
-        raise CardKeyCryptoError(f"{what} must be 32 bytes, not {len(key)}.")
-    return key
-
-
-def parse_master_keys(spec: str) -> list[tuple[str, bytes]]:
-    """`"v2:<b64>,v1:<b64>"` → `[("v2", key), ("v1", key)]`, newest first."""
-    keys = []
-    for part in (p for p in spec.split(",") if p.strip()):
-        version, separator, encoded = part.strip().partition(":")
-        if not separator or not version:
-            raise CardKeyCryptoError(f"CARDKEY_MASTER_KEYS entry {part!r} is not 'version:base64'.")
-        keys.append((version, _decode_key(encoded, f"Master key {version}")))
-    if not keys:
-        raise CardKeyCryptoError("CARDKEY_MASTER_KEYS holds no key.")
-    return keys
-
-
-def master_keys() -> list[tuple[str, bytes]]:
-    return parse_master_keys(settings.CARDKEY_MASTER_KEYS)
+PADDED_FORMAT = b"\x02"
 
 
 def _data_key_aad(merchant_pk: int) -> bytes:
@@ -56,39 +33,26 @@ def _data_key_aad(merchant_pk: int) -> bytes:
 
 
 def data_key_generate() -> bytes:
-    return AESGCM.generate_key(bit_length=256)
+    return core_crypto.data_key_generate()
 
 
 def data_key_wrap(*, data_key: bytes, merchant_pk: int) -> tuple[str, bytes]:
     """Seal a merchant's data key under the newest master key; returns (master version, sealed)."""
-    version, master = master_keys()[0]
-    nonce = os.urandom(NONCE_BYTES)
-    return version, nonce + AESGCM(master).encrypt(nonce, data_key, _data_key_aad(merchant_pk))
+    return core_crypto.data_key_wrap(data_key=data_key, associated_data=_data_key_aad(merchant_pk))
 
 
 def data_key_unwrap(*, version: str, wrapped: bytes, merchant_pk: int) -> bytes:
-    return _data_key_unwrap_cached(settings.CARDKEY_MASTER_KEYS, version, bytes(wrapped), merchant_pk)
+    return core_crypto.data_key_unwrap(
+        version=version,
+        wrapped=wrapped,
+        associated_data=_data_key_aad(merchant_pk),
+        owner=f"the data key of merchant {merchant_pk}",
+    )
 
 
-@lru_cache(maxsize=4096)
-def _data_key_unwrap_cached(spec: str, version: str, wrapped: bytes, merchant_pk: int) -> bytes:
-    master = dict(parse_master_keys(spec)).get(version)
-    if master is None:
-        raise CardKeyCryptoError(
-            f"Master key {version!r} is not in CARDKEY_MASTER_KEYS; the data key of merchant "
-            f"{merchant_pk} cannot be opened."
-        )
-    try:
-        return AESGCM(master).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _data_key_aad(merchant_pk))
-    except InvalidTag as error:
-        raise CardKeyCryptoError(
-            f"Master key {version!r} does not open the data key of merchant {merchant_pk}: "
-            "wrong master key or tampered data."
-        ) from error
-
-
-def index_key() -> bytes:
-    return _decode_key(settings.CARDKEY_INDEX_KEY, "CARDKEY_INDEX_KEY")
+def merchant_index_key(merchant_pk: int) -> bytes:
+    """The merchant's own key for fingerprints: the same card key gets another fingerprint elsewhere."""
+    return core_crypto.index_subkey(b"cardshop:card-key-index:merchant:%d" % merchant_pk)
 
 
 def normalise(raw: str) -> str:
@@ -96,8 +60,8 @@ def normalise(raw: str) -> str:
     return raw.strip()
 
 
-def fingerprint(normalised: str, *, key: bytes | None = None) -> bytes:
-    return hmac.new(key or index_key(), normalised.encode(), hashlib.sha256).digest()
+def fingerprint(normalised: str, *, merchant_pk: int) -> bytes:
+    return hmac.new(merchant_index_key(merchant_pk), normalised.encode(), hashlib.sha256).digest()
 
 
 def card_key_aad(*, product_pk: int, fingerprint: bytes) -> bytes:
@@ -105,14 +69,22 @@ def card_key_aad(*, product_pk: int, fingerprint: bytes) -> bytes:
 
 
 def card_key_seal(*, data_key: bytes, plaintext: str, aad: bytes) -> bytes:
-    nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(data_key).encrypt(nonce, plaintext.encode(), aad)
+    return PADDED_FORMAT + core_crypto.aead_seal(
+        key=data_key, plaintext=core_crypto.pad(plaintext.encode()), associated_data=PADDED_FORMAT + aad
+    )
 
 
 def card_key_open(*, data_key: bytes, sealed: bytes, aad: bytes) -> str:
     sealed = bytes(sealed)
+    aead = AESGCM(data_key)
+    if sealed[:1] == PADDED_FORMAT:
+        body = sealed[1:]
+        try:
+            return core_crypto.unpad(aead.decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], PADDED_FORMAT + aad)).decode()
+        except InvalidTag:
+            pass  # maybe an unpadded key whose random nonce happens to start with the format byte
     try:
-        return AESGCM(data_key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad).decode()
+        return aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad).decode()
     except InvalidTag as error:
         raise CardKeyCryptoError("A card key does not open: wrong data key or moved ciphertext.") from error
 
@@ -123,10 +95,10 @@ class CardKeySealer:
     Bulk imports use this; it produces exactly what `fingerprint` and `card_key_seal` produce.
     """
 
-    def __init__(self, *, data_key: bytes, product_pk: int, index: bytes | None = None):
+    def __init__(self, *, data_key: bytes, merchant_pk: int, product_pk: int):
         self._aead = AESGCM(data_key)
-        self._index = hmac.new(index or index_key(), digestmod=hashlib.sha256)
-        self._aad_prefix = b"cardshop:card-key:product:%d:" % product_pk
+        self._index = hmac.new(merchant_index_key(merchant_pk), digestmod=hashlib.sha256)
+        self._aad_prefix = PADDED_FORMAT + b"cardshop:card-key:product:%d:" % product_pk
 
     def fingerprint(self, normalised: str) -> bytes:
         mac = self._index.copy()
@@ -135,4 +107,5 @@ class CardKeySealer:
 
     def seal(self, normalised: str, fingerprint: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, normalised.encode(), self._aad_prefix + fingerprint)
+        padded = core_crypto.pad(normalised.encode())
+        return PADDED_FORMAT + nonce + self._aead.encrypt(nonce, padded, self._aad_prefix + fingerprint)

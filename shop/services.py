@@ -183,7 +183,7 @@ def keys_import_batch(*, product: Product, keys: Iterable[str], now: datetime) -
     cannot both insert it. Uploads go through `stock_upload_start`; this is for seeding and tests.
     """
     merchant = product.merchant
-    sealer = crypto.CardKeySealer(data_key=merchant_data_key(merchant), product_pk=product.pk)
+    sealer = crypto.CardKeySealer(data_key=merchant_data_key(merchant), merchant_pk=merchant.pk, product_pk=product.pk)
     rows, seen, offered = [], set(), 0
     for raw in keys:
         key = crypto.normalise(raw)
@@ -500,7 +500,9 @@ def stock_upload_process(*, upload_pk: int, now: datetime) -> StockUpload:
     batch_size = settings.SHOP_STOCK_UPLOAD_BATCH
     path = Path(settings.MEDIA_ROOT) / upload.file_path
     try:
-        sealer = crypto.CardKeySealer(data_key=merchant_data_key(upload.merchant), product_pk=upload.product_id)
+        sealer = crypto.CardKeySealer(
+            data_key=merchant_data_key(upload.merchant), merchant_pk=upload.merchant_id, product_pk=upload.product_id
+        )
         lines_done = upload.lines_done
         batch: list[tuple[int, str]] = []
         last_line = lines_done
@@ -634,8 +636,9 @@ def keys_revoke(*, product: Product, actor: User | None, now: datetime, keys: It
     never sells. Returns how many were revoked."""
     unsold = CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE)
     if keys is not None:
-        index = crypto.index_key()
-        fingerprints = {crypto.fingerprint(k, key=index) for k in map(crypto.normalise, keys) if k}
+        fingerprints = {
+            crypto.fingerprint(k, merchant_pk=product.merchant_id) for k in map(crypto.normalise, keys) if k
+        }
         if not fingerprints:
             raise ShopError(_("List at least one key to revoke."), "no_keys")
         unsold = unsold.filter(fingerprint__in=fingerprints)

@@ -164,3 +164,63 @@ def test_a_database_dump_holds_no_plaintext_key(settings, tmp_path):
     assert "PLAINTEXT-CANARY" not in dump
     assert "CANARY" not in dump.upper()
     assert list((tmp_path / "stock-uploads").iterdir()) == []  # nor is the uploaded file kept
+
+
+def _pg_dump() -> str:
+    db = connection.settings_dict
+    return subprocess.run(
+        ["pg_dump", "-h", db.get("HOST") or "127.0.0.1", "-U", db.get("USER") or "postgres", db["NAME"]],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "PGPASSWORD": db.get("PASSWORD") or ""},
+    ).stdout.decode("utf-8", "replace")
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_database_dump_holds_no_second_factor_secret_nor_payout_account_number():
+    """A dump alone must not pass anyone's second factor (TOTP seed, backup codes) nor show where a
+    merchant is paid."""
+    from accounts import services as accounts_services
+
+    now = timezone.now()
+    merchant = factories.merchant_create()
+    device = accounts_services.totp_device_provision_unchecked(user=merchant.user, now=now)
+    seed = device.bin_key
+    codes = accounts_services.backup_codes_issue_unchecked(user=merchant.user, count=10, now=now)
+    factories.payout_account_create(merchant=merchant)  # account number 6222000011112222
+
+    dump = _pg_dump()
+
+    assert "COPY public.escrow_payoutaccount" in dump
+    seed_hex, seed_b32 = seed.hex(), base64.b32encode(seed).decode()
+    for shown in (seed_hex, seed_hex.upper(), seed_b32, seed_b32.lower()):
+        assert shown not in dump
+    for code in codes:
+        assert code not in dump.lower()
+    assert "62220000111" not in dump  # neither the number nor most of it
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_database_dump_tells_neither_a_key_length_nor_which_merchants_hold_the_same_key():
+    now = timezone.now()
+    products = [factories.product_create(stock=0) for _ in range(2)]  # two merchants
+    for product in products:
+        services.keys_import_batch(product=product, keys=["SHARED-KEY-HELD-BY-TWO-MERCHANTS"], now=now)
+    for key in ("A" * 5, "B" * 30):
+        services.keys_import_batch(product=products[0], keys=[key], now=now)
+
+    dump = _pg_dump()
+
+    assert "COPY public.shop_cardkey" in dump
+    rows = list(CardKey.objects.filter(product__in=products).order_by("pk").values_list("fingerprint", "sealed"))
+    (shared_here, _), (shared_there, _), (_, sealed_short), (_, sealed_long) = rows
+    assert bytes(shared_here).hex() in dump and bytes(shared_there).hex() in dump
+    assert bytes(shared_here) != bytes(shared_there)
+    assert len(bytes(sealed_short)) == len(bytes(sealed_long))
+    assert plaintext_keys(products[0]) == ["A" * 5, "B" * 30, "SHARED-KEY-HELD-BY-TWO-MERCHANTS"]
+    # Duplicate detection within one merchant still works.
+    assert services.keys_import_batch(product=products[1], keys=[" SHARED-KEY-HELD-BY-TWO-MERCHANTS "], now=now) == (
+        services.ImportCounts(imported=0, duplicates=1)
+    )

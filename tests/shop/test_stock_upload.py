@@ -202,7 +202,9 @@ def test_a_run_that_stopped_half_way_resumes_after_its_last_batch(product, setti
 def _sealer(product):
     from shop import crypto
 
-    return crypto.CardKeySealer(data_key=services.merchant_data_key(product.merchant), product_pk=product.pk)
+    return crypto.CardKeySealer(
+        data_key=services.merchant_data_key(product.merchant), merchant_pk=product.merchant_id, product_pk=product.pk
+    )
 
 
 def test_the_file_is_deleted_once_imported(product, settings, tmp_path, django_capture_on_commit_callbacks):
