@@ -1,5 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
+from django_otp.plugins.otp_static.models import StaticDevice as OtpStaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice as OtpTOTPDevice
 
 from accounts.models import Alert, AuditEntry, User
 
@@ -34,3 +36,10 @@ class AlertAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# django-otp's own TOTP and static devices keep their secrets in plaintext; the shop uses its own
+# (accounts.AuthenticatorDevice, accounts.BackupCodeDevice), so staff must not create the old kind here.
+for _model in (OtpTOTPDevice, OtpStaticDevice):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)

@@ -1,7 +1,13 @@
+import hmac
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+from django_otp.plugins.otp_totp.models import TOTPDevice as _OtpTOTPDevice
+
+from accounts import sealing
 
 
 class User(AbstractUser):
@@ -52,3 +58,76 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.message[:60]}"
+
+
+# --- two-factor devices (django-otp plugins whose secrets a database dump does not give away) ------
+
+
+class AuthenticatorDevice(TimestampMixin, ThrottlingMixin, Device):
+    """An authenticator app: django-otp's TOTP device, with its seed sealed (accounts/sealing.py).
+
+    The seed is sealed under the newest master key with associated data naming this row, so it is
+    written once the row has its pk (`accounts.services` creates devices); `bin_key` opens it.
+    """
+
+    key_sealed = models.BinaryField(editable=False)
+    step = models.PositiveSmallIntegerField(default=30)
+    t0 = models.BigIntegerField(default=0)
+    digits = models.PositiveSmallIntegerField(choices=[(6, 6), (8, 8)], default=6)
+    tolerance = models.PositiveSmallIntegerField(default=1)
+    drift = models.SmallIntegerField(default=0)
+    last_t = models.BigIntegerField(default=-1)
+
+    class Meta(Device.Meta):
+        verbose_name = _("authenticator app")
+        verbose_name_plural = _("authenticator apps")
+
+    # django-otp's own TOTP logic (verification, drift, replay refusal, throttling, otpauth:// URI),
+    # reused as it is: only where the seed is kept differs.
+    verify_token = _OtpTOTPDevice.verify_token
+    get_throttle_factor = _OtpTOTPDevice.get_throttle_factor
+    config_url = _OtpTOTPDevice.config_url
+    _read_str_from_settings = _OtpTOTPDevice._read_str_from_settings
+
+    @property
+    def bin_key(self) -> bytes:
+        return sealing.totp_seed_unseal(bytes(self.key_sealed), device_pk=self.pk)
+
+
+class BackupCodeDevice(TimestampMixin, ThrottlingMixin, Device):
+    """A user's single-use backup codes: django-otp's static device, with each code kept only as a
+    keyed hash (`BackupCode.digest`); the codes themselves are shown once, when issued."""
+
+    class Meta(Device.Meta):
+        verbose_name = _("backup codes")
+        verbose_name_plural = _("backup codes")
+
+    def get_throttle_factor(self) -> int:
+        return getattr(settings, "OTP_STATIC_THROTTLE_FACTOR", 1)
+
+    def verify_token(self, token) -> bool:
+        """True once per code: a matching code is deleted (and only the request that deleted it
+        passes); a wrong one counts against the throttle."""
+        if not self.verify_is_allowed()[0]:
+            return False
+        digest = sealing.backup_code_digest(str(token))
+        match = next((c for c in self.codes.all() if hmac.compare_digest(c.digest, digest)), None)
+        if match is not None and BackupCode.objects.filter(pk=match.pk).delete()[0] == 1:
+            self.throttle_reset(commit=False)
+            self.set_last_used_timestamp(commit=False)
+            self.save()
+            return True
+        self.throttle_increment()
+        return False
+
+
+class BackupCode(models.Model):
+    device = models.ForeignKey(BackupCodeDevice, on_delete=models.CASCADE, related_name="codes")
+    digest = models.CharField(max_length=64, db_index=True)
+
+    class Meta:
+        verbose_name = _("backup code")
+        verbose_name_plural = _("backup codes")
+
+    def __str__(self) -> str:
+        return f"backup code {self.pk}"

@@ -1,3 +1,4 @@
+import os
 from datetime import datetime
 from typing import Any
 
@@ -7,7 +8,9 @@ from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts.models import Alert, AuditEntry, User
+from accounts import sealing
+from accounts.models import Alert, AuditEntry, AuthenticatorDevice, BackupCode, BackupCodeDevice, User
+from core import crypto
 
 
 def audit_record(
@@ -49,37 +52,42 @@ class TwoFactorThrottled(TwoFactorInvalid):
     """Too many wrong codes in a row: the device refuses every code (even a right one) for a while."""
 
 
-def totp_device_confirmed(user: User):
-    from django_otp.plugins.otp_totp.models import TOTPDevice
+def totp_device_confirmed(user: User) -> AuthenticatorDevice | None:
+    return AuthenticatorDevice.objects.filter(user=user, confirmed=True).order_by("pk").first()
 
-    return TOTPDevice.objects.filter(user=user, confirmed=True).order_by("pk").first()
+
+def _totp_device_new(*, user: User, confirmed: bool) -> AuthenticatorDevice:
+    """A device with a fresh 160-bit seed, sealed bound to the new row (so it needs the row's pk first)."""
+    with transaction.atomic():
+        device = AuthenticatorDevice.objects.create(
+            user=user, name="authenticator", confirmed=confirmed, key_sealed=b""
+        )
+        device.key_sealed = sealing.totp_seed_seal(os.urandom(20), device_pk=device.pk)
+        AuthenticatorDevice.objects.filter(pk=device.pk).update(key_sealed=device.key_sealed)
+    return device
 
 
 @transaction.atomic
-def totp_enrol_start(*, user: User, now: datetime):
+def totp_enrol_start(*, user: User, now: datetime) -> AuthenticatorDevice:
     """An unconfirmed TOTP device for the QR page (the same one until it is confirmed)."""
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
+    device = AuthenticatorDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
     if device is None:
-        device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
+        device = _totp_device_new(user=user, confirmed=False)
         audit_record(action="2fa.enrol_started", subject=user, now=now, actor=user)
     return device
 
 
-def _backup_codes_new(*, user: User, count: int | None = None):
-    from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-
+def _backup_codes_new(*, user: User, count: int | None = None) -> list[str]:
     # The device is kept (only its codes change): a session verified by a backup code stays verified,
-    # because django-otp remembers the device, not the code.
-    device = StaticDevice.objects.filter(user=user).order_by("pk").first()
+    # because django-otp remembers the device, not the code. Only each code's keyed hash is stored.
+    device = BackupCodeDevice.objects.filter(user=user).order_by("pk").first()
     if device is None:
-        device = StaticDevice.objects.create(user=user, name="backup", confirmed=True)
-    StaticDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
-    StaticDevice.objects.filter(pk=device.pk).update(confirmed=True)
-    StaticToken.objects.filter(device=device).delete()
-    codes = [StaticToken.random_token() for _ in range(count or settings.BACKUP_CODE_COUNT)]
-    StaticToken.objects.bulk_create([StaticToken(device=device, token=code) for code in codes])
+        device = BackupCodeDevice.objects.create(user=user, name="backup", confirmed=True)
+    BackupCodeDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
+    BackupCodeDevice.objects.filter(pk=device.pk).update(confirmed=True)
+    BackupCode.objects.filter(device=device).delete()
+    codes = [sealing.backup_code_new() for _ in range(count or settings.BACKUP_CODE_COUNT)]
+    BackupCode.objects.bulk_create([BackupCode(device=device, digest=sealing.backup_code_digest(c)) for c in codes])
     return codes
 
 
@@ -94,9 +102,7 @@ def totp_enrol_confirm(*, user: User, code: str, now: datetime, current_code: st
     from that app or a backup code, else `CurrentCodeInvalid`. A wrong code raises `TwoFactorInvalid`
     and confirms nothing (the failure counts for throttling).
     """
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
+    device = AuthenticatorDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
     if device is None:
         raise TwoFactorRequired
     if totp_device_confirmed(user) is not None:
@@ -107,8 +113,8 @@ def totp_enrol_confirm(*, user: User, code: str, now: datetime, current_code: st
     if not device.verify_token(code.strip()):  # commits its own throttle counter
         raise TwoFactorInvalid
     with transaction.atomic():
-        TOTPDevice.objects.filter(user=user, confirmed=True).delete()
-        TOTPDevice.objects.filter(pk=device.pk).update(confirmed=True)
+        AuthenticatorDevice.objects.filter(user=user, confirmed=True).delete()
+        AuthenticatorDevice.objects.filter(pk=device.pk).update(confirmed=True)
         codes = _backup_codes_new(user=user)
         audit_record(action="2fa.enrolled", subject=user, now=now, actor=user)
     return codes
@@ -176,16 +182,13 @@ def _otp_code_verify_audited(*, user: User, code: str, now: datetime, purpose: s
 
 def _otp_code_verify(*, user: User, code: str):
     """The device that accepts `code` (its throttle counter committed either way), or raise."""
-    from django_otp.plugins.otp_static.models import StaticDevice
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
     code = (code or "").strip().replace(" ", "")
     if not code:
         raise TwoFactorInvalid
     # A code as long as the app's is for the app, anything else a backup code (eight letters and
     # digits): a mistyped app code must not count against (throttle) the backup codes, nor the other way.
     with transaction.atomic():
-        totp = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk").first()
+        totp = AuthenticatorDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk").first()
         if totp is not None and code.isdigit() and len(code) == totp.digits:
             if not totp.verify_is_allowed()[0]:
                 raise TwoFactorThrottled
@@ -197,11 +200,11 @@ def _otp_code_verify(*, user: User, code: str):
     if failed:
         raise TwoFactorInvalid
     with transaction.atomic():
-        devices = list(StaticDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk"))
+        devices = list(BackupCodeDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk"))
         if devices and not any(device.verify_is_allowed()[0] for device in devices):
             raise TwoFactorThrottled
         for device in devices:
-            if device.verify_token(code.lower()):  # a used backup code is deleted
+            if device.verify_token(code):  # a used backup code is deleted
                 return device
     raise TwoFactorInvalid
 
@@ -213,11 +216,9 @@ def totp_device_provision_unchecked(*, user: User, now: datetime):
     For demo data only (`seed_demo` prints the otpauth:// URI for a person to add to an app); a
     request must never reach this: it would let someone enrol a device nobody proved to hold.
     """
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
     device = totp_device_confirmed(user)
     if device is None:
-        device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
+        device = _totp_device_new(user=user, confirmed=True)
         audit_record(action="2fa.provisioned", subject=user, now=now, data={"device": device.persistent_id})
     return device
 
@@ -235,20 +236,45 @@ def backup_codes_issue_unchecked(*, user: User, count: int, now: datetime) -> li
 
 def backup_codes_unused(*, user: User, codes: list[str]) -> list[str]:
     """Which of `codes` are still unused backup codes of the user (in the given order)."""
-    from django_otp.plugins.otp_static.models import StaticToken
-
+    digests = {code: sealing.backup_code_digest(code) for code in codes}
     unused = set(
-        StaticToken.objects.filter(device__user=user, device__confirmed=True, token__in=codes).values_list(
-            "token", flat=True
+        BackupCode.objects.filter(device__user=user, device__confirmed=True, digest__in=digests.values()).values_list(
+            "digest", flat=True
         )
     )
-    return [code for code in codes if code in unused]
+    return [code for code in codes if digests[code] in unused]
 
 
 def backup_codes_left(user: User) -> int:
-    from django_otp.plugins.otp_static.models import StaticToken
+    return BackupCode.objects.filter(device__user=user, device__confirmed=True).count()
 
-    return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
+
+@transaction.atomic
+def totp_seeds_reseal(*, now: datetime) -> tuple[int, int]:
+    """Re-seal every TOTP seed under the newest master key (part of `rotate_master_key`).
+
+    All or nothing: a seed that does not open (its master key missing or wrong) raises
+    `core.crypto.CryptoError` naming the device, and nothing changes. Returns (re-sealed, already
+    on the newest key).
+    """
+    resealed = current = 0
+    for device in AuthenticatorDevice.objects.select_for_update().order_by("pk"):
+        aad = sealing.totp_seed_aad(device.pk)
+        fresh = crypto.resealed(
+            bytes(device.key_sealed), associated_data=aad, what=f"the TOTP seed of device {device.pk}"
+        )
+        if fresh is None:
+            current += 1
+            continue
+        AuthenticatorDevice.objects.filter(pk=device.pk).update(key_sealed=fresh)
+        audit_record(
+            action="2fa.seed_resealed",
+            subject=device,
+            now=now,
+            data={"from": crypto.sealed_version(device.key_sealed), "to": crypto.sealed_version(fresh)},
+        )
+        resealed += 1
+    return resealed, current
 
 
 # --- alerts -------------------------------------------------------------------------------------------

@@ -106,9 +106,9 @@ def order_delivered(*, product: Product, quantity: int = 1, email: str = "buyer@
 
 def totp_device_create(*, user: User):
     """A confirmed TOTP device for `user` (as if enrolled through the QR page)."""
-    from django_otp.plugins.otp_totp.models import TOTPDevice
+    from accounts.services import totp_device_provision_unchecked
 
-    return TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
+    return totp_device_provision_unchecked(user=user, now=timezone.now())
 
 
 def totp_code(device, *, offset_steps: int = 0) -> str:

@@ -2,9 +2,9 @@
 
 import pytest
 from django.utils import timezone
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import services
+from accounts.models import AuthenticatorDevice
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -16,19 +16,19 @@ def test_enrolment_page_shows_an_inline_qr_and_a_first_code_confirms(client):
     page = client.get("/account/security/totp/")
     assert page.status_code == 200
     assert b"<svg" in page.content and b"http" not in page.content.split(b"<svg", 1)[1].split(b"</svg>")[0]
-    device = TOTPDevice.objects.get(user=user, confirmed=False)
+    device = AuthenticatorDevice.objects.get(user=user, confirmed=False)
 
     wrong = client.post(
         "/account/security/totp/", {"code": "000000" if factories.totp_code(device) != "000000" else "1"}
     )
     assert wrong.status_code == 200
-    assert not TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    assert not AuthenticatorDevice.objects.filter(user=user, confirmed=True).exists()
 
     device.refresh_from_db()
     device.throttle_reset()
     done = client.post("/account/security/totp/", {"code": factories.totp_code(device)})
     assert done.status_code == 200
-    assert TOTPDevice.objects.filter(user=user, confirmed=True).count() == 1
+    assert AuthenticatorDevice.objects.filter(user=user, confirmed=True).count() == 1
     assert services.backup_codes_left(user) == 10
     assert b"<code>" in done.content
 
@@ -61,11 +61,11 @@ def test_replacing_the_app_needs_a_fresh_code_from_the_current_one(client):
     user = factories.user_create()
     old = factories.login_verified(client, user)
     client.get("/account/security/totp/")
-    new = TOTPDevice.objects.get(user=user, confirmed=False)
+    new = AuthenticatorDevice.objects.get(user=user, confirmed=False)
 
     refused = client.post("/account/security/totp/", {"code": factories.totp_code(new)}, follow=True)
     assert "The code from your current app is wrong" in refused.text
-    assert list(TOTPDevice.objects.filter(user=user, confirmed=True)) == [old]
+    assert list(AuthenticatorDevice.objects.filter(user=user, confirmed=True)) == [old]
 
     new.refresh_from_db()
     new.throttle_reset()
@@ -74,4 +74,4 @@ def test_replacing_the_app_needs_a_fresh_code_from_the_current_one(client):
         {"code": factories.totp_code(new, offset_steps=1), "current_code": factories.totp_code(old)},
     )
     assert done.status_code == 200
-    assert list(TOTPDevice.objects.filter(user=user, confirmed=True).values_list("pk", flat=True)) == [new.pk]
+    assert list(AuthenticatorDevice.objects.filter(user=user, confirmed=True).values_list("pk", flat=True)) == [new.pk]

@@ -3,10 +3,9 @@
 import pytest
 from django.test import Client
 from django.utils import timezone
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import services
-from accounts.models import AuditEntry
+from accounts.models import AuditEntry, AuthenticatorDevice
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -86,7 +85,7 @@ def test_a_wrong_code_is_a_form_error_and_repeated_failures_are_throttled(client
     device.refresh_from_db()
     assert device.throttling_failure_count == 1  # a throttled try does not count again
 
-    TOTPDevice.objects.filter(pk=device.pk).update(
+    AuthenticatorDevice.objects.filter(pk=device.pk).update(
         throttling_failure_timestamp=timezone.now() - timezone.timedelta(minutes=2)
     )
     assert client.post(VERIFY, {"code": right, "next": "/merchant/"}).url == "/merchant/"
@@ -155,7 +154,7 @@ def test_merchant_without_a_device_is_sent_to_enrol_and_comes_back_verified(clie
     assert response.url == "/account/security/totp/?next=%2Fmerchant%2Fproducts%2Fnew%2F"
     page = client.get(response.url)
     assert "Merchants and staff must use two-factor authentication." in page.content.decode()
-    device = TOTPDevice.objects.get(user=merchant.user, confirmed=False)
+    device = AuthenticatorDevice.objects.get(user=merchant.user, confirmed=False)
     done = client.post(response.url, {"code": factories.totp_code(device)})
     assert 'href="/merchant/products/new/"' in done.content.decode()  # "continue" after the backup codes
     assert is_verified(client)  # the first code proved the new device
@@ -180,7 +179,7 @@ def test_a_new_phone_needs_a_verified_session(client):
     client.force_login(merchant.user)
     assert client.get("/account/security/totp/").url == f"{VERIFY}?next=%2Faccount%2Fsecurity%2Ftotp%2F"
     assert client.post("/account/security/totp/", {"code": "123456"}).url.startswith(VERIFY)
-    assert list(TOTPDevice.objects.filter(user=merchant.user)) == [device]
+    assert list(AuthenticatorDevice.objects.filter(user=merchant.user)) == [device]
 
     factories.login_verified(client, merchant.user)
     assert client.get("/account/security/totp/").status_code == 200

@@ -5,11 +5,11 @@ from datetime import timedelta
 import pytest
 from django.test import TestCase
 from django.utils import timezone
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
+from accounts import services as accounts_services
 from config.transitions import StateError
 from escrow import refunds, services, withdrawals
 from escrow.ledger_checks import ledger_problems
@@ -32,9 +32,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.merchant = self.product.merchant
         self.staff = factories.user_create(is_staff=True)
         factories.totp_device_create(user=self.merchant.user)
-        device = StaticDevice.objects.create(user=self.merchant.user, name="backup", confirmed=True)
-        self.codes = [f"code{i:04d}" for i in range(100)]
-        StaticToken.objects.bulk_create([StaticToken(device=device, token=code) for code in self.codes])
+        self.codes = accounts_services.backup_codes_issue_unchecked(user=self.merchant.user, count=100, now=self.now)
         self.payout = factories.payout_account_create(merchant=self.merchant)
         self.orders: list[int] = []
         self.webhooks: list[tuple[bytes, dict]] = []

@@ -6,10 +6,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.utils import timezone
-from django_otp.plugins.otp_static.models import StaticDevice
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import services as accounts_services
+from accounts.models import AuthenticatorDevice, BackupCodeDevice
 from escrow import liabilities, services, withdrawals
 from escrow.models import LiabilityLeaf, OrderStatus, Refund, Withdrawal
 from shop.models import CardKey
@@ -55,9 +54,9 @@ def test_withdrawal_page_without_device_links_to_enrolment(client, run_on_commit
     )
     payout = merchant.payout_accounts.get()
     # The app is gone but a backup code let them in: a withdrawal still needs the app.
-    TOTPDevice.objects.filter(user=merchant.user).delete()
+    AuthenticatorDevice.objects.filter(user=merchant.user).delete()
     accounts_services.backup_codes_issue_unchecked(user=merchant.user, count=1, now=timezone.now())
-    factories.login_verified(client, merchant.user, device=StaticDevice.objects.get(user=merchant.user))
+    factories.login_verified(client, merchant.user, device=BackupCodeDevice.objects.get(user=merchant.user))
     form = {"w-payout_account": payout.pk, "w-amount": "20.00", "w-currency": "CNY", "w-code": "123456"}
     response = client.post("/merchant/money/withdrawals/", form)
     assert response.status_code == 400
@@ -65,7 +64,7 @@ def test_withdrawal_page_without_device_links_to_enrolment(client, run_on_commit
     assert Withdrawal.objects.count() == 0
 
     # With no device at all, the merchant area itself sends them to enrol before reading the form.
-    StaticDevice.objects.filter(user=merchant.user).delete()
+    BackupCodeDevice.objects.filter(user=merchant.user).delete()
     response = client.post("/merchant/money/withdrawals/", form)
     assert response.status_code == 302
     assert response.url.startswith("/account/security/totp/")

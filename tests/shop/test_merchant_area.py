@@ -9,9 +9,8 @@ from django.core import mail
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import AuditEntry
+from accounts.models import AuditEntry, AuthenticatorDevice
 from escrow.services import CheckoutError
 from shop import services
 from shop.models import CardKey, Merchant, MerchantApiToken, Product, StockUpload
@@ -75,7 +74,7 @@ def test_visitor_signs_up_waits_and_sees_the_rejection_reason(client, admin_clie
     # Approved merchants must use two-factor authentication: the area sends them to enrol first.
     assert client.get("/merchant/").url == "/account/security/totp/?next=%2Fmerchant%2F"
     client.get("/account/security/totp/?next=%2Fmerchant%2F")
-    device = TOTPDevice.objects.get(user=merchant.user, confirmed=False)
+    device = AuthenticatorDevice.objects.get(user=merchant.user, confirmed=False)
     client.post("/account/security/totp/?next=%2Fmerchant%2F", {"code": factories.totp_code(device)})
     assert client.get("/merchant/").status_code == 200
     assert AuditEntry.objects.filter(action__in=["merchant.rejected", "merchant.approved"]).count() == 2
@@ -252,7 +251,7 @@ def test_export_needs_the_password_and_is_recorded(client_for, merchant):
     product = factories.product_create(merchant=merchant, stock=0)
     upload(product, b"EXPORT-1\nEXPORT-2\n")
     merchant_client = client_for(merchant)
-    device = TOTPDevice.objects.get(user=merchant.user)
+    device = AuthenticatorDevice.objects.get(user=merchant.user)
 
     wrong = merchant_client.post(
         f"/merchant/products/{product.pk}/export/", {"password": "nope", "code": factories.totp_code(device)}
@@ -274,7 +273,7 @@ def test_export_refuses_without_a_fresh_code_and_records_nothing(client_for, mer
     product = factories.product_create(merchant=merchant, stock=0)
     upload(product, b"EXPORT-1\n")
     merchant_client = client_for(merchant)
-    device = TOTPDevice.objects.get(user=merchant.user)
+    device = AuthenticatorDevice.objects.get(user=merchant.user)
     url = f"/merchant/products/{product.pk}/export/"
     code = factories.totp_code(device)
 

@@ -46,20 +46,19 @@ def _two_factor(output: str) -> dict[str, tuple[str, list[str]]]:
 
 def test_seed_demo_gives_merchant_and_staff_a_device_and_backup_codes(settings, tmp_path, capsys):
     from django.test import Client
-    from django_otp.plugins.otp_totp.models import TOTPDevice
 
     from accounts import services as accounts_services
-    from accounts.models import User
+    from accounts.models import AuthenticatorDevice, User
 
     settings.VAR_DIR = tmp_path
     call_command("seed_demo")
     first = _two_factor(capsys.readouterr().out)
     assert set(first) == {"merchant", "staff"}
     for role, (uri, codes) in first.items():
-        device = TOTPDevice.objects.get(user__username=role, confirmed=True)
+        device = AuthenticatorDevice.objects.get(user__username=role, confirmed=True)
         assert uri == device.config_url and uri.startswith("otpauth://totp/")
         assert len(codes) == 5
-    assert not TOTPDevice.objects.filter(user__username="buyer").exists()
+    assert not AuthenticatorDevice.objects.filter(user__username="buyer").exists()
     codes_file = tmp_path / "demo-backup-codes.json"
     assert codes_file.stat().st_mode & 0o777 == 0o600
 
@@ -73,7 +72,7 @@ def test_seed_demo_gives_merchant_and_staff_a_device_and_backup_codes(settings, 
     second = _two_factor(capsys.readouterr().out)
     assert second["merchant"] == (first["merchant"][0], first["merchant"][1][1:])
     assert second["staff"] == first["staff"]
-    assert TOTPDevice.objects.filter(user__username__in=["merchant", "staff"]).count() == 2
+    assert AuthenticatorDevice.objects.filter(user__username__in=["merchant", "staff"]).count() == 2
 
     codes_file.unlink()  # the plaintext copy is lost: new codes replace the old ones
     call_command("seed_demo")
