@@ -6,6 +6,8 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from config.transitions import Transitions
+from core import crypto as core_crypto
+from shop import crypto as shop_crypto
 from shop.money import Currency
 
 
@@ -297,7 +299,10 @@ class PayoutAccount(models.Model):
     merchant = models.ForeignKey("shop.Merchant", on_delete=models.PROTECT, related_name="payout_accounts")
     label = models.CharField(_("label"), max_length=64)
     holder_name = models.CharField(_("account holder"), max_length=100)
-    account_number = models.CharField(_("account number or wallet id"), max_length=64)
+    # The account number or wallet id, padded and sealed under the merchant's data key, bound to this
+    # row (see `number_seal`); only its last four characters are kept in the clear, for display.
+    number_sealed = models.BinaryField(editable=False)
+    number_last4 = models.CharField(max_length=4, editable=False)
     provider = models.CharField(_("bank or wallet"), max_length=64)
     created_at = models.DateTimeField()
 
@@ -306,7 +311,29 @@ class PayoutAccount(models.Model):
         verbose_name_plural = _("payout accounts")
 
     def __str__(self) -> str:
-        return f"{self.label} ({self.provider} …{self.account_number[-4:]})"
+        return f"{self.label} ({self.provider} {self.number_masked})"
+
+    @property
+    def number_masked(self) -> str:
+        return f"…{self.number_last4}"
+
+    def number_plaintext(self) -> str:
+        """The full account number: the one way to read it (for staff paying a withdrawal out)."""
+        padded = shop_crypto.data_key_open(
+            merchant=self.merchant, sealed=self.number_sealed, aad=payout_number_aad(self.pk)
+        )
+        return core_crypto.unpad(padded).decode()
+
+    def number_seal(self, number: str) -> None:
+        """Set the sealed number and its last four characters (the row must have its pk)."""
+        self.number_sealed = shop_crypto.data_key_seal(
+            merchant=self.merchant, plaintext=core_crypto.pad(number.encode()), aad=payout_number_aad(self.pk)
+        )
+        self.number_last4 = number[-4:]
+
+
+def payout_number_aad(payout_account_pk: int) -> bytes:
+    return b"cardshop:payout-account-number:%d" % payout_account_pk
 
 
 class WithdrawalStatus(models.TextChoices):

@@ -48,15 +48,17 @@ def payout_account_add(
     actor: User,
     now: datetime,
 ) -> PayoutAccount:
-    """Save an account the merchant can withdraw to."""
+    """Save an account the merchant can withdraw to; its number is stored sealed under the merchant's
+    data key (read it back with `PayoutAccount.number_plaintext()`), shown elsewhere as `…1234`."""
     account = PayoutAccount.objects.create(
         merchant=merchant,
         label=label.strip(),
         holder_name=holder_name.strip(),
-        account_number=account_number.strip(),
         provider=provider.strip(),
         created_at=now,
     )
+    account.number_seal(account_number.strip())
+    account.save(update_fields=["number_sealed", "number_last4"])
     audit_record(action="payout_account.added", subject=account, now=now, actor=actor)
     return account
 

@@ -50,6 +50,27 @@ def data_key_unwrap(*, version: str, wrapped: bytes, merchant_pk: int) -> bytes:
     )
 
 
+def merchant_data_key(merchant) -> bytes:
+    """The merchant's data key (`merchant` is a Merchant row, or anything with its three fields)."""
+    return data_key_unwrap(
+        version=merchant.data_key_version, wrapped=merchant.data_key_wrapped, merchant_pk=merchant.pk
+    )
+
+
+def data_key_seal(*, merchant, plaintext: bytes, aad: bytes) -> bytes:
+    """Seal another of the merchant's secrets (a payout account number) under their data key."""
+    return core_crypto.aead_seal(key=merchant_data_key(merchant), plaintext=plaintext, associated_data=aad)
+
+
+def data_key_open(*, merchant, sealed: bytes, aad: bytes) -> bytes:
+    try:
+        return core_crypto.aead_open(key=merchant_data_key(merchant), sealed=sealed, associated_data=aad)
+    except InvalidTag as error:
+        raise CardKeyCryptoError(
+            f"A secret of merchant {merchant.pk} does not open: wrong data key or moved ciphertext."
+        ) from error
+
+
 def merchant_index_key(merchant_pk: int) -> bytes:
     """The merchant's own key for fingerprints: the same card key gets another fingerprint elsewhere."""
     return core_crypto.index_subkey(b"cardshop:card-key-index:merchant:%d" % merchant_pk)

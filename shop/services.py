@@ -78,9 +78,7 @@ def merchant_create(
 
 
 def merchant_data_key(merchant: Merchant) -> bytes:
-    return crypto.data_key_unwrap(
-        version=merchant.data_key_version, wrapped=merchant.data_key_wrapped, merchant_pk=merchant.pk
-    )
+    return crypto.merchant_data_key(merchant)
 
 
 @transaction.atomic
