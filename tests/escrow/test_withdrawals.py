@@ -9,7 +9,8 @@ from django.utils import timezone
 from accounts.services import totp_enrol_confirm, totp_enrol_start
 from escrow import ledger, services, withdrawals
 from escrow.ledger_checks import ledger_problems
-from escrow.models import AccountKind, Transfer, Withdrawal, WithdrawalStatus
+from escrow.models import AccountKind, PayoutAccount, Transfer, Withdrawal, WithdrawalStatus
+from shop.crypto import CardKeyCryptoError
 from tests import factories
 from tests.conftest import requires_postgres
 
@@ -167,3 +168,17 @@ def test_two_concurrent_withdrawals_of_80_percent_exactly_one_succeeds(run_on_co
     assert Withdrawal.objects.count() == 1
     assert available(merchant) == 9500 - amount
     assert ledger_problems() == []
+
+
+def test_a_payout_account_number_is_stored_sealed_shown_masked_and_read_by_one_accessor():
+    merchant = factories.merchant_create()
+    account = factories.payout_account_create(merchant=merchant)  # 6222000011112222
+    other = factories.payout_account_create(merchant=merchant)
+    stored = PayoutAccount.objects.get(pk=account.pk)
+
+    assert b"6222000011112222" not in bytes(stored.number_sealed) and stored.number_last4 == "2222"
+    assert str(stored) == "Main (ICBC …2222)"
+    assert stored.number_plaintext() == "6222000011112222"
+    PayoutAccount.objects.filter(pk=other.pk).update(number_sealed=stored.number_sealed)  # copied onto another row
+    with pytest.raises(CardKeyCryptoError):
+        PayoutAccount.objects.get(pk=other.pk).number_plaintext()

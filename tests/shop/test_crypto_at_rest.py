@@ -224,3 +224,28 @@ def test_a_database_dump_tells_neither_a_key_length_nor_which_merchants_hold_the
     assert services.keys_import_batch(product=products[1], keys=[" SHARED-KEY-HELD-BY-TWO-MERCHANTS "], now=now) == (
         services.ImportCounts(imported=0, duplicates=1)
     )
+
+
+@pytest.mark.django_db
+def test_a_key_sealed_before_padding_still_opens_even_if_its_nonce_starts_like_the_new_format():
+    """Rows written before padding are `nonce || AES-GCM(key)`; one in 256 of their random nonces
+    starts with the padded format's byte, and must still open."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    product = factories.product_create(stock=0)
+    services.keys_import_batch(product=product, keys=["OLD-STYLE-1", "OLD-STYLE-2"], now=timezone.now())
+    data_key = services.merchant_data_key(product.merchant)
+    for nonce_start, key in zip(
+        (b"\x02", b"\x07"), CardKey.objects.filter(product=product).order_by("pk"), strict=True
+    ):
+        plaintext = crypto.card_key_open(
+            data_key=data_key,
+            sealed=key.sealed,
+            aad=crypto.card_key_aad(product_pk=product.pk, fingerprint=bytes(key.fingerprint)),
+        )
+        nonce = nonce_start + os.urandom(11)
+        aad = crypto.card_key_aad(product_pk=product.pk, fingerprint=bytes(key.fingerprint))
+        legacy = nonce + AESGCM(data_key).encrypt(nonce, plaintext.encode(), aad)
+        CardKey.objects.filter(pk=key.pk).update(sealed=legacy)  # as the previous release wrote it
+
+    assert plaintext_keys(product) == ["OLD-STYLE-1", "OLD-STYLE-2"]
