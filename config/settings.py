@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "axes",
     "django_otp",
+    # Installed only so accounts' migration 0004 can move their (plaintext) devices out; the shop's own
+    # devices are accounts.AuthenticatorDevice and accounts.BackupCodeDevice.
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "accounts",
