@@ -57,8 +57,9 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "axes",
     "django_otp",
-    # Installed only so accounts' migration 0004 can move their (plaintext) devices out; the shop's own
-    # devices are accounts.AuthenticatorDevice and accounts.BackupCodeDevice.
+    # The shop's devices are accounts.AuthenticatorDevice (reusing otp_totp's TOTP logic) and
+    # accounts.BackupCodeDevice; these stay installed for that and for accounts' migration 0004,
+    # which moves their plaintext devices out. Their own tables stay empty.
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "accounts",
