@@ -35,7 +35,7 @@ def _open_padded(aead, sealed, aad):
     return crypto.unpad(aead.decrypt(body[:NONCE], body[NONCE:], PADDED + aad))
 
 
-def _rekey(apps, *, forward):
+def _rekey(apps, schema_editor, *, forward):
     Merchant = apps.get_model("shop", "Merchant")
     CardKey = apps.get_model("shop", "CardKey")
     shared_index = crypto.index_key()
@@ -68,15 +68,35 @@ def _rekey(apps, *, forward):
                 key.sealed = crypto.aead_seal(key=data_key, plaintext=plaintext, associated_data=new_aad)
             key.fingerprint = fingerprint
             changed.append(key)
+        _write(CardKey, changed, schema_editor)
+
+
+def _write(CardKey, changed, schema_editor):
+    connection = schema_editor.connection
+    if connection.vendor != "postgresql":
         CardKey.objects.bulk_update(changed, ["fingerprint", "sealed"], batch_size=1000)
+        return
+    # One UPDATE … FROM (VALUES …) per 5,000 keys: bulk_update's CASE WHEN takes ~3 ms a key here.
+    from psycopg2.extras import execute_values
+
+    table = CardKey._meta.db_table
+    with connection.cursor() as cursor:
+        execute_values(
+            cursor.cursor,
+            f"UPDATE {table} AS k SET fingerprint = v.fingerprint, sealed = v.sealed "  # noqa: S608 - our table
+            "FROM (VALUES %s) AS v (id, fingerprint, sealed) WHERE k.id = v.id",
+            [(key.pk, key.fingerprint, key.sealed) for key in changed],
+            template="(%s, %s::bytea, %s::bytea)",
+            page_size=5000,
+        )
 
 
 def forwards(apps, schema_editor):
-    _rekey(apps, forward=True)
+    _rekey(apps, schema_editor, forward=True)
 
 
 def backwards(apps, schema_editor):
-    _rekey(apps, forward=False)
+    _rekey(apps, schema_editor, forward=False)
 
 
 class Migration(migrations.Migration):
