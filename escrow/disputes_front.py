@@ -131,6 +131,8 @@ def order_dispute_refund(
     """
     if key_pks is not None and amount is not None:
         raise DisputeRefused(_("Refund either some keys or an amount, not both."), code="bad_terms")
+    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
+        raise DisputeRefused(_("Refund an amount above zero and at most what was paid."), code="bad_amount")
     terms: dict[str, object] = {}
     if key_pks is not None:
         terms["keys"] = sorted(set(key_pks))
@@ -154,7 +156,9 @@ def order_dispute_split(
     hold is released) and the refund is booked; the gateway is asked on commit. Refund + share + fee
     is exactly what was paid. The order moves disputed → partially_refunded, or refunded when the
     buyer gets it all, or completed when the buyer's part rounds to nothing. The keys stay with the
-    buyer (all of them revoked on a full refund). Refuses `bad_percent`, `bad_state`.
+    buyer (all of them revoked on a full refund). Refuses `bad_percent`, `bad_state`, and
+    `bad_amounts` when the merchant's fee rate rose since the payment so far that the fee on their part
+    exceeds the fee held.
     """
     if isinstance(buyer_percent, bool) or not isinstance(buyer_percent, int) or not 0 <= buyer_percent <= 100:
         raise DisputeRefused(_("The buyer's share must be a whole percentage from 0 to 100."), code="bad_percent")

@@ -28,7 +28,7 @@ from escrow.models import (
 )
 from escrow.releases import order_release_lapsed
 from shop import services as shop_services
-from shop.models import CardKey, CardKeyStatus
+from shop.models import CardKey, CardKeyStatus, Merchant
 from shop.selectors import order_keys_plaintext
 from tests import factories
 from tests.conftest import requires_postgres
@@ -332,6 +332,7 @@ def test_bad_refunds_change_nothing(run_on_commit):
     refund = services.order_dispute_refund
     assert_refused("bad_amount", refund, order_pk=order.pk, cause=CAUSE, now=now, amount=0)
     assert_refused("bad_amount", refund, order_pk=order.pk, cause=CAUSE, now=now, amount=20001)
+    assert_refused("bad_amount", refund, order_pk=order.pk, cause=CAUSE, now=now, amount=2500.0)
     assert_refused("bad_keys", refund, order_pk=order.pk, cause=CAUSE, now=now, key_pks=[foreign_key])
     assert_refused("bad_keys", refund, order_pk=order.pk, cause=CAUSE, now=now, key_pks=[])
     assert_refused("bad_terms", refund, order_pk=order.pk, cause=CAUSE, now=now, key_pks=[mine], amount=100)
@@ -381,6 +382,22 @@ def test_split_books_exactly_the_parts_that_add_up(
         )
     assert again.pk == action.pk
     assert everything() == before
+
+
+@db
+def test_split_whose_fee_no_longer_fits_the_held_fee_is_refused(run_on_commit):
+    # The merchant's rate rose after the payment: the fee on their part would exceed the fee held.
+    merchant = factories.merchant_create(fee_percent="5")
+    order = disputed(run_on_commit, merchant=merchant)
+    Merchant.objects.filter(pk=merchant.pk).update(fee_percent=Decimal(20))
+    assert_refused(
+        "bad_amounts",
+        services.order_dispute_split,
+        order_pk=order.pk,
+        buyer_percent=10,
+        cause=CAUSE,
+        now=timezone.now(),
+    )
 
 
 @db
