@@ -1,12 +1,10 @@
 """Escrow's front door for disputes: each service's path, its replay, its refusals, and its races."""
 
-import threading
 from contextlib import nullcontext
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
@@ -32,6 +30,7 @@ from shop.models import CardKey, CardKeyStatus, Merchant
 from shop.selectors import order_keys_plaintext
 from tests import factories
 from tests.conftest import requires_postgres
+from tests.escrow.test_concurrency import run_in_threads
 
 CAUSE = "dispute:1:decision:1"
 
@@ -507,25 +506,7 @@ def test_ledger_check_finds_a_decision_that_does_not_add_up(run_on_commit):
 
 def run_together(*works):
     """Run each callable in its own thread and connection, released together by a barrier."""
-    barrier = threading.Barrier(len(works))
-    results: list = [None] * len(works)
-
-    def runner(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = works[index]()
-        except Exception as error:  # the test inspects what each thread met
-            results[index] = error
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=runner, args=(i,)) for i in range(len(works))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a thread is stuck (deadlock?)"
-    return results
+    return run_in_threads(len(works), lambda index: works[index]())
 
 
 def race(test):
