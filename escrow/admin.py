@@ -5,6 +5,7 @@ from django.utils.translation import gettext_lazy as _
 from config.transitions import StateError
 from escrow import refunds, withdrawals
 from escrow.models import (
+    DisputeAction,
     KeyDisposition,
     KeyReveal,
     LedgerAccount,
@@ -51,6 +52,7 @@ admin.site.register(WebhookEvent, ReadOnlyAdmin)
 admin.site.register(KeyReveal, ReadOnlyAdmin)
 admin.site.register(LedgerAccount, ReadOnlyAdmin)
 admin.site.register(Transfer, ReadOnlyAdmin)
+admin.site.register(DisputeAction, ReadOnlyAdmin)
 
 
 # --- money lifecycle: staff decide withdrawals and refunds through services ---------------------------

@@ -6,6 +6,8 @@ from django.db.models import Q, Sum
 
 from escrow.models import (
     AccountKind,
+    DisputeAction,
+    DisputeActionKind,
     LedgerAccount,
     Order,
     OrderStatus,
@@ -88,6 +90,7 @@ def ledger_problems() -> list[str]:
     problems.extend(_reserve_problems())
     problems.extend(_withdrawal_problems())
     problems.extend(_refund_problems())
+    problems.extend(_dispute_problems())
     return problems
 
 
@@ -172,4 +175,42 @@ def _settled_order_problems() -> list[str]:
         order__status__in=SETTLED, kind=TransferKind.PENDING, resolutions__isnull=True
     ).values_list("transfer_id", flat=True)
     problems.extend(f"Transfer {tid} is still pending on a settled order." for tid in open_on_settled)
+    return problems
+
+
+DECISIONS = [DisputeActionKind.RELEASE, DisputeActionKind.REFUND, DisputeActionKind.SPLIT]
+
+
+def _dispute_problems() -> list[str]:
+    """A disputed order has released no money; every decided dispute's money adds up to what was paid,
+    each part as the ledger booked it."""
+    problems = []
+    moved = Transfer.objects.filter(order__status=OrderStatus.DISPUTED).filter(
+        Q(kind__in=[TransferKind.POST_PENDING, TransferKind.VOID_PENDING])
+        | Q(kind=TransferKind.SINGLE, debit_account__kind=AccountKind.ESCROW)
+    )
+    for order_pk, transfer_id in moved.values_list("order_id", "transfer_id"):
+        problems.append(f"Order {order_pk} is disputed, but {transfer_id} moved its money out of escrow.")
+
+    decisions = DisputeAction.objects.filter(kind__in=DECISIONS)
+    posted: dict[int, dict[str, int]] = defaultdict(dict)
+    for order_pk, code, amount in Transfer.objects.filter(
+        order_id__in=decisions.values("order_id"),
+        kind=TransferKind.POST_PENDING,
+        debit_account__kind=AccountKind.ESCROW,
+    ).values_list("order_id", "code", "amount"):
+        posted[order_pk][code] = amount
+    for action in decisions.select_related("order", "refund").iterator(chunk_size=2000):
+        order, posts = action.order, posted[action.order_id]
+        booked = (action.refund.amount if action.refund else 0, posts.get("share", 0), posts.get("fee", 0))
+        recorded = (action.refund_amount, action.share, action.fee)
+        if order.status not in SETTLED:
+            problems.append(f"Dispute decision {action.cause}: order {order.pk} is {order.status}, not settled.")
+        if sum(recorded) != order.amount:
+            problems.append(
+                f"Dispute decision {action.cause}: refund {recorded[0]} + share {recorded[1]} + fee {recorded[2]} "
+                f"!= paid {order.amount}."
+            )
+        if booked != recorded:
+            problems.append(f"Dispute decision {action.cause}: recorded {recorded}, but the ledger booked {booked}.")
     return problems

@@ -402,3 +402,44 @@ class LiabilityLeaf(models.Model):
 
     def __str__(self) -> str:
         return f"leaf {self.position} of {self.publication_id}"
+
+
+# --- the front door for disputes (disputes_front.py) -------------------------------------------------
+
+
+class DisputeActionKind(models.TextChoices):
+    OPEN = "open", _("Dispute opened")
+    RELEASE = "release", _("Released to the merchant")
+    REFUND = "refund", _("Refunded")
+    SPLIT = "split", _("Split")
+    REPLACE_KEY = "replace_key", _("Key replaced")
+
+
+class DisputeAction(models.Model):
+    """One front-door action on an order, taken once per cause: a replay of the cause finds this row.
+
+    For the actions that decide the order (release, refund, split), `refund_amount + share + fee` is
+    what the buyer paid and each part is what the ledger booked (`verify_ledger` checks both).
+    """
+
+    cause = models.CharField(max_length=120, unique=True)  # the caller's, e.g. "dispute:12:decision:3"
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="dispute_actions")
+    kind = models.CharField(max_length=16, choices=DisputeActionKind.choices)
+    terms = models.JSONField(default=dict, blank=True)  # what was asked: keys, amount, buyer percent, key
+    refund = models.ForeignKey(Refund, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    refund_amount = models.PositiveBigIntegerField(default=0)
+    share = models.PositiveBigIntegerField(default=0)
+    fee = models.PositiveBigIntegerField(default=0)
+    replaced_key = models.ForeignKey(
+        "shop.CardKey", null=True, blank=True, on_delete=models.PROTECT, related_name="replaced_by_actions"
+    )
+    replacement_key = models.ForeignKey(
+        "shop.CardKey", null=True, blank=True, on_delete=models.PROTECT, related_name="replacing_actions"
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on order {self.order_id} ({self.cause})"

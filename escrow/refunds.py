@@ -92,8 +92,13 @@ def order_refund_book(
     disposition: str,
     reason: str,
     actor: User | None,
+    amount: int | None = None,
 ) -> Refund:
-    """The booking itself; the caller holds the payment and order locks inside its transaction."""
+    """The booking itself; the caller holds the payment and order locks inside its transaction.
+
+    With `amount` (and no `key_pks`) a sum of money is refunded instead of keys: the buyer keeps the
+    keys, the merchant keeps the rest less its fee; the whole amount is a full refund.
+    """
     assert transaction.get_connection().in_atomic_block
     if order.status not in REFUNDABLE:
         raise RefundRefused(_("An order in this state cannot be refunded."), code="bad_state")
@@ -105,6 +110,11 @@ def order_refund_book(
     if not set(chosen) <= set(all_keys) or (key_pks is not None and not chosen):
         raise RefundRefused(_("Choose keys of this order to refund."), code="bad_keys")
     full = chosen == all_keys
+    if amount is not None:
+        if key_pks is not None or not 0 < amount <= order.amount:
+            raise RefundRefused(_("Refund an amount above zero and at most what was paid."), code="bad_amount")
+        full = amount == order.amount
+        chosen = all_keys if full else []
 
     escrow = ledger.platform_account(AccountKind.ESCROW, order.currency)
     pendings = {p.code: p for p in ledger.open_pending(order=order)}
@@ -116,7 +126,8 @@ def order_refund_book(
     else:
         if order.status not in PARTIALLY_REFUNDABLE:
             raise RefundRefused(_("Only delivered keys can be refunded one by one."), code="bad_state")
-        amount = order.unit_price * len(chosen)
+        if amount is None:
+            amount = order.unit_price * len(chosen)
         kept = order.amount - amount
         share_held = pendings["share"].amount if "share" in pendings else 0
         fee_held = pendings["fee"].amount if "fee" in pendings else 0

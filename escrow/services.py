@@ -16,6 +16,17 @@ from accounts.models import User
 from accounts.services import audit_record
 from config.errors import Refused
 from escrow import ledger, refunds
+
+# Escrow's front door for disputes, re-exported with the rest of escrow's writes.
+from escrow.disputes_front import (  # noqa: F401
+    DisputeRefused,
+    order_dispute_open,
+    order_dispute_refund,
+    order_dispute_release,
+    order_dispute_replace_key,
+    order_dispute_split,
+    split_amounts,
+)
 from escrow.gateways import DEFAULT_GATEWAY, GatewayEvent, WebhookRejected, gateway_get
 from escrow.locks import order_lock, payment_lock
 from escrow.models import (

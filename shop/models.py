@@ -87,13 +87,15 @@ class CardKeyStatus(models.TextChoices):
     RESERVED = "reserved", _("Reserved")
     SOLD = "sold", _("Sold")
     REVOKED = "revoked", _("Revoked")
+    # Swapped for a fresh key in a dispute: kept on its order as evidence, never sold again.
+    REPLACED = "replaced", _("Replaced")
 
 
 CARD_KEY_TRANSITIONS = Transitions(
     {
         CardKeyStatus.AVAILABLE: {CardKeyStatus.RESERVED, CardKeyStatus.REVOKED},
         CardKeyStatus.RESERVED: {CardKeyStatus.AVAILABLE, CardKeyStatus.SOLD},
-        CardKeyStatus.SOLD: {CardKeyStatus.AVAILABLE, CardKeyStatus.REVOKED},
+        CardKeyStatus.SOLD: {CardKeyStatus.AVAILABLE, CardKeyStatus.REVOKED, CardKeyStatus.REPLACED},
     }
 )
 

@@ -260,6 +260,33 @@ def keys_refund_revoke(*, order_pk: int, key_pks: list[int]) -> int:
     return restocked + revoked
 
 
+class KeyNotReplaceable(Exception):
+    """The key is not a sold key of that order."""
+
+
+def key_replace(*, order_pk: int, key_pk: int) -> int:
+    """Swap one sold key of an order for a fresh key of the same product; return the fresh key's pk.
+
+    Must run inside the caller's transaction. The fresh key is taken like a sale (`keys_reserve`:
+    available keys in key order, `SKIP LOCKED`) and sold to the order; the old key stays on the order
+    as evidence, marked replaced, and is never sold again. Raises `KeyNotReplaceable` or `OutOfStock`
+    before changing anything.
+    """
+    assert transaction.get_connection().in_atomic_block, "key_replace needs the caller's transaction"
+    old = (
+        CardKey.objects.select_for_update(of=("self",))
+        .select_related("product")
+        .filter(pk=key_pk, order_id=order_pk, status=CardKeyStatus.SOLD)
+        .first()
+    )
+    if old is None:
+        raise KeyNotReplaceable(key_pk)
+    [fresh_pk] = keys_reserve(product=old.product, quantity=1, order_pk=order_pk)
+    CARD_KEY_TRANSITIONS.apply(model=CardKey, pk=fresh_pk, to=CardKeyStatus.SOLD, from_=[CardKeyStatus.RESERVED])
+    CARD_KEY_TRANSITIONS.apply(model=CardKey, pk=old.pk, to=CardKeyStatus.REPLACED, from_=[CardKeyStatus.SOLD])
+    return fresh_pk
+
+
 # --- merchants --------------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from accounts import services as accounts_services
 from config.transitions import StateError
 from escrow import refunds, services, withdrawals
 from escrow.ledger_checks import ledger_problems
-from escrow.models import KeyDisposition, Order, OrderStatus, Withdrawal, WithdrawalStatus
+from escrow.models import KeyDisposition, Order, OrderStatus, Transfer, Withdrawal, WithdrawalStatus
 from shop.models import CardKey, CardKeyStatus
 from tests import factories
 from tests.conftest import requires_postgres
@@ -129,6 +129,70 @@ class MoneyMachine(RuleBasedStateMachine):
         service(withdrawal_pk=pk, staff=self.staff, now=self.now)
         with pytest.raises(StateError):
             service(withdrawal_pk=pk, staff=self.staff, now=self.now)
+
+    # --- the front door for disputes (escrow/disputes_front.py) ---
+
+    @precondition(lambda self: self._orders(OrderStatus.DELIVERED))
+    @rule(data=st.data())
+    def dispute_open(self, data):
+        delivered = self._orders(OrderStatus.DELIVERED)
+        order = Order.objects.get(pk=data.draw(st.sampled_from(delivered)))
+        try:
+            services.order_dispute_open(order_pk=order.pk, cause=f"dispute:{order.pk}:open", now=self.now)
+        except services.DisputeRefused as refused:
+            assert refused.code == "outside_window" and order.inspection_ends_at <= self.now
+            return
+        assert order.inspection_ends_at > self.now
+
+    @rule()
+    def buy_and_dispute(self):
+        """A buyer who disputes as soon as the key arrives: keeps the decision rules busy in a short run."""
+        try:
+            order = factories.order_place(product=self.product).order
+        except services.CheckoutError:
+            return
+        self.orders.append(order.pk)
+        body, headers = factories.signed_webhook(payment=order.payments.get())
+        with committed():
+            assert factories.webhook_post(factories.Client(), body, headers).status_code == 200
+        order.refresh_from_db()
+        services.order_dispute_open(order_pk=order.pk, cause=f"dispute:{order.pk}:open", now=order.delivered_at)
+
+    @precondition(lambda self: self._orders(OrderStatus.DISPUTED))
+    @rule(data=st.data(), decision=st.sampled_from(["release", "refund", "refund_key", "refund_amount", "split"]))
+    def dispute_decide(self, data, decision):
+        disputed = self._orders(OrderStatus.DISPUTED)
+        order = Order.objects.get(pk=data.draw(st.sampled_from(disputed)))
+        service, terms = services.order_dispute_refund, {}
+        if decision == "release":
+            service = services.order_dispute_release
+        elif decision == "split":
+            service, terms = services.order_dispute_split, {"buyer_percent": data.draw(st.integers(0, 100))}
+        elif decision == "refund_key":
+            terms = {"key_pks": [CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD).first().pk]}
+        elif decision == "refund_amount":
+            terms = {"amount": data.draw(st.integers(1, order.amount))}
+        cause = f"dispute:{order.pk}:decision"
+        with committed():
+            action = service(order_pk=order.pk, cause=cause, now=self.now, **terms)
+        assert action.refund_amount + action.share + action.fee == order.amount
+        transfers = Transfer.objects.count()
+        with committed():
+            assert service(order_pk=order.pk, cause=cause, now=self.now, **terms).pk == action.pk
+        assert Transfer.objects.count() == transfers
+
+    @precondition(lambda self: self._orders(OrderStatus.DISPUTED))
+    @rule(data=st.data())
+    def dispute_replace_key(self, data):
+        disputed = self._orders(OrderStatus.DISPUTED)
+        order = Order.objects.get(pk=data.draw(st.sampled_from(disputed)))
+        key = CardKey.objects.filter(order=order, status=CardKeyStatus.SOLD).order_by("pk").first()
+        try:
+            services.order_dispute_replace_key(
+                order_pk=order.pk, key_pk=key.pk, cause=f"dispute:{order.pk}:replace:{key.pk}", now=self.now
+            )
+        except services.DisputeRefused as refused:
+            assert refused.code == "out_of_stock"
 
     @invariant()
     def books_balance(self):
