@@ -168,13 +168,16 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     """Money arrived. Book it into escrow, hold the merchant's share, and queue delivery on commit.
 
     A second confirmation of the same payment does nothing. An amount or currency that differs from
-    the order's holds the order for review and delivers nothing.
+    the order's holds the order for review and delivers nothing. A success after the payment failed
+    (the order was cancelled) is a late payment: delivered if stock is there, else refunded in full.
     """
     assert transaction.get_connection().in_atomic_block
     payment = payment_lock(payment_pk)
     order = order_lock(payment.order_id)
-    if payment.status != PaymentStatus.PENDING:
+    if not PAYMENT_TRANSITIONS.can(payment.status, PaymentStatus.SUCCEEDED):
         return order
+    if payment.status == PaymentStatus.FAILED:
+        logger.warning("escrow.payment_succeeded_after_failure", extra={"order": order.pk, "payment": payment.pk})
     clearing = ledger.platform_account(AccountKind.GATEWAY_CLEARING, event.currency)
 
     if event.amount != payment.amount or event.currency != payment.currency:
