@@ -16,7 +16,7 @@ from accounts.models import User
 from accounts.services import audit_record
 from config.errors import Refused
 from escrow import ledger, refunds
-from escrow.gateways import DEFAULT_GATEWAY, GatewayEvent, WebhookRejected, gateway_get
+from escrow.gateways import GatewayEvent, WebhookRejected, gateway_for_checkout, gateway_get
 from escrow.locks import order_lock, payment_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
@@ -71,8 +71,15 @@ def order_page_path(order: Order, access_token: str) -> str:
 def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | None, now: datetime) -> PlacedOrder:
     """Create an order, reserve its keys for the payment window, and open a payment at the gateway.
 
-    Either all of it happens or nothing does: out of stock leaves no order behind.
+    Either all of it happens or nothing does: out of stock, or no gateway to pay through, leaves no
+    order behind.
     """
+    gateway = gateway_for_checkout()
+    if gateway is None:
+        raise CheckoutError(
+            _("Payments are not available right now, so nothing was ordered. Please try again later."),
+            code="no_gateway",
+        )
     product = products_on_sale().filter(pk=product_pk).first()
     if product is None:
         raise CheckoutError(_("This product is not for sale."), code="not_for_sale")
@@ -104,7 +111,6 @@ def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | Non
     except shop_services.OutOfStock:
         raise CheckoutError(_("Sorry, not enough stock left for this quantity."), code="out_of_stock") from None
 
-    gateway = gateway_get(DEFAULT_GATEWAY)
     payment = Payment.objects.create(
         order=order,
         gateway=gateway.name,
