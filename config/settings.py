@@ -38,7 +38,10 @@ def _secret(name: str) -> str:
     return value
 
 
-DEBUG = _env_bool("DEBUG", default=not PRODUCTION)
+# Off unless asked for (the demo script asks): a debug page shows code, settings and the environment.
+DEBUG = _env_bool("DEBUG", default=False)
+# Debug pages also hide settings named *URL*: DATABASE_URL, CELERY_BROKER_URL, CACHE_URL carry passwords.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.error_reports.ServiceUrlHidingFilter"
 SECRET_KEY = _secret("SECRET_KEY")
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "").split(",") if h] or (
     [] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"]

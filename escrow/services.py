@@ -91,6 +91,12 @@ def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | Non
         validate_email(email)
     except ValidationError:
         raise CheckoutError(_("Enter a valid e-mail address."), code="bad_email") from None
+    # The syntax allows up to 320 characters; the order stores 254 (the longest address SMTP can deliver).
+    email_max = Order._meta.get_field("email").max_length
+    if len(email) > email_max:
+        raise CheckoutError(
+            _("An e-mail address can be at most %(max)d characters long.") % {"max": email_max}, code="bad_email"
+        )
 
     access_token = secrets.token_urlsafe(24)
     order = Order.objects.create(
