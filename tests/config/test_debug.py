@@ -19,7 +19,7 @@ PASSWORDS = ["db-pw-s3cret", "broker-pw-s3cret", "cache-pw-s3cret"]
 
 
 def _debug_setting(**env: str) -> str:
-    base = {name: value for name, value in os.environ.items() if name not in {"DEBUG", "SHOP_ENV"}}
+    base = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     result = subprocess.run(
         [sys.executable, "-c", "from django.conf import settings; print(settings.DEBUG)"],
         cwd=BASE_DIR,
