@@ -185,3 +185,14 @@ def test_page_checkout_without_a_gateway_shows_a_form_error_and_creates_nothing(
     assert "Payments are not available" in response.text
     assert Order.objects.count() == 0
     assert CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).count() == 2
+
+
+@pytest.mark.django_db
+def test_without_a_sandbox_secret_no_signature_is_accepted(placed, settings):
+    """An HMAC under an empty key is one anybody can compute: no secret means no webhook."""
+    settings.SANDBOX_WEBHOOK_SECRET = ""
+    body, headers = factories.signed_webhook(payment=placed.payment)  # signed under the empty secret
+    response = factories.webhook_post(Client(), body, headers)
+    assert response.status_code == 400
+    assert Payment.objects.get(pk=placed.payment.pk).status == PaymentStatus.PENDING
+    assert WebhookEvent.objects.count() == 0
