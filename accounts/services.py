@@ -1,16 +1,19 @@
+import logging
 import os
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts import sealing
 from accounts.models import Alert, AuditEntry, AuthenticatorDevice, BackupCode, BackupCodeDevice, User
+from config.mail import mail_send
 from core import crypto
+
+logger = logging.getLogger(__name__)
 
 
 def audit_record(
@@ -292,13 +295,18 @@ def alert_raise(*, key: str, kind: str, message: str, now: datetime, data: dict[
             User.objects.filter(is_staff=True, is_active=True).exclude(email="").values_list("email", flat=True)
         )
         if recipients:
-            transaction.on_commit(
-                lambda: send_mail(
-                    subject=_("[shop alert] %(kind)s") % {"kind": kind},
-                    message=message,
-                    from_email=None,
-                    recipient_list=recipients,
-                    fail_silently=True,
-                )
-            )
+
+            def alert_mail() -> None:
+                # The committed alert row is what staff act on: no mail problem may fail the caller after it.
+                try:
+                    mail_send(
+                        event="alert.raised",
+                        subject=_("[shop alert] %(kind)s") % {"kind": kind},
+                        body=message,
+                        to=recipients,
+                    )
+                except Exception:
+                    logger.exception("accounts.email_failed", extra={"alert": alert.pk})
+
+            transaction.on_commit(alert_mail)
     return created

@@ -30,3 +30,10 @@ def exception_handler(exc, context):
 class Conflict(exceptions.APIException):
     status_code = 409
     default_code = "conflict"
+
+
+class Unavailable(exceptions.APIException):
+    """A refusal that is not the caller's fault and may pass (e.g. no payment gateway): 503."""
+
+    status_code = 503
+    default_code = "unavailable"

@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 from config.local_secrets import load_local_secrets
@@ -37,7 +38,10 @@ def _secret(name: str) -> str:
     return value
 
 
-DEBUG = _env_bool("DEBUG", default=not PRODUCTION)
+# Off unless asked for (the demo script asks): a debug page shows code, settings and the environment.
+DEBUG = _env_bool("DEBUG", default=False)
+# Debug pages also hide settings named *URL*: DATABASE_URL, CELERY_BROKER_URL, CACHE_URL carry passwords.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.error_reports.ServiceUrlHidingFilter"
 SECRET_KEY = _secret("SECRET_KEY")
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "").split(",") if h] or (
     [] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"]
@@ -222,7 +226,19 @@ SPECTACULAR_SETTINGS = {
 # --- the shop's own settings ----------------------------------------------------------------------
 CARDKEY_MASTER_KEYS = _secret("CARDKEY_MASTER_KEYS")
 CARDKEY_INDEX_KEY = _secret("CARDKEY_INDEX_KEY")
-SANDBOX_WEBHOOK_SECRET = _secret("SANDBOX_WEBHOOK_SECRET")
+# Gateways that take payments, comma-separated; checkout uses the first. The sandbox hands out keys for
+# money that never arrives, so production never runs it (escrow.E001 checks this again at run time).
+PAYMENT_GATEWAYS = [
+    name.strip()
+    for name in os.environ.get("PAYMENT_GATEWAYS", "" if PRODUCTION else "sandbox").split(",")
+    if name.strip()
+]
+if PRODUCTION and "sandbox" in PAYMENT_GATEWAYS:
+    raise ImproperlyConfigured(
+        "PAYMENT_GATEWAYS includes 'sandbox' with SHOP_ENV=production: the sandbox gateway delivers keys for "
+        "payments nobody made. Remove it from PAYMENT_GATEWAYS (name a real gateway), or unset SHOP_ENV."
+    )
+SANDBOX_WEBHOOK_SECRET = _secret("SANDBOX_WEBHOOK_SECRET") if "sandbox" in PAYMENT_GATEWAYS else ""
 SANDBOX_WEBHOOK_TOLERANCE_SECONDS = 300
 PLATFORM_FEE_PERCENT = Decimal(os.environ.get("PLATFORM_FEE_PERCENT", "5"))
 RESERVATION_MINUTES = int(os.environ.get("RESERVATION_MINUTES", "15"))

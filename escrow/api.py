@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from config.api import Conflict
+from config.api import Conflict, Unavailable
 from config.transitions import StateError
 from escrow import services
 from escrow.models import Order
@@ -86,6 +86,8 @@ class OrderCreate(APIView):
         except services.CheckoutError as error:
             if error.code == "out_of_stock":
                 raise Conflict(str(error), code=error.code) from None
+            if error.code == "no_gateway":
+                raise Unavailable(str(error), code=error.code) from None
             if error.code == "not_for_sale":
                 raise serializers.ValidationError({"product": [str(error)]}, code=error.code) from None
             raise serializers.ValidationError(str(error), code=error.code) from None

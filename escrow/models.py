@@ -90,6 +90,9 @@ class PaymentStatus(models.TextChoices):
 PAYMENT_TRANSITIONS = Transitions(
     {
         PaymentStatus.PENDING: {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.MISMATCHED},
+        # A gateway may report a success after its failure (a retried charge): the money is real, so it
+        # is booked like any late payment (delivered if stock is there, else refunded).
+        PaymentStatus.FAILED: {PaymentStatus.SUCCEEDED, PaymentStatus.MISMATCHED},
     }
 )
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 from django.db.models import Q, Sum
 
 from accounts.services import alert_raise
-from escrow.gateways import _GATEWAYS, gateway_get
+from escrow.gateways import gateway_get, gateways_enabled
 from escrow.models import AccountKind, Payment, Refund, Transfer, TransferKind
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def reconcile(*, since: datetime, until: datetime, now: datetime) -> list[str]:
     differences: list[tuple[str, str]] = []
     gateway_net: dict[str, int] = defaultdict(int)
     day = since.date().isoformat()
-    for name in sorted(_GATEWAYS):
+    for name in sorted(gateways_enabled()):
         gateway = gateway_get(name)
         theirs = {(r.kind, r.reference): (r.amount, r.currency) for r in gateway.records(since=since, until=until)}
         ours = _ledger_items(gateway_name=name, since=since, until=until)

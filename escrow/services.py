@@ -27,7 +27,7 @@ from escrow.disputes_front import (  # noqa: F401
     order_dispute_split,
     split_amounts,
 )
-from escrow.gateways import DEFAULT_GATEWAY, GatewayEvent, WebhookRejected, gateway_get
+from escrow.gateways import GatewayEvent, WebhookRejected, gateway_for_checkout, gateway_get
 from escrow.locks import order_lock, payment_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
@@ -82,8 +82,15 @@ def order_page_path(order: Order, access_token: str) -> str:
 def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | None, now: datetime) -> PlacedOrder:
     """Create an order, reserve its keys for the payment window, and open a payment at the gateway.
 
-    Either all of it happens or nothing does: out of stock leaves no order behind.
+    Either all of it happens or nothing does: out of stock, or no gateway to pay through, leaves no
+    order behind.
     """
+    gateway = gateway_for_checkout()
+    if gateway is None:
+        raise CheckoutError(
+            _("Payments are not available right now, so nothing was ordered. Please try again later."),
+            code="no_gateway",
+        )
     product = products_on_sale().filter(pk=product_pk).first()
     if product is None:
         raise CheckoutError(_("This product is not for sale."), code="not_for_sale")
@@ -95,6 +102,12 @@ def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | Non
         validate_email(email)
     except ValidationError:
         raise CheckoutError(_("Enter a valid e-mail address."), code="bad_email") from None
+    # The syntax allows up to 320 characters; the order stores 254 (the longest address SMTP can deliver).
+    email_max = Order._meta.get_field("email").max_length
+    if len(email) > email_max:
+        raise CheckoutError(
+            _("An e-mail address can be at most %(max)d characters long.") % {"max": email_max}, code="bad_email"
+        )
 
     access_token = secrets.token_urlsafe(24)
     order = Order.objects.create(
@@ -115,7 +128,6 @@ def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | Non
     except shop_services.OutOfStock:
         raise CheckoutError(_("Sorry, not enough stock left for this quantity."), code="out_of_stock") from None
 
-    gateway = gateway_get(DEFAULT_GATEWAY)
     payment = Payment.objects.create(
         order=order,
         gateway=gateway.name,
@@ -179,13 +191,16 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     """Money arrived. Book it into escrow, hold the merchant's share, and queue delivery on commit.
 
     A second confirmation of the same payment does nothing. An amount or currency that differs from
-    the order's holds the order for review and delivers nothing.
+    the order's holds the order for review and delivers nothing. A success after the payment failed
+    (the order was cancelled) is a late payment: delivered if stock is there, else refunded in full.
     """
     assert transaction.get_connection().in_atomic_block
     payment = payment_lock(payment_pk)
     order = order_lock(payment.order_id)
-    if payment.status != PaymentStatus.PENDING:
+    if not PAYMENT_TRANSITIONS.can(payment.status, PaymentStatus.SUCCEEDED):
         return order
+    if payment.status == PaymentStatus.FAILED:
+        logger.warning("escrow.payment_succeeded_after_failure", extra={"order": order.pk, "payment": payment.pk})
     clearing = ledger.platform_account(AccountKind.GATEWAY_CLEARING, event.currency)
 
     if event.amount != payment.amount or event.currency != payment.currency:

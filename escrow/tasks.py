@@ -1,10 +1,10 @@
 """Thin Celery tasks: ids in, one service call, safe to run twice."""
 
 from celery import shared_task
-from django.core.mail import send_mail
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from config.mail import MAIL_ERRORS, mail_retry, mail_send
 from escrow import reconciliation, refunds, services, withdrawals
 from escrow.gateways.sandbox.tasks import sandbox_refund_webhook_send_task  # noqa: F401  (registers it)
 from escrow.models import Order
@@ -35,9 +35,12 @@ def refund_submit_task(*, refund_pk: int) -> None:
     refunds.refund_submit(refund_pk=refund_pk, now=timezone.now())
 
 
-@shared_task(name="escrow.withdrawal_requested_notify", acks_late=True)
-def withdrawal_requested_notify_task(*, withdrawal_pk: int) -> None:
-    withdrawals.withdrawal_requested_notify(withdrawal_pk=withdrawal_pk)
+@shared_task(name="escrow.withdrawal_requested_notify", bind=True, acks_late=True, max_retries=8)
+def withdrawal_requested_notify_task(self, *, withdrawal_pk: int) -> None:
+    try:
+        withdrawals.withdrawal_requested_notify(withdrawal_pk=withdrawal_pk)
+    except MAIL_ERRORS as error:
+        mail_retry(self, error, log="escrow.email_failed", withdrawal=withdrawal_pk)
 
 
 @shared_task(name="escrow.reconcile_gateways", acks_late=True)
@@ -46,17 +49,20 @@ def reconcile_gateways_task() -> int:
     return reconciliation.reconcile_day(now=timezone.now())
 
 
-@shared_task(name="escrow.order_link_email", acks_late=True, autoretry_for=(OSError,), max_retries=5)
-def order_link_email_task(*, order_pk: int, link: str) -> None:
+@shared_task(name="escrow.order_link_email", bind=True, acks_late=True, max_retries=8)
+def order_link_email_task(self, *, order_pk: int, link: str) -> None:
     """Send the guest the link to their order (it holds the access token, which only they have)."""
     order = Order.objects.select_related("product").get(pk=order_pk)
-    send_mail(
-        subject=_("Your order %(pk)s: %(title)s") % {"pk": order.pk, "title": order.product.title},
-        message=_(
-            "Thank you for your order.\n\nYour keys appear on this page as soon as the payment is "
-            "confirmed, and stay there:\n%(link)s\n\nKeep this link private: anyone who has it can see your keys."
+    try:
+        mail_send(
+            event="order.placed",
+            subject=_("Your order %(pk)s: %(title)s") % {"pk": order.pk, "title": order.product.title},
+            body=_(
+                "Thank you for your order.\n\nYour keys appear on this page as soon as the payment is "
+                "confirmed, and stay there:\n%(link)s\n\nKeep this link private: anyone who has it can see your keys."
+            )
+            % {"link": link},
+            to=[order.email],
         )
-        % {"link": link},
-        from_email=None,
-        recipient_list=[order.email],
-    )
+    except MAIL_ERRORS as error:
+        mail_retry(self, error, log="escrow.email_failed", order=order_pk)  # never the link: it is the key

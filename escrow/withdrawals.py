@@ -9,7 +9,6 @@ import logging
 from datetime import datetime
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import transaction
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -17,6 +16,7 @@ from django.utils.translation import gettext as _
 from accounts.models import User
 from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record, otp_fresh_code_check
 from config.errors import Refused
+from config.mail import mail_send
 from escrow import ledger
 from escrow.locks import ledger_account_lock, withdrawal_lock
 from escrow.models import (
@@ -146,12 +146,12 @@ def withdrawal_requested_notify(*, withdrawal_pk: int) -> None:
     withdrawal = Withdrawal.objects.select_related("merchant").get(pk=withdrawal_pk)
     staff = list(User.objects.filter(is_staff=True, is_active=True).exclude(email="").values_list("email", flat=True))
     if staff:
-        send_mail(
+        mail_send(
+            event="withdrawal.requested",
             subject=_("Withdrawal %(pk)s waits for approval") % {"pk": withdrawal.pk},
-            message=_("%(merchant)s asks to withdraw %(amount)s.")
+            body=_("%(merchant)s asks to withdraw %(amount)s.")
             % {"merchant": withdrawal.merchant.name, "amount": display(withdrawal.amount, withdrawal.currency)},
-            from_email=None,
-            recipient_list=staff,
+            to=staff,
         )
 
 

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv/bin
+# Settings keep DEBUG off unless told: the demo on 127.0.0.1 wants its error pages and static files.
+export DEBUG="${DEBUG:-1}"
 
 "$venv/celery" -A config worker --beat --concurrency=2 --loglevel=warning &
 worker=$!

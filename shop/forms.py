@@ -6,6 +6,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts import services as accounts_services
 from accounts.models import User
+from shop import services as shop_services
 from shop.models import StockDelimiter
 from shop.money import Currency, MoneyError, from_major, to_major
 
@@ -54,6 +55,12 @@ class ProductForm(forms.Form):
     inspection_hours = forms.IntegerField(label=_("Inspection window (hours)"), min_value=1, max_value=720, initial=24)
     max_per_order = forms.IntegerField(label=_("Maximum quantity per order"), min_value=1, max_value=1000, initial=10)
     low_stock_threshold = forms.IntegerField(label=_("Low-stock threshold"), min_value=0, initial=10)
+
+    def clean_title(self) -> str:
+        try:
+            return shop_services.product_title_check(self.cleaned_data["title"])
+        except shop_services.ShopError as error:
+            raise forms.ValidationError(str(error), code=error.code) from None
 
     @classmethod
     def for_product(cls, product, data=None):

@@ -81,10 +81,18 @@ def merchant_data_key(merchant: Merchant) -> bytes:
     return crypto.merchant_data_key(merchant)
 
 
+def product_title_check(title: str) -> str:
+    """A title is one line: it goes into e-mail subjects and page headings as it is."""
+    if "".join(title.splitlines()) != title:
+        raise ShopError(_("A product title must be one line: remove the line breaks."), "bad_title")
+    return title
+
+
 @transaction.atomic
 def product_create(
     *, merchant: Merchant, title: str, price: int, currency: str, now: datetime, **fields: object
 ) -> Product:
+    product_title_check(title)
     return Product.objects.create(
         merchant=merchant, title=title, price=price, currency=currency, created_at=now, **fields
     )
@@ -384,6 +392,8 @@ def product_update(*, product: Product, actor: User | None, now: datetime, **fie
     unknown = set(fields) - PRODUCT_FIELDS
     if unknown:
         raise ShopError(f"Not editable: {', '.join(sorted(unknown))}.")
+    if "title" in fields:
+        product_title_check(str(fields["title"]))
     Product.objects.filter(pk=product.pk).update(**fields)
     audit_record(action="product.updated", subject=product, now=now, actor=actor, data={"fields": sorted(fields)})
     product.refresh_from_db()

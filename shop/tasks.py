@@ -1,11 +1,11 @@
 """Thin Celery tasks: ids in, one service call, safe to run twice."""
 
 from celery import shared_task
-from django.core.mail import send_mail
 from django.db import OperationalError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from config.mail import MAIL_ERRORS, mail_retry, mail_send
 from shop import services
 from shop.models import Product
 
@@ -27,21 +27,24 @@ def product_low_stock_check_task(*, product_pk: int) -> None:
     services.product_low_stock_check(product_pk=product_pk, now=timezone.now())
 
 
-@shared_task(name="shop.product_low_stock_email", acks_late=True, autoretry_for=(OSError,), max_retries=5)
-def product_low_stock_email_task(*, product_pk: int, available: int) -> None:
+@shared_task(name="shop.product_low_stock_email", bind=True, acks_late=True, max_retries=8)
+def product_low_stock_email_task(self, *, product_pk: int, available: int) -> None:
     """Tell the merchant a product is running low (queued once per dip below the threshold)."""
     product = Product.objects.select_related("merchant__user").get(pk=product_pk)
     recipient = product.merchant.user.email
     if not recipient:
         return
-    send_mail(
-        subject=_("Low stock: %(title)s") % {"title": product.title},
-        message=_(
-            "%(title)s has %(available)s keys left, below your threshold of %(threshold)s.\n\n"
-            "Upload more stock in your merchant area. You get this e-mail once each time stock falls "
-            "below the threshold."
+    try:
+        mail_send(
+            event="product.low_stock",
+            subject=_("Low stock: %(title)s") % {"title": product.title},
+            body=_(
+                "%(title)s has %(available)s keys left, below your threshold of %(threshold)s.\n\n"
+                "Upload more stock in your merchant area. You get this e-mail once each time stock falls "
+                "below the threshold."
+            )
+            % {"title": product.title, "available": available, "threshold": product.low_stock_threshold},
+            to=[recipient],
         )
-        % {"title": product.title, "available": available, "threshold": product.low_stock_threshold},
-        from_email=None,
-        recipient_list=[recipient],
-    )
+    except MAIL_ERRORS as error:
+        mail_retry(self, error, log="shop.email_failed", product=product_pk)

@@ -1,7 +1,13 @@
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+# Far above any order (a price has at most 12 digits, a quantity is at most 1000) and far below the
+# bigint columns (9.2e18), so that no sum of booked amounts can overflow them.
+AMOUNT_MAX = 10**15
+# Gateways send flat events; anything much deeper is not one, and could exhaust a parser's stack.
+BODY_DEPTH_MAX = 16
 
 
 class WebhookRejected(Exception):
@@ -51,3 +57,51 @@ class Gateway(Protocol):
 
     def records(self, *, since: datetime, until: datetime) -> list[GatewayRecord]:
         """The gateway's own record of succeeded payments and refunds in `[since, until)`."""
+
+
+# --- checks every gateway's `webhook_parse` applies to what it read (each raises ValueError) ----------
+
+
+def amount_check(amount: int) -> int:
+    if not 0 < amount <= AMOUNT_MAX:
+        raise ValueError(f"Amount {amount} is out of range.")
+    return amount
+
+
+def _id_check(value: str, *, max_length: int) -> str:
+    if not value or len(value) > max_length or not value.isprintable():
+        raise ValueError("Not an id.")
+    return value
+
+
+def event_id_check(value: str) -> str:
+    """A gateway event id the shop can store (and so deduplicate) as it is."""
+    from escrow.models import WebhookEvent
+
+    return _id_check(value, max_length=WebhookEvent._meta.get_field("event_id").max_length)
+
+
+def reference_check(value: str) -> str:
+    """A gateway's payment or refund id, no longer than the columns that hold them."""
+    from escrow.models import Payment, Refund
+
+    limit = min(
+        Payment._meta.get_field("payment_id").max_length, Refund._meta.get_field("gateway_refund_id").max_length
+    )
+    return _id_check(value, max_length=limit)
+
+
+def body_check(data: Any) -> None:
+    """A parsed body is stored as evidence: bounded in depth and free of NUL, which PostgreSQL refuses."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > BODY_DEPTH_MAX:
+            raise ValueError("Body is nested too deeply.")
+        if isinstance(value, dict):
+            stack.extend((key, depth) for key in value)
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and "\x00" in value:
+            raise ValueError("Body holds a NUL character.")

@@ -16,7 +16,15 @@ from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
-from escrow.gateways.base import GatewayEvent, GatewayRecord, WebhookRejected
+from escrow.gateways.base import (
+    GatewayEvent,
+    GatewayRecord,
+    WebhookRejected,
+    amount_check,
+    body_check,
+    event_id_check,
+    reference_check,
+)
 from shop.money import Currency, MoneyError, from_major
 
 SIGNATURE_HEADER = "Sandbox-Signature"
@@ -30,6 +38,8 @@ def signature_header(*, body: bytes, timestamp: int, secret: str | None = None) 
 
 
 def _verify(*, body: bytes, header: str | None, now: datetime) -> None:
+    if not settings.SANDBOX_WEBHOOK_SECRET:  # an HMAC under an empty key proves nothing
+        raise WebhookRejected("The sandbox gateway is not configured.")
     if not header:
         raise WebhookRejected(f"Missing {SIGNATURE_HEADER} header.")
     parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
@@ -59,15 +69,23 @@ class SandboxGateway:
         _verify(body=body, header=headers.get(SIGNATURE_HEADER), now=now)
         try:
             data = json.loads(body)
-            event_id, event_type = str(data["event_id"]), data["type"]
-            payment_id, currency = str(data["payment_id"]), data["currency"]
-            if event_type not in EVENT_TYPES or not event_id or currency not in Currency.values:
+            event_id, event_type = data["event_id"], data["type"]
+            payment_id, currency = data["payment_id"], data["currency"]
+            refund_id = data.get("refund_id") or ""
+            if not all(isinstance(value, str) for value in (event_id, event_type, payment_id, currency, refund_id)):
                 raise ValueError
-            amount = from_major(str(data["amount"]), currency)
-            refund_id = str(data.get("refund_id") or "")
+            if event_type not in EVENT_TYPES or currency not in Currency.values:
+                raise ValueError
             if event_type == "refund.succeeded" and not refund_id:
                 raise ValueError
-        except (ValueError, KeyError, TypeError, MoneyError):
+            event_id_check(event_id)
+            reference_check(payment_id)
+            if refund_id:
+                reference_check(refund_id)
+            amount = amount_check(from_major(str(data["amount"]), currency))
+            body_check(data)
+        except (ValueError, KeyError, TypeError, RecursionError, MoneyError):
+            # RecursionError: json.loads of a deeply nested body runs out of stack before any check.
             raise WebhookRejected("Malformed event body.") from None
         return GatewayEvent(
             event_id=event_id,

@@ -1,6 +1,7 @@
 """The sandbox gateway's own pages: its pay page (the "provider" side) and the shop's webhook endpoint."""
 
 import time
+from functools import wraps
 
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
@@ -10,10 +11,22 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from escrow import services
-from escrow.gateways import WebhookRejected
+from escrow.gateways import SANDBOX, WebhookRejected, gateway_enabled
 from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header
 from escrow.models import Payment, PaymentStatus
 from shop.money import to_major
+
+
+def _sandbox_only(view):
+    """Even where its URLs are mounted, the sandbox answers nothing unless it is enabled (never in production)."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not gateway_enabled(SANDBOX):
+            raise Http404
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def _return_url(request) -> str:
@@ -21,6 +34,7 @@ def _return_url(request) -> str:
     return url if url_has_allowed_host_and_scheme(url, allowed_hosts=None) else "/"
 
 
+@_sandbox_only
 def pay(request, payment_id: str):
     """What a real provider's checkout page does: take the money (or fail), then tell the shop."""
     payment = Payment.objects.filter(gateway="sandbox", payment_id=payment_id).select_related("order__product").first()
@@ -48,6 +62,7 @@ def pay(request, payment_id: str):
 
 
 @csrf_exempt  # authenticated by its signature, not by a browser session
+@_sandbox_only
 @require_POST
 def webhook(request):
     try:
