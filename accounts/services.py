@@ -1,3 +1,4 @@
+import math
 from datetime import datetime
 from typing import Any
 
@@ -174,6 +175,22 @@ def _otp_code_verify_audited(*, user: User, code: str, now: datetime, purpose: s
     return device
 
 
+def _throttle_capped(device) -> None:
+    """Stop django-otp's back-off doubling before `OTP_THROTTLE_MAX_DELAY_SECONDS`.
+
+    Its wait is factor * 2**(failures - 1) with no ceiling, so a few slow mistakes locked even the right
+    code out for minutes, then hours. Holding the failure count at the last step under the cap keeps
+    the wait bounded; every failure is still in the audit trail.
+    """
+    factor = device.get_throttle_factor()
+    if factor <= 0:
+        return
+    most = max(1, int(math.log2(settings.OTP_THROTTLE_MAX_DELAY_SECONDS / factor)) + 1)
+    if device.throttling_failure_count > most:
+        type(device).objects.filter(pk=device.pk).update(throttling_failure_count=most)
+        device.throttling_failure_count = most
+
+
 def _otp_code_verify(*, user: User, code: str):
     """The device that accepts `code` (its throttle counter committed either way), or raise."""
     from django_otp.plugins.otp_static.models import StaticDevice
@@ -187,6 +204,7 @@ def _otp_code_verify(*, user: User, code: str):
     with transaction.atomic():
         totp = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk").first()
         if totp is not None and code.isdigit() and len(code) == totp.digits:
+            _throttle_capped(totp)
             if not totp.verify_is_allowed()[0]:
                 raise TwoFactorThrottled
             if totp.verify_token(code):  # counts a failure for throttling, refuses a used time step
@@ -198,6 +216,8 @@ def _otp_code_verify(*, user: User, code: str):
         raise TwoFactorInvalid
     with transaction.atomic():
         devices = list(StaticDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk"))
+        for device in devices:
+            _throttle_capped(device)
         if devices and not any(device.verify_is_allowed()[0] for device in devices):
             raise TwoFactorThrottled
         for device in devices:
