@@ -126,8 +126,8 @@ def test_the_limit_holds_across_processes_through_the_shared_redis_cache(setting
         redis.Redis.from_url(REDIS_CACHE_URL).flushdb()
 
 
-# The other process sends three checkouts for a product that does not exist there (this test's rows
-# are not committed): each is counted before it is validated.
+# The other process sends three malformed checkouts (this test's rows are not committed, so it could
+# not buy them anyway): each is counted before it is validated.
 OTHER_PROCESS = """
 import json, os, django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -136,7 +136,7 @@ from django.test import Client
 from django.test.utils import setup_test_environment
 setup_test_environment()
 c = Client()
-print(json.dumps([c.post("/api/v1/orders/", {"product": 999999999, "quantity": 1, "email": "x@example.com"},
+print(json.dumps([c.post("/api/v1/orders/", {"product": 1, "quantity": "many", "email": "x@example.com"},
                          content_type="application/json").status_code for _ in range(3)]))
 """
 
