@@ -8,6 +8,7 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from config.transitions import StateError
@@ -194,6 +195,7 @@ def product_revoke(request, pk: int):
     return redirect("merchant:product_stock", pk=product.pk)
 
 
+@never_cache  # the answer is every unsold key in plaintext: nothing may keep a copy
 @merchant_required
 def product_export(request, pk: int):
     """Unsold keys as CSV, only after the merchant types their password again and a fresh second-factor

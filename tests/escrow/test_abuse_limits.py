@@ -81,9 +81,7 @@ def test_spoofed_forwarded_for_from_an_untrusted_peer_does_not_evade_the_limit(s
     settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
     product = factories.product_create(stock=10)
     client = Client(REMOTE_ADDR="203.0.113.9")
-    statuses = [
-        api_checkout(client, product, HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").status_code for i in range(1, 6)
-    ]
+    statuses = [api_checkout(client, product, HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").status_code for i in range(1, 6)]
     assert statuses == [201, 201, 201, 429, 429]
     assert set(Order.objects.values_list("checkout_ip", flat=True)) == {"203.0.113.9"}
 
@@ -224,3 +222,16 @@ def test_every_answer_showing_keys_says_no_store(run_on_commit):
         response = client.get(url, **extra)
         assert response.status_code == 200, url
         assert "no-store" in response["Cache-Control"], url
+
+
+def test_the_merchant_key_export_says_no_store():
+    merchant = factories.merchant_create()
+    product = factories.product_create(merchant=merchant, stock=2)
+    client = Client()
+    device = factories.login_verified(client, merchant.user)
+    url = f"/merchant/products/{product.pk}/export/"
+    form = client.get(url)
+    assert "no-store" in form["Cache-Control"]
+    export = client.post(url, {"password": "pw-for-tests-1", "code": factories.totp_code(device)})
+    assert export.status_code == 200 and export["Content-Type"].startswith("text/csv")
+    assert "no-store" in export["Cache-Control"]
