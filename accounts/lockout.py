@@ -7,9 +7,9 @@ the address after `LOGIN_FAILURE_LIMIT_PER_IP`. Someone else failing from a shar
 never locks a different user out, until the address as a whole looks like a spray.
 """
 
+from axes.handlers.database import AxesDatabaseHandler
 from django.conf import settings
 from django.db.models import Sum
-from axes.handlers.database import AxesDatabaseHandler
 
 
 class UserThenAddressHandler(AxesDatabaseHandler):

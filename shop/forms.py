@@ -5,7 +5,6 @@ from django.contrib.auth import password_validation
 from django.utils.translation import gettext_lazy as _
 
 from accounts import services as accounts_services
-from accounts.models import User
 from shop.models import StockDelimiter
 from shop.money import Currency, MoneyError, from_major, to_major
 
@@ -27,12 +26,6 @@ class MerchantAccountSignupForm(MerchantSignupForm):
     password = forms.CharField(label=_("Password"), widget=forms.PasswordInput)
 
     field_order = ["username", "email", "password", "name", "contact"]
-
-    def clean_username(self):
-        username = self.cleaned_data["username"]
-        if User.objects.filter(username__iexact=username).exists():
-            raise forms.ValidationError(_("This username is taken."))
-        return username
 
     def clean_password(self):
         password = self.cleaned_data["password"]

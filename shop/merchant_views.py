@@ -3,7 +3,6 @@
 import csv
 
 from django.contrib import messages
-from django.contrib.auth import login
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -63,7 +62,9 @@ def signup(request):
         if request.user.is_authenticated:
             services.merchant_signup(user=request.user, name=data["name"], contact=data["contact"], now=now)
         else:
-            merchant = services.merchant_signup_with_account(
+            # The same answer whether or not the username or e-mail is taken (no enumeration): the
+            # applicant signs in once the welcome e-mail arrives.
+            services.merchant_signup_visitor(
                 username=data["username"],
                 email=data["email"],
                 password=data["password"],
@@ -71,10 +72,14 @@ def signup(request):
                 contact=data["contact"],
                 now=now,
             )
-            login(request, merchant.user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("merchant:signup_sent")
         messages.success(request, _("Thank you. Staff review your application shortly."))
         return redirect("merchant:status")
     return render(request, "merchant/signup.html", {"form": form})
+
+
+def signup_sent(request):
+    return render(request, "merchant/signup_sent.html")
 
 
 @merchant_required(approved=False)

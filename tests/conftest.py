@@ -17,7 +17,7 @@ def _fast_and_local(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.AXES_ENABLED = False
-    settings.RATE_LIMITS = {scope: "10000/min" for scope in settings.RATE_LIMITS}  # tests of limits set their own
+    settings.RATE_LIMITS = dict.fromkeys(settings.RATE_LIMITS, "10000/min")  # tests of limits set their own
     celery_app.conf.task_always_eager = True
     celery_app.conf.task_eager_propagates = True
     yield
