@@ -6,7 +6,7 @@ gets the nonce (in their proof), so the public tree says nothing about who is wh
 commits to both children's hashes and sums, so nobody can hide a debt behind a negative or altered
 sibling. An odd node at the end of a level moves up unchanged.
 
-Each creditor's amount is split into 2–4 random positive parts, one leaf each, shuffled among
+Each creditor's amount is split into 2-4 random positive parts, one leaf each, shuffled among
 everyone's: a proof shows its siblings' sums, and a sibling that was a whole leaf used to be another
 creditor's exact balance. A creditor's proof lists all of their leaves; the check adds them up.
 """
@@ -98,7 +98,7 @@ def funds_held(currency: str) -> int:
 
 
 def amount_split(amount: int, rng: secrets.SystemRandom) -> list[int]:
-    """`amount` as 2–4 random positive parts adding up to it exactly (one part if it is 1 or less)."""
+    """`amount` as 2-4 random positive parts adding up to it exactly (one part if it is 1 or less)."""
     if amount < 2:
         return [amount]
     parts = min(rng.randint(*LEAF_PARTS), amount)

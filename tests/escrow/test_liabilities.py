@@ -6,7 +6,6 @@ import pytest
 from django.utils import timezone
 
 from escrow import liabilities, refunds
-from escrow.models import LiabilityLeaf
 from tests import factories
 
 pytestmark = pytest.mark.django_db
