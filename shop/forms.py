@@ -1,7 +1,9 @@
 from decimal import Decimal
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import password_validation
+from django.core.validators import MaxValueValidator
 from django.utils.translation import gettext_lazy as _
 
 from accounts import services as accounts_services
@@ -45,8 +47,17 @@ class ProductForm(forms.Form):
     currency = forms.ChoiceField(label=_("Currency"), choices=Currency.choices)
     category = forms.CharField(label=_("Category"), max_length=64, required=False)
     inspection_hours = forms.IntegerField(label=_("Inspection window (hours)"), min_value=1, max_value=720, initial=24)
-    max_per_order = forms.IntegerField(label=_("Maximum quantity per order"), min_value=1, max_value=1000, initial=10)
+    max_per_order = forms.IntegerField(label=_("Maximum quantity per order"), min_value=1, initial=10)
     low_stock_threshold = forms.IntegerField(label=_("Low-stock threshold"), min_value=0, initial=10)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The shop's own ceiling (checkout enforces it too), read when the form is built.
+        most = settings.ORDER_MAX_QUANTITY
+        field = self.fields["max_per_order"]
+        field.max_value = most
+        field.validators.append(MaxValueValidator(most))
+        field.widget.attrs["max"] = most
 
     @classmethod
     def for_product(cls, product, data=None):
@@ -57,7 +68,7 @@ class ProductForm(forms.Form):
             "currency": product.currency,
             "category": product.category,
             "inspection_hours": product.inspection_hours,
-            "max_per_order": product.max_per_order,
+            "max_per_order": min(product.max_per_order, settings.ORDER_MAX_QUANTITY),
             "low_stock_threshold": product.low_stock_threshold,
         }
         return cls(data=data, initial=initial)

@@ -235,3 +235,11 @@ def test_the_merchant_key_export_says_no_store():
     export = client.post(url, {"password": "pw-for-tests-1", "code": factories.totp_code(device)})
     assert export.status_code == 200 and export["Content-Type"].startswith("text/csv")
     assert "no-store" in export["Cache-Control"]
+
+
+def test_a_merchant_cannot_set_a_per_order_maximum_above_the_shops(settings):
+    from shop.forms import ProductForm
+
+    data = {"title": "Card", "price": "10.00", "currency": "CNY", "inspection_hours": 24, "low_stock_threshold": 1}
+    assert not ProductForm(data={**data, "max_per_order": 500}).is_valid()
+    assert ProductForm(data={**data, "max_per_order": settings.ORDER_MAX_QUANTITY}).is_valid()
