@@ -105,6 +105,7 @@ def totp_enrol_confirm(*, user: User, code: str, now: datetime, current_code: st
             _otp_code_verify_audited(user=user, code=current_code, now=now, purpose="replace_device")
         except TwoFactorInvalid:
             raise CurrentCodeInvalid from None
+    _throttle_capped(device)
     if not device.verify_token(code.strip()):  # commits its own throttle counter
         raise TwoFactorInvalid
     with transaction.atomic():
