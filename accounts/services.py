@@ -1,4 +1,5 @@
 import logging
+import math
 import os
 from datetime import datetime
 from typing import Any
@@ -113,6 +114,7 @@ def totp_enrol_confirm(*, user: User, code: str, now: datetime, current_code: st
             _otp_code_verify_audited(user=user, code=current_code, now=now, purpose="replace_device")
         except TwoFactorInvalid:
             raise CurrentCodeInvalid from None
+    _throttle_capped(device)
     if not device.verify_token(code.strip()):  # commits its own throttle counter
         raise TwoFactorInvalid
     with transaction.atomic():
@@ -183,6 +185,22 @@ def _otp_code_verify_audited(*, user: User, code: str, now: datetime, purpose: s
     return device
 
 
+def _throttle_capped(device) -> None:
+    """Stop django-otp's back-off doubling before `OTP_THROTTLE_MAX_DELAY_SECONDS`.
+
+    Its wait is factor * 2**(failures - 1) with no ceiling, so a few slow mistakes locked even the right
+    code out for minutes, then hours. Holding the failure count at the last step under the cap keeps
+    the wait bounded; every failure is still in the audit trail.
+    """
+    factor = device.get_throttle_factor()
+    if factor <= 0:
+        return
+    most = max(1, int(math.log2(settings.OTP_THROTTLE_MAX_DELAY_SECONDS / factor)) + 1)
+    if device.throttling_failure_count > most:
+        type(device).objects.filter(pk=device.pk).update(throttling_failure_count=most)
+        device.throttling_failure_count = most
+
+
 def _otp_code_verify(*, user: User, code: str):
     """The device that accepts `code` (its throttle counter committed either way), or raise."""
     code = (code or "").strip().replace(" ", "")
@@ -193,6 +211,7 @@ def _otp_code_verify(*, user: User, code: str):
     with transaction.atomic():
         totp = AuthenticatorDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk").first()
         if totp is not None and code.isdigit() and len(code) == totp.digits:
+            _throttle_capped(totp)
             if not totp.verify_is_allowed()[0]:
                 raise TwoFactorThrottled
             if totp.verify_token(code):  # counts a failure for throttling, refuses a used time step
@@ -204,6 +223,8 @@ def _otp_code_verify(*, user: User, code: str):
         raise TwoFactorInvalid
     with transaction.atomic():
         devices = list(BackupCodeDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk"))
+        for device in devices:
+            _throttle_capped(device)
         if devices and not any(device.verify_is_allowed()[0] for device in devices):
             raise TwoFactorThrottled
         for device in devices:

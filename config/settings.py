@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "csp",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -82,6 +83,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
 
@@ -135,7 +137,6 @@ LOGIN_REDIRECT_URL = "shop:catalog"
 LOGOUT_REDIRECT_URL = "shop:catalog"
 AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = 0.25  # hours
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_ENABLED = _env_bool("AXES_ENABLED", True)
 
 # --- i18n -----------------------------------------------------------------------------------------
@@ -211,7 +212,6 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_THROTTLE_RATES": {"checkout": "30/min"},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Card-key escrow shop API",
@@ -253,6 +253,51 @@ RESERVE_MERCHANT_AGE_DAYS = int(os.environ.get("RESERVE_MERCHANT_AGE_DAYS", "90"
 WITHDRAWAL_MINIMUM = int(os.environ.get("WITHDRAWAL_MINIMUM", "1000"))
 OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Card-key shop")
 BACKUP_CODE_COUNT = 10
+
+# --- abuse limits: shared cache, client IP, throttles, login lockout, CSP (issue 7) ------------------
+# Rate limits and counters live in this cache. With CACHE_URL=redis://… every process and machine
+# shares them; without it (the demo, tests) each process has its own memory.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL.startswith(("redis://", "rediss://", "unix://"))
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+# Proxies (CIDRs) whose X-Forwarded-For is believed; see core/client_ip.py.
+TRUSTED_PROXIES = [c.strip() for c in os.environ.get("TRUSTED_PROXIES", "").split(",") if c.strip()]
+# Per client IP (and, for reveals, per order): see core/ratelimit.py. The API and the web forms share them.
+RATE_LIMITS = {
+    "checkout": os.environ.get("CHECKOUT_RATE_LIMIT", "10/min"),
+    "key_reveal": os.environ.get("KEY_REVEAL_RATE_LIMIT", "30/min"),
+}
+# Keys one buyer may hold in unpaid (awaiting_payment) orders, per e-mail and per checkout IP.
+RESERVATION_MAX_KEYS_PER_EMAIL = int(os.environ.get("RESERVATION_MAX_KEYS_PER_EMAIL", "20"))
+RESERVATION_MAX_KEYS_PER_IP = int(os.environ.get("RESERVATION_MAX_KEYS_PER_IP", "50"))
+# No product sells more than this many keys in one order, whatever its own max_per_order says.
+ORDER_MAX_QUANTITY = int(os.environ.get("ORDER_MAX_QUANTITY", "20"))
+# Login: AXES_FAILURE_LIMIT wrong passwords lock one username from one address; a password sprayed
+# over many usernames from one address locks that address after LOGIN_FAILURE_LIMIT_PER_IP.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]  # this order: accounts/lockout.py
+AXES_HANDLER = "accounts.lockout.UserThenAddressHandler"
+AXES_CLIENT_IP_CALLABLE = "core.client_ip.client_ip"
+LOGIN_FAILURE_LIMIT_PER_IP = int(os.environ.get("LOGIN_FAILURE_LIMIT_PER_IP", "30"))
+# Wrong second-factor codes double the wait (django-otp); it stops doubling before this many seconds.
+OTP_THROTTLE_MAX_DELAY_SECONDS = 60
+# No inline script or style anywhere (the API docs page loosens style only for itself).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# --- end of abuse limits ------------------------------------------------------------------------------
 
 # --- deployment protections -----------------------------------------------------------------------
 if PRODUCTION:

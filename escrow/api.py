@@ -1,17 +1,20 @@
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from config.api import Conflict, Unavailable
 from config.transitions import StateError
+from core.client_ip import client_ip
+from core.ratelimit import RateLimited
+from core.throttling import SharedScopedThrottle
 from escrow import services
 from escrow.models import Order
 from escrow.selectors import order_for_viewer
-from escrow.views import client_ip
 from shop.money import to_major
 
 ORDER_TOKEN = OpenApiParameter(
@@ -46,7 +49,8 @@ class OrderSerializer(serializers.ModelSerializer):
 
 
 class OrderCreate(APIView):
-    throttle_classes = [ScopedRateThrottle]
+    # Shared with the web checkout form (escrow.views.checkout): one budget per client address.
+    throttle_classes = [SharedScopedThrottle]
     throttle_scope = "checkout"
 
     @extend_schema(
@@ -82,9 +86,10 @@ class OrderCreate(APIView):
                 email=data.validated_data["email"],
                 buyer=request.user,
                 now=timezone.now(),
+                ip=client_ip(request) or None,
             )
         except services.CheckoutError as error:
-            if error.code == "out_of_stock":
+            if error.code in {"out_of_stock", "reservation_limit"}:
                 raise Conflict(str(error), code=error.code) from None
             if error.code == "no_gateway":
                 raise Unavailable(str(error), code=error.code) from None
@@ -115,6 +120,7 @@ class OrderDetail(APIView):
         return Response(OrderSerializer(_order_of(request, pk)).data)
 
 
+@method_decorator(never_cache, name="dispatch")
 class OrderKeys(APIView):
     @extend_schema(
         parameters=[ORDER_TOKEN],
@@ -127,12 +133,14 @@ class OrderKeys(APIView):
                 order=order,
                 now=timezone.now(),
                 channel="api",
-                ip=client_ip(request),
+                ip=client_ip(request) or None,
                 user_agent=request.headers.get("User-Agent", ""),
                 user=request.user,
             )
         except services.KeysNotDelivered:
             raise Conflict(_("The keys are not delivered yet."), code="not_delivered") from None
+        except RateLimited as limited:
+            raise exceptions.Throttled(wait=limited.retry_after) from None
         return Response({"keys": keys})
 
 

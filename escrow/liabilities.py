@@ -5,6 +5,10 @@ paid by the gateway). Each leaf commits to `sha256(nonce:entity)` and the amount
 gets the nonce (in their proof), so the public tree says nothing about who is who. Each inner node
 commits to both children's hashes and sums, so nobody can hide a debt behind a negative or altered
 sibling. An odd node at the end of a level moves up unchanged.
+
+Each creditor's amount is split into 2-4 random positive parts, one leaf each, shuffled among
+everyone's: a proof shows its siblings' sums, and a sibling that was a whole leaf used to be another
+creditor's exact balance. A creditor's proof lists all of their leaves; the check adds them up.
 """
 
 import hashlib
@@ -29,7 +33,12 @@ from escrow.models import (
     RefundStatus,
 )
 
-PROOF_VERSION = 1
+PROOF_VERSION = 2
+LEAF_PARTS = (2, 4)
+# Tries at a layout where no node below the root happens to equal a creditor's whole amount. Each
+# try fails only by coincidence, so a few suffice for small trees; past them (a huge tree where
+# coincidences are certain) the layout with the fewest is kept: a coincidence says nothing about who.
+LAYOUT_TRIES = 20
 
 
 def _sha(text: str) -> str:
@@ -88,17 +97,46 @@ def funds_held(currency: str) -> int:
     return (clearing.debits_posted - clearing.credits_posted) - payouts.credits_posted
 
 
+def amount_split(amount: int, rng: secrets.SystemRandom) -> list[int]:
+    """`amount` as 2-4 random positive parts adding up to it exactly (one part if it is 1 or less)."""
+    if amount < 2:
+        return [amount]
+    parts = min(rng.randint(*LEAF_PARTS), amount)
+    cuts = sorted(rng.sample(range(1, amount), parts - 1))
+    return [b - a for a, b in zip([0, *cuts], [*cuts, amount], strict=True)]
+
+
+def _layout(entries: list[tuple[str, int | None, int]]) -> tuple[list[LiabilityLeaf], list]:
+    """Leaves (each creditor's parts, shuffled together) and the tree's levels."""
+    rng = secrets.SystemRandom()
+    wholes = {amount for _entity, _merchant_pk, amount in entries}
+    best = None
+    for _try in range(LAYOUT_TRIES):
+        parts = [(entity, pk, part) for entity, pk, amount in entries for part in amount_split(amount, rng)]
+        rng.shuffle(parts)  # positions say nothing about who joined when, nor which parts belong together
+        rows = [
+            LiabilityLeaf(position=i, entity=entity, merchant_id=pk, nonce=secrets.token_hex(16), amount=amount)
+            for i, (entity, pk, amount) in enumerate(parts)
+        ]
+        levels = _levels([(leaf_hash(entity=r.entity, nonce=r.nonce, amount=r.amount), r.amount) for r in rows])
+        exposed = sum(1 for level in levels[:-1] for _hash, total in level if total in wholes)
+        if best is None or exposed < best[0]:
+            best = (exposed, rows, levels)
+        if exposed == 0 or len(entries) < 2:
+            break
+    return best[1], best[2]
+
+
 @transaction.atomic
 def liabilities_publish(*, currency: str, now: datetime) -> LiabilityPublication:
-    """Build and store the tree for one currency; the root hash and total become public."""
+    """Build and store the tree for one currency; the root hash and total become public.
+
+    The root's sum is exactly what is owed; every creditor's amount is spread over several leaves, so
+    no proof shows anyone else's balance.
+    """
     entries = [(f"merchant:{pk}", pk, amount) for pk, amount in merchant_owed(currency).items()]
     entries += [(f"buyer:{email}", None, amount) for email, amount in buyer_owed(currency).items()]
-    secrets.SystemRandom().shuffle(entries)  # positions say nothing about who joined when
-    rows = [
-        LiabilityLeaf(position=i, entity=entity, merchant_id=merchant_pk, nonce=secrets.token_hex(16), amount=amount)
-        for i, (entity, merchant_pk, amount) in enumerate(entries)
-    ]
-    levels = _levels([(leaf_hash(entity=r.entity, nonce=r.nonce, amount=r.amount), r.amount) for r in rows])
+    rows, levels = _layout(entries)
     root, total = levels[-1][0]
     publication = LiabilityPublication.objects.create(
         currency=currency,
@@ -115,17 +153,13 @@ def liabilities_publish(*, currency: str, now: datetime) -> LiabilityPublication
         action="liabilities.published",
         subject=publication,
         now=now,
-        data={"root": root, "total": total, "leaves": len(rows)},
+        data={"root": root, "total": total, "leaves": len(rows), "creditors": len(entries)},
     )
     return publication
 
 
-def proof_for(*, leaf: LiabilityLeaf) -> dict:
-    """The inclusion proof of one leaf: what its creditor downloads."""
-    publication = leaf.publication
-    leaves = list(publication.leaves.order_by("position"))
-    levels = _levels([(leaf_hash(entity=r.entity, nonce=r.nonce, amount=r.amount), r.amount) for r in leaves])
-    path, index = [], leaf.position
+def _path(levels: list, position: int) -> list[dict]:
+    path, index = [], position
     for level in levels[:-1]:
         sibling = index ^ 1
         if sibling < len(level):
@@ -133,14 +167,24 @@ def proof_for(*, leaf: LiabilityLeaf) -> dict:
                 {"side": "left" if sibling < index else "right", "hash": level[sibling][0], "sum": level[sibling][1]}
             )
         index //= 2
+    return path
+
+
+def proof_for(*, leaf: LiabilityLeaf) -> dict:
+    """The inclusion proof of a creditor (the owner of `leaf`): every one of their leaves, with its path."""
+    publication = leaf.publication
+    leaves = list(publication.leaves.order_by("position"))
+    levels = _levels([(leaf_hash(entity=r.entity, nonce=r.nonce, amount=r.amount), r.amount) for r in leaves])
+    own = [r for r in leaves if r.entity == leaf.entity]
     return {
         "version": PROOF_VERSION,
         "currency": publication.currency,
         "published_at": publication.published_at.isoformat(),
         "root_hash": publication.root_hash,
         "total": publication.total,
-        "leaf": {"entity": leaf.entity, "nonce": leaf.nonce, "amount": leaf.amount},
-        "path": path,
+        "entity": leaf.entity,
+        "amount": sum(r.amount for r in own),
+        "leaves": [{"nonce": r.nonce, "amount": r.amount, "path": _path(levels, r.position)} for r in own],
     }
 
 
@@ -151,14 +195,12 @@ class ProofCheck:
     publication: LiabilityPublication | None = None
 
 
-def proof_root(proof: dict) -> tuple[str, int]:
-    """Recompute the root (hash, sum) from a proof; raises ValueError for a malformed proof."""
-    leaf = proof["leaf"]
+def _leaf_root(*, entity: str, leaf: dict) -> tuple[str, int]:
     amount = int(leaf["amount"])
     if amount < 0:
         raise ValueError("negative amount")
-    current = (leaf_hash(entity=str(leaf["entity"]), nonce=str(leaf["nonce"]), amount=amount), amount)
-    for step in proof["path"]:
+    current = (leaf_hash(entity=entity, nonce=str(leaf["nonce"]), amount=amount), amount)
+    for step in leaf["path"]:
         sibling = (str(step["hash"]), int(step["sum"]))
         if sibling[1] < 0:
             raise ValueError("negative sibling sum")
@@ -171,11 +213,34 @@ def proof_root(proof: dict) -> tuple[str, int]:
     return current
 
 
+def proof_roots(proof: dict) -> tuple[set[tuple[str, int]], int]:
+    """The roots (hash, sum) that a proof's leaves lead to, and the creditor's amount they add up to.
+
+    Raises ValueError for a malformed proof: leaves that do not add up to the stated amount, or one
+    leaf listed twice. Version 1 proofs (one leaf, `leaf` and `path`) are read too.
+    """
+    if "leaves" not in proof:  # version 1
+        leaf = proof["leaf"]
+        proof = {
+            "entity": leaf["entity"],
+            "amount": leaf["amount"],
+            "leaves": [{"nonce": leaf["nonce"], "amount": leaf["amount"], "path": proof["path"]}],
+        }
+    entity, leaves = str(proof["entity"]), list(proof["leaves"])
+    if not leaves or len({str(leaf["nonce"]) for leaf in leaves}) != len(leaves):
+        raise ValueError("no leaves, or a leaf listed twice")
+    roots = {_leaf_root(entity=entity, leaf=leaf) for leaf in leaves}
+    amount = sum(int(leaf["amount"]) for leaf in leaves)
+    if amount != int(proof["amount"]):
+        raise ValueError("the leaves do not add up to the amount")
+    return roots, amount
+
+
 def proof_verify(*, proof_text: str | bytes) -> ProofCheck:
     """Check a proof against the root the platform published (not against what the proof claims)."""
     try:
         proof = json.loads(proof_text)
-        root, total = proof_root(proof)
+        roots, _amount = proof_roots(proof)
         claimed = str(proof["root_hash"])
         currency = str(proof["currency"])
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -183,6 +248,6 @@ def proof_verify(*, proof_text: str | bytes) -> ProofCheck:
     publication = LiabilityPublication.objects.filter(root_hash=claimed, currency=currency).first()
     if publication is None:
         return ProofCheck(False, _("No published root matches this proof."))
-    if (root, total) != (publication.root_hash, publication.total):
+    if roots != {(publication.root_hash, publication.total)}:
         return ProofCheck(False, _("The proof does not lead to the published root: it was altered."), publication)
     return ProofCheck(True, _("The proof is included in the published root."), publication)

@@ -33,3 +33,15 @@ def refund_lock(pk: int):
     from escrow.models import Refund
 
     return Refund.objects.select_for_update(of=("self",)).get(pk=pk)
+
+
+def checkout_identities_lock(keys: list[str]) -> None:
+    """Serialise checkouts by the same buyer identities (e-mail, IP) until commit, so two at once cannot
+    both pass the reservation caps. Taken in sorted order; PostgreSQL only (SQLite writes one at a time)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for key in sorted(set(keys)):
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"checkout:{key}"])

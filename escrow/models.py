@@ -60,6 +60,8 @@ class Order(models.Model):
     )
     # Only the hash of the guest's access token is kept; the token itself is in the buyer's link.
     access_token_hash = models.CharField(max_length=64, db_index=True)
+    # Where the checkout came from (core.client_ip): the cap on keys held unpaid per address reads it.
+    checkout_ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
     paid_at = models.DateTimeField(null=True, blank=True)

@@ -9,12 +9,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import audit_record
 from config.errors import Refused
+from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
 from escrow import ledger, refunds
 
 # Escrow's front door for disputes, re-exported with the rest of escrow's writes.
@@ -28,7 +30,7 @@ from escrow.disputes_front import (  # noqa: F401
     split_amounts,
 )
 from escrow.gateways import GatewayEvent, WebhookRejected, gateway_for_checkout, gateway_get
-from escrow.locks import order_lock, payment_lock
+from escrow.locks import checkout_identities_lock, order_lock, payment_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
     PAYMENT_TRANSITIONS,
@@ -78,12 +80,43 @@ def order_page_path(order: Order, access_token: str) -> str:
     return reverse("escrow:order_guest", kwargs={"pk": order.pk, "token": access_token})
 
 
+def order_max_quantity(product) -> int:
+    """The most keys one order of `product` may take: its own limit, never above the shop's."""
+    return max(1, min(product.max_per_order, settings.ORDER_MAX_QUANTITY))
+
+
+def _reservation_caps_check(*, email: str, ip: str | None, quantity: int) -> None:
+    """Refuse a checkout that would let one e-mail or one address hold more keys in unpaid orders than
+    allowed (hoarding stock without paying). Runs inside the checkout's transaction, under a lock per
+    identity, so concurrent checkouts of one buyer are counted one after the other."""
+    identities = [f"email:{email.strip().lower()}"] + ([f"ip:{ip}"] if ip else [])
+    checkout_identities_lock(identities)
+    unpaid = Order.objects.filter(status=OrderStatus.AWAITING_PAYMENT)
+    caps = [(unpaid.filter(email__iexact=email.strip()), settings.RESERVATION_MAX_KEYS_PER_EMAIL)]
+    if ip:
+        caps.append((unpaid.filter(checkout_ip=ip), settings.RESERVATION_MAX_KEYS_PER_IP))
+    for orders, cap in caps:
+        held = orders.aggregate(total=Sum("quantity"))["total"] or 0
+        if held + quantity > cap:
+            raise CheckoutError(
+                _(
+                    "You already hold %(held)d keys in unpaid orders (at most %(cap)d at a time). "
+                    "Pay or cancel them, or wait until they expire."
+                )
+                % {"held": held, "cap": cap},
+                code="reservation_limit",
+            )
+
+
 @transaction.atomic
-def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | None, now: datetime) -> PlacedOrder:
+def order_place(
+    *, product_pk: int, quantity: int, email: str, buyer: User | None, now: datetime, ip: str | None = None
+) -> PlacedOrder:
     """Create an order, reserve its keys for the payment window, and open a payment at the gateway.
 
-    Either all of it happens or nothing does: out of stock, or no gateway to pay through, leaves no
-    order behind.
+    Either all of it happens or nothing does: out of stock, no gateway to pay through, or a buyer (by
+    e-mail or by `ip`) already holding the most keys allowed in unpaid orders, leaves no order behind
+    and reserves nothing.
     """
     gateway = gateway_for_checkout()
     if gateway is None:
@@ -94,10 +127,9 @@ def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | Non
     product = products_on_sale().filter(pk=product_pk).first()
     if product is None:
         raise CheckoutError(_("This product is not for sale."), code="not_for_sale")
-    if not 1 <= quantity <= product.max_per_order:
-        raise CheckoutError(
-            _("Quantity must be between 1 and %(max)d.") % {"max": product.max_per_order}, code="bad_quantity"
-        )
+    most = order_max_quantity(product)
+    if not 1 <= quantity <= most:
+        raise CheckoutError(_("Quantity must be between 1 and %(max)d.") % {"max": most}, code="bad_quantity")
     try:
         validate_email(email)
     except ValidationError:
@@ -108,6 +140,7 @@ def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | Non
         raise CheckoutError(
             _("An e-mail address can be at most %(max)d characters long.") % {"max": email_max}, code="bad_email"
         )
+    _reservation_caps_check(email=email, ip=ip or None, quantity=quantity)
 
     access_token = secrets.token_urlsafe(24)
     order = Order.objects.create(
@@ -120,6 +153,7 @@ def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | Non
         amount=product.price * quantity,
         currency=product.currency,
         access_token_hash=token_hash(access_token),
+        checkout_ip=ip or None,
         created_at=now,
         expires_at=now + timedelta(minutes=settings.RESERVATION_MINUTES),
     )
@@ -378,9 +412,14 @@ def orders_expire_due(*, now: datetime, batch: int = 1000) -> int:
 def order_keys_reveal(
     *, order: Order, now: datetime, channel: str, ip: str | None, user_agent: str, user: User | None
 ) -> list[str]:
-    """Open the order's keys for its owner, recording who saw them, when and from where."""
+    """Open the order's keys for its owner, recording who saw them, when and from where.
+
+    At most `RATE_LIMITS["key_reveal"]` per order, from all addresses together: past it this raises
+    `RateLimited` and records nothing, so the reveal evidence cannot be flooded.
+    """
     if not order.has_keys:
         raise KeysNotDelivered(order.pk)
+    rate_limit_check(scope="key_reveal", identity=f"order:{order.pk}", now=now.timestamp())
     KeyReveal.objects.create(
         order=order,
         at=now,

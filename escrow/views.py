@@ -4,17 +4,16 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from config.transitions import StateError
+from core.client_ip import client_ip
+from core.ratelimit import RateLimited, rate_limit_check
 from escrow import services
 from escrow.forms import CheckoutForm
 from escrow.selectors import order_for_viewer, orders_of_buyer
 from shop.selectors import products_on_sale
-
-
-def client_ip(request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def _order_urls(order, token: str | None) -> dict[str, str]:
@@ -34,7 +33,16 @@ def _order_urls(order, token: str | None) -> dict[str, str]:
 @require_POST
 def checkout(request, product_pk: int):
     product = get_object_or_404(products_on_sale(), pk=product_pk)
-    form = CheckoutForm(request.POST, max_quantity=product.max_per_order)
+    form = CheckoutForm(request.POST, max_quantity=services.order_max_quantity(product))
+    try:
+        # The same budget as POST /api/v1/orders/: every attempt counts, valid or not.
+        rate_limit_check(scope="checkout", identity=client_ip(request))
+    except RateLimited as limited:
+        form.is_valid()  # keep what the buyer typed, with its own errors
+        form.add_error(None, _("Too many checkouts from your address. Please try again in a minute."))
+        response = render(request, "shop/product.html", {"product": product, "form": form}, status=429)
+        response["Retry-After"] = str(limited.retry_after)
+        return response
     if form.is_valid():
         try:
             placed = services.order_place(
@@ -43,6 +51,7 @@ def checkout(request, product_pk: int):
                 email=form.cleaned_data["email"],
                 buyer=request.user,
                 now=timezone.now(),
+                ip=client_ip(request) or None,
             )
         except services.CheckoutError as error:
             form.add_error(None, str(error))
@@ -51,19 +60,34 @@ def checkout(request, product_pk: int):
     return render(request, "shop/product.html", {"product": product, "form": form}, status=400)
 
 
+def _too_many_reveals(limited: RateLimited) -> str:
+    return _("Too many views of these keys in a short time. Please try again in %(seconds)d seconds.") % {
+        "seconds": limited.retry_after
+    }
+
+
+@never_cache  # the page shows the keys: no browser or proxy may keep a copy
 def order_page(request, pk: int, token: str | None = None):
     order = order_for_viewer(pk=pk, token=token, user=request.user)
-    keys = None
+    keys, limited = None, None
     if order.has_keys:
-        keys = services.order_keys_reveal(
-            order=order,
-            now=timezone.now(),
-            channel="page",
-            ip=client_ip(request),
-            user_agent=request.META.get("HTTP_USER_AGENT", ""),
-            user=request.user,
-        )
-    return render(request, "escrow/order.html", {"order": order, "keys": keys, "urls": _order_urls(order, token)})
+        try:
+            keys = services.order_keys_reveal(
+                order=order,
+                now=timezone.now(),
+                channel="page",
+                ip=client_ip(request) or None,
+                user_agent=request.META.get("HTTP_USER_AGENT", ""),
+                user=request.user,
+            )
+        except RateLimited as error:
+            limited = error
+    context = {"order": order, "keys": keys, "urls": _order_urls(order, token)}
+    if limited is None:
+        return render(request, "escrow/order.html", context)
+    response = render(request, "escrow/order.html", {**context, "limited": _too_many_reveals(limited)}, status=429)
+    response["Retry-After"] = str(limited.retry_after)
+    return response
 
 
 @require_GET
@@ -73,19 +97,25 @@ def order_status(request, pk: int, token: str | None = None):
 
 
 @require_GET
+@never_cache
 def order_keys(request, pk: int, token: str | None = None):
     """The keys block of the order page, fetched by the page itself once the order is delivered."""
     order = order_for_viewer(pk=pk, token=token, user=request.user)
     if not order.has_keys:
         return JsonResponse({"detail": _("The keys are not delivered yet."), "code": "not_delivered"}, status=409)
-    keys = services.order_keys_reveal(
-        order=order,
-        now=timezone.now(),
-        channel="page",
-        ip=client_ip(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", ""),
-        user=request.user,
-    )
+    try:
+        keys = services.order_keys_reveal(
+            order=order,
+            now=timezone.now(),
+            channel="page",
+            ip=client_ip(request) or None,
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            user=request.user,
+        )
+    except RateLimited as limited:
+        response = JsonResponse({"detail": _too_many_reveals(limited), "code": "throttled"}, status=429)
+        response["Retry-After"] = str(limited.retry_after)
+        return response
     return render(request, "escrow/_keys.html", {"order": order, "keys": keys, "urls": _order_urls(order, token)})
 
 

@@ -1,11 +1,12 @@
 from decimal import Decimal
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import password_validation
+from django.core.validators import MaxValueValidator
 from django.utils.translation import gettext_lazy as _
 
 from accounts import services as accounts_services
-from accounts.models import User
 from shop import services as shop_services
 from shop.models import StockDelimiter
 from shop.money import Currency, MoneyError, from_major, to_major
@@ -29,12 +30,6 @@ class MerchantAccountSignupForm(MerchantSignupForm):
 
     field_order = ["username", "email", "password", "name", "contact"]
 
-    def clean_username(self):
-        username = self.cleaned_data["username"]
-        if User.objects.filter(username__iexact=username).exists():
-            raise forms.ValidationError(_("This username is taken."))
-        return username
-
     def clean_password(self):
         password = self.cleaned_data["password"]
         password_validation.validate_password(password)
@@ -53,7 +48,7 @@ class ProductForm(forms.Form):
     currency = forms.ChoiceField(label=_("Currency"), choices=Currency.choices)
     category = forms.CharField(label=_("Category"), max_length=64, required=False)
     inspection_hours = forms.IntegerField(label=_("Inspection window (hours)"), min_value=1, max_value=720, initial=24)
-    max_per_order = forms.IntegerField(label=_("Maximum quantity per order"), min_value=1, max_value=1000, initial=10)
+    max_per_order = forms.IntegerField(label=_("Maximum quantity per order"), min_value=1, initial=10)
     low_stock_threshold = forms.IntegerField(label=_("Low-stock threshold"), min_value=0, initial=10)
 
     def clean_title(self) -> str:
@@ -61,6 +56,15 @@ class ProductForm(forms.Form):
             return shop_services.product_title_check(self.cleaned_data["title"])
         except shop_services.ShopError as error:
             raise forms.ValidationError(str(error), code=error.code) from None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The shop's own ceiling (checkout enforces it too), read when the form is built.
+        most = settings.ORDER_MAX_QUANTITY
+        field = self.fields["max_per_order"]
+        field.max_value = most
+        field.validators.append(MaxValueValidator(most))
+        field.widget.attrs["max"] = most
 
     @classmethod
     def for_product(cls, product, data=None):
@@ -71,7 +75,7 @@ class ProductForm(forms.Form):
             "currency": product.currency,
             "category": product.category,
             "inspection_hours": product.inspection_hours,
-            "max_per_order": product.max_per_order,
+            "max_per_order": min(product.max_per_order, settings.ORDER_MAX_QUANTITY),
             "low_stock_threshold": product.low_stock_threshold,
         }
         return cls(data=data, initial=initial)

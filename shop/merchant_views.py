@@ -3,11 +3,11 @@
 import csv
 
 from django.contrib import messages
-from django.contrib.auth import login
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from config.transitions import StateError
@@ -62,7 +62,9 @@ def signup(request):
         if request.user.is_authenticated:
             services.merchant_signup(user=request.user, name=data["name"], contact=data["contact"], now=now)
         else:
-            merchant = services.merchant_signup_with_account(
+            # The same answer whether or not the username or e-mail is taken (no enumeration): the
+            # applicant signs in once the welcome e-mail arrives.
+            services.merchant_signup_visitor(
                 username=data["username"],
                 email=data["email"],
                 password=data["password"],
@@ -70,10 +72,14 @@ def signup(request):
                 contact=data["contact"],
                 now=now,
             )
-            login(request, merchant.user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("merchant:signup_sent")
         messages.success(request, _("Thank you. Staff review your application shortly."))
         return redirect("merchant:status")
     return render(request, "merchant/signup.html", {"form": form})
+
+
+def signup_sent(request):
+    return render(request, "merchant/signup_sent.html")
 
 
 @merchant_required(approved=False)
@@ -194,6 +200,7 @@ def product_revoke(request, pk: int):
     return redirect("merchant:product_stock", pk=product.pk)
 
 
+@never_cache  # the answer is every unsold key in plaintext: nothing may keep a copy
 @merchant_required
 def product_export(request, pk: int):
     """Unsold keys as CSV, only after the merchant types their password again and a fresh second-factor

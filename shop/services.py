@@ -319,6 +319,66 @@ def merchant_signup_with_account(
     return merchant_signup(user=user, name=name, contact=contact, now=now)
 
 
+def _signup_email(*, to: str, event: str, subject: str, body: str) -> None:
+    from django.core.mail import EmailMessage
+
+    EmailMessage(subject=subject, body=body, to=[to], headers={"X-Shop-Event": event}).send(fail_silently=True)
+
+
+@transaction.atomic
+def merchant_signup_visitor(
+    *, username: str, email: str, password: str, name: str, contact: str, now: datetime
+) -> Merchant | None:
+    """A visitor applies to sell with a new account, and learns nothing about other people's accounts.
+
+    A new username and e-mail get the account, the pending merchant and a welcome e-mail. A username
+    or e-mail already in use creates nothing: the existing owner gets a notice instead, and the visitor
+    sees exactly what a successful applicant sees (the password is hashed either way, so the answer
+    takes as long). Returns the merchant, or None when nothing was created.
+    """
+    from django.contrib.auth.hashers import make_password
+    from django.db.models import Q
+
+    email = email.strip()
+    owners = list(User.objects.filter(Q(username__iexact=username) | Q(email__iexact=email)).order_by("pk"))
+    login_url = settings.SHOP_BASE_URL.rstrip("/") + "/accounts/login/"
+    if owners:
+        make_password(password)
+        for owner in owners:
+            if owner.email:
+                transaction.on_commit(
+                    lambda to=owner.email, who=owner.username: _signup_email(
+                        to=to,
+                        event="merchant.signup_taken",
+                        subject=_("Someone tried to open a shop with your account details"),
+                        body=_(
+                            "Someone applied to sell on the shop with your username or e-mail address. "
+                            "Nothing was changed. If it was you, sign in as %(username)s at %(url)s and apply "
+                            "from your account; if not, you can ignore this message."
+                        )
+                        % {"username": who, "url": login_url},
+                    )
+                )
+        logger.info("shop.merchant_signup_taken", extra={"owners": [owner.pk for owner in owners]})
+        return None
+    merchant = merchant_signup_with_account(
+        username=username, email=email, password=password, name=name, contact=contact, now=now
+    )
+    transaction.on_commit(
+        lambda: _signup_email(
+            to=email,
+            event="merchant.signup",
+            subject=_("Your application to sell on the shop"),
+            body=_(
+                "Thank you for applying. Staff review your application shortly. Sign in as %(username)s at "
+                "%(url)s to follow it."
+            )
+            % {"username": username, "url": login_url},
+        )
+    )
+    return merchant
+
+
 @transaction.atomic
 def merchant_approve(*, merchant: Merchant, actor: User | None, now: datetime) -> Merchant:
     """Staff approve a pending (or earlier rejected) merchant; a racing second approval fails."""

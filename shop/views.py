@@ -1,6 +1,7 @@
 from django.shortcuts import get_object_or_404, render
 
 from escrow.forms import CheckoutForm
+from escrow.services import order_max_quantity
 from shop.selectors import products_on_sale
 
 
@@ -13,5 +14,5 @@ def product_detail(request, pk: int):
     initial = {"quantity": 1}
     if request.user.is_authenticated and request.user.email:
         initial["email"] = request.user.email
-    form = CheckoutForm(initial=initial, max_quantity=product.max_per_order)
+    form = CheckoutForm(initial=initial, max_quantity=order_max_quantity(product))
     return render(request, "shop/product.html", {"product": product, "form": form})

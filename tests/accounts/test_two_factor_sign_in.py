@@ -235,3 +235,27 @@ def test_staff_refund_page_needs_a_verified_session(client, run_on_commit):
     assert response.url == f"{VERIFY}?next=%2Fstaff%2Forders%2F{order.pk}%2Frefund%2F"
     order.refresh_from_db()
     assert order.status == "delivered"
+
+
+def test_the_back_off_after_many_wrong_codes_is_capped(client, settings):
+    """Eight slow wrong codes used to lock the right one out for 128 s and doubling; now at most a minute."""
+    import time_machine
+
+    settings.OTP_TOTP_THROTTLE_FACTOR = 1
+    settings.OTP_THROTTLE_MAX_DELAY_SECONDS = 60
+    merchant = factories.merchant_create()
+    device, _backup = enrolled(merchant.user)
+    sign_in(client, merchant.user)
+    start = timezone.now() + timezone.timedelta(minutes=5)
+    with time_machine.travel(start, tick=False) as clock:
+        for _ in range(8):
+            clock.shift(timezone.timedelta(hours=1))  # slow enough that each try counts as a failure
+            valid = {factories.totp_code(device, offset_steps=s) for s in (-1, 0, 1)}
+            wrong = next(c for c in ("000000", "111111", "222222", "333333") if c not in valid)
+            response = client.post(VERIFY, {"code": wrong, "next": "/merchant/"})
+            assert "That code is wrong or was already used." in response.content.decode()
+        assert AuditEntry.objects.filter(action="2fa.failed", data__reason="wrong_or_reused").count() == 8
+        clock.shift(timezone.timedelta(seconds=61))
+        right = factories.totp_code(device)
+        assert client.post(VERIFY, {"code": right, "next": "/merchant/"}).url == "/merchant/"
+    assert is_verified(client)

@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from escrow import services
 from escrow.models import Order
@@ -64,3 +65,27 @@ def test_multi_key_checkouts_racing_never_share_a_key():
     assert len(placed) == 10
     per_order = Counter(CardKey.objects.filter(product=product).values_list("order_id", flat=True))
     assert sorted(per_order.values()) == [3] * 10
+
+
+def test_racing_checkouts_of_one_buyer_never_pass_the_reservation_cap(settings):
+    """Twelve checkouts by one e-mail at once, each counting what is held before reserving: the per-
+    identity lock makes them count one after the other, so exactly the cap gets through."""
+    settings.RESERVATION_MAX_KEYS_PER_EMAIL = 3
+    settings.RESERVATION_MAX_KEYS_PER_IP = 1000
+    product = factories.product_create(stock=20)
+    results = run_in_threads(
+        12,
+        lambda i: services.order_place(
+            product_pk=product.pk,
+            quantity=1,
+            email="Same@Example.com",
+            buyer=None,
+            now=timezone.now(),
+            ip="203.0.113.1",
+        ),
+    )
+    placed = [r for r in results if isinstance(r, services.PlacedOrder)]
+    refused = [r for r in results if isinstance(r, services.CheckoutError)]
+    assert len(placed) == 3
+    assert len(refused) == 9 and {r.code for r in refused} == {"reservation_limit"}
+    assert CardKey.objects.filter(product=product, status=CardKeyStatus.RESERVED).count() == 3

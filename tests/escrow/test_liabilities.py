@@ -6,7 +6,6 @@ import pytest
 from django.utils import timezone
 
 from escrow import liabilities, refunds
-from escrow.models import LiabilityLeaf
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -30,12 +29,46 @@ def check(proof) -> bool:
     return liabilities.proof_verify(proof_text=json.dumps(proof)).valid
 
 
+def owed_by_entity(publication) -> dict[str, int]:
+    owed: dict[str, int] = {}
+    for leaf in publication.leaves.all():
+        owed[leaf.entity] = owed.get(leaf.entity, 0) + leaf.amount
+    return owed
+
+
 def test_tree_covers_merchants_and_buyers_owed(published):
-    assert published.leaf_count == 5
-    assert published.total == 4 * 9500 + 10000
+    owed = owed_by_entity(published)
+    assert len(owed) == 5
+    assert published.total == sum(owed.values()) == 4 * 9500 + 10000  # the root's sum: all that is owed
     assert published.funds_held == 5 * 10000  # the refund is not paid out yet
-    buyer = LiabilityLeaf.objects.get(publication=published, entity="buyer:refund.me@example.com")
-    assert buyer.amount == 10000
+    assert owed["buyer:refund.me@example.com"] == 10000
+    assert published.leaf_count == published.leaves.count()
+
+
+def test_each_liability_is_split_over_several_leaves_and_no_proof_shows_another_balance(published):
+    owed = owed_by_entity(published)
+    assert published.leaf_count >= 2 * len(owed)
+    assert all(leaf.amount > 0 for leaf in published.leaves.all())
+    for entity, amount in owed.items():
+        leaf = published.leaves.filter(entity=entity).first()
+        proof = liabilities.proof_for(leaf=leaf)
+        assert proof["amount"] == amount and len(proof["leaves"]) >= 2
+        assert check(proof)
+        others = {a for e, a in owed.items() if e != entity}
+        siblings = {step["sum"] for part in proof["leaves"] for step in part["path"]}
+        assert not siblings & others, (entity, siblings, others)
+
+
+def test_a_proof_hiding_one_of_the_creditors_leaves_does_not_verify(published):
+    leaf = published.leaves.exclude(merchant=None).first()
+    proof = liabilities.proof_for(leaf=leaf)
+    proof["leaves"] = proof["leaves"][1:]  # still claims the whole amount
+    assert not check(proof)
+    proof["amount"] = sum(part["amount"] for part in proof["leaves"])
+    assert check(proof)  # each part is a real leaf; the amount must be what they add up to
+    proof["leaves"].append(proof["leaves"][0])
+    proof["amount"] += proof["leaves"][0]["amount"]
+    assert not check(proof)  # one leaf counted twice
 
 
 def test_every_proof_verifies(published):
@@ -47,15 +80,17 @@ def test_every_proof_verifies(published):
 def test_a_tampered_proof_does_not_verify(published, tamper):
     leaf = published.leaves.exclude(merchant=None).first()
     proof = liabilities.proof_for(leaf=leaf)
-    assert proof["path"]
+    part = proof["leaves"][0]
+    assert part["path"]
     if tamper == "amount":
-        proof["leaf"]["amount"] += 1
+        part["amount"] += 1
+        proof["amount"] += 1
     elif tamper == "sibling_hash":
-        proof["path"][0]["hash"] = "0" * 64
+        part["path"][0]["hash"] = "0" * 64
     elif tamper == "sibling_sum":
-        proof["path"][0]["sum"] -= 1
+        part["path"][0]["sum"] -= 1
     elif tamper == "nonce":
-        proof["leaf"]["nonce"] = "00" * 16
+        part["nonce"] = "00" * 16
     else:
         proof["root_hash"] = "f" * 64
     assert not check(proof)
@@ -63,5 +98,5 @@ def test_a_tampered_proof_does_not_verify(published, tamper):
 
 def test_leaves_do_not_name_their_creditor(published):
     proof = liabilities.proof_for(leaf=published.leaves.first())
-    for step in proof["path"]:
+    for step in (step for part in proof["leaves"] for step in part["path"]):
         assert "merchant:" not in step["hash"] and "@" not in step["hash"]

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -10,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import AuditEntry, AuthenticatorDevice
+from accounts.models import AuditEntry, AuthenticatorDevice, User
 from escrow.services import CheckoutError
 from shop import services
 from shop.models import CardKey, Merchant, MerchantApiToken, Product, StockUpload
@@ -43,20 +44,25 @@ def admin_client(admin_user):
     return client
 
 
-def test_visitor_signs_up_waits_and_sees_the_rejection_reason(client, admin_client):
-    response = client.post(
-        "/merchant/signup/",
-        {
-            "username": "newshop",
-            "email": "new@example.com",
-            "password": "a-Long-pass-123",
-            "name": "New Shop",
-            "contact": "wechat: newshop",
-        },
-    )
-    assert response.status_code == 302
+def test_visitor_signs_up_waits_and_sees_the_rejection_reason(client, admin_client, run_on_commit):
+    with run_on_commit():
+        response = client.post(
+            "/merchant/signup/",
+            {
+                "username": "newshop",
+                "email": "new@example.com",
+                "password": "a-Long-pass-123",
+                "name": "New Shop",
+                "contact": "wechat: newshop",
+            },
+        )
+    assert (response.status_code, response.url) == (302, "/merchant/signup/sent/")
     merchant = Merchant.objects.get(name="New Shop")
     assert merchant.status == "pending"
+    assert mail.outbox[-1].to == ["new@example.com"]
+    assert mail.outbox[-1].extra_headers["X-Shop-Event"] == "merchant.signup"
+    signed_in = client.post("/accounts/login/", {"username": "newshop", "password": "a-Long-pass-123"})
+    assert signed_in.status_code == 302
     assert client.get("/merchant/").url == "/merchant/status/"  # cannot list products yet
 
     response = admin_client.post(
@@ -341,3 +347,33 @@ def test_tokens_are_shown_once_stored_hashed_and_revocable(client_for, merchant)
     assert Client().get("/api/v1/merchant/products/", **api).status_code == 200
     merchant_client.post(f"/merchant/tokens/{token.pk}/revoke/")
     assert Client().get("/api/v1/merchant/products/", **api).status_code == 401
+
+
+SIGNUP = {"password": "a-Long-pass-123", "name": "Copy Shop", "contact": "wechat: copy"}
+
+
+@pytest.mark.parametrize(
+    ("username", "email"),
+    [("taken", "fresh@example.com"), ("TAKEN", "fresh@example.com"), ("fresh", "Owner@Example.com")],
+)
+def test_signup_with_a_taken_username_or_email_answers_exactly_like_success(client, run_on_commit, username, email):
+    owner = factories.user_create(username="taken")
+    owner.email = "owner@example.com"
+    owner.save(update_fields=["email"])
+    with run_on_commit():
+        fresh = Client().post("/merchant/signup/", {**SIGNUP, "username": "brandnew", "email": "b@example.com"})
+    with run_on_commit():
+        taken = client.post("/merchant/signup/", {**SIGNUP, "username": username, "email": email})
+    assert (taken.status_code, taken.url) == (fresh.status_code, fresh.url) == (302, "/merchant/signup/sent/")
+    page_fresh, page_taken = (
+        re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b"", c.get(fresh.url).content) for c in (Client(), client)
+    )
+    assert page_taken == page_fresh
+    assert "_auth_user_id" not in client.session
+    # Nothing was created for the taken details; their owner was told instead.
+    assert Merchant.objects.filter(name="Copy Shop").count() == 1
+    assert not User.objects.filter(username__iexact="fresh").exists()
+    assert not User.objects.filter(email__iexact="fresh@example.com").exists()
+    notice = mail.outbox[-1]
+    assert notice.to == ["owner@example.com"]
+    assert notice.extra_headers["X-Shop-Event"] == "merchant.signup_taken"
