@@ -16,6 +16,7 @@ from accounts.models import User
 from accounts.services import audit_record
 from config.errors import Refused
 from escrow import ledger, refunds
+from escrow.delivery import order_delivery_enqueue
 from escrow.gateways import DEFAULT_GATEWAY, GatewayEvent, WebhookRejected, gateway_get
 from escrow.locks import order_lock, payment_lock
 from escrow.models import (
@@ -119,7 +120,8 @@ def order_place(*, product_pk: int, quantity: int, email: str, buyer: User | Non
 
     from escrow.tasks import order_link_email_task
 
-    transaction.on_commit(lambda: order_link_email_task.delay(order_pk=order.pk, link=link))
+    # robust: the order is committed, so a broker that is down is logged, not a failed checkout.
+    transaction.on_commit(lambda: order_link_email_task.delay(order_pk=order.pk, link=link), robust=True)
     logger.info("escrow.order_placed", extra={"order": order.pk})
     return PlacedOrder(
         order=order,
@@ -244,9 +246,8 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     ledger.transfers(
         moves=[paid_in, *_holds(order=order, escrow=escrow, available=available, fees=fees)], order=order, now=now
     )
-    from escrow.tasks import order_deliver_task
-
-    transaction.on_commit(lambda: order_deliver_task.delay(order_pk=order.pk))
+    # Never raises after the commit: if the broker is down the sweeper delivers (escrow/delivery.py).
+    transaction.on_commit(lambda: order_delivery_enqueue(order_pk=order.pk))
     return order
 
 
