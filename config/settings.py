@@ -184,9 +184,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(VAR_DIR / "celery-control"),
         "polling_interval": 0.05,
     }
-else:
-    # Redis: a broker that vanishes without closing the socket is noticed within seconds, by the
-    # worker (health checks) and by a web process publishing a delivery (socket timeouts).
+elif CELERY_BROKER_URL.startswith("redis://"):
+    # kombu's Redis transport with its one fix for a Redis restarting mid-task (see config/broker.py).
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+    # A broker that vanishes without closing the socket is noticed within seconds, by the worker
+    # (health checks) and by a web process publishing a delivery (socket timeouts).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "socket_connect_timeout": 2,
         "socket_timeout": 5,
