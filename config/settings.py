@@ -192,6 +192,29 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(VAR_DIR / "celery-control"),
         "polling_interval": 0.05,
     }
+elif CELERY_BROKER_URL.startswith("redis://"):
+    # kombu's Redis transport with its one fix for a Redis restarting mid-task (see config/broker.py).
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+    # A broker that vanishes without closing the socket is noticed within seconds, by the worker
+    # (health checks) and by a web process publishing a delivery (socket timeouts).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+        "retry_on_timeout": True,
+    }
+# The worker never gives up on the broker: it reconnects at startup and after any outage, however
+# long (a worker that exits when Redis restarts leaves every later payment undelivered).
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# A web process publishing a task while the broker is down gives up within about a second; the
+# order row is the durable job and the beat's sweeper delivers it (escrow/delivery.py).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# A paid order is normally delivered within a second; one still `paid` after this many seconds lost
+# its delivery task, and the sweeper (escrow.orders_deliver_stuck) delivers it.
+ESCROW_DELIVERY_GRACE_SECONDS = int(os.environ.get("ESCROW_DELIVERY_GRACE_SECONDS", "5"))
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True

@@ -18,6 +18,7 @@ from accounts.services import audit_record
 from config.errors import Refused
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
 from escrow import ledger, refunds
+from escrow.delivery import order_delivery_enqueue
 
 # Escrow's front door for disputes, re-exported with the rest of escrow's writes.
 from escrow.disputes_front import (  # noqa: F401
@@ -176,7 +177,8 @@ def order_place(
 
     from escrow.tasks import order_link_email_task
 
-    transaction.on_commit(lambda: order_link_email_task.delay(order_pk=order.pk, link=link))
+    # robust: the order is committed, so a broker that is down is logged, not a failed checkout.
+    transaction.on_commit(lambda: order_link_email_task.delay(order_pk=order.pk, link=link), robust=True)
     logger.info("escrow.order_placed", extra={"order": order.pk})
     return PlacedOrder(
         order=order,
@@ -304,9 +306,8 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     ledger.transfers(
         moves=[paid_in, *_holds(order=order, escrow=escrow, available=available, fees=fees)], order=order, now=now
     )
-    from escrow.tasks import order_deliver_task
-
-    transaction.on_commit(lambda: order_deliver_task.delay(order_pk=order.pk))
+    # Never raises after the commit: if the broker is down the sweeper delivers (escrow/delivery.py).
+    transaction.on_commit(lambda: order_delivery_enqueue(order_pk=order.pk))
     return order
 
 

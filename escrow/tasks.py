@@ -5,7 +5,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from config.mail import MAIL_ERRORS, mail_retry, mail_send
-from escrow import reconciliation, refunds, services, withdrawals
+from escrow import delivery, reconciliation, refunds, services, withdrawals
 from escrow.gateways.sandbox.tasks import sandbox_refund_webhook_send_task  # noqa: F401  (registers it)
 from escrow.models import Order
 
@@ -13,6 +13,12 @@ from escrow.models import Order
 @shared_task(name="escrow.deliver_order", acks_late=True, autoretry_for=(ConnectionError,), max_retries=5)
 def order_deliver_task(*, order_pk: int) -> None:
     services.order_deliver(order_pk=order_pk, now=timezone.now())
+
+
+@shared_task(name="escrow.orders_deliver_stuck", acks_late=True)
+def orders_deliver_stuck_task() -> int:
+    """Deliver the paid orders whose delivery task was lost (broker down, worker killed, …)."""
+    return delivery.orders_deliver_stuck(now=timezone.now())
 
 
 @shared_task(name="escrow.orders_expire", acks_late=True)

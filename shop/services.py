@@ -505,7 +505,10 @@ def product_low_stock_check(*, product_pk: int, now: datetime) -> bool:
     audit_record(action="product.low_stock", subject=product, now=now, data={"available": available})
     from shop.tasks import product_low_stock_email_task
 
-    transaction.on_commit(lambda: product_low_stock_email_task.delay(product_pk=product_pk, available=available))
+    # robust: it runs after a delivery commits; a broker hiccup must not turn that into a failed task.
+    transaction.on_commit(
+        lambda: product_low_stock_email_task.delay(product_pk=product_pk, available=available), robust=True
+    )
     return True
 
 

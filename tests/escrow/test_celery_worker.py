@@ -6,20 +6,11 @@ only watches the database. The Redis database used (TEST_CELERY_BROKER_URL, defa
 flushed before the worker starts, so do not point it at one that holds anything you want to keep.
 """
 
-import contextlib
 import os
-import signal
-import subprocess
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from urllib.parse import quote
+from collections.abc import Iterator
 
 import pytest
 import redis
-from celery import Celery
-from django.db import connection
 from django.test import Client
 
 from accounts.models import AuditEntry
@@ -30,11 +21,9 @@ from escrow.tasks import order_deliver_task
 from shop.models import CardKey, CardKeyStatus
 from tests import factories
 from tests.conftest import requires_postgres
+from tests.processes import Worker, publishing_to, wait_for
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CELERY_BIN = REPO_ROOT / ".venv" / "bin" / "celery"
 BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
-WORKER_START_SECONDS = 30
 DELIVERY_SECONDS = 20
 
 
@@ -58,113 +47,17 @@ pytestmark = [
 ]
 
 
-def _wait_for(check: Callable[[], object], *, seconds: float, what: str, interval: float = 0.05):
-    """Poll `check` until it returns something truthy, or fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"Timed out after {seconds} s waiting for {what}.")
-        time.sleep(interval)
-
-
-def _test_database_url() -> str:
-    """A URL for the database pytest-django created (test_<name>), for the worker subprocess."""
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    host = db["HOST"] or "127.0.0.1"
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}"
-
-
-class Worker:
-    def __init__(self, *, name: str, log: Path):
-        self.name = name
-        self.log = log
-        # A separate app for remote control, so the shop's own app keeps its configuration.
-        self.control_app = Celery("worker-probe", broker=BROKER_URL, set_as_current=False)
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def _inspect(self):
-        return self.control_app.control.inspect(destination=[self.name], timeout=1.0)
-
-    def _deliveries_if_idle(self) -> int | None:
-        stats = (self._inspect().stats() or {}).get(self.name)
-        active = (self._inspect().active() or {}).get(self.name)
-        if stats is None or active is None or active:
-            return None
-        return stats.get("total", {}).get(order_deliver_task.name, 0)
-
-    def deliveries_run(self, *, seconds: float = 10) -> int:
-        """How many `escrow.deliver_order` tasks the worker has run, once it has nothing running."""
-        deadline = time.monotonic() + seconds
-        while (count := self._deliveries_if_idle()) is None:
-            if time.monotonic() > deadline:
-                pytest.fail(f"The worker stayed busy for {seconds} s:\n{self.log_tail()}")
-            time.sleep(0.05)
-        return count
-
-
 @pytest.fixture(scope="module")
 def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Worker]:
     """A `celery -A config worker` subprocess on the Redis broker and pytest-django's test database."""
     redis.Redis.from_url(BROKER_URL).flushdb()
-    with django_db_blocker.unblock():
-        database_url = _test_database_url()
-    worker = Worker(name=f"test-{uuid.uuid4().hex[:8]}@localhost", log=tmp_path_factory.mktemp("celery") / "worker.log")
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": BROKER_URL,
-        "CELERY_TASK_ALWAYS_EAGER": "0",
-        "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
-    }
-    command = [str(CELERY_BIN), "-A", "config", "worker", "--pool=prefork", "--concurrency=2", "-l", "warning"]
-    command += ["-n", worker.name, "--without-heartbeat", "--without-gossip", "--without-mingle"]
-    with worker.log.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    worker = Worker(broker_url=BROKER_URL, log=tmp_path_factory.mktemp("celery") / "worker.log")
     try:
-        deadline = time.monotonic() + WORKER_START_SECONDS
-        while not worker.control_app.control.ping(destination=[worker.name], timeout=0.5):
-            if process.poll() is not None:
-                pytest.fail(f"The Celery worker exited with {process.returncode}:\n{worker.log_tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"No answer to a ping from the worker in {WORKER_START_SECONDS} s:\n{worker.log_tail()}")
+        with django_db_blocker.unblock():
+            worker.start()
         yield worker
     finally:
-        _stop(process)
-        worker.control_app.close()
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Warm shutdown of the worker's whole process group (main process and its pool children)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-    # Pool children that outlived their parent would keep connections to the test database open.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def _reset_broker_connections() -> None:
-    # The app caches its connection and producer pools on first use; drop them so the next publish
-    # connects to the broker now configured (what Celery itself does after a fork). They are not
-    # closed: kombu keeps them in a global registry that would hand the closed pool back.
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
+        worker.stop()
 
 
 @pytest.fixture
@@ -173,15 +66,8 @@ def on_real_broker(_fast_and_local, celery_worker) -> Iterator[Worker]:
 
     Depends on `_fast_and_local`, which makes Celery eager before every test, so it runs after it.
     """
-    conf = celery_app.conf
-    saved = {name: conf[name] for name in ("task_always_eager", "broker_url", "broker_transport_options")}
-    conf.update(task_always_eager=False, broker_url=BROKER_URL, broker_transport_options={})
-    _reset_broker_connections()
-    try:
+    with publishing_to(BROKER_URL):
         yield celery_worker
-    finally:
-        conf.update(saved)
-        _reset_broker_connections()
 
 
 def _delivered(order_pk: int) -> Order | None:
@@ -209,7 +95,7 @@ def test_the_worker_delivers_a_paid_order_once(on_real_broker):
 
     assert response.status_code == 200
     assert response.json() == {"result": "processed"}
-    delivered = _wait_for(lambda: _delivered(order.pk), seconds=DELIVERY_SECONDS, what=f"order {order.pk} delivered")
+    delivered = wait_for(lambda: _delivered(order.pk), seconds=DELIVERY_SECONDS, what=f"order {order.pk} delivered")
     _assert_delivered_once(delivered, quantity=2)
     assert CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).count() == 1
     assert WebhookEvent.objects.filter(payment__order=order).count() == 1
@@ -222,12 +108,12 @@ def test_the_worker_runs_a_repeated_delivery_as_a_no_op(on_real_broker):
     worker = on_real_broker
     order = factories.order_place(product=factories.product_create(stock=2), quantity=1).order
     factories.pay(order, client=Client())
-    delivered = _wait_for(lambda: _delivered(order.pk), seconds=DELIVERY_SECONDS, what=f"order {order.pk} delivered")
+    delivered = wait_for(lambda: _delivered(order.pk), seconds=DELIVERY_SECONDS, what=f"order {order.pk} delivered")
     runs_before = worker.deliveries_run()
 
     # A redelivered message (acks_late after a lost worker) or a second enqueue runs the task again.
     order_deliver_task.delay(order_pk=order.pk)
-    _wait_for(lambda: worker.deliveries_run() == runs_before + 1, seconds=DELIVERY_SECONDS, what="the second run")
+    wait_for(lambda: worker.deliveries_run() == runs_before + 1, seconds=DELIVERY_SECONDS, what="the second run")
 
     again = Order.objects.get(pk=order.pk)
     assert (again.status, again.delivered_at) == (OrderStatus.DELIVERED, delivered.delivered_at)

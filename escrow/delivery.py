@@ -1,0 +1,78 @@
+"""Getting every paid order delivered, whatever happens to the broker or the worker.
+
+The order row is the durable delivery job: an order in status `paid` is waiting for its keys. The
+Celery task queued when the payment commits is only the fast path; if it is lost (the broker down at
+enqueue time, Redis restarted without persistence, a worker killed holding it, a database connection
+cut mid-task), the beat's sweeper finds the order still `paid` a few seconds later and delivers it.
+Delivery is idempotent (`services.order_deliver` only delivers a `paid` order, under its row lock),
+so a sweep racing the task, or a task run twice, delivers once.
+"""
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.db.models import QuerySet
+
+from escrow.models import Order, OrderStatus
+
+logger = logging.getLogger(__name__)
+
+# An order still paid-but-undelivered after this long is a fault someone must look at (verify_orders).
+UNDELIVERED_ALARM_AFTER = timedelta(minutes=1)
+
+
+def order_delivery_enqueue(*, order_pk: int) -> None:
+    """Queue the order's delivery; never raises. Meant for `transaction.on_commit`.
+
+    The payment is already committed when this runs, so a broker that is down must not turn the
+    webhook's answer into an error (the provider would retry, get "duplicate", and nobody would queue
+    the delivery again): the failure is logged and the sweeper delivers the order instead.
+    """
+    from escrow.tasks import order_deliver_task
+
+    try:
+        order_deliver_task.delay(order_pk=order_pk)
+    except Exception:  # any broker or network error: the order row itself is the job, so never lost
+        logger.warning("escrow.delivery_enqueue_failed", extra={"order": order_pk}, exc_info=True)
+
+
+def orders_paid_undelivered(*, paid_before: datetime) -> QuerySet[Order]:
+    """Orders paid before `paid_before` and still waiting for their keys, oldest first."""
+    return Order.objects.filter(status=OrderStatus.PAID, paid_at__lt=paid_before).order_by("paid_at", "pk")
+
+
+def orders_deliver_stuck(*, now: datetime, batch: int = 500) -> int:
+    """Deliver the orders paid more than ESCROW_DELIVERY_GRACE_SECONDS ago and still undelivered.
+
+    Each order in its own transaction (one bad order does not hold back the rest); returns how many
+    this call delivered. Safe beside the queued tasks and beside another sweep: delivery is idempotent.
+    """
+    from escrow.services import order_deliver
+
+    grace = timedelta(seconds=settings.ESCROW_DELIVERY_GRACE_SECONDS)
+    due = list(orders_paid_undelivered(paid_before=now - grace).values_list("pk", flat=True)[:batch])
+    delivered = 0
+    for pk in due:
+        try:
+            order = order_deliver(order_pk=pk, now=now)
+        except (InterfaceError, OperationalError):
+            raise  # the database itself is unreachable: the whole sweep waits for the next beat
+        except Exception:  # this order's own problem, logged; the rest still get their keys
+            logger.exception("escrow.delivery_sweep_failed", extra={"order": pk})
+            continue
+        if order.delivered_at == now:  # delivered by this call, not by the task that raced it
+            delivered += 1
+    if due:
+        logger.warning("escrow.delivery_swept", extra={"due": len(due), "delivered": delivered})
+    return delivered
+
+
+def delivery_problems(*, now: datetime) -> list[str]:
+    """One line per order paid more than a minute ago and still not delivered (empty when all is well)."""
+    stuck = orders_paid_undelivered(paid_before=now - UNDELIVERED_ALARM_AFTER)
+    return [
+        f"Order {pk} was paid at {paid_at.isoformat()} and is still not delivered."
+        for pk, paid_at in stuck.values_list("pk", "paid_at")
+    ]
