@@ -71,15 +71,17 @@ def order_refund(
         order = order_lock(order_pk)
         if merchant is not None and order.merchant_id != merchant.pk:
             raise RefundRefused(_("Order not found."), code="not_found")
-        refund = order_refund_book(
-            order=order,
-            payment=payment,
-            now=now,
-            key_pks=key_pks,
-            disposition=disposition,
-            reason=reason,
-            actor=actor,
-        )
+        # Voids, posts and the refund itself touch several balances: applied at once, in pk order.
+        with ledger.balances_deferred():
+            refund = order_refund_book(
+                order=order,
+                payment=payment,
+                now=now,
+                key_pks=key_pks,
+                disposition=disposition,
+                reason=reason,
+                actor=actor,
+            )
     return refund
 
 

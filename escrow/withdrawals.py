@@ -18,7 +18,7 @@ from accounts.models import User
 from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record, otp_fresh_code_check
 from config.errors import Refused
 from escrow import ledger
-from escrow.locks import ledger_account_lock, withdrawal_lock
+from escrow.locks import ledger_accounts_lock, withdrawal_lock
 from escrow.models import (
     WITHDRAWAL_TRANSITIONS,
     AccountKind,
@@ -112,7 +112,9 @@ def _withdrawal_hold(
     *, merchant: Merchant, user: User, payout_account: PayoutAccount, amount: int, currency: str, now: datetime
 ) -> Withdrawal:
     available = ledger.merchant_account(AccountKind.MERCHANT_AVAILABLE, currency, merchant.pk)
-    available = ledger_account_lock(available.pk)  # the balance is read and spent under this lock
+    payouts = ledger.platform_account(AccountKind.PAYOUTS, currency)
+    # The balance is read and spent under these locks (both rows, in the one order every path uses).
+    available = ledger_accounts_lock([available.pk, payouts.pk])[available.pk]
     if amount > ledger.available_of(available):
         raise WithdrawalRefused(_("That is more than your available balance."), code="insufficient_funds")
     withdrawal = Withdrawal.objects.create(
@@ -126,7 +128,7 @@ def _withdrawal_hold(
     ledger.transfer(
         transfer_id=f"withdrawal:{withdrawal.pk}",
         debit=available,
-        credit=ledger.platform_account(AccountKind.PAYOUTS, currency),
+        credit=payouts,
         amount=amount,
         code="withdrawal",
         now=now,
@@ -154,7 +156,10 @@ def withdrawal_requested_notify(*, withdrawal_pk: int) -> None:
 
 
 def _pending_of(withdrawal: Withdrawal) -> Transfer:
-    return Transfer.objects.get(transfer_id=f"withdrawal:{withdrawal.pk}")
+    """The withdrawal's pending transfer, with both its accounts locked (in the one order)."""
+    pending = Transfer.objects.get(transfer_id=f"withdrawal:{withdrawal.pk}")
+    ledger_accounts_lock([pending.debit_account_id, pending.credit_account_id])
+    return pending
 
 
 @transaction.atomic
