@@ -1,11 +1,11 @@
 from django.contrib import admin, messages
+from django.shortcuts import redirect
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from config.transitions import StateError
-from escrow import refunds, withdrawals
+from escrow import withdrawals
 from escrow.models import (
-    KeyDisposition,
     KeyReveal,
     LedgerAccount,
     LiabilityPublication,
@@ -56,28 +56,16 @@ admin.site.register(Transfer, ReadOnlyAdmin)
 # --- money lifecycle: staff decide withdrawals and refunds through services ---------------------------
 
 
-def _refund_action(disposition: str, label: str):
-    def action(modeladmin, request, queryset):
-        done = 0
-        for order in queryset.order_by("pk"):
-            try:
-                refunds.order_refund(
-                    order_pk=order.pk, now=timezone.now(), disposition=disposition, reason="staff", actor=request.user
-                )
-                done += 1
-            except refunds.RefundRefused as error:
-                modeladmin.message_user(request, f"{order}: {error}", messages.WARNING)
-        modeladmin.message_user(request, _("%(n)d order(s) refunded.") % {"n": done})
-
-    action.__name__ = f"refund_in_full_{disposition}"
-    action.short_description = label
-    return action
+@admin.action(description=_("Refund… (asks for a reason, shows which keys will be revoked)"))
+def refund_order(modeladmin, request, queryset):
+    """Refunds are decided one order at a time, on the staff refund page: never in bulk, never unexplained."""
+    if queryset.count() != 1:
+        modeladmin.message_user(request, _("Choose exactly one order to refund."), messages.WARNING)
+        return None
+    return redirect("escrow:staff_refund", pk=queryset.get().pk)
 
 
-OrderAdmin.actions = [
-    _refund_action(KeyDisposition.RESTOCK, _("Refund in full, keys back to stock")),
-    _refund_action(KeyDisposition.REVOKE, _("Refund in full, revoke the keys")),
-]
+OrderAdmin.actions = [refund_order]
 
 
 @admin.register(Withdrawal)

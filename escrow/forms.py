@@ -59,13 +59,15 @@ class RefundForm(forms.Form):
         label=_("Keys to refund (none chosen: the whole order)"), required=False, widget=forms.CheckboxSelectMultiple
     )
     disposition = forms.ChoiceField(label=_("Refunded keys"), choices=())
+    note = forms.CharField(label=_("Reason for the refund"), max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
 
-    def __init__(self, *args, key_pks: list[int], **kwargs):
+    def __init__(self, *args, key_pks: list[int], note_required: bool, **kwargs):
         from escrow.models import KeyDisposition
 
         super().__init__(*args, **kwargs)
         self.fields["keys"].choices = [(str(pk), _("Key #%(pk)s") % {"pk": pk}) for pk in key_pks]
         self.fields["disposition"].choices = KeyDisposition.choices
+        self.fields["note"].required = note_required
 
 
 class ProofUploadForm(forms.Form):

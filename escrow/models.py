@@ -246,7 +246,11 @@ class Refund(models.Model):
     key_count = models.PositiveIntegerField(default=0)
     card_key_pks = models.JSONField(default=list, blank=True)
     key_disposition = models.CharField(max_length=16, choices=KeyDisposition.choices, default=KeyDisposition.RESTOCK)
+    # {"<card key pk>": why} for every key taken out of sale: "asked", "revealed" or "exported" (a key
+    # someone may hold never goes back on sale, even when "return to stock" was asked).
+    revoked_keys = models.JSONField(default=dict, blank=True)
     reason = models.CharField(max_length=64)
+    note = models.CharField(_("reason"), max_length=500, blank=True)  # in the words of who asked
     status = models.CharField(max_length=16, choices=RefundStatus.choices, default=RefundStatus.REQUESTED)
     gateway = models.CharField(max_length=32)
     gateway_refund_id = models.CharField(max_length=64, null=True, blank=True)
@@ -333,6 +337,8 @@ class Withdrawal(models.Model):
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     note = models.CharField(max_length=200, blank=True)
+    # The bank's or wallet's reference of the transfer staff made when approving.
+    payout_reference = models.CharField(_("payout reference"), max_length=128, blank=True)
 
     class Meta:
         ordering = ["-pk"]

@@ -352,7 +352,12 @@ def orders_expire_due(*, now: datetime, batch: int = 1000) -> int:
 def order_keys_reveal(
     *, order: Order, now: datetime, channel: str, ip: str | None, user_agent: str, user: User | None
 ) -> list[str]:
-    """Open the order's keys for its owner, recording who saw them, when and from where."""
+    """Open the order's keys for its owner, recording who saw them, when and from where.
+
+    Under the order's lock, so a refund deciding whether its keys were ever seen (and may go back on
+    sale) is never overtaken by a reveal.
+    """
+    order = order_lock(order.pk)
     if not order.has_keys:
         raise KeysNotDelivered(order.pk)
     KeyReveal.objects.create(

@@ -201,10 +201,11 @@ def product_export(request, pk: int):
     product = _product_or_404(request, pk)
     form = KeyExportForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        services.keys_export_record(product=product, actor=request.user, now=timezone.now())
+        now = timezone.now()
+        services.keys_export_record(product=product, actor=request.user, now=now)
         rows = (
             (pk, key, created_at.isoformat())
-            for pk, key, created_at in selectors.product_unsold_keys_plaintext(product=product)
+            for pk, key, created_at in selectors.product_unsold_keys_plaintext(product=product, exported_at=now)
         )
         header = [("id", "key", "created_at")]
         return _csv_response(_chain(header, rows), f"product-{product.pk}-unsold-keys.csv")

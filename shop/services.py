@@ -244,10 +244,18 @@ def keys_sell(*, order_pk: int) -> int:
 
 
 def keys_refund_restock(*, order_pk: int, key_pks: list[int]) -> int:
-    """Put these keys of a refunded order back on sale (reserved or sold ones). Idempotent."""
-    return CardKey.objects.filter(
-        pk__in=key_pks, order_id=order_pk, status__in=CARD_KEY_TRANSITIONS.sources(CardKeyStatus.AVAILABLE)
-    ).update(status=CardKeyStatus.AVAILABLE, order=None)
+    """Put these keys of a refunded order back on sale (reserved or sold ones). Idempotent.
+
+    The caller decides which keys nobody can hold (escrow: never revealed); a key that was ever in a
+    merchant's export is never put back, whatever the caller asked.
+    """
+    return (
+        CardKey.objects.filter(
+            pk__in=key_pks, order_id=order_pk, status__in=CARD_KEY_TRANSITIONS.sources(CardKeyStatus.AVAILABLE)
+        )
+        .exclude(status=CardKeyStatus.SOLD, exported_at__isnull=False)
+        .update(status=CardKeyStatus.AVAILABLE, order=None)
+    )
 
 
 def keys_refund_revoke(*, order_pk: int, key_pks: list[int]) -> int:
@@ -655,9 +663,11 @@ def keys_revoke(*, product: Product, actor: User | None, now: datetime, keys: It
 def keys_export_record(*, product: Product, actor: User, now: datetime) -> int:
     """Record that the merchant exports the product's unsold keys (the caller checked their password).
 
-    Returns how many keys the export holds; the plaintext comes from `selectors.product_unsold_keys_plaintext`.
+    Each exported key is marked `exported_at=now`, so a refund never returns it to stock. Returns how
+    many keys the export holds; the plaintext comes from `selectors.product_unsold_keys_plaintext`
+    with the same `exported_at`.
     """
-    count = CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).count()
+    count = CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).update(exported_at=now)
     audit_record(action="stock.exported", subject=product, now=now, actor=actor, data={"count": count})
     return count
 

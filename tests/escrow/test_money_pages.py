@@ -10,6 +10,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import services as accounts_services
+from accounts.models import AuditEntry
 from escrow import liabilities, services, withdrawals
 from escrow.models import LiabilityLeaf, OrderStatus, Refund, Withdrawal
 from shop.models import CardKey
@@ -93,10 +94,19 @@ def test_staff_refund_page_and_withdrawal_admin_actions(client, run_on_commit):
     order = sold(run_on_commit)
     staff = factories.user_create(is_staff=True, is_superuser=True)
     factories.login_verified(client, staff)
+    # Staff must say why they refund: without a reason nothing happens.
+    refused = client.post(f"/staff/orders/{order.pk}/refund/", {"disposition": "restock"})
+    assert refused.status_code == 400 and "This field is required" in refused.content.decode()
+    order.refresh_from_db()
+    assert order.status == OrderStatus.DELIVERED and not Refund.objects.filter(order=order).exists()
     with run_on_commit():
-        assert client.post(f"/staff/orders/{order.pk}/refund/", {"disposition": "restock"}).status_code == 302
+        done = client.post(f"/staff/orders/{order.pk}/refund/", {"disposition": "restock", "note": "Key reported dead"})
+        assert done.status_code == 302
     order.refresh_from_db()
     assert order.status == OrderStatus.REFUNDED
+    assert Refund.objects.get(order=order).note == "Key reported dead"
+    entry = AuditEntry.objects.get(action="order.refunded", subject_id=str(order.pk))
+    assert entry.data["note"] == "Key reported dead" and entry.actor == staff
 
     paid = sold(run_on_commit)
     services.order_confirm_receipt(order=paid, now=timezone.now())
