@@ -4,7 +4,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from config.transitions import StateError
-from escrow import withdrawals
+from escrow import reviews, withdrawals
 from escrow.models import (
     KeyReveal,
     LedgerAccount,
@@ -65,7 +65,27 @@ def refund_order(modeladmin, request, queryset):
     return redirect("escrow:staff_refund", pk=queryset.get().pk)
 
 
-OrderAdmin.actions = [refund_order]
+@admin.action(description=_("Approve held order (deliver)"))
+def review_approve(modeladmin, request, queryset):
+    for order in queryset.order_by("pk"):
+        try:
+            reviews.order_review_approve(order_pk=order.pk, staff=request.user, now=timezone.now())
+        except reviews.ReviewRefused as error:
+            modeladmin.message_user(request, f"{order}: {error}", messages.WARNING)
+        else:
+            modeladmin.message_user(request, _("%(order)s approved: it is being delivered.") % {"order": order})
+
+
+@admin.action(description=_("Reject held order (refund what was paid)…"))
+def review_reject(modeladmin, request, queryset):
+    """A rejection refunds in full, so it asks for a reason on the review page, one order at a time."""
+    if queryset.count() != 1:
+        modeladmin.message_user(request, _("Choose exactly one order to reject."), messages.WARNING)
+        return None
+    return redirect("escrow:staff_order_review", pk=queryset.get().pk)
+
+
+OrderAdmin.actions = [refund_order, review_approve, review_reject]
 
 
 @admin.register(Withdrawal)

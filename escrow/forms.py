@@ -70,5 +70,22 @@ class RefundForm(forms.Form):
         self.fields["note"].required = note_required
 
 
+class OrderReviewForm(forms.Form):
+    decision = forms.ChoiceField(
+        label=_("Decision"),
+        choices=[("approve", _("Approve: deliver the order")), ("reject", _("Reject: refund what was paid"))],
+        widget=forms.RadioSelect,
+    )
+    note = forms.CharField(
+        label=_("Reason (required to reject)"), max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 3})
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("decision") == "reject" and not cleaned.get("note", "").strip():
+            self.add_error("note", _("Say why the order is rejected and refunded."))
+        return cleaned
+
+
 class ProofUploadForm(forms.Form):
     proof = forms.FileField(label=_("Your proof file (JSON)"))

@@ -30,7 +30,8 @@ ORDER_TRANSITIONS = Transitions(
         S.EXPIRED: {S.PAID, S.HELD_FOR_REVIEW},
         S.CANCELLED: {S.PAID, S.HELD_FOR_REVIEW},
         S.PAID: {S.DELIVERED, S.REFUNDED, S.HELD_FOR_REVIEW},
-        S.HELD_FOR_REVIEW: {S.DELIVERED, S.REFUNDED},
+        # Staff review (escrow/reviews.py): approved → paid, then delivered as usual; rejected → refunded.
+        S.HELD_FOR_REVIEW: {S.PAID, S.DELIVERED, S.REFUNDED},
         # Staff or the merchant may refund during the inspection window, in full or some of the keys.
         S.DELIVERED: {S.COMPLETED, S.DISPUTED, S.REFUNDED, S.PARTIALLY_REFUNDED},
         S.DISPUTED: {S.COMPLETED, S.REFUNDED, S.PARTIALLY_REFUNDED},
@@ -88,6 +89,8 @@ class PaymentStatus(models.TextChoices):
 PAYMENT_TRANSITIONS = Transitions(
     {
         PaymentStatus.PENDING: {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.MISMATCHED},
+        # Staff approved a held payment that covers its order (escrow.reviews.order_review_approve).
+        PaymentStatus.MISMATCHED: {PaymentStatus.SUCCEEDED},
     }
 )
 

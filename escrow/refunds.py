@@ -233,6 +233,44 @@ def order_refund_book(
     return refund
 
 
+def received_refund_book(
+    *, order: Order, payment: Payment, amount: int, reason: str, actor: User | None, note: str, now: datetime
+) -> Refund:
+    """Refund money that never reached escrow: a payment held for review, out of the suspense account
+    (in the currency it came in). The caller holds the payment and order locks in its transaction; the
+    gateway is asked on commit, as for any refund."""
+    assert transaction.get_connection().in_atomic_block
+    currency = payment.received_currency
+    refund = Refund.objects.create(
+        order=order,
+        payment=payment,
+        amount=amount,
+        currency=currency,
+        key_count=0,
+        reason=reason,
+        note=note.strip()[:500],
+        gateway=payment.gateway,
+        requested_by=actor if actor is not None and actor.is_authenticated else None,
+        created_at=now,
+    )
+    ledger.transfer(
+        transfer_id=f"refund:{refund.pk}",
+        debit=ledger.platform_account(AccountKind.SUSPENSE, currency),
+        credit=ledger.platform_account(AccountKind.BUYER_REFUNDS_PAYABLE, currency),
+        amount=amount,
+        code="refund",
+        order=order,
+        now=now,
+    )
+    audit_record(
+        action="refund.booked", subject=refund, now=now, actor=actor, data={"amount": amount, "reason": reason}
+    )
+    from escrow.tasks import refund_submit_task
+
+    transaction.on_commit(lambda: refund_submit_task.delay(refund_pk=refund.pk))
+    return refund
+
+
 @transaction.atomic
 def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
     """Ask the gateway to pay the refund. Safe to run twice: the gateway's idempotency key is the refund."""

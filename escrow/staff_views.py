@@ -1,11 +1,17 @@
-"""Staff pages that need more than an admin action (a partial refund chooses keys)."""
+"""Staff pages that need more than an admin action: a partial refund chooses keys, a held order is
+reviewed, a withdrawal is paid out only after staff confirm its full details and the payout reference."""
 
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.two_factor import verified_required
+from escrow import reviews
+from escrow.forms import OrderReviewForm
 from escrow.merchant_views import refund_page
-from escrow.models import Order
+from escrow.models import Order, PaymentStatus
 
 
 @staff_member_required
@@ -13,3 +19,32 @@ from escrow.models import Order
 def staff_refund(request, pk: int):
     order = get_object_or_404(Order.objects.select_related("product"), pk=pk)
     return refund_page(request, order, back=request.path)
+
+
+@staff_member_required
+@verified_required
+def staff_order_review(request, pk: int):
+    """A held order: what was expected and what arrived, then approve (deliver) or reject (refund)."""
+    order = get_object_or_404(Order.objects.select_related("product", "merchant"), pk=pk)
+    payment = order.payments.filter(status=PaymentStatus.MISMATCHED).first()
+    form = OrderReviewForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            if form.cleaned_data["decision"] == "approve":
+                reviews.order_review_approve(order_pk=order.pk, staff=request.user, now=timezone.now())
+                messages.success(request, _("The order is approved and being delivered."))
+            else:
+                reviews.order_review_reject(
+                    order_pk=order.pk, staff=request.user, now=timezone.now(), note=form.cleaned_data["note"]
+                )
+                messages.success(request, _("The order is rejected; what was paid goes back to the buyer."))
+        except reviews.ReviewRefused as error:
+            form.add_error(None, str(error))
+        else:
+            return redirect("admin:escrow_order_change", order.pk)
+    return render(
+        request,
+        "escrow/staff/order_review.html",
+        {"order": order, "payment": payment, "form": form},
+        status=400 if form.errors else 200,
+    )
