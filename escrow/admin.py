@@ -18,10 +18,24 @@ from escrow.models import (
     WebhookEvent,
     Withdrawal,
 )
+from shop.money import money_column
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Money and evidence are changed by services only; staff read them here."""
+    """Money and evidence are changed by services only; staff read them here.
+
+    `money` lists (amount field, currency field) pairs: shown as `¥100.00 CNY` on the detail page in
+    place of the stored minor units (list pages use `money_column` directly).
+    """
+
+    money: tuple[tuple[str, str], ...] = ()
+
+    def get_exclude(self, request, obj=None):
+        return [*(super().get_exclude(request, obj) or ()), *(field for field, _currency in self.money)]
+
+    def get_readonly_fields(self, request, obj=None):
+        columns = [money_column(field, currency_field=currency) for field, currency in self.money]
+        return [*super().get_readonly_fields(request, obj), *columns]
 
     def has_add_permission(self, request):
         return False
@@ -35,7 +49,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAdmin):
-    list_display = ("pk", "product", "quantity", "amount", "currency", "status", "created_at")
+    list_display = ("pk", "product", "quantity", money_column("amount"), "status", "created_at")
+    money = (("unit_price", "currency"), ("amount", "currency"))
     list_filter = ("status",)
     search_fields = ("pk", "email")
     exclude = ("access_token_hash",)
@@ -43,14 +58,35 @@ class OrderAdmin(ReadOnlyAdmin):
 
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
-    list_display = ("payment_id", "order", "amount", "currency", "status", "created_at")
+    list_display = (
+        "payment_id",
+        "order",
+        money_column("amount"),
+        money_column("received_amount", currency_field="received_currency"),
+        "status",
+        "created_at",
+    )
+    money = (("amount", "currency"), ("received_amount", "received_currency"))
     list_filter = ("status", "gateway")
 
 
 admin.site.register(WebhookEvent, ReadOnlyAdmin)
 admin.site.register(KeyReveal, ReadOnlyAdmin)
-admin.site.register(LedgerAccount, ReadOnlyAdmin)
-admin.site.register(Transfer, ReadOnlyAdmin)
+
+
+@admin.register(LedgerAccount)
+class LedgerAccountAdmin(ReadOnlyAdmin):
+    BALANCES = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
+    list_display = ("kind", "owner", *(money_column(name) for name in BALANCES))
+    list_filter = ("kind", "currency")
+    money = tuple((name, "currency") for name in BALANCES)
+
+
+@admin.register(Transfer)
+class TransferAdmin(ReadOnlyAdmin):
+    list_display = ("transfer_id", "kind", "code", money_column("amount"), "order", "created_at")
+    list_filter = ("kind", "code")
+    money = (("amount", "currency"),)
 
 
 # --- money lifecycle: staff decide withdrawals and refunds through services ---------------------------
@@ -90,22 +126,33 @@ OrderAdmin.actions = [refund_order, review_approve, review_reject]
 
 @admin.register(Withdrawal)
 class WithdrawalAdmin(ReadOnlyAdmin):
-    list_display = ("pk", "merchant", "amount", "currency", "payout_account", "status", "requested_at", "decided_by")
+    list_display = (
+        "pk",
+        "merchant",
+        money_column("amount"),
+        "payout_account",
+        "status",
+        "requested_at",
+        "decided_by",
+        "payout_reference",
+    )
     list_filter = ("status",)
     actions = ["approve", "reject"]
+    money = (("amount", "currency"),)
 
-    @admin.action(description=_("Approve and mark paid"))
+    @admin.action(description=_("Pay out… (shows the full payout details, asks for the payout reference)"))
     def approve(self, request, queryset):
-        self._decide(request, queryset, withdrawals.withdrawal_approve)
+        """Money leaves the platform: one withdrawal at a time, confirmed on its own page."""
+        if queryset.count() != 1:
+            self.message_user(request, _("Choose exactly one withdrawal to pay out."), messages.WARNING)
+            return None
+        return redirect("escrow:staff_withdrawal_approve", pk=queryset.get().pk)
 
     @admin.action(description=_("Reject (the money returns to the merchant)"))
     def reject(self, request, queryset):
-        self._decide(request, queryset, withdrawals.withdrawal_reject)
-
-    def _decide(self, request, queryset, service):
         for withdrawal in queryset.order_by("pk"):
             try:
-                service(withdrawal_pk=withdrawal.pk, staff=request.user, now=timezone.now())
+                withdrawals.withdrawal_reject(withdrawal_pk=withdrawal.pk, staff=request.user, now=timezone.now())
             except StateError:
                 self.message_user(request, _("%(w)s was already decided.") % {"w": withdrawal}, messages.WARNING)
 
@@ -115,8 +162,7 @@ class RefundAdmin(ReadOnlyAdmin):
     list_display = (
         "pk",
         "order",
-        "amount",
-        "currency",
+        money_column("amount"),
         "key_count",
         "key_disposition",
         "status",
@@ -124,8 +170,19 @@ class RefundAdmin(ReadOnlyAdmin):
         "created_at",
     )
     list_filter = ("status", "reason")
+    money = (("amount", "currency"),)
 
 
 admin.site.register(PayoutAccount, ReadOnlyAdmin)
-admin.site.register(ReserveHold, ReadOnlyAdmin)
-admin.site.register(LiabilityPublication, ReadOnlyAdmin)
+
+
+@admin.register(ReserveHold)
+class ReserveHoldAdmin(ReadOnlyAdmin):
+    list_display = ("order", "merchant", money_column("amount"), "release_at", "released_at")
+    money = (("amount", "currency"),)
+
+
+@admin.register(LiabilityPublication)
+class LiabilityPublicationAdmin(ReadOnlyAdmin):
+    list_display = ("currency", "root_hash", money_column("total"), money_column("funds_held"), "published_at")
+    money = (("total", "currency"), ("funds_held", "currency"))

@@ -28,6 +28,11 @@ class PayoutAccountForm(forms.Form):
     provider = forms.CharField(label=_("Bank or wallet"), max_length=64)
     holder_name = forms.CharField(label=_("Account holder"), max_length=100)
     account_number = forms.CharField(label=_("Account number or wallet id"), max_length=64)
+    code = forms.CharField(
+        label=_("Code from your authenticator app (or a backup code)"),
+        max_length=16,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
 
 
 class WithdrawalForm(forms.Form):
@@ -85,6 +90,13 @@ class OrderReviewForm(forms.Form):
         if cleaned.get("decision") == "reject" and not cleaned.get("note", "").strip():
             self.add_error("note", _("Say why the order is rejected and refunded."))
         return cleaned
+
+
+class WithdrawalApproveForm(forms.Form):
+    payout_reference = forms.CharField(
+        label=_("Reference of the payment you made (from the bank or wallet)"), max_length=128
+    )
+    confirm = forms.BooleanField(label=_("I paid exactly this amount to exactly this account."))
 
 
 class ProofUploadForm(forms.Form):

@@ -122,12 +122,16 @@ def withdrawal_list(request):
 def payout_account_add(request):
     form = PayoutAccountForm(request.POST, prefix="a")
     if form.is_valid():
-        withdrawals.payout_account_add(
-            merchant=request.merchant, actor=request.user, now=timezone.now(), **form.cleaned_data
-        )
-        messages.success(request, _("Payout account saved."))
+        try:
+            withdrawals.payout_account_add(
+                merchant=request.merchant, actor=request.user, now=timezone.now(), **form.cleaned_data
+            )
+        except withdrawals.WithdrawalRefused as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(request, _("Payout account saved."))
     else:
-        messages.error(request, _("Fill in every field of the payout account."))
+        messages.error(request, _("Fill in every field of the payout account, and a fresh code from your app."))
     return redirect("merchant_money:withdrawals")
 
 

@@ -8,10 +8,11 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.two_factor import verified_required
-from escrow import reviews
-from escrow.forms import OrderReviewForm
+from config.transitions import StateError
+from escrow import reviews, withdrawals
+from escrow.forms import OrderReviewForm, WithdrawalApproveForm
 from escrow.merchant_views import refund_page
-from escrow.models import Order, PaymentStatus
+from escrow.models import Order, PaymentStatus, Withdrawal
 
 
 @staff_member_required
@@ -46,5 +47,41 @@ def staff_order_review(request, pk: int):
         request,
         "escrow/staff/order_review.html",
         {"order": order, "payment": payment, "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@staff_member_required
+@verified_required
+def staff_withdrawal_approve(request, pk: int):
+    """Pay a withdrawal out: the full payout details (the unmasked account number, for staff only),
+    then the payout reference of the transfer staff made and an explicit confirmation."""
+    withdrawal = get_object_or_404(Withdrawal.objects.select_related("merchant", "payout_account"), pk=pk)
+    form = WithdrawalApproveForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            withdrawals.withdrawal_approve(
+                withdrawal_pk=withdrawal.pk,
+                staff=request.user,
+                payout_reference=form.cleaned_data["payout_reference"],
+                now=timezone.now(),
+            )
+        except withdrawals.WithdrawalRefused as error:
+            form.add_error("payout_reference", str(error))
+        except StateError:
+            form.add_error(None, _("This withdrawal was already decided."))
+        else:
+            messages.success(request, _("Withdrawal %(pk)s is marked paid.") % {"pk": withdrawal.pk})
+            return redirect("admin:escrow_withdrawal_changelist")
+    account = withdrawal.payout_account
+    return render(
+        request,
+        "escrow/staff/withdrawal_approve.html",
+        {
+            "withdrawal": withdrawal,
+            "account": account,
+            "account_number": withdrawals.payout_account_number_full(account),
+            "form": form,
+        },
         status=400 if form.errors else 200,
     )

@@ -37,8 +37,57 @@ class WithdrawalRefused(Refused):
     """A withdrawal that cannot go ahead; nothing moved. The message is for people."""
 
 
-@transaction.atomic
+def _fresh_code_check(*, user: User, code: str, what: str) -> None:
+    """A fresh second factor for a money or security change, or `WithdrawalRefused` (nothing changed)."""
+    try:
+        otp_fresh_code_check(user=user, code=code)  # commits on its own: a failure must count
+    except TwoFactorRequired:
+        raise WithdrawalRefused(
+            _("%(what)s needs two-factor authentication. Set it up on your security page: %(url)s")
+            % {"what": what, "url": reverse("security:overview")},
+            code="two_factor_required",
+        ) from None
+    except TwoFactorInvalid:
+        raise WithdrawalRefused(
+            _("That code is wrong or was already used. Enter a fresh code from your app."), code="bad_code"
+        ) from None
+
+
 def payout_account_add(
+    *,
+    merchant: Merchant,
+    label: str,
+    holder_name: str,
+    account_number: str,
+    provider: str,
+    code: str,
+    actor: User,
+    now: datetime,
+) -> PayoutAccount:
+    """Save an account the merchant can withdraw to, after a fresh second factor from `actor`.
+
+    Refused (`WithdrawalRefused`, nothing saved) without a confirmed TOTP device or with a wrong or
+    reused code: whoever holds only a stolen session cannot send the merchant's money elsewhere.
+    """
+    _fresh_code_check(user=actor, code=code, what=_("Adding a payout account"))
+    return payout_account_add_unchecked(
+        merchant=merchant,
+        label=label,
+        holder_name=holder_name,
+        account_number=account_number,
+        provider=provider,
+        actor=actor,
+        now=now,
+    )
+
+
+def payout_account_number_full(payout_account: PayoutAccount) -> str:
+    """The whole account number, for staff paying a withdrawal out (everyone else sees it masked)."""
+    return payout_account.account_number
+
+
+@transaction.atomic
+def payout_account_add_unchecked(
     *,
     merchant: Merchant,
     label: str,
@@ -48,7 +97,10 @@ def payout_account_add(
     actor: User,
     now: datetime,
 ) -> PayoutAccount:
-    """Save an account the merchant can withdraw to."""
+    """Save an account the merchant can withdraw to WITHOUT a fresh second factor.
+
+    For `payout_account_add` (which checked one), demo data and tests; a request must never reach it.
+    """
     account = PayoutAccount.objects.create(
         merchant=merchant,
         label=label.strip(),
@@ -90,18 +142,7 @@ def withdrawal_request(
         raise WithdrawalRefused(_("Choose one of your saved payout accounts."), code="no_payout_account")
     if amount > available_balance(merchant=merchant, currency=currency):
         raise WithdrawalRefused(_("That is more than your available balance."), code="insufficient_funds")
-    try:
-        otp_fresh_code_check(user=user, code=code)  # commits on its own: a failure must count
-    except TwoFactorRequired:
-        raise WithdrawalRefused(
-            _("Withdrawals need two-factor authentication. Set it up on your security page: %(url)s")
-            % {"url": reverse("security:overview")},
-            code="two_factor_required",
-        ) from None
-    except TwoFactorInvalid:
-        raise WithdrawalRefused(
-            _("That code is wrong or was already used. Enter a fresh code from your app."), code="bad_code"
-        ) from None
+    _fresh_code_check(user=user, code=code, what=_("Withdrawing"))
     return _withdrawal_hold(
         merchant=merchant, user=user, payout_account=payout_account, amount=amount, currency=currency, now=now
     )
@@ -163,14 +204,39 @@ def _pending_of(withdrawal: Withdrawal) -> Transfer:
 
 
 @transaction.atomic
-def withdrawal_approve(*, withdrawal_pk: int, staff: User, now: datetime) -> Withdrawal:
-    """Staff approve: the money is paid out (the pending transfer posts) and the withdrawal is paid."""
+def withdrawal_approve(*, withdrawal_pk: int, staff: User, payout_reference: str, now: datetime) -> Withdrawal:
+    """Staff paid the withdrawal out: the pending transfer posts and the withdrawal is paid, once.
+
+    `payout_reference` is the bank's or wallet's reference of the transfer staff made; without one
+    the approval is refused (`WithdrawalRefused`, code "payout_reference_required", nothing changed).
+    """
+    payout_reference = payout_reference.strip()
+    if not payout_reference:
+        raise WithdrawalRefused(
+            _("Enter the reference of the payment you made to the merchant."), code="payout_reference_required"
+        )
     withdrawal = withdrawal_lock(withdrawal_pk)
     WITHDRAWAL_TRANSITIONS.apply(
-        model=Withdrawal, pk=withdrawal.pk, to=WithdrawalStatus.PAID, decided_by=staff, decided_at=now
+        model=Withdrawal,
+        pk=withdrawal.pk,
+        to=WithdrawalStatus.PAID,
+        decided_by=staff,
+        decided_at=now,
+        payout_reference=payout_reference[:128],
     )
     ledger.pending_post(transfer_id=f"withdrawal:{withdrawal.pk}:post", pending=_pending_of(withdrawal), now=now)
-    audit_record(action="withdrawal.paid", subject=withdrawal, now=now, actor=staff, data={"amount": withdrawal.amount})
+    audit_record(
+        action="withdrawal.paid",
+        subject=withdrawal,
+        now=now,
+        actor=staff,
+        data={
+            "amount": withdrawal.amount,
+            "currency": withdrawal.currency,
+            "payout_account": withdrawal.payout_account_id,
+            "payout_reference": payout_reference[:128],
+        },
+    )
     withdrawal.refresh_from_db()
     return withdrawal
 

@@ -281,12 +281,21 @@ def tokens(request):
     form = ApiTokenForm(request.POST or None)
     created = None
     if request.method == "POST" and form.is_valid():
-        _record, created = services.merchant_api_token_create(
-            merchant=request.merchant, name=form.cleaned_data["name"], actor=request.user, now=timezone.now()
-        )
-        form = ApiTokenForm()
+        try:
+            _record, created = services.merchant_api_token_create(
+                merchant=request.merchant,
+                name=form.cleaned_data["name"],
+                actor=request.user,
+                code=form.cleaned_data["code"],
+                now=timezone.now(),
+            )
+        except services.ShopError as error:
+            form.add_error("code", str(error))
+        else:
+            form = ApiTokenForm()
     tokens = MerchantApiToken.objects.filter(merchant=request.merchant).order_by("-pk")
-    return render(request, "merchant/tokens.html", {"form": form, "tokens": tokens, "created": created})
+    context = {"form": form, "tokens": tokens, "created": created}
+    return render(request, "merchant/tokens.html", context, status=400 if form.errors else 200)
 
 
 @merchant_required

@@ -10,6 +10,7 @@ The account that must be the smallest (the contested one) is created first, as h
 whenever a platform account is older than a merchant's.
 """
 
+import functools
 import threading
 import time
 from datetime import timedelta
@@ -111,7 +112,10 @@ def test_withdrawal_request_and_staff_decision_never_deadlock(decision):
     _, merchant, payout, codes = merchant_with_balance()
     staff = factories.user_create(is_staff=True)
     pending = withdrawal_request(merchant, payout, codes[0])
-    decide = withdrawals.withdrawal_approve if decision == "approve" else withdrawals.withdrawal_reject
+    if decision == "approve":
+        decide = functools.partial(withdrawals.withdrawal_approve, payout_reference="ICBC-0001")
+    else:
+        decide = withdrawals.withdrawal_reject
 
     results = collide(
         contested=payouts,

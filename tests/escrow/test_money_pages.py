@@ -49,10 +49,16 @@ def test_withdrawal_page_without_device_links_to_enrolment(client, run_on_commit
     order = sold(run_on_commit)
     services.order_confirm_receipt(order=order, now=timezone.now())
     merchant = order.merchant
-    factories.login_verified(client, merchant.user)
+    device = factories.login_verified(client, merchant.user)
     client.post(
         "/merchant/money/payout-accounts/",
-        {"a-label": "Main", "a-provider": "ICBC", "a-holder_name": "Li", "a-account_number": "62220000"},
+        {
+            "a-label": "Main",
+            "a-provider": "ICBC",
+            "a-holder_name": "Li",
+            "a-account_number": "62220000",
+            "a-code": factories.totp_code(device),
+        },
     )
     payout = merchant.payout_accounts.get()
     # The app is gone but a backup code let them in: a withdrawal still needs the app.
@@ -123,6 +129,8 @@ def test_staff_refund_page_and_withdrawal_admin_actions(client, run_on_commit):
         now=timezone.now(),
     )
     response = client.post("/admin/escrow/withdrawal/", {"action": "approve", "_selected_action": [withdrawal.pk]})
+    assert response.status_code == 302
+    response = client.post(response["Location"], {"payout_reference": "ICBC-1", "confirm": "on"})
     assert response.status_code == 302
     withdrawal.refresh_from_db()
     assert withdrawal.status == "paid"
