@@ -1,11 +1,13 @@
 """Orders held for review (the amount or currency paid did not match): staff approve or reject them."""
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 from django.utils import timezone
 
 from accounts.models import AuditEntry
-from escrow import ledger, reviews
+from escrow import ledger, reviews, services
 from escrow.ledger_checks import ledger_problems
 from escrow.models import AccountKind, OrderStatus, PaymentStatus, Refund, RefundStatus, Transfer
 from shop.models import CardKey, CardKeyStatus
@@ -162,4 +164,33 @@ def test_staff_approve_and_reject_from_the_admin_with_a_verified_session_only(ru
     assert approved.status == OrderStatus.DELIVERED
     assert rejected.status == OrderStatus.REFUNDED
     assert Refund.objects.get(order=rejected).note == "underpaid by 90"
+    assert ledger_problems() == []
+
+
+def test_a_held_late_payment_takes_its_keys_again_or_is_refused_when_stock_is_gone(run_on_commit):
+    product = factories.product_create(stock=2, price=10000)
+    first = factories.order_place(product=product).order
+    second = factories.order_place(product=product, email="late@example.com").order
+    later = timezone.now() + timedelta(hours=1)
+    for order in (first, second):
+        assert services.order_expire(order_pk=order.pk, now=later)  # keys back to stock
+    with run_on_commit():
+        factories.pay(first, amount="100.01")
+        factories.pay(second, amount="100.01")
+    taken = factories.order_place(product=product, email="other@example.com").order  # one key left for them
+    staff = factories.user_create(is_staff=True)
+
+    with run_on_commit():
+        reviews.order_review_approve(order_pk=first.pk, staff=staff, now=timezone.now())
+    first.refresh_from_db()
+    assert first.status == OrderStatus.DELIVERED
+    assert CardKey.objects.filter(order=first, status=CardKeyStatus.SOLD).count() == 1
+
+    transfers = Transfer.objects.count()
+    with pytest.raises(reviews.ReviewRefused) as error:
+        reviews.order_review_approve(order_pk=second.pk, staff=staff, now=timezone.now())
+    assert error.value.code == "out_of_stock"
+    second.refresh_from_db()
+    assert second.status == OrderStatus.HELD_FOR_REVIEW and Transfer.objects.count() == transfers
+    assert CardKey.objects.filter(order=taken, status=CardKeyStatus.RESERVED).count() == 1
     assert ledger_problems() == []
