@@ -8,7 +8,7 @@ from django.utils import timezone
 from accounts.models import AuditEntry
 from accounts.services import backup_codes_issue_unchecked
 from escrow import services, withdrawals
-from escrow.models import PayoutAccount, Transfer, Withdrawal, WithdrawalStatus
+from escrow.models import Order, PayoutAccount, Refund, Transfer, Withdrawal, WithdrawalStatus
 from shop import services as shop_services
 from shop.models import MerchantApiToken, Product
 from tests import factories
@@ -200,3 +200,20 @@ def test_creating_an_api_token_needs_a_fresh_second_factor():
     assert created.status_code == 200
     token = MerchantApiToken.objects.get(merchant=merchant)
     assert token.name == "sync" and token.prefix in created.content.decode()
+
+
+def test_the_admin_refund_action_opens_the_refund_page_for_one_order(run_on_commit):
+    product = factories.product_create(stock=3)
+    with run_on_commit():
+        first = factories.order_delivered(product=product)
+        second = factories.order_delivered(product=product)
+    client, _ = staff_client()
+
+    response = client.post("/admin/escrow/order/", {"action": "refund_order", "_selected_action": [first.pk]})
+    assert response.status_code == 302 and response["Location"] == f"/staff/orders/{first.pk}/refund/"
+    both = client.post(
+        "/admin/escrow/order/", {"action": "refund_order", "_selected_action": [first.pk, second.pk]}, follow=True
+    )
+    assert "Choose exactly one order to refund." in both.content.decode()
+    assert not Refund.objects.exists()
+    assert set(Order.objects.filter(pk__in=[first.pk, second.pk]).values_list("status", flat=True)) == {"delivered"}
