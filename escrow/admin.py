@@ -1,12 +1,12 @@
 from django.contrib import admin, messages
+from django.shortcuts import redirect
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from config.transitions import StateError
-from escrow import refunds, withdrawals
+from escrow import reviews, withdrawals
 from escrow.models import (
     DisputeAction,
-    KeyDisposition,
     KeyReveal,
     LedgerAccount,
     LiabilityPublication,
@@ -19,10 +19,24 @@ from escrow.models import (
     WebhookEvent,
     Withdrawal,
 )
+from shop.money import money_column
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Money and evidence are changed by services only; staff read them here."""
+    """Money and evidence are changed by services only; staff read them here.
+
+    `money` lists (amount field, currency field) pairs: shown as `¥100.00 CNY` on the detail page in
+    place of the stored minor units (list pages use `money_column` directly).
+    """
+
+    money: tuple[tuple[str, str], ...] = ()
+
+    def get_exclude(self, request, obj=None):
+        return [*(super().get_exclude(request, obj) or ()), *(field for field, _currency in self.money)]
+
+    def get_readonly_fields(self, request, obj=None):
+        columns = [money_column(field, currency_field=currency) for field, currency in self.money]
+        return [*super().get_readonly_fields(request, obj), *columns]
 
     def has_add_permission(self, request):
         return False
@@ -36,7 +50,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAdmin):
-    list_display = ("pk", "product", "quantity", "amount", "currency", "status", "created_at")
+    list_display = ("pk", "product", "quantity", money_column("amount"), "status", "created_at")
+    money = (("unit_price", "currency"), ("amount", "currency"))
     list_filter = ("status",)
     search_fields = ("pk", "email")
     exclude = ("access_token_hash",)
@@ -44,62 +59,104 @@ class OrderAdmin(ReadOnlyAdmin):
 
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
-    list_display = ("payment_id", "order", "amount", "currency", "status", "created_at")
+    list_display = (
+        "payment_id",
+        "order",
+        money_column("amount"),
+        money_column("received_amount", currency_field="received_currency"),
+        "status",
+        "created_at",
+    )
+    money = (("amount", "currency"), ("received_amount", "received_currency"))
     list_filter = ("status", "gateway")
 
 
 admin.site.register(WebhookEvent, ReadOnlyAdmin)
 admin.site.register(KeyReveal, ReadOnlyAdmin)
-admin.site.register(LedgerAccount, ReadOnlyAdmin)
-admin.site.register(Transfer, ReadOnlyAdmin)
+
+
+@admin.register(LedgerAccount)
+class LedgerAccountAdmin(ReadOnlyAdmin):
+    BALANCES = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
+    list_display = ("kind", "owner", *(money_column(name) for name in BALANCES))
+    list_filter = ("kind", "currency")
+    money = tuple((name, "currency") for name in BALANCES)
+
+
+@admin.register(Transfer)
+class TransferAdmin(ReadOnlyAdmin):
+    list_display = ("transfer_id", "kind", "code", money_column("amount"), "order", "created_at")
+    list_filter = ("kind", "code")
+    money = (("amount", "currency"),)
+
+
 admin.site.register(DisputeAction, ReadOnlyAdmin)
 
 
 # --- money lifecycle: staff decide withdrawals and refunds through services ---------------------------
 
 
-def _refund_action(disposition: str, label: str):
-    def action(modeladmin, request, queryset):
-        done = 0
-        for order in queryset.order_by("pk"):
-            try:
-                refunds.order_refund(
-                    order_pk=order.pk, now=timezone.now(), disposition=disposition, reason="staff", actor=request.user
-                )
-                done += 1
-            except refunds.RefundRefused as error:
-                modeladmin.message_user(request, f"{order}: {error}", messages.WARNING)
-        modeladmin.message_user(request, _("%(n)d order(s) refunded.") % {"n": done})
-
-    action.__name__ = f"refund_in_full_{disposition}"
-    action.short_description = label
-    return action
+@admin.action(description=_("Refund… (asks for a reason, shows which keys will be revoked)"))
+def refund_order(modeladmin, request, queryset):
+    """Refunds are decided one order at a time, on the staff refund page: never in bulk, never unexplained."""
+    if queryset.count() != 1:
+        modeladmin.message_user(request, _("Choose exactly one order to refund."), messages.WARNING)
+        return None
+    return redirect("escrow:staff_refund", pk=queryset.get().pk)
 
 
-OrderAdmin.actions = [
-    _refund_action(KeyDisposition.RESTOCK, _("Refund in full, keys back to stock")),
-    _refund_action(KeyDisposition.REVOKE, _("Refund in full, revoke the keys")),
-]
+@admin.action(description=_("Approve held order (deliver)"))
+def review_approve(modeladmin, request, queryset):
+    for order in queryset.order_by("pk"):
+        try:
+            reviews.order_review_approve(order_pk=order.pk, staff=request.user, now=timezone.now())
+        except reviews.ReviewRefused as error:
+            modeladmin.message_user(request, f"{order}: {error}", messages.WARNING)
+        else:
+            modeladmin.message_user(request, _("%(order)s approved: it is being delivered.") % {"order": order})
+
+
+@admin.action(description=_("Reject held order (refund what was paid)…"))
+def review_reject(modeladmin, request, queryset):
+    """A rejection refunds in full, so it asks for a reason on the review page, one order at a time."""
+    if queryset.count() != 1:
+        modeladmin.message_user(request, _("Choose exactly one order to reject."), messages.WARNING)
+        return None
+    return redirect("escrow:staff_order_review", pk=queryset.get().pk)
+
+
+OrderAdmin.actions = [refund_order, review_approve, review_reject]
 
 
 @admin.register(Withdrawal)
 class WithdrawalAdmin(ReadOnlyAdmin):
-    list_display = ("pk", "merchant", "amount", "currency", "payout_account", "status", "requested_at", "decided_by")
+    list_display = (
+        "pk",
+        "merchant",
+        money_column("amount"),
+        "payout_account",
+        "status",
+        "requested_at",
+        "decided_by",
+        "payout_reference",
+    )
     list_filter = ("status",)
     actions = ["approve", "reject"]
+    money = (("amount", "currency"),)
 
-    @admin.action(description=_("Approve and mark paid"))
+    @admin.action(description=_("Pay out… (shows the full payout details, asks for the payout reference)"))
     def approve(self, request, queryset):
-        self._decide(request, queryset, withdrawals.withdrawal_approve)
+        """Money leaves the platform: one withdrawal at a time, confirmed on its own page."""
+        if queryset.count() != 1:
+            self.message_user(request, _("Choose exactly one withdrawal to pay out."), messages.WARNING)
+            return None
+        return redirect("escrow:staff_withdrawal_approve", pk=queryset.get().pk)
 
     @admin.action(description=_("Reject (the money returns to the merchant)"))
     def reject(self, request, queryset):
-        self._decide(request, queryset, withdrawals.withdrawal_reject)
-
-    def _decide(self, request, queryset, service):
         for withdrawal in queryset.order_by("pk"):
             try:
-                service(withdrawal_pk=withdrawal.pk, staff=request.user, now=timezone.now())
+                withdrawals.withdrawal_reject(withdrawal_pk=withdrawal.pk, staff=request.user, now=timezone.now())
             except StateError:
                 self.message_user(request, _("%(w)s was already decided.") % {"w": withdrawal}, messages.WARNING)
 
@@ -109,8 +166,7 @@ class RefundAdmin(ReadOnlyAdmin):
     list_display = (
         "pk",
         "order",
-        "amount",
-        "currency",
+        money_column("amount"),
         "key_count",
         "key_disposition",
         "status",
@@ -118,8 +174,19 @@ class RefundAdmin(ReadOnlyAdmin):
         "created_at",
     )
     list_filter = ("status", "reason")
+    money = (("amount", "currency"),)
 
 
 admin.site.register(PayoutAccount, ReadOnlyAdmin)
-admin.site.register(ReserveHold, ReadOnlyAdmin)
-admin.site.register(LiabilityPublication, ReadOnlyAdmin)
+
+
+@admin.register(ReserveHold)
+class ReserveHoldAdmin(ReadOnlyAdmin):
+    list_display = ("order", "merchant", money_column("amount"), "release_at", "released_at")
+    money = (("amount", "currency"),)
+
+
+@admin.register(LiabilityPublication)
+class LiabilityPublicationAdmin(ReadOnlyAdmin):
+    list_display = ("currency", "root_hash", money_column("total"), money_column("funds_held"), "published_at")
+    money = (("total", "currency"), ("funds_held", "currency"))

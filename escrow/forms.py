@@ -28,6 +28,11 @@ class PayoutAccountForm(forms.Form):
     provider = forms.CharField(label=_("Bank or wallet"), max_length=64)
     holder_name = forms.CharField(label=_("Account holder"), max_length=100)
     account_number = forms.CharField(label=_("Account number or wallet id"), max_length=64)
+    code = forms.CharField(
+        label=_("Code from your authenticator app (or a backup code)"),
+        max_length=16,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
 
 
 class WithdrawalForm(forms.Form):
@@ -59,13 +64,39 @@ class RefundForm(forms.Form):
         label=_("Keys to refund (none chosen: the whole order)"), required=False, widget=forms.CheckboxSelectMultiple
     )
     disposition = forms.ChoiceField(label=_("Refunded keys"), choices=())
+    note = forms.CharField(label=_("Reason for the refund"), max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
 
-    def __init__(self, *args, key_pks: list[int], **kwargs):
+    def __init__(self, *args, key_pks: list[int], note_required: bool, **kwargs):
         from escrow.models import KeyDisposition
 
         super().__init__(*args, **kwargs)
         self.fields["keys"].choices = [(str(pk), _("Key #%(pk)s") % {"pk": pk}) for pk in key_pks]
         self.fields["disposition"].choices = KeyDisposition.choices
+        self.fields["note"].required = note_required
+
+
+class OrderReviewForm(forms.Form):
+    decision = forms.ChoiceField(
+        label=_("Decision"),
+        choices=[("approve", _("Approve: deliver the order")), ("reject", _("Reject: refund what was paid"))],
+        widget=forms.RadioSelect,
+    )
+    note = forms.CharField(
+        label=_("Reason (required to reject)"), max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 3})
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("decision") == "reject" and not cleaned.get("note", "").strip():
+            self.add_error("note", _("Say why the order is rejected and refunded."))
+        return cleaned
+
+
+class WithdrawalApproveForm(forms.Form):
+    payout_reference = forms.CharField(
+        label=_("Reference of the payment you made (from the bank or wallet)"), max_length=128
+    )
+    confirm = forms.BooleanField(label=_("I paid exactly this amount to exactly this account."))
 
 
 class ProofUploadForm(forms.Form):

@@ -2,8 +2,10 @@
 
 Each transfer carries a `transfer_id` derived from its cause. Asking for the same transfer again
 returns the first one unchanged (a replay is a no-op); asking for it with different terms raises
-`TransferConflict`. Balances are updated with `F()` expressions on rows taken in primary-key order,
-so concurrent transfers neither lose updates nor deadlock.
+`TransferConflict`. Balances are updated with `F()` expressions on rows locked first, all at once, in
+primary-key order (`locks.ledger_accounts_lock`), so concurrent transfers neither lose updates nor
+deadlock. A path that books several transfers applies them in one go (`balances_deferred`), or locks
+every account it will touch before the first one.
 """
 
 import threading
@@ -16,6 +18,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 
+from escrow.locks import ledger_accounts_lock
 from escrow.models import AccountKind, LedgerAccount, Order, Transfer, TransferKind
 
 PLATFORM = "platform"
@@ -85,6 +88,7 @@ def _balance_changes(rows: Iterable[Transfer]) -> dict[int, dict[str, int]]:
 def _apply(rows: Iterable[Transfer]) -> None:
     """Bring the cached balances up to date with `rows`: one UPDATE per account, in primary-key order."""
     changes = _balance_changes(rows)
+    ledger_accounts_lock(changes)  # all the rows first, in pk order, never one after another
     for account_pk in sorted(changes):
         fields = {name: F(name) + value for name, value in changes[account_pk].items() if value}
         if fields:

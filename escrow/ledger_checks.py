@@ -163,11 +163,17 @@ def _settled_order_problems() -> list[str]:
                     transfers__kind__in=[TransferKind.SINGLE, TransferKind.POST_PENDING],
                 ),
             ),
+            # A payment held for review sits in suspense; rejected, all of it goes back from there.
+            held=Sum("transfers__amount", filter=Q(transfers__code="payment_mismatch")),
+            returned=Sum("transfers__amount", filter=Q(transfers__debit_account__kind=AccountKind.SUSPENSE)),
         )
-        .values_list("pk", "amount", "paid", "paid_out")
+        .values_list("pk", "amount", "paid", "paid_out", "held", "returned")
     )
-    for pk, amount, paid, paid_out in sums.iterator(chunk_size=2000):
-        if (paid or 0) != amount:
+    for pk, amount, paid, paid_out, held, returned in sums.iterator(chunk_size=2000):
+        if paid is None and held:
+            if returned != held or paid_out:
+                problems.append(f"Order {pk}: rejected in review, {held} came in but {returned} went back.")
+        elif (paid or 0) != amount:
             problems.append(f"Order {pk}: settled, but the buyer's payment recorded is {paid}, not {amount}.")
         elif (paid_out or 0) != amount:
             problems.append(f"Order {pk}: merchant share + fee + refunds = {paid_out}, but the buyer paid {amount}.")

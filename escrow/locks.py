@@ -1,6 +1,9 @@
-"""Row locks for money, in one place so every path takes them in the same order (payment, then order)."""
+"""Row locks for money, in one place so every path takes them in the same order: payment, then order,
+then ledger accounts (those all at once, in primary-key order)."""
 
-from escrow.models import Order, Payment
+from collections.abc import Iterable
+
+from escrow.models import LedgerAccount, Order, Payment
 
 
 def payment_lock(pk: int) -> Payment:
@@ -16,11 +19,16 @@ def orders_lock(pks: list[int]) -> list[Order]:
     return list(Order.objects.select_for_update(of=("self",)).filter(pk__in=pks).order_by("pk"))
 
 
-def ledger_account_lock(pk: int):
-    """Lock one ledger account row: the withdrawal check reads its balance under this lock."""
-    from escrow.models import LedgerAccount
+def ledger_accounts_lock(pks: Iterable[int]) -> dict[int, LedgerAccount]:
+    """Lock ledger account rows, all in one statement, in primary-key order; returns them by pk.
 
-    return LedgerAccount.objects.select_for_update().get(pk=pk)
+    Every path that touches two or more balances takes them here, all at once, before (or as) it
+    changes any: taken one by one in the order a path happens to need them, a withdrawal request and
+    a staff approval (or a payment and a refund) each held one row the other waited for, and
+    PostgreSQL aborted one of them as a deadlock. Taking a row that is already held changes nothing.
+    """
+    query = LedgerAccount.objects.select_for_update().filter(pk__in=set(pks)).order_by("pk")
+    return {account.pk: account for account in query}
 
 
 def withdrawal_lock(pk: int):

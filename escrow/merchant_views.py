@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from escrow import liabilities, refunds, withdrawals
 from escrow.forms import PayoutAccountForm, RefundForm, StatementFilterForm, WithdrawalForm
-from escrow.models import LiabilityLeaf, LiabilityPublication, Order, Withdrawal
+from escrow.models import KeyDisposition, LiabilityLeaf, LiabilityPublication, Order, Withdrawal
 from escrow.selectors import merchant_balances, merchant_statement, statement_line
 from shop.models import CardKey, CardKeyStatus
 from shop.money import to_major
@@ -122,32 +122,43 @@ def withdrawal_list(request):
 def payout_account_add(request):
     form = PayoutAccountForm(request.POST, prefix="a")
     if form.is_valid():
-        withdrawals.payout_account_add(
-            merchant=request.merchant, actor=request.user, now=timezone.now(), **form.cleaned_data
-        )
-        messages.success(request, _("Payout account saved."))
+        try:
+            withdrawals.payout_account_add(
+                merchant=request.merchant, actor=request.user, now=timezone.now(), **form.cleaned_data
+            )
+        except withdrawals.WithdrawalRefused as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(request, _("Payout account saved."))
     else:
-        messages.error(request, _("Fill in every field of the payout account."))
+        messages.error(request, _("Fill in every field of the payout account, and a fresh code from your app."))
     return redirect("merchant_money:withdrawals")
 
 
 def refund_page(request, order: Order, *, merchant=None, back: str):
-    """One page for staff and merchants: refund the whole order or some of its delivered keys."""
+    """One page for staff and merchants: refund the whole order or some of its delivered keys.
+
+    Before anyone confirms, it lists the keys that will be revoked even with "return to stock" (and
+    why). Staff must give a reason.
+    """
     key_pks = list(
         CardKey.objects.filter(order=order, status__in=[CardKeyStatus.SOLD, CardKeyStatus.RESERVED])
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    form = RefundForm(request.POST or None, key_pks=key_pks)
+    _restock, revoked = refunds.refund_keys_plan(order=order, key_pks=key_pks, disposition=KeyDisposition.RESTOCK)
+    always_revoked = [(pk, refunds.revoke_reason_text(why)) for pk, why in revoked.items()]
+    form = RefundForm(request.POST or None, key_pks=key_pks, note_required=merchant is None)
     if request.method == "POST" and form.is_valid():
         chosen = [int(pk) for pk in form.cleaned_data["keys"]] or None
         try:
-            refunds.order_refund(
+            refund = refunds.order_refund(
                 order_pk=order.pk,
                 now=timezone.now(),
                 key_pks=chosen,
                 disposition=form.cleaned_data["disposition"],
                 reason="merchant" if merchant else "staff",
+                note=form.cleaned_data["note"],
                 actor=request.user,
                 merchant=merchant,
             )
@@ -155,10 +166,19 @@ def refund_page(request, order: Order, *, merchant=None, back: str):
             form.add_error(None, str(error))
         else:
             messages.success(request, _("The refund is booked and sent to the payment gateway."))
+            if refund.revoked_keys:
+                messages.info(
+                    request,
+                    _("Revoked keys: %(keys)s.")
+                    % {
+                        "keys": ", ".join(
+                            f"#{pk} ({refunds.revoke_reason_text(why)})" for pk, why in refund.revoked_keys.items()
+                        )
+                    },
+                )
             return redirect(back)
-    return render(
-        request, "escrow/refund.html", {"order": order, "form": form, "back": back}, status=400 if form.errors else 200
-    )
+    context = {"order": order, "form": form, "back": back, "always_revoked": always_revoked}
+    return render(request, "escrow/refund.html", context, status=400 if form.errors else 200)
 
 
 @merchant_required

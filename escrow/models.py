@@ -32,7 +32,8 @@ ORDER_TRANSITIONS = Transitions(
         S.EXPIRED: {S.PAID, S.HELD_FOR_REVIEW},
         S.CANCELLED: {S.PAID, S.HELD_FOR_REVIEW},
         S.PAID: {S.DELIVERED, S.REFUNDED, S.HELD_FOR_REVIEW},
-        S.HELD_FOR_REVIEW: {S.DELIVERED, S.REFUNDED},
+        # Staff review (escrow/reviews.py): approved → paid, then delivered as usual; rejected → refunded.
+        S.HELD_FOR_REVIEW: {S.PAID, S.DELIVERED, S.REFUNDED},
         # Staff or the merchant may refund during the inspection window, in full or some of the keys.
         S.DELIVERED: {S.COMPLETED, S.DISPUTED, S.REFUNDED, S.PARTIALLY_REFUNDED},
         S.DISPUTED: {S.COMPLETED, S.REFUNDED, S.PARTIALLY_REFUNDED},
@@ -100,6 +101,8 @@ PAYMENT_TRANSITIONS = Transitions(
         # A gateway may report a success after its failure (a retried charge): the money is real, so it
         # is booked like any late payment (delivered if stock is there, else refunded).
         PaymentStatus.FAILED: {PaymentStatus.SUCCEEDED, PaymentStatus.MISMATCHED},
+        # Staff approved a held payment that covers its order (escrow.reviews.order_review_approve).
+        PaymentStatus.MISMATCHED: {PaymentStatus.SUCCEEDED},
     }
 )
 
@@ -258,7 +261,11 @@ class Refund(models.Model):
     key_count = models.PositiveIntegerField(default=0)
     card_key_pks = models.JSONField(default=list, blank=True)
     key_disposition = models.CharField(max_length=16, choices=KeyDisposition.choices, default=KeyDisposition.RESTOCK)
+    # {"<card key pk>": why} for every key taken out of sale: "asked", "revealed" or "exported" (a key
+    # someone may hold never goes back on sale, even when "return to stock" was asked).
+    revoked_keys = models.JSONField(default=dict, blank=True)
     reason = models.CharField(max_length=64)
+    note = models.CharField(_("reason"), max_length=500, blank=True)  # in the words of who asked
     status = models.CharField(max_length=16, choices=RefundStatus.choices, default=RefundStatus.REQUESTED)
     gateway = models.CharField(max_length=32)
     gateway_refund_id = models.CharField(max_length=64, null=True, blank=True)
@@ -370,6 +377,8 @@ class Withdrawal(models.Model):
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     note = models.CharField(max_length=200, blank=True)
+    # The bank's or wallet's reference of the transfer staff made when approving.
+    payout_reference = models.CharField(_("payout reference"), max_length=128, blank=True)
 
     class Meta:
         ordering = ["-pk"]

@@ -24,6 +24,7 @@ from escrow.models import (
     REFUND_TRANSITIONS,
     AccountKind,
     KeyDisposition,
+    KeyReveal,
     Order,
     OrderStatus,
     Payment,
@@ -47,6 +48,46 @@ class RefundRefused(Refused):
     """A refund that cannot go ahead; nothing changed. The message is for people."""
 
 
+# Why a refunded key is taken out of sale (stored in `Refund.revoked_keys`, shown before confirming).
+REVOKED_BECAUSE_ASKED = "asked"
+REVOKED_BECAUSE_REVEALED = "revealed"
+REVOKED_BECAUSE_EXPORTED = "exported"
+
+
+def revoke_reason_text(reason: str) -> str:
+    return {
+        REVOKED_BECAUSE_ASKED: _("revoking was chosen"),
+        REVOKED_BECAUSE_REVEALED: _("the buyer has seen it"),
+        REVOKED_BECAUSE_EXPORTED: _("it was in a stock export"),
+    }[reason]
+
+
+def refund_keys_plan(*, order: Order, key_pks: list[int], disposition: str) -> tuple[list[int], dict[int, str]]:
+    """Which of these keys of `order` go back on sale, and which are revoked and why.
+
+    A key goes back on sale only if nobody outside can hold it: it was reserved and never delivered,
+    or it was delivered but its order's keys were never shown (reveals are recorded per order: one
+    reveal counts for all its keys) and it was never in a merchant's export. Otherwise it is revoked,
+    even when `disposition` asked for return to stock.
+    """
+    revealed = KeyReveal.objects.filter(order=order).exists()
+    restock: list[int] = []
+    revoked: dict[int, str] = {}
+    keys = CardKey.objects.filter(pk__in=key_pks, order=order).order_by("pk")
+    for pk, status, exported_at in keys.values_list("pk", "status", "exported_at"):
+        if status == CardKeyStatus.RESERVED:
+            restock.append(pk)  # never delivered: nobody has seen it
+        elif disposition == KeyDisposition.REVOKE:
+            revoked[pk] = REVOKED_BECAUSE_ASKED
+        elif revealed:
+            revoked[pk] = REVOKED_BECAUSE_REVEALED
+        elif exported_at is not None:
+            revoked[pk] = REVOKED_BECAUSE_EXPORTED
+        else:
+            restock.append(pk)
+    return restock, revoked
+
+
 def order_refund(
     *,
     order_pk: int,
@@ -54,6 +95,7 @@ def order_refund(
     key_pks: list[int] | None = None,
     disposition: str = KeyDisposition.RESTOCK,
     reason: str = "staff",
+    note: str = "",
     actor: User | None = None,
     merchant: Merchant | None = None,
 ) -> Refund:
@@ -61,7 +103,8 @@ def order_refund(
 
     With `merchant`, only that merchant's own order can be refunded (anything else looks missing).
     Exactly one refund per order: the order is settled by it (refunded / partially refunded), and a
-    second call raises `RefundRefused` and moves nothing.
+    second call raises `RefundRefused` and moves nothing. Keys return to stock only as
+    `refund_keys_plan` allows; the refund records which were revoked and why.
     """
     with transaction.atomic():
         payment = Payment.objects.filter(order_id=order_pk, status=PaymentStatus.SUCCEEDED).first()
@@ -71,15 +114,18 @@ def order_refund(
         order = order_lock(order_pk)
         if merchant is not None and order.merchant_id != merchant.pk:
             raise RefundRefused(_("Order not found."), code="not_found")
-        refund = order_refund_book(
-            order=order,
-            payment=payment,
-            now=now,
-            key_pks=key_pks,
-            disposition=disposition,
-            reason=reason,
-            actor=actor,
-        )
+        # Voids, posts and the refund itself touch several balances: applied at once, in pk order.
+        with ledger.balances_deferred():
+            refund = order_refund_book(
+                order=order,
+                payment=payment,
+                now=now,
+                key_pks=key_pks,
+                disposition=disposition,
+                reason=reason,
+                note=note,
+                actor=actor,
+            )
     return refund
 
 
@@ -93,6 +139,7 @@ def order_refund_book(
     reason: str,
     actor: User | None,
     amount: int | None = None,
+    note: str = "",
 ) -> Refund:
     """The booking itself; the caller holds the payment and order locks inside its transaction.
 
@@ -145,6 +192,7 @@ def order_refund_book(
         reserve_hold_open(order=order, share=share, now=now)
         target = OrderStatus.PARTIALLY_REFUNDED
 
+    restock, revoked = refund_keys_plan(order=order, key_pks=chosen, disposition=disposition)
     refund = Refund.objects.create(
         order=order,
         payment=payment,
@@ -153,7 +201,9 @@ def order_refund_book(
         key_count=len(chosen),
         card_key_pks=chosen,
         key_disposition=disposition,
+        revoked_keys={str(pk): why for pk, why in revoked.items()},
         reason=reason,
+        note=note.strip()[:500],
         gateway=payment.gateway,
         requested_by=actor if actor is not None and actor.is_authenticated else None,
         created_at=now,
@@ -167,10 +217,8 @@ def order_refund_book(
         order=order,
         now=now,
     )
-    if disposition == KeyDisposition.REVOKE:
-        shop_services.keys_refund_revoke(order_pk=order.pk, key_pks=chosen)
-    else:
-        shop_services.keys_refund_restock(order_pk=order.pk, key_pks=chosen)
+    shop_services.keys_refund_restock(order_pk=order.pk, key_pks=restock)
+    shop_services.keys_refund_revoke(order_pk=order.pk, key_pks=list(revoked))
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=target, completed_at=now)
     audit_record(
         action="order.refunded",
@@ -182,7 +230,10 @@ def order_refund_book(
             "amount": amount,
             "keys": chosen,
             "disposition": disposition,
+            "restocked": restock,
+            "revoked": refund.revoked_keys,
             "reason": reason,
+            "note": refund.note,
             "full": full,
         },
     )
@@ -190,6 +241,44 @@ def order_refund_book(
 
     transaction.on_commit(lambda: refund_submit_task.delay(refund_pk=refund.pk))
     logger.info("escrow.order_refunded", extra={"order": order.pk, "refund": refund.pk, "reason": reason})
+    return refund
+
+
+def received_refund_book(
+    *, order: Order, payment: Payment, amount: int, reason: str, actor: User | None, note: str, now: datetime
+) -> Refund:
+    """Refund money that never reached escrow: a payment held for review, out of the suspense account
+    (in the currency it came in). The caller holds the payment and order locks in its transaction; the
+    gateway is asked on commit, as for any refund."""
+    assert transaction.get_connection().in_atomic_block
+    currency = payment.received_currency
+    refund = Refund.objects.create(
+        order=order,
+        payment=payment,
+        amount=amount,
+        currency=currency,
+        key_count=0,
+        reason=reason,
+        note=note.strip()[:500],
+        gateway=payment.gateway,
+        requested_by=actor if actor is not None and actor.is_authenticated else None,
+        created_at=now,
+    )
+    ledger.transfer(
+        transfer_id=f"refund:{refund.pk}",
+        debit=ledger.platform_account(AccountKind.SUSPENSE, currency),
+        credit=ledger.platform_account(AccountKind.BUYER_REFUNDS_PAYABLE, currency),
+        amount=amount,
+        code="refund",
+        order=order,
+        now=now,
+    )
+    audit_record(
+        action="refund.booked", subject=refund, now=now, actor=actor, data={"amount": amount, "reason": reason}
+    )
+    from escrow.tasks import refund_submit_task
+
+    transaction.on_commit(lambda: refund_submit_task.delay(refund_pk=refund.pk))
     return refund
 
 

@@ -89,7 +89,8 @@ def order_release_lapsed(*, order_pk: int, now: datetime) -> bool:
     )
     if not changed:
         return False
-    hold_release(order=order, now=now)
+    with ledger.balances_deferred():  # every balance it touches locked at once, in pk order
+        hold_release(order=order, now=now)
     audit_record(action="order.completed", subject=order, now=now, data={"by": "inspection_lapsed"})
     return True
 

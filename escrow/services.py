@@ -417,7 +417,11 @@ def order_keys_reveal(
 
     At most `RATE_LIMITS["key_reveal"]` per order, from all addresses together: past it this raises
     `RateLimited` and records nothing, so the reveal evidence cannot be flooded.
+
+    It runs under the order's lock, so a refund deciding whether its keys were ever seen (and may go
+    back on sale) is never overtaken by a reveal.
     """
+    order = order_lock(order.pk)
     if not order.has_keys:
         raise KeysNotDelivered(order.pk)
     rate_limit_check(scope="key_reveal", identity=f"order:{order.pk}", now=now.timestamp())

@@ -1,11 +1,18 @@
-"""Staff pages that need more than an admin action (a partial refund chooses keys)."""
+"""Staff pages that need more than an admin action: a partial refund chooses keys, a held order is
+reviewed, a withdrawal is paid out only after staff confirm its full details and the payout reference."""
 
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.two_factor import verified_required
+from config.transitions import StateError
+from escrow import reviews, withdrawals
+from escrow.forms import OrderReviewForm, WithdrawalApproveForm
 from escrow.merchant_views import refund_page
-from escrow.models import Order
+from escrow.models import Order, PaymentStatus, Withdrawal
 
 
 @staff_member_required
@@ -13,3 +20,68 @@ from escrow.models import Order
 def staff_refund(request, pk: int):
     order = get_object_or_404(Order.objects.select_related("product"), pk=pk)
     return refund_page(request, order, back=request.path)
+
+
+@staff_member_required
+@verified_required
+def staff_order_review(request, pk: int):
+    """A held order: what was expected and what arrived, then approve (deliver) or reject (refund)."""
+    order = get_object_or_404(Order.objects.select_related("product", "merchant"), pk=pk)
+    payment = order.payments.filter(status=PaymentStatus.MISMATCHED).first()
+    form = OrderReviewForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            if form.cleaned_data["decision"] == "approve":
+                reviews.order_review_approve(order_pk=order.pk, staff=request.user, now=timezone.now())
+                messages.success(request, _("The order is approved and being delivered."))
+            else:
+                reviews.order_review_reject(
+                    order_pk=order.pk, staff=request.user, now=timezone.now(), note=form.cleaned_data["note"]
+                )
+                messages.success(request, _("The order is rejected; what was paid goes back to the buyer."))
+        except reviews.ReviewRefused as error:
+            form.add_error(None, str(error))
+        else:
+            return redirect("admin:escrow_order_change", order.pk)
+    return render(
+        request,
+        "escrow/staff/order_review.html",
+        {"order": order, "payment": payment, "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@staff_member_required
+@verified_required
+def staff_withdrawal_approve(request, pk: int):
+    """Pay a withdrawal out: the full payout details (the unmasked account number, for staff only),
+    then the payout reference of the transfer staff made and an explicit confirmation."""
+    withdrawal = get_object_or_404(Withdrawal.objects.select_related("merchant", "payout_account"), pk=pk)
+    form = WithdrawalApproveForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            withdrawals.withdrawal_approve(
+                withdrawal_pk=withdrawal.pk,
+                staff=request.user,
+                payout_reference=form.cleaned_data["payout_reference"],
+                now=timezone.now(),
+            )
+        except withdrawals.WithdrawalRefused as error:
+            form.add_error("payout_reference", str(error))
+        except StateError:
+            form.add_error(None, _("This withdrawal was already decided."))
+        else:
+            messages.success(request, _("Withdrawal %(pk)s is marked paid.") % {"pk": withdrawal.pk})
+            return redirect("admin:escrow_withdrawal_changelist")
+    account = withdrawal.payout_account
+    return render(
+        request,
+        "escrow/staff/withdrawal_approve.html",
+        {
+            "withdrawal": withdrawal,
+            "account": account,
+            "account_number": account.number_plaintext(),
+            "form": form,
+        },
+        status=400 if form.errors else 200,
+    )

@@ -17,4 +17,6 @@ urlpatterns = [
     path("orders/<int:pk>/t/<str:token>/keys/", views.order_keys, name="order_keys_guest"),
     path("orders/<int:pk>/t/<str:token>/confirm/", views.order_confirm, name="order_confirm_guest"),
     path("staff/orders/<int:pk>/refund/", staff_views.staff_refund, name="staff_refund"),
+    path("staff/orders/<int:pk>/review/", staff_views.staff_order_review, name="staff_order_review"),
+    path("staff/withdrawals/<int:pk>/approve/", staff_views.staff_withdrawal_approve, name="staff_withdrawal_approve"),
 ]

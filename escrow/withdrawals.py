@@ -18,7 +18,7 @@ from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record,
 from config.errors import Refused
 from config.mail import mail_send
 from escrow import ledger
-from escrow.locks import ledger_account_lock, withdrawal_lock
+from escrow.locks import ledger_accounts_lock, withdrawal_lock
 from escrow.models import (
     WITHDRAWAL_TRANSITIONS,
     AccountKind,
@@ -37,8 +37,52 @@ class WithdrawalRefused(Refused):
     """A withdrawal that cannot go ahead; nothing moved. The message is for people."""
 
 
-@transaction.atomic
+def _fresh_code_check(*, user: User, code: str, what: str) -> None:
+    """A fresh second factor for a money or security change, or `WithdrawalRefused` (nothing changed)."""
+    try:
+        otp_fresh_code_check(user=user, code=code)  # commits on its own: a failure must count
+    except TwoFactorRequired:
+        raise WithdrawalRefused(
+            _("%(what)s needs two-factor authentication. Set it up on your security page: %(url)s")
+            % {"what": what, "url": reverse("security:overview")},
+            code="two_factor_required",
+        ) from None
+    except TwoFactorInvalid:
+        raise WithdrawalRefused(
+            _("That code is wrong or was already used. Enter a fresh code from your app."), code="bad_code"
+        ) from None
+
+
 def payout_account_add(
+    *,
+    merchant: Merchant,
+    label: str,
+    holder_name: str,
+    account_number: str,
+    provider: str,
+    code: str,
+    actor: User,
+    now: datetime,
+) -> PayoutAccount:
+    """Save an account the merchant can withdraw to, after a fresh second factor from `actor`.
+
+    Refused (`WithdrawalRefused`, nothing saved) without a confirmed TOTP device or with a wrong or
+    reused code: whoever holds only a stolen session cannot send the merchant's money elsewhere.
+    """
+    _fresh_code_check(user=actor, code=code, what=_("Adding a payout account"))
+    return payout_account_add_unchecked(
+        merchant=merchant,
+        label=label,
+        holder_name=holder_name,
+        account_number=account_number,
+        provider=provider,
+        actor=actor,
+        now=now,
+    )
+
+
+@transaction.atomic
+def payout_account_add_unchecked(
     *,
     merchant: Merchant,
     label: str,
@@ -48,8 +92,10 @@ def payout_account_add(
     actor: User,
     now: datetime,
 ) -> PayoutAccount:
-    """Save an account the merchant can withdraw to; its number is stored sealed under the merchant's
-    data key (read it back with `PayoutAccount.number_plaintext()`), shown elsewhere as `…1234`."""
+    """Save an account the merchant can withdraw to WITHOUT a fresh second factor.
+
+    For `payout_account_add` (which checked one), demo data and tests; a request must never reach it.
+    """
     account = PayoutAccount.objects.create(
         merchant=merchant,
         label=label.strip(),
@@ -92,18 +138,7 @@ def withdrawal_request(
         raise WithdrawalRefused(_("Choose one of your saved payout accounts."), code="no_payout_account")
     if amount > available_balance(merchant=merchant, currency=currency):
         raise WithdrawalRefused(_("That is more than your available balance."), code="insufficient_funds")
-    try:
-        otp_fresh_code_check(user=user, code=code)  # commits on its own: a failure must count
-    except TwoFactorRequired:
-        raise WithdrawalRefused(
-            _("Withdrawals need two-factor authentication. Set it up on your security page: %(url)s")
-            % {"url": reverse("security:overview")},
-            code="two_factor_required",
-        ) from None
-    except TwoFactorInvalid:
-        raise WithdrawalRefused(
-            _("That code is wrong or was already used. Enter a fresh code from your app."), code="bad_code"
-        ) from None
+    _fresh_code_check(user=user, code=code, what=_("Withdrawing"))
     return _withdrawal_hold(
         merchant=merchant, user=user, payout_account=payout_account, amount=amount, currency=currency, now=now
     )
@@ -114,7 +149,9 @@ def _withdrawal_hold(
     *, merchant: Merchant, user: User, payout_account: PayoutAccount, amount: int, currency: str, now: datetime
 ) -> Withdrawal:
     available = ledger.merchant_account(AccountKind.MERCHANT_AVAILABLE, currency, merchant.pk)
-    available = ledger_account_lock(available.pk)  # the balance is read and spent under this lock
+    payouts = ledger.platform_account(AccountKind.PAYOUTS, currency)
+    # The balance is read and spent under these locks (both rows, in the one order every path uses).
+    available = ledger_accounts_lock([available.pk, payouts.pk])[available.pk]
     if amount > ledger.available_of(available):
         raise WithdrawalRefused(_("That is more than your available balance."), code="insufficient_funds")
     withdrawal = Withdrawal.objects.create(
@@ -128,7 +165,7 @@ def _withdrawal_hold(
     ledger.transfer(
         transfer_id=f"withdrawal:{withdrawal.pk}",
         debit=available,
-        credit=ledger.platform_account(AccountKind.PAYOUTS, currency),
+        credit=payouts,
         amount=amount,
         code="withdrawal",
         now=now,
@@ -156,18 +193,46 @@ def withdrawal_requested_notify(*, withdrawal_pk: int) -> None:
 
 
 def _pending_of(withdrawal: Withdrawal) -> Transfer:
-    return Transfer.objects.get(transfer_id=f"withdrawal:{withdrawal.pk}")
+    """The withdrawal's pending transfer, with both its accounts locked (in the one order)."""
+    pending = Transfer.objects.get(transfer_id=f"withdrawal:{withdrawal.pk}")
+    ledger_accounts_lock([pending.debit_account_id, pending.credit_account_id])
+    return pending
 
 
 @transaction.atomic
-def withdrawal_approve(*, withdrawal_pk: int, staff: User, now: datetime) -> Withdrawal:
-    """Staff approve: the money is paid out (the pending transfer posts) and the withdrawal is paid."""
+def withdrawal_approve(*, withdrawal_pk: int, staff: User, payout_reference: str, now: datetime) -> Withdrawal:
+    """Staff paid the withdrawal out: the pending transfer posts and the withdrawal is paid, once.
+
+    `payout_reference` is the bank's or wallet's reference of the transfer staff made; without one
+    the approval is refused (`WithdrawalRefused`, code "payout_reference_required", nothing changed).
+    """
+    payout_reference = payout_reference.strip()
+    if not payout_reference:
+        raise WithdrawalRefused(
+            _("Enter the reference of the payment you made to the merchant."), code="payout_reference_required"
+        )
     withdrawal = withdrawal_lock(withdrawal_pk)
     WITHDRAWAL_TRANSITIONS.apply(
-        model=Withdrawal, pk=withdrawal.pk, to=WithdrawalStatus.PAID, decided_by=staff, decided_at=now
+        model=Withdrawal,
+        pk=withdrawal.pk,
+        to=WithdrawalStatus.PAID,
+        decided_by=staff,
+        decided_at=now,
+        payout_reference=payout_reference[:128],
     )
     ledger.pending_post(transfer_id=f"withdrawal:{withdrawal.pk}:post", pending=_pending_of(withdrawal), now=now)
-    audit_record(action="withdrawal.paid", subject=withdrawal, now=now, actor=staff, data={"amount": withdrawal.amount})
+    audit_record(
+        action="withdrawal.paid",
+        subject=withdrawal,
+        now=now,
+        actor=staff,
+        data={
+            "amount": withdrawal.amount,
+            "currency": withdrawal.currency,
+            "payout_account": withdrawal.payout_account_id,
+            "payout_reference": payout_reference[:128],
+        },
+    )
     withdrawal.refresh_from_db()
     return withdrawal
 

@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy
 from config.transitions import StateError
 from shop import services
 from shop.models import CardKey, Merchant, MerchantApiToken, Product, StockUpload
+from shop.money import MoneyError, from_major, money_column, to_major
 
 
 class RejectionForm(forms.Form):
@@ -69,9 +70,44 @@ class MerchantAdmin(admin.ModelAdmin):
         )
 
 
+class ProductAdminForm(forms.ModelForm):
+    """The price in major units (`100.00` for ¥100.00), stored in minor units."""
+
+    price = forms.DecimalField(label=gettext_lazy("Price"), min_value=0, decimal_places=2, max_digits=14)
+
+    class Meta:
+        model = Product
+        fields = (
+            "merchant",
+            "title",
+            "description",
+            "price",
+            "currency",
+            "category",
+            "inspection_hours",
+            "max_per_order",
+            "low_stock_threshold",
+        )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and not self.is_bound:
+            self.initial["price"] = to_major(self.instance.price, self.instance.currency)
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("price") is not None and cleaned.get("currency"):
+            try:
+                cleaned["price"] = from_major(str(cleaned["price"]), cleaned["currency"])
+            except MoneyError as error:
+                self.add_error("price", str(error))
+        return cleaned
+
+
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    list_display = ("title", "merchant", "price", "currency", "status")
+    form = ProductAdminForm
+    list_display = ("title", "merchant", money_column("price", label=gettext_lazy("price")), "status")
     list_filter = ("status", "currency")
     readonly_fields = ("status", "low_stock_notified_at", "created_at")
 

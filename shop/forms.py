@@ -168,3 +168,8 @@ class KeyExportForm(PasswordConfirmForm):
 
 class ApiTokenForm(forms.Form):
     name = forms.CharField(label=_("Name"), max_length=100, help_text=_("What uses it, e.g. “supplier sync”."))
+    code = forms.CharField(
+        label=_("Code from your authenticator app (or a backup code)"),
+        max_length=16,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )

@@ -208,10 +208,11 @@ def product_export(request, pk: int):
     product = _product_or_404(request, pk)
     form = KeyExportForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        services.keys_export_record(product=product, actor=request.user, now=timezone.now())
+        now = timezone.now()
+        services.keys_export_record(product=product, actor=request.user, now=now)
         rows = (
             (pk, key, created_at.isoformat())
-            for pk, key, created_at in selectors.product_unsold_keys_plaintext(product=product)
+            for pk, key, created_at in selectors.product_unsold_keys_plaintext(product=product, exported_at=now)
         )
         header = [("id", "key", "created_at")]
         return _csv_response(_chain(header, rows), f"product-{product.pk}-unsold-keys.csv")
@@ -287,12 +288,21 @@ def tokens(request):
     form = ApiTokenForm(request.POST or None)
     created = None
     if request.method == "POST" and form.is_valid():
-        _record, created = services.merchant_api_token_create(
-            merchant=request.merchant, name=form.cleaned_data["name"], actor=request.user, now=timezone.now()
-        )
-        form = ApiTokenForm()
+        try:
+            _record, created = services.merchant_api_token_create(
+                merchant=request.merchant,
+                name=form.cleaned_data["name"],
+                actor=request.user,
+                code=form.cleaned_data["code"],
+                now=timezone.now(),
+            )
+        except services.ShopError as error:
+            form.add_error("code", str(error))
+        else:
+            form = ApiTokenForm()
     tokens = MerchantApiToken.objects.filter(merchant=request.merchant).order_by("-pk")
-    return render(request, "merchant/tokens.html", {"form": form, "tokens": tokens, "created": created})
+    context = {"form": form, "tokens": tokens, "created": created}
+    return render(request, "merchant/tokens.html", context, status=400 if form.errors else 200)
 
 
 @merchant_required

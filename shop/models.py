@@ -123,6 +123,9 @@ class CardKey(models.Model):
         db_constraint=False,
     )
     created_at = models.DateTimeField()
+    # Set when the key left the shop in a merchant's stock export: from then on someone outside may hold
+    # it, so a refund never puts it back on sale.
+    exported_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("card key")

@@ -46,6 +46,19 @@ def display(amount: int, currency: str) -> str:
     return f"{SYMBOLS.get(currency, '')}{to_major(amount, currency)} {currency}"
 
 
+def money_column(field: str, *, currency_field: str = "currency", label: str = ""):
+    """An admin column (or read-only field) showing `field` as `¥100.00 CNY`, never as minor units."""
+
+    def column(obj) -> str:
+        amount = getattr(obj, field)
+        return "—" if amount is None else display(amount, getattr(obj, currency_field))
+
+    column.short_description = label or field.replace("_", " ")
+    column.admin_order_field = field
+    column.__name__ = f"{field}_money"
+    return column
+
+
 def percent_of(amount: int, percent: Decimal) -> int:
     """`percent` of `amount`, rounded half up to a whole minor unit (the shop's one rounding rule)."""
     return int((Decimal(amount) * percent / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))

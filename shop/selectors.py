@@ -67,15 +67,17 @@ def merchant_uploads(*, merchant: Merchant) -> QuerySet[StockUpload]:
     return StockUpload.objects.filter(merchant=merchant).select_related("product").order_by("-pk")
 
 
-def product_unsold_keys_plaintext(*, product: Product) -> Iterator[tuple[int, str, datetime]]:
+def product_unsold_keys_plaintext(
+    *, product: Product, exported_at: datetime | None = None
+) -> Iterator[tuple[int, str, datetime]]:
     """Open the product's available keys, streaming (`(pk, key, created_at)`, in key order). Callers
-    check ownership and the password, and record the export (`services.keys_export_record`)."""
+    check ownership and the password, and record the export (`services.keys_export_record`); with
+    `exported_at`, only the keys that export marked (a key added since is not in it)."""
     data_key = merchant_data_key(product.merchant)
-    rows = (
-        CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE)
-        .order_by("pk")
-        .values_list("pk", "fingerprint", "sealed", "created_at")
-    )
+    keys = CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE)
+    if exported_at is not None:
+        keys = keys.filter(exported_at=exported_at)
+    rows = keys.order_by("pk").values_list("pk", "fingerprint", "sealed", "created_at")
     for pk, fingerprint, sealed, created_at in rows.iterator(chunk_size=2000):
         aad = crypto.card_key_aad(product_pk=product.pk, fingerprint=bytes(fingerprint))
         yield pk, crypto.card_key_open(data_key=data_key, sealed=sealed, aad=aad), created_at

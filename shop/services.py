@@ -17,7 +17,7 @@ from django.db.models import F
 from django.utils.translation import gettext as _
 
 from accounts.models import User
-from accounts.services import audit_record
+from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record, otp_fresh_code_check
 from config.errors import Refused
 from config.transitions import StateError
 from shop import crypto, stock_files
@@ -250,10 +250,18 @@ def keys_sell(*, order_pk: int) -> int:
 
 
 def keys_refund_restock(*, order_pk: int, key_pks: list[int]) -> int:
-    """Put these keys of a refunded order back on sale (reserved or sold ones). Idempotent."""
-    return CardKey.objects.filter(
-        pk__in=key_pks, order_id=order_pk, status__in=CARD_KEY_TRANSITIONS.sources(CardKeyStatus.AVAILABLE)
-    ).update(status=CardKeyStatus.AVAILABLE, order=None)
+    """Put these keys of a refunded order back on sale (reserved or sold ones). Idempotent.
+
+    The caller decides which keys nobody can hold (escrow: never revealed); a key that was ever in a
+    merchant's export is never put back, whatever the caller asked.
+    """
+    return (
+        CardKey.objects.filter(
+            pk__in=key_pks, order_id=order_pk, status__in=CARD_KEY_TRANSITIONS.sources(CardKeyStatus.AVAILABLE)
+        )
+        .exclude(status=CardKeyStatus.SOLD, exported_at__isnull=False)
+        .update(status=CardKeyStatus.AVAILABLE, order=None)
+    )
 
 
 def keys_refund_revoke(*, order_pk: int, key_pks: list[int]) -> int:
@@ -756,9 +764,11 @@ def keys_revoke(*, product: Product, actor: User | None, now: datetime, keys: It
 def keys_export_record(*, product: Product, actor: User, now: datetime) -> int:
     """Record that the merchant exports the product's unsold keys (the caller checked their password).
 
-    Returns how many keys the export holds; the plaintext comes from `selectors.product_unsold_keys_plaintext`.
+    Each exported key is marked `exported_at=now`, so a refund never returns it to stock. Returns how
+    many keys the export holds; the plaintext comes from `selectors.product_unsold_keys_plaintext`
+    with the same `exported_at`.
     """
-    count = CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).count()
+    count = CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).update(exported_at=now)
     audit_record(action="stock.exported", subject=product, now=now, actor=actor, data={"count": count})
     return count
 
@@ -772,11 +782,32 @@ def api_token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def merchant_api_token_create(*, merchant: Merchant, name: str, actor: User, code: str, now: datetime):
+    """Create an API token after a fresh second factor from `actor`; returns it with its secret, shown
+    once and never stored. Refused (`ShopError`, nothing created) without a confirmed TOTP device
+    ("two_factor_required") or with a wrong or reused code ("bad_code"): a token acts for the merchant
+    without any second factor, so a stolen session alone must not be able to mint one."""
+    try:
+        otp_fresh_code_check(user=actor, code=code)  # commits on its own: a failure must count
+    except TwoFactorRequired:
+        raise ShopError(
+            _("API tokens need two-factor authentication: set it up first."), "two_factor_required"
+        ) from None
+    except TwoFactorInvalid:
+        raise ShopError(
+            _("That code is wrong or was already used. Enter a fresh code from your app."), "bad_code"
+        ) from None
+    return merchant_api_token_create_unchecked(merchant=merchant, name=name, actor=actor, now=now)
+
+
 @transaction.atomic
-def merchant_api_token_create(
+def merchant_api_token_create_unchecked(
     *, merchant: Merchant, name: str, actor: User | None, now: datetime, token: str | None = None
 ) -> tuple[MerchantApiToken, str]:
-    """Create an API token; returns it with its secret, which is shown once and never stored."""
+    """Create an API token WITHOUT a fresh second factor; returns it with its secret (shown once).
+
+    For `merchant_api_token_create` (which checked one), demo data and tests; a request must never
+    reach it."""
     token = token or API_TOKEN_PREFIX + secrets.token_urlsafe(32)
     record = MerchantApiToken.objects.create(
         merchant=merchant,

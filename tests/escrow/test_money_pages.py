@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from accounts import services as accounts_services
-from accounts.models import AuthenticatorDevice, BackupCodeDevice
+from accounts.models import AuditEntry, AuthenticatorDevice, BackupCodeDevice
 from escrow import liabilities, services, withdrawals
 from escrow.models import LiabilityLeaf, OrderStatus, Refund, Withdrawal
 from shop.models import CardKey
@@ -47,10 +47,16 @@ def test_withdrawal_page_without_device_links_to_enrolment(client, run_on_commit
     order = sold(run_on_commit)
     services.order_confirm_receipt(order=order, now=timezone.now())
     merchant = order.merchant
-    factories.login_verified(client, merchant.user)
+    device = factories.login_verified(client, merchant.user)
     client.post(
         "/merchant/money/payout-accounts/",
-        {"a-label": "Main", "a-provider": "ICBC", "a-holder_name": "Li", "a-account_number": "62220000"},
+        {
+            "a-label": "Main",
+            "a-provider": "ICBC",
+            "a-holder_name": "Li",
+            "a-account_number": "62220000",
+            "a-code": factories.totp_code(device),
+        },
     )
     payout = merchant.payout_accounts.get()
     # The app is gone but a backup code let them in: a withdrawal still needs the app.
@@ -92,10 +98,19 @@ def test_staff_refund_page_and_withdrawal_admin_actions(client, run_on_commit):
     order = sold(run_on_commit)
     staff = factories.user_create(is_staff=True, is_superuser=True)
     factories.login_verified(client, staff)
+    # Staff must say why they refund: without a reason nothing happens.
+    refused = client.post(f"/staff/orders/{order.pk}/refund/", {"disposition": "restock"})
+    assert refused.status_code == 400 and "This field is required" in refused.content.decode()
+    order.refresh_from_db()
+    assert order.status == OrderStatus.DELIVERED and not Refund.objects.filter(order=order).exists()
     with run_on_commit():
-        assert client.post(f"/staff/orders/{order.pk}/refund/", {"disposition": "restock"}).status_code == 302
+        done = client.post(f"/staff/orders/{order.pk}/refund/", {"disposition": "restock", "note": "Key reported dead"})
+        assert done.status_code == 302
     order.refresh_from_db()
     assert order.status == OrderStatus.REFUNDED
+    assert Refund.objects.get(order=order).note == "Key reported dead"
+    entry = AuditEntry.objects.get(action="order.refunded", subject_id=str(order.pk))
+    assert entry.data["note"] == "Key reported dead" and entry.actor == staff
 
     paid = sold(run_on_commit)
     services.order_confirm_receipt(order=paid, now=timezone.now())
@@ -112,6 +127,8 @@ def test_staff_refund_page_and_withdrawal_admin_actions(client, run_on_commit):
         now=timezone.now(),
     )
     response = client.post("/admin/escrow/withdrawal/", {"action": "approve", "_selected_action": [withdrawal.pk]})
+    assert response.status_code == 302
+    response = client.post(response["Location"], {"payout_reference": "ICBC-1", "confirm": "on"})
     assert response.status_code == 302
     withdrawal.refresh_from_db()
     assert withdrawal.status == "paid"

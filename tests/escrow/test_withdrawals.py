@@ -121,7 +121,9 @@ def test_staff_approve_pays_and_reject_returns_the_money(run_on_commit):
     second = request(merchant, payout, 3000, codes[1])
     assert available(merchant) == 2500
 
-    withdrawals.withdrawal_approve(withdrawal_pk=first.pk, staff=staff, now=timezone.now())
+    withdrawals.withdrawal_approve(
+        withdrawal_pk=first.pk, staff=staff, payout_reference="ICBC-20261130-0001", now=timezone.now()
+    )
     withdrawals.withdrawal_reject(withdrawal_pk=second.pk, staff=staff, now=timezone.now(), note="wrong account")
     first.refresh_from_db()
     second.refresh_from_db()

@@ -19,7 +19,9 @@ def merchant():
 
 @pytest.fixture
 def api(merchant):
-    _record, secret = services.merchant_api_token_create(merchant=merchant, name="t", actor=None, now=timezone.now())
+    _record, secret = services.merchant_api_token_create_unchecked(
+        merchant=merchant, name="t", actor=None, now=timezone.now()
+    )
     return Client(HTTP_AUTHORIZATION=f"Token {secret}")
 
 
@@ -106,6 +108,8 @@ def test_without_a_valid_token_nothing_is_answered():
 
 def test_a_pending_merchants_token_is_refused():
     pending = services.merchant_create(user=factories.user_create(), name="Pending", now=timezone.now())
-    _record, secret = services.merchant_api_token_create(merchant=pending, name="t", actor=None, now=timezone.now())
+    _record, secret = services.merchant_api_token_create_unchecked(
+        merchant=pending, name="t", actor=None, now=timezone.now()
+    )
 
     assert Client(HTTP_AUTHORIZATION=f"Token {secret}").get("/api/v1/merchant/products/").status_code == 403

@@ -90,7 +90,7 @@ class Command(BaseCommand):
                 return saved
         for stale in MerchantApiToken.objects.filter(merchant=merchant, name=DEMO_TOKEN_NAME, revoked_at=None):
             services.merchant_api_token_revoke(token=stale, actor=None, now=now)
-        _record, token = services.merchant_api_token_create(
+        _record, token = services.merchant_api_token_create_unchecked(
             merchant=merchant, name=DEMO_TOKEN_NAME, actor=None, now=now
         )
         path.parent.mkdir(parents=True, exist_ok=True)
