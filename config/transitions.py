@@ -34,18 +34,31 @@ class Transitions:
         pk: object,
         to: str,
         from_: Iterable[str] | None = None,
+        mirror: models.Model | None = None,
         **fields: object,
     ) -> None:
         """Compare-and-set: move row `pk` to `to` if it is in an allowed source state, else raise.
 
         `from_` narrows the sources further (it never widens them). Exactly one row must change, so two
-        racing writers cannot both make the same move.
+        racing writers cannot both make the same move. `mirror`, an instance of that row the caller
+        keeps using, is given the new status and fields once the row has moved.
+        """
+        changed = self.update(queryset=model._default_manager.filter(pk=pk), to=to, from_=from_, **fields)
+        if changed != 1:
+            raise StateError(model._meta.label, pk, to)
+        if mirror is not None:
+            for name, value in {self.field: to, **fields}.items():
+                setattr(mirror, name, value)
+
+    def update(
+        self, *, queryset: models.QuerySet, to: str, from_: Iterable[str] | None = None, **fields: object
+    ) -> int:
+        """Move every row of `queryset` that is in an allowed source state to `to`; returns how many moved.
+
+        For sweeps and batches, where a row that another writer moved on first is simply left alone:
+        the map still decides which states may move, the caller checks the count when it matters.
         """
         sources = self.sources(to)
         if from_ is not None:
             sources = [s for s in sources if s in set(from_)]
-        changed = model._default_manager.filter(pk=pk, **{f"{self.field}__in": sources}).update(
-            **{self.field: to}, **fields
-        )
-        if changed != 1:
-            raise StateError(model._meta.label, pk, to)
+        return queryset.filter(**{f"{self.field}__in": sources}).update(**{self.field: to}, **fields)

@@ -18,6 +18,7 @@ from accounts.services import audit_record, audit_record_many
 from escrow import ledger
 from escrow.locks import order_lock
 from escrow.models import (
+    ORDER_TRANSITIONS,
     AccountKind,
     Order,
     OrderStatus,
@@ -84,8 +85,11 @@ def hold_release(*, order: Order, now: datetime) -> None:
 def order_release_lapsed(*, order_pk: int, now: datetime) -> bool:
     """Release one delivered order whose inspection window lapsed with no dispute. Safe to run twice."""
     order = order_lock(order_pk)
-    changed = Order.objects.filter(pk=order.pk, status=OrderStatus.DELIVERED, inspection_ends_at__lte=now).update(
-        status=OrderStatus.COMPLETED, completed_at=now
+    changed = ORDER_TRANSITIONS.update(
+        queryset=Order.objects.filter(pk=order.pk, inspection_ends_at__lte=now),
+        to=OrderStatus.COMPLETED,
+        from_=[OrderStatus.DELIVERED],
+        completed_at=now,
     )
     if not changed:
         return False
@@ -97,8 +101,11 @@ def order_release_lapsed(*, order_pk: int, now: datetime) -> bool:
 
 def _release_batch_rollback_unsafe(*, pks: list[int], now: datetime) -> int:
     """Release a batch of locked, delivered orders with a handful of statements (see orders_release_due)."""
-    changed = Order.objects.filter(pk__in=pks, status=OrderStatus.DELIVERED).update(
-        status=OrderStatus.COMPLETED, completed_at=now
+    changed = ORDER_TRANSITIONS.update(
+        queryset=Order.objects.filter(pk__in=pks),
+        to=OrderStatus.COMPLETED,
+        from_=[OrderStatus.DELIVERED],
+        completed_at=now,
     )
     if changed != len(pks):
         raise IntegrityError("an order in the batch changed state under the lock")

@@ -365,13 +365,10 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     if sold != order.quantity:  # the reservation holds exactly `quantity` keys; anything else is a bug
         raise RuntimeError(f"Order {order.pk} has {sold} keys to sell, not {order.quantity}.")
     delivered = {"delivered_at": now, "inspection_ends_at": now + timedelta(hours=order.product.inspection_hours)}
-    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DELIVERED, **delivered)
+    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DELIVERED, mirror=order, **delivered)
     audit_record(action="order.delivered", subject=order, now=now, data={"keys": order.quantity})
     shop_services.product_low_stock_check(product_pk=order.product_id, now=now)  # e-mails after commit
     logger.info("escrow.order_delivered", extra={"order": order.pk})
-    order.status = OrderStatus.DELIVERED
-    for name, value in delivered.items():
-        setattr(order, name, value)
     return order
 
 
@@ -392,8 +389,10 @@ def order_confirm_receipt(*, order: Order, now: datetime, actor: User | None = N
 @transaction.atomic
 def order_expire(*, order_pk: int, now: datetime) -> bool:
     """An unpaid order whose payment window has passed: expire it and return its keys to stock."""
-    changed = Order.objects.filter(pk=order_pk, status=OrderStatus.AWAITING_PAYMENT, expires_at__lte=now).update(
-        status=OrderStatus.EXPIRED
+    changed = ORDER_TRANSITIONS.update(
+        queryset=Order.objects.filter(pk=order_pk, expires_at__lte=now),
+        to=OrderStatus.EXPIRED,
+        from_=[OrderStatus.AWAITING_PAYMENT],
     )
     if changed:
         shop_services.keys_release(order_pk=order_pk)

@@ -224,8 +224,11 @@ def keys_reserve(*, product: Product, quantity: int, order_pk: int) -> list[int]
     )
     if len(pks) < quantity:
         raise OutOfStock(product.pk, quantity, len(pks))
-    changed = CardKey.objects.filter(pk__in=pks, status=CardKeyStatus.AVAILABLE).update(
-        status=CardKeyStatus.RESERVED, order_id=order_pk
+    changed = CARD_KEY_TRANSITIONS.update(
+        queryset=CardKey.objects.filter(pk__in=pks),
+        to=CardKeyStatus.RESERVED,
+        from_=[CardKeyStatus.AVAILABLE],
+        order_id=order_pk,
     )
     if changed != quantity:  # cannot happen under the row locks; refuse rather than oversell
         raise OutOfStock(product.pk, quantity, changed)
@@ -234,16 +237,17 @@ def keys_reserve(*, product: Product, quantity: int, order_pk: int) -> list[int]
 
 def keys_release(*, order_pk: int) -> int:
     """Return an unpaid order's reserved keys to stock. Idempotent."""
-    return CardKey.objects.filter(order_id=order_pk, status=CardKeyStatus.RESERVED).update(
-        status=CardKeyStatus.AVAILABLE, order=None
+    return CARD_KEY_TRANSITIONS.update(
+        queryset=CardKey.objects.filter(order_id=order_pk),
+        to=CardKeyStatus.AVAILABLE,
+        from_=[CardKeyStatus.RESERVED],
+        order=None,
     )
 
 
 def keys_sell(*, order_pk: int) -> int:
     """Mark an order's reserved keys sold. Idempotent: already-sold keys stay as they are."""
-    return CardKey.objects.filter(
-        order_id=order_pk, status__in=CARD_KEY_TRANSITIONS.sources(CardKeyStatus.SOLD)
-    ).update(status=CardKeyStatus.SOLD)
+    return CARD_KEY_TRANSITIONS.update(queryset=CardKey.objects.filter(order_id=order_pk), to=CardKeyStatus.SOLD)
 
 
 # --- used by escrow refunds (issue 4): a refunded key goes back on sale or is revoked ----------------
@@ -255,24 +259,23 @@ def keys_refund_restock(*, order_pk: int, key_pks: list[int]) -> int:
     The caller decides which keys nobody can hold (escrow: never revealed); a key that was ever in a
     merchant's export is never put back, whatever the caller asked.
     """
-    return (
-        CardKey.objects.filter(
-            pk__in=key_pks, order_id=order_pk, status__in=CARD_KEY_TRANSITIONS.sources(CardKeyStatus.AVAILABLE)
-        )
-        .exclude(status=CardKeyStatus.SOLD, exported_at__isnull=False)
-        .update(status=CardKeyStatus.AVAILABLE, order=None)
+    return CARD_KEY_TRANSITIONS.update(
+        queryset=CardKey.objects.filter(pk__in=key_pks, order_id=order_pk).exclude(
+            status=CardKeyStatus.SOLD, exported_at__isnull=False
+        ),
+        to=CardKeyStatus.AVAILABLE,
+        order=None,
     )
 
 
 def keys_refund_revoke(*, order_pk: int, key_pks: list[int]) -> int:
     """Take these keys of a refunded order out of sale for good; they stay linked to the order as
     evidence. Reserved (never delivered) keys simply go back on sale. Idempotent."""
-    restocked = CardKey.objects.filter(pk__in=key_pks, order_id=order_pk, status=CardKeyStatus.RESERVED).update(
-        status=CardKeyStatus.AVAILABLE, order=None
+    keys = CardKey.objects.filter(pk__in=key_pks, order_id=order_pk)
+    restocked = CARD_KEY_TRANSITIONS.update(
+        queryset=keys, to=CardKeyStatus.AVAILABLE, from_=[CardKeyStatus.RESERVED], order=None
     )
-    revoked = CardKey.objects.filter(pk__in=key_pks, order_id=order_pk, status=CardKeyStatus.SOLD).update(
-        status=CardKeyStatus.REVOKED
-    )
+    revoked = CARD_KEY_TRANSITIONS.update(queryset=keys, to=CardKeyStatus.REVOKED, from_=[CardKeyStatus.SOLD])
     return restocked + revoked
 
 
@@ -748,7 +751,7 @@ def keys_revoke(*, product: Product, actor: User | None, now: datetime, keys: It
         if not fingerprints:
             raise ShopError(_("List at least one key to revoke."), "no_keys")
         unsold = unsold.filter(fingerprint__in=fingerprints)
-    revoked = unsold.update(status=CardKeyStatus.REVOKED)
+    revoked = CARD_KEY_TRANSITIONS.update(queryset=unsold, to=CardKeyStatus.REVOKED, from_=[CardKeyStatus.AVAILABLE])
     audit_record(
         action="stock.revoked",
         subject=product,
