@@ -104,6 +104,32 @@ def settle(tables: list[str]) -> None:
         cursor.execute("CHECKPOINT")
 
 
+def product_with_keys(*, keys: int, max_per_order: int = 10):
+    """A new approved merchant and one product of theirs with `keys` keys in stock, through the services."""
+    from django.utils import timezone
+
+    from accounts.models import User
+    from shop import services as shop_services
+    from shop.models import MerchantStatus
+
+    now = timezone.now()
+    tag = uuid.uuid4().hex[:8]
+    user = User.objects.create_user(username=f"bench-{tag}", email=f"bench-{tag}@example.com", password=None)
+    merchant = shop_services.merchant_create(user=user, name=f"Bench {tag}", now=now, status=MerchantStatus.APPROVED)
+    product = shop_services.product_create(
+        merchant=merchant,
+        title=f"Bench card {tag}",
+        price=1000,
+        currency="CNY",
+        now=now,
+        max_per_order=max_per_order,
+    )
+    for start in range(0, keys, 1000):
+        batch = [f"BENCH-{tag}-{i:07d}" for i in range(start, min(start + 1000, keys))]
+        shop_services.keys_import_batch(product=product, keys=batch, now=now)
+    return product
+
+
 # --- CPU from /proc --------------------------------------------------------------------------------
 
 
@@ -151,6 +177,32 @@ def process_group(pgid: int) -> list[int]:
         if entry.isdigit() and (fields := _proc_stat(int(entry))) is not None and int(fields[2]) == pgid:
             members.append(int(entry))
     return members
+
+
+def process_tree_cpu_seconds(parent: int) -> float:
+    """CPU seconds of a process, of its live children, and of the children it has already reaped
+    (cutime, cstime): a server that forks a process per connection, counted whole."""
+    fields = _proc_stat(parent)
+    if fields is None:
+        return 0.0
+    ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (child := _proc_stat(int(entry))) is not None and int(child[1]) == parent:
+            ticks += int(child[11]) + int(child[12])
+    return ticks / CLOCK_TICKS
+
+
+def process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
+
+
+def parent_pid(pid: int) -> int | None:
+    fields = _proc_stat(pid)
+    return int(fields[1]) if fields is not None else None
 
 
 def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:

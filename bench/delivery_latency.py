@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +89,6 @@ django.setup()
 from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from accounts.models import User  # noqa: E402
 from bench._harness import (  # noqa: E402
     LOG_DIR,
     WEBHOOK_PATH,
@@ -101,6 +99,7 @@ from bench._harness import (  # noqa: E402
     interrupt_on_signals,
     log,
     percentile,
+    product_with_keys,
     settle,
     wait_until,
     web_start,
@@ -110,8 +109,6 @@ from config.celery import app as celery_app  # noqa: E402
 from escrow import services as escrow_services  # noqa: E402
 from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header  # noqa: E402
 from escrow.models import Order, OrderStatus  # noqa: E402
-from shop import services as shop_services  # noqa: E402
-from shop.models import MerchantStatus  # noqa: E402
 from shop.money import to_major  # noqa: E402
 
 # What the set-up fills, flushed and analysed before the measured window (`--no-settle` skips it).
@@ -135,22 +132,7 @@ class Sent:
 
 def orders_create(*, count: int, quantity: int) -> list[Sent]:
     """A merchant, a product with exactly enough keys, and `count` unpaid orders, through the services."""
-    now = timezone.now()
-    tag = uuid.uuid4().hex[:8]
-    user = User.objects.create_user(username=f"bench-{tag}", email=f"bench-{tag}@example.com", password=None)
-    merchant = shop_services.merchant_create(user=user, name=f"Bench {tag}", now=now, status=MerchantStatus.APPROVED)
-    product = shop_services.product_create(
-        merchant=merchant,
-        title=f"Bench card {tag}",
-        price=1000,
-        currency="CNY",
-        now=now,
-        max_per_order=max(10, quantity),
-    )
-    total = count * quantity
-    for start in range(0, total, 1000):
-        keys = [f"BENCH-{tag}-{i:07d}" for i in range(start, min(start + 1000, total))]
-        shop_services.keys_import_batch(product=product, keys=keys, now=now)
+    product = product_with_keys(keys=count * quantity, max_per_order=max(10, quantity))
     sent = []
     # The guest-link e-mail each checkout queues is sent here and now, so the worker starts empty:
     # by the time a real buyer pays, that e-mail is long gone.
