@@ -684,6 +684,10 @@ def report(levels: list[Level], raw: Level | None) -> None:
         if errors:
             listed = "; ".join(f"{n} x {error}" for error, n in errors.most_common(5))
             print(f"errors at {level.name}: {listed}")
+            if any("out_of_stock" in error for error in errors):
+                print("  the product ran out of keys during this level: give more --keys")
+            if "out of stock" in errors:
+                print("  the raw loop's scratch table ran out of keys: give more --raw-keys")
 
 
 # --- the run ---------------------------------------------------------------------------------------
