@@ -20,12 +20,12 @@ Per level it prints purchases per second (completed purchases / time until the l
 create, webhook -> key (webhook sent to key read) and whole-purchase p50 / p99, errors, the share of
 purchases whose key was there at the first poll, polls per purchase, and costs per purchase: SQL
 statements sent by the web and worker processes, transactions committed or rolled back in the bench
-database (`pg_stat_database`, which PostgreSQL publishes up to 10 s late, so the script waits 11 s
-after each level), and CPU milliseconds from /proc (utime + stime) of gunicorn (master and workers),
-the Celery worker (all its processes), the PostgreSQL backends on the bench database still connected
-at the end of the level, the whole PostgreSQL cluster (the postmaster with every backend it forked,
-reaped ones included: exact on a quiet server, shared with other databases on a busy one; needs
-PostgreSQL on this machine) and this script.
+database and connections opened to it (`pg_stat_database`, which PostgreSQL publishes up to 10 s
+late, so the script waits 11 s after each level), and CPU milliseconds from /proc (utime + stime) of
+gunicorn (master and workers), the Celery worker (all its processes), the PostgreSQL backends on the
+bench database still connected at the end of the level, the whole PostgreSQL cluster (the postmaster
+with every backend it forked, reaped ones included: exact on a quiet server, shared with other
+databases on a busy one; needs PostgreSQL on this machine) and this script.
 
 Then, on the same database, a raw-SQL purchase loop in scratch tables of its own (`bench_raw_*`,
 dropped at the end): per purchase one transaction that claims an available key with
@@ -358,10 +358,9 @@ class Meter:
         counts = Counter()
         for field, value in self.broker.hgetall(STATEMENTS_KEY).items():
             counts[field.decode().split(":", 1)[0]] += int(value)
-        [(transactions,)] = self._query(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", [DATABASE_NAME]
+        [(counts["transactions"], counts["connections"])] = self._query(
+            "SELECT xact_commit + xact_rollback, sessions FROM pg_stat_database WHERE datname = %s", [DATABASE_NAME]
         )
-        counts["transactions"] = transactions
         return counts
 
     def queue_drained(self) -> None:
@@ -662,6 +661,7 @@ def report(levels: list[Level], raw: Level | None) -> None:
                 level.name,
                 statements,
                 f"{level.per_purchase('transactions'):.1f}",
+                f"{level.per_purchase('connections'):.1f}",
                 *(f"{level.cpu_ms(group):.1f}" for group in CPU_GROUPS),
                 f"{level.machine_busy():.0f}%",
             ]
@@ -670,12 +670,13 @@ def report(levels: list[Level], raw: Level | None) -> None:
     print("per completed purchase:")
     print("  statements    SQL statements the web + worker processes sent (BEGIN / COMMIT not counted)")
     print("  transactions  committed or rolled back in the bench database (pg_stat_database)")
+    print("  connections   sessions opened on the bench database (pg_stat_database)")
     print("  CPU ms        web: gunicorn; worker: Celery; pg bench db: backends on the bench database still")
     print("                connected at the end (connections opened and closed within the level are missed);")
     print("                pg cluster: the postmaster, every backend it forked (reaped ones too) and its")
     print("                background processes, whatever database they served; client: this script")
     print("  machine       share of all CPUs busy during the level, whoever used them")
-    print(table(["buyers", "statements", "transactions", *CPU_GROUPS, "machine"], rows))
+    print(table(["buyers", "statements", "transactions", "connections", *CPU_GROUPS, "machine"], rows))
     if raw is not None and raw.rate:
         ratios = ", ".join(f"{level.name} buyers {raw.rate / level.rate:.0f}x" for level in levels if level.rate)
         print(f"\nraw SQL purchases per second against the API's: {ratios}")
