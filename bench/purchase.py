@@ -306,6 +306,12 @@ def buyers_run(*, buyers: int, seconds: float, port: int, product_pk: int, tag: 
 # --- what a level costs ----------------------------------------------------------------------------
 
 
+@dataclass
+class CpuReading:
+    groups: dict[str, dict[int, float]]  # CPU seconds per process, per group
+    machine: tuple[int, int]  # all and idle jiffies of the whole machine
+
+
 class Meter:
     """CPU per process group from /proc, statements from the app processes, transactions from PostgreSQL."""
 
@@ -337,7 +343,7 @@ class Meter:
             cursor.execute(query, params)
             return cursor.fetchall()
 
-    def cpu(self) -> "CpuReading":
+    def cpu(self) -> CpuReading:
         backends = [
             pid for (pid,) in self._query("SELECT pid FROM pg_stat_activity WHERE datname = %s", [DATABASE_NAME])
         ]
@@ -352,7 +358,7 @@ class Meter:
         readings["pg cluster"] = {self.postmaster: process_tree_cpu_seconds(self.postmaster)} if self.postmaster else {}
         return CpuReading(readings, cpu_times())
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> Counter:
         """Statements per role and transactions in the bench database, once PostgreSQL has published them."""
         time.sleep(STATS_LAG_SECONDS)
         counts = Counter()
@@ -371,12 +377,6 @@ class Meter:
             return self.broker.llen("celery") == 0 and self.broker.hlen("unacked") == 0
 
         wait_until(drained, seconds=60, what="the Celery queue to drain", interval=0.1)
-
-
-@dataclass
-class CpuReading:
-    groups: dict[str, dict[int, float]]  # CPU seconds per process, per group
-    machine: tuple[int, int]  # all and idle jiffies of the whole machine
 
 
 @dataclass
