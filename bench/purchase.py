@@ -717,13 +717,13 @@ def main() -> int:
         purchases: list[Purchase] = []
 
         def run(buyers: int, seconds: float, tag: str) -> tuple[list[Purchase], float]:
-            done, elapsed = buyers_run(
+            made, elapsed = buyers_run(
                 buyers=buyers, seconds=seconds, port=port, product_pk=product.pk, tag=tag, stop=stop
             )
-            purchases.extend(done)
+            purchases.extend(made)
             meter.queue_drained()
             processes.check_alive()
-            return done, elapsed
+            return made, elapsed
 
         if ARGS.warmup:
             log(f"warming up: 2 buyers for {ARGS.warmup:g} s (not measured)")
@@ -733,13 +733,13 @@ def main() -> int:
         for buyers in ARGS.levels:
             cpu_before = meter.cpu()
             log(f"{buyers} buyer(s) for {ARGS.seconds:g} s")
-            done, elapsed = run(buyers, ARGS.seconds, f"b{buyers}")
+            made, elapsed = run(buyers, ARGS.seconds, f"b{buyers}")
             cpu_after = meter.cpu()
             counts_after = meter.counters()
-            levels.append(Level(str(buyers), done, elapsed, cpu_before, cpu_after, counts, counts_after))
+            levels.append(Level(str(buyers), made, elapsed, cpu_before, cpu_after, counts, counts_after))
             counts = counts_after
-            failed = sum(1 for p in done if p.error)
-            log(f"{len(done) - failed} purchases, {failed} failed")
+            failed = sum(1 for p in made if p.error)
+            log(f"{len(made) - failed} purchases, {failed} failed")
 
         raw = None
         if ARGS.raw:
@@ -777,6 +777,9 @@ def main() -> int:
     except KeyboardInterrupt:
         log("interrupted")
         return 130
+    except (TimeoutError, RuntimeError) as error:  # a process died, or never came up, or never drained
+        log(f"stopped: {error}")
+        return 1
     finally:
         stop.set()
         if meter is not None:
