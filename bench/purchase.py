@@ -282,8 +282,11 @@ def purchase(*, port: int, product_pk: int, email: str) -> Purchase:
         return item
 
 
-def buyers_run(*, buyers: int, seconds: float, port: int, product_pk: int, tag: str, stop: threading.Event):
-    """`buyers` closed loops for `seconds`; returns the purchases and the time until the last one ended."""
+def buyers_run(
+    *, buyers: int, seconds: float, port: int, product_pk: int, tag: str, stop: threading.Event, check_alive
+):
+    """`buyers` closed loops for `seconds`; returns the purchases and the time until the last one ended.
+    `check_alive` raises as soon as a server process has died (the buyers would only count errors)."""
     results: list[Purchase] = []  # list.append is atomic
     start = time.monotonic()
     end = start + seconds
@@ -299,7 +302,8 @@ def buyers_run(*, buyers: int, seconds: float, port: int, product_pk: int, tag: 
         thread.start()
     for thread in threads:
         while thread.is_alive():
-            thread.join(0.5)  # in slices, so that Ctrl-C is seen
+            thread.join(0.5)  # in slices, so that Ctrl-C and a dead server are seen
+            check_alive()
     return results, time.monotonic() - start
 
 
@@ -718,7 +722,13 @@ def main() -> int:
 
         def run(buyers: int, seconds: float, tag: str) -> tuple[list[Purchase], float]:
             made, elapsed = buyers_run(
-                buyers=buyers, seconds=seconds, port=port, product_pk=product.pk, tag=tag, stop=stop
+                buyers=buyers,
+                seconds=seconds,
+                port=port,
+                product_pk=product.pk,
+                tag=tag,
+                stop=stop,
+                check_alive=processes.check_alive,
             )
             purchases.extend(made)
             meter.queue_drained()
