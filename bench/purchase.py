@@ -10,11 +10,14 @@ then poll `GET /api/v1/orders/{id}/keys/` with `X-Order-Token` (409 until delive
 purchase as soon as the last one ends, for `--seconds`; every request goes on a new connection.
 
 Against what the script starts and stops: `gunicorn config.wsgi` on a free loopback port and a
-`celery -A config worker` (prefork), on PostgreSQL and a Redis broker. The app processes run with
-`bench.settings`: the shop's settings with the API rate limits out of reach (every buyer here is
-127.0.0.1) and every SQL statement counted. The database is dropped and created again first
-(`--fresh`, the default; only a database whose name contains "bench"), migrated, and given a product
-with `--keys` keys; the Redis database is flushed.
+`celery -A config worker` (prefork), on PostgreSQL and a Redis broker (also the cache, CACHE_URL, where
+the rate limits count). The app processes run with `bench.settings` (every SQL statement counted) and
+with the abuse limits out of reach (CHECKOUT_RATE_LIMIT, KEY_REVEAL_RATE_LIMIT,
+RESERVATION_MAX_KEYS_PER_IP): one buyer here buys far faster than a person. Each buyer has its own
+address, sent as X-Forwarded-For with the script trusted as the proxy (TRUSTED_PROXIES=127.0.0.1/32),
+as buyers reach a production shop through its reverse proxy. The database is dropped and created
+again first (`--fresh`, the default; only a database whose name contains "bench"), migrated, and given
+a product with `--keys` keys; the Redis database is flushed.
 
 Per level it prints purchases per second (completed purchases / time until the last buyer finished),
 create, webhook -> key (webhook sent to key read) and whole-purchase p50 / p99, errors, the share of
@@ -68,8 +71,8 @@ def levels_type(text: str) -> list[int]:
         levels = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of buyer counts: {text!r}") from None
-    if not levels or min(levels) < 1:
-        raise argparse.ArgumentTypeError(f"every level needs at least one buyer: {text!r}")
+    if not levels or min(levels) < 1 or max(levels) > 1000:
+        raise argparse.ArgumentTypeError(f"every level needs 1 to 1000 buyers: {text!r}")
     return levels
 
 
@@ -137,10 +140,20 @@ os.environ.update(
     EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
     DJANGO_SETTINGS_MODULE="config.settings",
 )
-# What only the web and worker processes get (see bench/settings.py).
+# What only the web and worker processes get: statements counted (bench/settings.py), the rate limits
+# shared in Redis as in production, the script trusted as the reverse proxy that names each buyer's
+# address (one per buyer, so per-address locks and caps see many buyers, as in production), and the
+# abuse limits out of reach, since one buyer here buys far faster than a person (the limiters still
+# run: their cost stays in the figures).
+OUT_OF_REACH = "1000000/s"
 APP_ENV = {
     "DJANGO_SETTINGS_MODULE": "bench.settings",
     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    "CACHE_URL": ARGS.broker_url,
+    "TRUSTED_PROXIES": "127.0.0.1/32",
+    "CHECKOUT_RATE_LIMIT": OUT_OF_REACH,
+    "KEY_REVEAL_RATE_LIMIT": OUT_OF_REACH,
+    "RESERVATION_MAX_KEYS_PER_IP": "1000000",
 }
 
 import dj_database_url  # noqa: E402
@@ -221,8 +234,10 @@ def refusal(status: int, payload: bytes) -> str:
     return f"{status} {code or payload[:60]!r}"
 
 
-def purchase(*, port: int, product_pk: int, email: str) -> Purchase:
+def purchase(*, port: int, product_pk: int, email: str, address: str) -> Purchase:
+    """One purchase by the buyer at `address` (sent as X-Forwarded-For; the provider's webhook has none)."""
     item = Purchase(started=time.monotonic())
+    proxied = {"X-Forwarded-For": address}
     stage = "create"
     try:
         status, payload = call(
@@ -230,7 +245,7 @@ def purchase(*, port: int, product_pk: int, email: str) -> Purchase:
             "POST",
             ORDERS_PATH,
             body=json.dumps({"product": product_pk, "quantity": QUANTITY, "email": email}).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **proxied},
         )
         item.created = time.monotonic()
         if status != 201:
@@ -257,7 +272,7 @@ def purchase(*, port: int, product_pk: int, email: str) -> Purchase:
             return item
 
         stage = "keys"
-        path, headers = f"{ORDERS_PATH}{item.order_pk}/keys/", {"X-Order-Token": token}
+        path, headers = f"{ORDERS_PATH}{item.order_pk}/keys/", {"X-Order-Token": token, **proxied}
         deadline = item.webhook_sent + ARGS.key_timeout
         while True:
             status, payload = call(port, "GET", path, headers=headers)
@@ -292,9 +307,11 @@ def buyers_run(
     end = start + seconds
 
     def buyer(number: int) -> None:
+        address = f"10.0.{number // 250}.{number % 250 + 1}"
         count = 0
         while time.monotonic() < end and not stop.is_set():
-            results.append(purchase(port=port, product_pk=product_pk, email=f"{tag}-{number}-{count}@example.com"))
+            email = f"{tag}-{number}-{count}@example.com"
+            results.append(purchase(port=port, product_pk=product_pk, email=email, address=address))
             count += 1
 
     threads = [threading.Thread(target=buyer, args=(n,), name=f"buyer-{n}", daemon=True) for n in range(buyers)]
