@@ -21,26 +21,17 @@ Redis database (default db 6) is flushed at the start. Subprocess output goes to
 """
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-VENV_BIN = REPO_ROOT / ".venv" / "bin"
-LOG_DIR = REPO_ROOT / "var" / "bench"
-WEBHOOK_PATH = "/payments/sandbox/webhook/"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 TARGET_P99_MS = 250
 BUSY_BEFORE = [0.0]
 
@@ -91,207 +82,40 @@ os.environ.update(
 
 import dj_database_url  # noqa: E402
 import django  # noqa: E402
-import psycopg2  # noqa: E402
 import redis  # noqa: E402
-from psycopg2 import sql  # noqa: E402
 
 django.setup()
 
-from celery import Celery  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
-from django.db.models import Count, Q  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from accounts.models import AuditEntry, User  # noqa: E402
+from bench._harness import (  # noqa: E402
+    LOG_DIR,
+    WEBHOOK_PATH,
+    Processes,
+    cpu_busy_percent,
+    database_prepare,
+    exactly_once_problems,
+    interrupt_on_signals,
+    log,
+    percentile,
+    product_with_keys,
+    settle,
+    wait_until,
+    web_start,
+    worker_start,
+)
 from config.celery import app as celery_app  # noqa: E402
 from escrow import services as escrow_services  # noqa: E402
 from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header  # noqa: E402
-from escrow.ledger_checks import ledger_problems  # noqa: E402
-from escrow.models import Order, OrderStatus, Transfer, WebhookEvent  # noqa: E402
-from shop import services as shop_services  # noqa: E402
-from shop.models import CardKeyStatus, MerchantStatus  # noqa: E402
+from escrow.models import Order, OrderStatus  # noqa: E402
 from shop.money import to_major  # noqa: E402
 
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def wait_until(check, *, seconds: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + seconds
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {seconds:.0f} s waiting for {what}")
-        time.sleep(interval)
-    return result
+# What the set-up fills, flushed and analysed before the measured window (`--no-settle` skips it).
+SETTLE_TABLES = ["escrow_order", "escrow_payment", "shop_cardkey", "accounts_auditentry", "escrow_transfer"]
 
 
 # --- the services under test ---------------------------------------------------------------------
-
-
-def database_prepare(url: str) -> None:
-    """Create the benchmark's database if it is missing, then bring its schema up to date."""
-    config = dj_database_url.parse(url)
-    server = psycopg2.connect(
-        dbname="postgres",
-        user=config["USER"],
-        password=config["PASSWORD"] or None,
-        host=config["HOST"] or "127.0.0.1",
-        port=config["PORT"] or 5432,
-    )
-    server.autocommit = True
-    try:
-        with server.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]])
-            if cursor.fetchone() is None:
-                log(f"creating database {config['NAME']}")
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
-    finally:
-        server.close()
-    call_command("migrate", interactive=False, verbosity=0)
-
-
-def cpu_busy_percent(seconds: float = 1.0) -> float:
-    """How busy all CPUs are over `seconds` (from /proc/stat): anything else running skews the figures."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            values = [int(v) for v in stat.readline().split()[1:]]
-        return sum(values), values[3] + values[4]  # total, idle + iowait
-
-    try:
-        total_a, idle_a = sample()
-        time.sleep(seconds)
-        total_b, idle_b = sample()
-    except OSError:
-        return 0.0
-    return 100.0 * (1 - (idle_b - idle_a) / max(1, total_b - total_a))
-
-
-def settle() -> None:
-    """Flush and analyse what the set-up wrote, so that its I/O does not land in the measured window."""
-    log("settling: VACUUM ANALYZE of the tables the set-up filled, then CHECKPOINT")
-    with connection.cursor() as cursor:
-        for table in ("escrow_order", "escrow_payment", "shop_cardkey", "accounts_auditentry", "escrow_transfer"):
-            cursor.execute(f"VACUUM ANALYZE {table}")
-        cursor.execute("CHECKPOINT")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Processes:
-    """The subprocesses this run started; each in its own session, so a group kill takes its children."""
-
-    def __init__(self) -> None:
-        self.running: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, command: list[str]) -> subprocess.Popen:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        with (LOG_DIR / f"{name}.log").open("wb") as out:
-            process = subprocess.Popen(  # fixed argv from our own venv
-                command,
-                cwd=REPO_ROOT,
-                env=os.environ.copy(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.running.append((name, process))
-        return process
-
-    def check_alive(self) -> None:
-        for name, process in self.running:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}; see {LOG_DIR / (name + '.log')}")
-
-    def stop_all(self) -> None:
-        for _, process in self.running:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-        for name, process in self.running:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                log(f"{name} did not stop on SIGTERM; killing it")
-            # Whatever is left of the group (pool children, gunicorn workers) goes too.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-        self.running.clear()
-
-
-def web_start(processes: Processes) -> int:
-    port = free_port()
-    processes.start(
-        "gunicorn",
-        [
-            str(VENV_BIN / "gunicorn"),
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(ARGS.web_workers),
-            "--threads",
-            str(ARGS.web_threads),
-            "--worker-class",
-            "gthread",
-            "--log-level",
-            "warning",
-        ],
-    )
-
-    def answers() -> bool:
-        processes.check_alive()
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", WEBHOOK_PATH)
-            return conn.getresponse().status == 405  # the webhook takes POST only: the app is up
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
-    wait_until(answers, seconds=30, what="gunicorn to answer")
-    return port
-
-
-def worker_start(processes: Processes) -> None:
-    name = f"bench-{uuid.uuid4().hex[:8]}@localhost"
-    processes.start(
-        "celery-worker",
-        [
-            str(VENV_BIN / "celery"),
-            "-A",
-            "config",
-            "worker",
-            "--pool=prefork",
-            f"--concurrency={ARGS.concurrency}",
-            "-l",
-            "warning",
-            "-n",
-            name,
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-    )
-    probe = Celery("bench-probe", broker=ARGS.broker_url, set_as_current=False)
-    try:
-
-        def pong() -> bool:
-            processes.check_alive()
-            return bool(probe.control.ping(destination=[name], timeout=0.5))
-
-        wait_until(pong, seconds=30, what="the Celery worker to answer a ping", interval=0)
-    finally:
-        probe.close()
 
 
 @dataclass
@@ -308,22 +132,7 @@ class Sent:
 
 def orders_create(*, count: int, quantity: int) -> list[Sent]:
     """A merchant, a product with exactly enough keys, and `count` unpaid orders, through the services."""
-    now = timezone.now()
-    tag = uuid.uuid4().hex[:8]
-    user = User.objects.create_user(username=f"bench-{tag}", email=f"bench-{tag}@example.com", password=None)
-    merchant = shop_services.merchant_create(user=user, name=f"Bench {tag}", now=now, status=MerchantStatus.APPROVED)
-    product = shop_services.product_create(
-        merchant=merchant,
-        title=f"Bench card {tag}",
-        price=1000,
-        currency="CNY",
-        now=now,
-        max_per_order=max(10, quantity),
-    )
-    total = count * quantity
-    for start in range(0, total, 1000):
-        keys = [f"BENCH-{tag}-{i:07d}" for i in range(start, min(start + 1000, total))]
-        shop_services.keys_import_batch(product=product, keys=keys, now=now)
+    product = product_with_keys(keys=count * quantity, max_per_order=max(10, quantity))
     sent = []
     # The guest-link e-mail each checkout queues is sent here and now, so the worker starts empty:
     # by the time a real buyer pays, that e-mail is long gone.
@@ -394,49 +203,11 @@ def webhooks_send(items: list[Sent], *, port: int, rate: float) -> tuple[float, 
 # --- results -------------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))  # nearest rank
-    return ordered[rank]
-
-
 def describe(values: list[float]) -> str:
     return (
         f"p50 {percentile(values, 50):7.1f}   p99 {percentile(values, 99):7.1f}   max {max(values):7.1f}"
         f"   mean {statistics.fmean(values):7.1f}"
     )
-
-
-def exactly_once_problems(items: list[Sent], quantity: int) -> list[str]:
-    pks = [item.order_pk for item in items]
-    problems = []
-    orders = Order.objects.filter(pk__in=pks).annotate(
-        sold=Count("card_keys", filter=Q(card_keys__status=CardKeyStatus.SOLD), distinct=True),
-        keys=Count("card_keys", distinct=True),
-    )
-    for order in orders:
-        if order.status != OrderStatus.DELIVERED:
-            problems.append(f"order {order.pk} is {order.status}, not delivered")
-        if order.sold != quantity or order.keys != quantity:
-            problems.append(f"order {order.pk} has {order.sold} sold keys of {order.keys}, not {quantity}")
-    audits = dict(
-        AuditEntry.objects.filter(
-            action="order.delivered", subject_type="escrow.order", subject_id__in=[str(pk) for pk in pks]
-        )
-        .values_list("subject_id")
-        .annotate(n=Count("pk"))
-    )
-    problems += [
-        f"order {pk}: {audits.get(str(pk), 0)} 'order.delivered' audit lines" for pk in pks if audits.get(str(pk)) != 1
-    ]
-    events = dict(
-        WebhookEvent.objects.filter(payment__order__in=pks).values_list("payment__order").annotate(n=Count("pk"))
-    )
-    problems += [f"order {pk}: {events.get(pk, 0)} webhook events" for pk in pks if events.get(pk) != 1]
-    payments = dict(Transfer.objects.filter(order__in=pks, code="payment").values_list("order").annotate(n=Count("pk")))
-    problems += [f"order {pk}: {payments.get(pk, 0)} payment transfers" for pk in pks if payments.get(pk) != 1]
-    problems += [f"ledger: {problem}" for problem in ledger_problems()]
-    return problems
 
 
 def report(items: list[Sent], started: float, sending_ended: float) -> bool:
@@ -481,16 +252,9 @@ def report(items: list[Sent], started: float, sending_ended: float) -> bool:
     return p99 < TARGET_P99_MS
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     processes = Processes()
-    # SIGTERM (a supervisor, `kill`) unwinds like Ctrl-C, through the `finally` that stops the children.
-    # Set explicitly: a shell that starts this in the background would otherwise ignore SIGINT.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_signals()
     try:
         log(f"database {dj_database_url.parse(ARGS.database_url)['NAME']}, broker {ARGS.broker_url}")
         database_prepare(ARGS.database_url)
@@ -498,10 +262,10 @@ def main() -> int:
         log(f"creating {ARGS.orders} orders")
         items = orders_create(count=ARGS.orders, quantity=ARGS.quantity)
         if ARGS.settle:
-            settle()
+            settle(SETTLE_TABLES)
         connection.close()
-        port = web_start(processes)
-        worker_start(processes)
+        port = web_start(processes, workers=ARGS.web_workers, threads=ARGS.web_threads)
+        worker_start(processes, broker_url=ARGS.broker_url, concurrency=ARGS.concurrency)
         log(f"gunicorn on 127.0.0.1:{port} and a Celery worker are up; sending webhooks at {ARGS.rate:g}/s")
         BUSY_BEFORE[0] = cpu_busy_percent()
         if BUSY_BEFORE[0] > 10:
@@ -527,7 +291,7 @@ def main() -> int:
             log(f"{error}: {missing} not delivered")
             return 1
         met = report(items, started, ended)
-        problems = exactly_once_problems(items, ARGS.quantity)
+        problems = exactly_once_problems(pks, ARGS.quantity)
         if problems:
             print(f"exactly-once check FAILED ({len(problems)}):")
             for problem in problems[:20]:
