@@ -127,7 +127,7 @@ def _layout(entries: list[tuple[str, int | None, int]]) -> tuple[list[LiabilityL
     return best[1], best[2]
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def liabilities_publish(*, currency: str, now: datetime) -> LiabilityPublication:
     """Build and store the tree for one currency; the root hash and total become public.
 

@@ -106,7 +106,7 @@ def order_refund(
     second call raises `RefundRefused` and moves nothing. Keys return to stock only as
     `refund_keys_plan` allows; the refund records which were revoked and why.
     """
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         payment = Payment.objects.filter(order_id=order_pk, status=PaymentStatus.SUCCEEDED).first()
         if payment is None:
             raise RefundRefused(_("This order has no completed payment to refund."), code="not_paid")
@@ -282,7 +282,7 @@ def received_refund_book(
     return refund
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
     """Ask the gateway to pay the refund. Safe to run twice: the gateway's idempotency key is the refund."""
     refund = refund_lock(refund_pk)

@@ -81,7 +81,7 @@ def hold_release(*, order: Order, now: datetime) -> None:
         reserve_hold_open(order=order, share=share, now=now)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def order_release_lapsed(*, order_pk: int, now: datetime) -> bool:
     """Release one delivered order whose inspection window lapsed with no dispute. Safe to run twice."""
     order = order_lock(order_pk)

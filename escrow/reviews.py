@@ -69,7 +69,7 @@ def _keys_reserved(order: Order) -> None:
         ) from None
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def order_review_approve(*, order_pk: int, staff: User, now: datetime) -> Order:
     """Staff approve a held order: it is paid from suspense and delivered (on commit), exactly once.
 
@@ -127,7 +127,7 @@ def order_review_approve(*, order_pk: int, staff: User, now: datetime) -> Order:
     return order
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def order_review_reject(*, order_pk: int, staff: User, now: datetime, note: str = "") -> Refund:
     """Staff reject a held order: all that arrived is refunded through the gateway, the reserved keys
     return to stock and the order is refunded, exactly once ("not_held" for anything else)."""

@@ -109,7 +109,7 @@ def _reservation_caps_check(*, email: str, ip: str | None, quantity: int) -> Non
             )
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def order_place(
     *, product_pk: int, quantity: int, email: str, buyer: User | None, now: datetime, ip: str | None = None
 ) -> PlacedOrder:
@@ -199,7 +199,7 @@ def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -
     payment = Payment.objects.filter(gateway=gateway.name, payment_id=event.payment_id).first()
     if payment is None:
         raise WebhookRejected("Unknown payment.")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         try:
             with transaction.atomic():
                 WebhookEvent.objects.create(
@@ -355,7 +355,7 @@ def payment_failed(*, payment_pk: int, now: datetime) -> None:
     audit_record(action="payment.failed", subject=order, now=now, data={"payment": payment.pk})
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def order_deliver(*, order_pk: int, now: datetime) -> Order:
     """Hand a paid order its keys. Safe to run twice: only a `paid` order is delivered."""
     order = order_lock(order_pk)
@@ -372,7 +372,7 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     return order
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def order_confirm_receipt(*, order: Order, now: datetime, actor: User | None = None) -> Order:
     """The buyer accepts the goods: the held money goes to the merchant and the fee, exactly once."""
     ORDER_TRANSITIONS.apply(
@@ -386,7 +386,7 @@ def order_confirm_receipt(*, order: Order, now: datetime, actor: User | None = N
     return order
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def order_expire(*, order_pk: int, now: datetime) -> bool:
     """An unpaid order whose payment window has passed: expire it and return its keys to stock."""
     changed = ORDER_TRANSITIONS.update(
@@ -408,7 +408,7 @@ def orders_expire_due(*, now: datetime, batch: int = 1000) -> int:
     return sum(order_expire(order_pk=pk, now=now) for pk in list(due))
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def order_keys_reveal(
     *, order: Order, now: datetime, channel: str, ip: str | None, user_agent: str, user: User | None
 ) -> list[str]:

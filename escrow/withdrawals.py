@@ -199,7 +199,7 @@ def _pending_of(withdrawal: Withdrawal) -> Transfer:
     return pending
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def withdrawal_approve(*, withdrawal_pk: int, staff: User, payout_reference: str, now: datetime) -> Withdrawal:
     """Staff paid the withdrawal out: the pending transfer posts and the withdrawal is paid, once.
 
@@ -237,7 +237,7 @@ def withdrawal_approve(*, withdrawal_pk: int, staff: User, payout_reference: str
     return withdrawal
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def withdrawal_reject(*, withdrawal_pk: int, staff: User, now: datetime, note: str = "") -> Withdrawal:
     """Staff reject: the pending transfer is voided and the amount is available again."""
     withdrawal = withdrawal_lock(withdrawal_pk)
