@@ -56,10 +56,19 @@ class ProductStatus(models.TextChoices):
     PAUSED = "paused", _("Paused")
 
 
+# Long enough for any listing; short enough that saving one (and rendering it, see shop/markdown.py) is cheap.
+DESCRIPTION_MAX_LENGTH = 20_000
+
+
 class Product(models.Model):
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="products")
     title = models.CharField(_("title"), max_length=200)
-    description = models.TextField(_("description"), blank=True)
+    # Markdown or plain text, as the merchant wrote it (the API returns it); a TextField's max_length only
+    # bounds forms, so the services check it too.
+    description = models.TextField(_("description"), max_length=DESCRIPTION_MAX_LENGTH, blank=True)
+    # The description rendered and sanitised when it was saved (services.product_create / product_update):
+    # pages show this and never render Markdown.
+    description_html = models.TextField(blank=True, editable=False)
     price = models.PositiveBigIntegerField(_("price (minor units)"))
     currency = models.CharField(_("currency"), max_length=3, choices=Currency.choices, default=Currency.CNY)
     category = models.CharField(_("category"), max_length=64, blank=True)

@@ -21,8 +21,10 @@ from accounts.services import audit_record
 from config.errors import Refused
 from config.transitions import StateError
 from shop import crypto, stock_files
+from shop.markdown import render_markdown
 from shop.models import (
     CARD_KEY_TRANSITIONS,
+    DESCRIPTION_MAX_LENGTH,
     MERCHANT_TRANSITIONS,
     PRODUCT_TRANSITIONS,
     STOCK_UPLOAD_TRANSITIONS,
@@ -87,9 +89,21 @@ def merchant_data_key(merchant: Merchant) -> bytes:
 def product_create(
     *, merchant: Merchant, title: str, price: int, currency: str, now: datetime, **fields: object
 ) -> Product:
+    """List a product; its description (at most DESCRIPTION_MAX_LENGTH characters, else `ShopError`
+    `description_too_long` and nothing is created) is rendered to HTML here, once."""
+    fields["description_html"] = _description_html(str(fields.get("description") or ""))
     return Product.objects.create(
         merchant=merchant, title=title, price=price, currency=currency, created_at=now, **fields
     )
+
+
+def _description_html(description: str) -> str:
+    if len(description) > DESCRIPTION_MAX_LENGTH:
+        raise ShopError(
+            _("The description is longer than %(limit)s characters.") % {"limit": f"{DESCRIPTION_MAX_LENGTH:,}"},
+            "description_too_long",
+        )
+    return render_markdown(description)
 
 
 @dataclass(frozen=True)
@@ -355,11 +369,15 @@ PRODUCT_FIELDS = {
 
 @transaction.atomic
 def product_update(*, product: Product, actor: User | None, now: datetime, **fields: object) -> Product:
-    """Change a product's listing (not its status or stock)."""
+    """Change a product's listing (not its status or stock). A new description is bounded and rendered
+    to HTML here, as in `product_create`; a refused one changes nothing."""
     unknown = set(fields) - PRODUCT_FIELDS
     if unknown:
         raise ShopError(f"Not editable: {', '.join(sorted(unknown))}.")
-    Product.objects.filter(pk=product.pk).update(**fields)
+    updates = dict(fields)
+    if "description" in fields:
+        updates["description_html"] = _description_html(str(fields["description"] or ""))
+    Product.objects.filter(pk=product.pk).update(**updates)
     audit_record(action="product.updated", subject=product, now=now, actor=actor, data={"fields": sorted(fields)})
     product.refresh_from_db()
     product_low_stock_check(product_pk=product.pk, now=now)
