@@ -198,8 +198,9 @@ class StockUploadSource(models.TextChoices):
 class StockUpload(models.Model):
     """One batch of keys sent by a merchant, imported in the background (see services.stock_upload_process).
 
-    `lines_done` is where a re-run task resumes: each batch commits its keys, its rejected lines and these
-    counters together, so a task that dies half-way and runs again finishes the job exactly once.
+    `processed` (entries done) is where a re-run task resumes: each batch commits its keys, its rejected
+    entries and these counters together, so a task that dies half-way and runs again finishes the job
+    exactly once.
     """
 
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="stock_uploads")
@@ -219,7 +220,6 @@ class StockUpload(models.Model):
     imported = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
-    lines_done = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -251,14 +251,16 @@ class StockUploadRejection(models.Model):
 
     upload = models.ForeignKey(StockUpload, on_delete=models.CASCADE, related_name="rejections")
     line = models.PositiveIntegerField()
+    # Its place on that line (1 unless the upload splits lines on a delimiter): "line 1, entry 5,000".
+    entry = models.PositiveIntegerField(default=1)
     reason = models.CharField(max_length=32, choices=RejectionReason.choices)
 
     class Meta:
-        ordering = ["upload", "line", "pk"]
-        indexes = [models.Index(fields=["upload", "line"], name="stock_rejection_line_idx")]
+        ordering = ["upload", "line", "entry", "pk"]
+        indexes = [models.Index(fields=["upload", "line", "entry"], name="stock_rejection_place_idx")]
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
+        return f"line {self.line}, entry {self.entry}: {self.reason}"
 
 
 class MerchantApiToken(models.Model):
