@@ -117,6 +117,34 @@ def test_chunk_boundaries_cut_nothing(product, monkeypatch, chunk, data, delimit
     assert plaintext_keys(product) == sorted(CHINESE)
     assert done.imported == 3
     assert done.total - done.rejected == 3  # no entry lost or made up at a boundary
+    assert done.processed == done.total
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 1 << 16])
+@pytest.mark.parametrize(
+    ("data", "delimiter", "lines", "entries"),
+    [
+        (b"A\nB", "newline", 2, 2),
+        (b"A\nB\n", "newline", 2, 2),
+        (b"A\n\n\nB\r\n\r\n", "newline", 5, 5),
+        (b"A,B,\n,C", "comma", 2, 5),
+        (b"A,,\r\n", "comma", 1, 3),
+        (b"A,", "comma", 1, 2),
+        (b"\xef\xbb\xbfA|B\rC|", "pipe", 2, 4),
+    ],
+)
+def test_the_count_checked_before_import_is_what_the_import_reads(
+    tmp_path, monkeypatch, chunk, data, delimiter, lines, entries
+):
+    monkeypatch.setattr(stock_files, "READ_CHUNK", chunk)
+    path = tmp_path / "keys.txt"
+    path.write_bytes(data)
+
+    info = stock_files.inspect(path, delimiter=delimiter, max_entries=100)
+    read = list(stock_files.iter_entries(path, encoding=info.encoding, delimiter=delimiter))
+
+    assert (info.lines, info.entries) == (lines, entries)
+    assert (read[-1].line, len(read)) == (lines, entries)
 
 
 def test_a_run_that_stopped_mid_line_resumes_at_the_next_entry(product, settings):
