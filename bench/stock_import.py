@@ -2,6 +2,10 @@
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/cardshop_bench .venv/bin/python bench/stock_import.py --lines 100000
     DATABASE_URL=... .venv/bin/python bench/stock_import.py --lines 1000000
+    DATABASE_URL=... .venv/bin/python bench/stock_import.py --lines 1000000 --one-line
+
+`--one-line` writes the keys comma-separated on a single line (uploaded with the comma delimiter): the
+worker's peak RSS must match the one-key-per-line run, since the file is read entry by entry.
 
 The web side (`stock_upload_start`: save, check limits and encoding, count) runs in this process; the
 import itself (`stock_upload_process`, what the Celery task calls) runs in a fresh child process, like a
@@ -63,6 +67,7 @@ def worker(upload_pk: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--one-line", action="store_true", help="all keys on one line, separated by commas")
     parser.add_argument("--keep", action="store_true", help="keep the bench merchant's keys afterwards")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -77,7 +82,7 @@ def main() -> None:
 
     from accounts.models import User
     from shop import services
-    from shop.models import CardKey, MerchantStatus, StockUpload, StockUploadSource
+    from shop.models import CardKey, MerchantStatus, StockDelimiter, StockUpload, StockUploadSource
 
     settings.SHOP_STOCK_UPLOAD_MAX_LINES = max(settings.SHOP_STOCK_UPLOAD_MAX_LINES, args.lines)
     now = timezone.now()
@@ -88,8 +93,13 @@ def main() -> None:
 
     with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as handle:
         alphabet = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-        for _ in range(args.lines):
-            handle.write(bytes(alphabet[b & 31] for b in os.urandom(32)) + b"\r\n")
+        separator = b"," if args.one_line else b"\r\n"
+        for number in range(args.lines):
+            handle.write(
+                (separator if args.one_line and number else b"") + bytes(alphabet[b & 31] for b in os.urandom(32))
+            )
+            if not args.one_line:
+                handle.write(separator)
         path = Path(handle.name)
     size_mb = path.stat().st_size / 1024 / 1024
 
@@ -101,6 +111,7 @@ def main() -> None:
                 product_pk=product.pk,
                 chunks=iter(lambda: source.read(1 << 20), b""),
                 source=StockUploadSource.FILE,
+                delimiter=StockDelimiter.COMMA if args.one_line else StockDelimiter.NEWLINE,
                 original_name="bench.txt",
                 actor=None,
                 now=now,
@@ -114,7 +125,8 @@ def main() -> None:
         total = time.perf_counter() - began
         result = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"database           {connection.vendor} ({settings.DATABASES['default']['NAME']})")
-        print(f"lines              {args.lines:,} ({size_mb:.1f} MB, CRLF)")
+        layout = "one line, comma-separated" if args.one_line else "one per line, CRLF"
+        print(f"keys               {args.lines:,} ({size_mb:.1f} MB, {layout})")
         print(f"accept (web side)  {accepted:.2f} s  (save, encoding and limit checks, count)")
         print(f"import (worker)    {result['seconds']:.2f} s  -> {args.lines / result['seconds']:,.0f} keys/s")
         print(f"end to end         {total:.2f} s  -> {args.lines / total:,.0f} keys/s (incl. worker start-up)")

@@ -109,7 +109,28 @@ class ProductAdmin(admin.ModelAdmin):
     form = ProductAdminForm
     list_display = ("title", "merchant", money_column("price", label=gettext_lazy("price")), "status")
     list_filter = ("status", "currency")
-    readonly_fields = ("status", "low_stock_notified_at", "created_at")
+    readonly_fields = ("status", "description_html", "low_stock_notified_at", "created_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        # A product never moves to another merchant: its keys are sealed under its merchant's data key.
+        return (*self.readonly_fields, "merchant") if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        # Through the services, like a merchant's own edits: the description is bounded and rendered once.
+        fields = {name: form.cleaned_data[name] for name in services.PRODUCT_FIELDS if name in form.cleaned_data}
+        if change:
+            changed = {name: value for name, value in fields.items() if name in form.changed_data}
+            services.product_update(product=obj, actor=request.user, now=timezone.now(), **changed)
+        else:
+            created = services.product_create(
+                merchant=form.cleaned_data["merchant"],
+                title=fields.pop("title"),
+                price=fields.pop("price"),
+                currency=fields.pop("currency"),
+                now=timezone.now(),
+                **fields,
+            )
+            obj.pk = created.pk
 
 
 @admin.register(StockUpload)

@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts import services as accounts_services
 from shop import services as shop_services
-from shop.models import StockDelimiter
+from shop.models import DESCRIPTION_MAX_LENGTH, StockDelimiter
 from shop.money import Currency, MoneyError, from_major, to_major
 
 
@@ -41,6 +41,7 @@ class ProductForm(forms.Form):
     description = forms.CharField(
         label=_("Description"),
         required=False,
+        max_length=DESCRIPTION_MAX_LENGTH,
         widget=forms.Textarea(attrs={"rows": 6}),
         help_text=_("Plain text or Markdown."),
     )

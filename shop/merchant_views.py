@@ -270,14 +270,13 @@ def upload_status(request, pk: int):
 
 @merchant_required
 def upload_report(request, pk: int):
-    """The entries that were not imported: line number and reason (never the line's text)."""
+    """The entries that were not imported: where they were (line, place on the line) and why, never their text."""
     upload = _upload_or_404(request, pk)
     labels = dict(RejectionReason.choices)
-    rows = (
-        (line, reason, labels.get(reason, reason))
-        for line, reason in upload.rejections.order_by("line", "pk").values_list("line", "reason").iterator(5000)
-    )
-    return _csv_response(_chain([("line", "reason", "explanation")], rows), f"upload-{upload.pk}-rejected.csv")
+    # "entry" (the place on the line) was added last, so scripts reading the first columns still work.
+    rejections = upload.rejections.order_by("line", "entry", "pk").values_list("line", "reason", "entry")
+    rows = ((line, reason, labels.get(reason, reason), entry) for line, reason, entry in rejections.iterator(5000))
+    return _csv_response(_chain([("line", "reason", "explanation", "entry")], rows), f"upload-{upload.pk}-rejected.csv")
 
 
 # --- API tokens --------------------------------------------------------------------------------------------

@@ -56,10 +56,19 @@ class ProductStatus(models.TextChoices):
     PAUSED = "paused", _("Paused")
 
 
+# Long enough for any listing; short enough that saving one (and rendering it, see shop/markdown.py) is cheap.
+DESCRIPTION_MAX_LENGTH = 20_000
+
+
 class Product(models.Model):
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="products")
     title = models.CharField(_("title"), max_length=200)
-    description = models.TextField(_("description"), blank=True)
+    # Markdown or plain text, as the merchant wrote it (the API returns it); a TextField's max_length only
+    # bounds forms, so the services check it too.
+    description = models.TextField(_("description"), max_length=DESCRIPTION_MAX_LENGTH, blank=True)
+    # The description rendered and sanitised when it was saved (services.product_create / product_update):
+    # pages show this and never render Markdown.
+    description_html = models.TextField(blank=True, editable=False)
     price = models.PositiveBigIntegerField(_("price (minor units)"))
     currency = models.CharField(_("currency"), max_length=3, choices=Currency.choices, default=Currency.CNY)
     category = models.CharField(_("category"), max_length=64, blank=True)
@@ -194,8 +203,9 @@ class StockUploadSource(models.TextChoices):
 class StockUpload(models.Model):
     """One batch of keys sent by a merchant, imported in the background (see services.stock_upload_process).
 
-    `lines_done` is where a re-run task resumes: each batch commits its keys, its rejected lines and these
-    counters together, so a task that dies half-way and runs again finishes the job exactly once.
+    `processed` (entries done) is where a re-run task resumes: each batch commits its keys, its rejected
+    entries and these counters together, so a task that dies half-way and runs again finishes the job
+    exactly once.
     """
 
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="stock_uploads")
@@ -215,7 +225,6 @@ class StockUpload(models.Model):
     imported = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
-    lines_done = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -247,14 +256,16 @@ class StockUploadRejection(models.Model):
 
     upload = models.ForeignKey(StockUpload, on_delete=models.CASCADE, related_name="rejections")
     line = models.PositiveIntegerField()
+    # Its place on that line (1 unless the upload splits lines on a delimiter): "line 1, entry 5,000".
+    entry = models.PositiveIntegerField(default=1)
     reason = models.CharField(max_length=32, choices=RejectionReason.choices)
 
     class Meta:
-        ordering = ["upload", "line", "pk"]
-        indexes = [models.Index(fields=["upload", "line"], name="stock_rejection_line_idx")]
+        ordering = ["upload", "line", "entry", "pk"]
+        indexes = [models.Index(fields=["upload", "line", "entry"], name="stock_rejection_place_idx")]
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
+        return f"line {self.line}, entry {self.entry}: {self.reason}"
 
 
 class MerchantApiToken(models.Model):

@@ -21,8 +21,10 @@ from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record,
 from config.errors import Refused
 from config.transitions import StateError
 from shop import crypto, stock_files
+from shop.markdown import render_markdown
 from shop.models import (
     CARD_KEY_TRANSITIONS,
+    DESCRIPTION_MAX_LENGTH,
     MERCHANT_TRANSITIONS,
     PRODUCT_TRANSITIONS,
     STOCK_UPLOAD_TRANSITIONS,
@@ -92,10 +94,22 @@ def product_title_check(title: str) -> str:
 def product_create(
     *, merchant: Merchant, title: str, price: int, currency: str, now: datetime, **fields: object
 ) -> Product:
+    """List a product; its description (at most DESCRIPTION_MAX_LENGTH characters, else `ShopError`
+    `description_too_long` and nothing is created) is rendered to HTML here, once."""
     product_title_check(title)
+    fields["description_html"] = _description_html(str(fields.get("description") or ""))
     return Product.objects.create(
         merchant=merchant, title=title, price=price, currency=currency, created_at=now, **fields
     )
+
+
+def _description_html(description: str) -> str:
+    if len(description) > DESCRIPTION_MAX_LENGTH:
+        raise ShopError(
+            _("The description is longer than %(limit)s characters.") % {"limit": f"{DESCRIPTION_MAX_LENGTH:,}"},
+            "description_too_long",
+        )
+    return render_markdown(description)
 
 
 @dataclass(frozen=True)
@@ -459,13 +473,17 @@ PRODUCT_FIELDS = {
 
 @transaction.atomic
 def product_update(*, product: Product, actor: User | None, now: datetime, **fields: object) -> Product:
-    """Change a product's listing (not its status or stock)."""
+    """Change a product's listing (not its status or stock). A new description is bounded and rendered
+    to HTML here, as in `product_create`; a refused one changes nothing."""
     unknown = set(fields) - PRODUCT_FIELDS
     if unknown:
         raise ShopError(f"Not editable: {', '.join(sorted(unknown))}.")
     if "title" in fields:
         product_title_check(str(fields["title"]))
-    Product.objects.filter(pk=product.pk).update(**fields)
+    updates = dict(fields)
+    if "description" in fields:
+        updates["description_html"] = _description_html(str(fields["description"] or ""))
+    Product.objects.filter(pk=product.pk).update(**updates)
     audit_record(action="product.updated", subject=product, now=now, actor=actor, data={"fields": sorted(fields)})
     product.refresh_from_db()
     product_low_stock_check(product_pk=product.pk, now=now)
@@ -550,7 +568,8 @@ def stock_upload_start(
 
     Everything that can be wrong with the input is found here, before anything is imported: another
     merchant's product (`ShopError` with code `not_found`), an unknown delimiter, a file that is not .txt
-    or .csv, empty, binary, not UTF-8/GB18030, over the size or line limit (`StockFileError`). The file is
+    or .csv, empty, binary, not UTF-8/GB18030, over the size limit or with more entries than
+    SHOP_STOCK_UPLOAD_MAX_LINES, however they are laid out in lines (`StockFileError`). The file is
     kept under MEDIA_ROOT for the worker and deleted when the import ends.
     """
     product = Product.objects.filter(pk=product_pk, merchant=merchant).first()
@@ -566,7 +585,7 @@ def stock_upload_start(
     path = _upload_path(name)
     stock_files.write_limited(chunks, path, max_bytes=settings.SHOP_STOCK_UPLOAD_MAX_BYTES)
     try:
-        info = stock_files.inspect(path, delimiter=delimiter, max_lines=settings.SHOP_STOCK_UPLOAD_MAX_LINES)
+        info = stock_files.inspect(path, delimiter=delimiter, max_entries=settings.SHOP_STOCK_UPLOAD_MAX_LINES)
         upload = StockUpload.objects.create(
             merchant=merchant,
             product=product,
@@ -596,12 +615,14 @@ def stock_upload_start(
 
 
 def stock_upload_process(*, upload_pk: int, now: datetime) -> StockUpload:
-    """Import an upload's file in batches; each batch commits its keys, rejected lines and counters.
+    """Import an upload's file in batches; each batch commits its keys, rejected entries and counters.
 
-    Safe to run twice, even at once: each batch first checks, under a row lock, that the upload is still
-    where this run left it (`lines_done`), so a second run either resumes where the first stopped or
-    stops itself. A bad file or key material marks the upload failed with the reason; keys already
-    committed by earlier batches stay (they are real stock, counted in `imported`).
+    The file is read entry by entry (see shop/stock_files.py), so memory stays flat however the keys are
+    laid out in lines. Safe to run twice, even at once: each batch first checks, under a row lock, that
+    the upload is still where this run left it (`processed`, the entries done), so a second run either
+    resumes where the first stopped, mid-line if need be, or stops itself. A bad file or key material
+    marks the upload failed with the reason; keys already committed by earlier batches stay (they are
+    real stock, counted in `imported`).
     """
     upload = StockUpload.objects.select_related("merchant", "product").get(pk=upload_pk)
     if upload.status != StockUploadStatus.RUNNING:
@@ -612,23 +633,19 @@ def stock_upload_process(*, upload_pk: int, now: datetime) -> StockUpload:
         sealer = crypto.CardKeySealer(
             data_key=merchant_data_key(upload.merchant), merchant_pk=upload.merchant_id, product_pk=upload.product_id
         )
-        lines_done = upload.lines_done
-        batch: list[tuple[int, str]] = []
-        last_line = lines_done
-        lines = stock_files.iter_lines(
-            path, encoding=upload.encoding, delimiter=upload.delimiter, skip_lines=lines_done
+        entries_done = upload.processed
+        batch: list[stock_files.Entry] = []
+        entries = stock_files.iter_entries(
+            path, encoding=upload.encoding, delimiter=upload.delimiter, skip_entries=entries_done
         )
-        for number, entries in lines:
-            batch.extend((number, entry) for entry in entries)
-            last_line = number
+        for entry in entries:
+            batch.append(entry)
             if len(batch) >= batch_size:
                 _stock_upload_batch_write(
-                    upload=upload, sealer=sealer, entries=batch, lines_from=lines_done, lines_to=last_line, now=now
+                    upload=upload, sealer=sealer, entries=batch, entries_from=entries_done, now=now
                 )
-                lines_done, batch = last_line, []
-        _stock_upload_batch_write(
-            upload=upload, sealer=sealer, entries=batch, lines_from=lines_done, lines_to=last_line, now=now
-        )
+                entries_done, batch = entries_done + len(batch), []
+        _stock_upload_batch_write(upload=upload, sealer=sealer, entries=batch, entries_from=entries_done, now=now)
     except StockUploadTakenOver:
         logger.info("shop.stock_upload_taken_over", extra={"upload": upload_pk})
         return StockUpload.objects.get(pk=upload_pk)
@@ -643,33 +660,32 @@ def _stock_upload_batch_write(
     *,
     upload: StockUpload,
     sealer: crypto.CardKeySealer,
-    entries: list[tuple[int, str]],
-    lines_from: int,
-    lines_to: int,
+    entries: list[stock_files.Entry],
+    entries_from: int,
     now: datetime,
 ) -> None:
     claimed = (
         StockUpload.objects.select_for_update()
-        .filter(pk=upload.pk, status=StockUploadStatus.RUNNING, lines_done=lines_from)
+        .filter(pk=upload.pk, status=StockUploadStatus.RUNNING, processed=entries_from)
         .exists()
     )
     if not claimed:
         raise StockUploadTakenOver(upload.pk)
-    rejections: list[tuple[int, str]] = []
-    first_line: dict[bytes, int] = {}
+    rejections: list[tuple[stock_files.Entry, str]] = []
+    first_seen: dict[bytes, stock_files.Entry] = {}
     rows = []
-    for line, raw in entries:
-        key = crypto.normalise(raw)
-        if not key:
-            rejections.append((line, RejectionReason.EMPTY))
-        elif len(key) > MAX_KEY_LENGTH:
-            rejections.append((line, RejectionReason.TOO_LONG))
+    for entry in entries:
+        key = None if entry.text is None else crypto.normalise(entry.text)
+        if key == "":
+            rejections.append((entry, RejectionReason.EMPTY))
+        elif key is None or len(key) > MAX_KEY_LENGTH:
+            rejections.append((entry, RejectionReason.TOO_LONG))
         else:
             fingerprint = sealer.fingerprint(key)
-            if fingerprint in first_line:
-                rejections.append((line, RejectionReason.DUPLICATE_IN_FILE))
+            if fingerprint in first_seen:
+                rejections.append((entry, RejectionReason.DUPLICATE_IN_FILE))
                 continue
-            first_line[fingerprint] = line
+            first_seen[fingerprint] = entry
             rows.append(
                 (
                     upload.product_id,
@@ -681,10 +697,10 @@ def _stock_upload_batch_write(
                     now,
                 )
             )
-    rejected = sum(reason in (RejectionReason.EMPTY, RejectionReason.TOO_LONG) for _line, reason in rejections)
+    rejected = sum(reason in (RejectionReason.EMPTY, RejectionReason.TOO_LONG) for _entry, reason in rejections)
     rows.sort(key=lambda row: row[3])
     inserted = card_keys_insert_skipping_duplicates(rows)
-    conflicted = [fp for fp in first_line if fp not in inserted]
+    conflicted = [fp for fp in first_seen if fp not in inserted]
     if conflicted:
         # Who holds the key now: this upload (an earlier batch of the same file) or older stock.
         holders = {
@@ -696,9 +712,12 @@ def _stock_upload_batch_write(
         for fp in conflicted:
             in_file = holders.get(fp) == upload.pk
             reason = RejectionReason.DUPLICATE_IN_FILE if in_file else RejectionReason.DUPLICATE_EXISTING
-            rejections.append((first_line[fp], reason))
+            rejections.append((first_seen[fp], reason))
     StockUploadRejection.objects.bulk_create(
-        [StockUploadRejection(upload_id=upload.pk, line=line, reason=reason) for line, reason in rejections],
+        [
+            StockUploadRejection(upload_id=upload.pk, line=entry.line, entry=entry.number, reason=reason)
+            for entry, reason in rejections
+        ],
         batch_size=5000,
     )
     StockUpload.objects.filter(pk=upload.pk).update(
@@ -706,7 +725,6 @@ def _stock_upload_batch_write(
         imported=F("imported") + len(inserted),
         duplicates=F("duplicates") + len(rejections) - rejected,
         rejected=F("rejected") + rejected,
-        lines_done=lines_to,
     )
 
 

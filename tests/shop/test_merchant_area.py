@@ -186,9 +186,9 @@ def test_upload_by_file_shows_progress_and_report(client_for, merchant, django_c
     report = merchant_client.get(f"/merchant/uploads/{done.pk}/rejected.csv")
     rows = list(csv.reader(io.StringIO(b"".join(report.streaming_content).decode())))
     assert rows == [
-        ["line", "reason", "explanation"],
-        ["2", "empty", "Empty"],
-        ["3", "duplicate_in_file", "Duplicate in the file"],
+        ["line", "reason", "explanation", "entry"],
+        ["2", "empty", "Empty", "1"],
+        ["3", "duplicate_in_file", "Duplicate in the file", "1"],
     ]
 
 

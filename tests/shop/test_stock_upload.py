@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from shop import services
 from shop.models import CardKey, StockUpload, StockUploadSource
-from shop.stock_files import StockFileError
+from shop.stock_files import Entry, StockFileError
 from tests import factories
 from tests.shop.helpers import plaintext_keys, rejections, upload
 
@@ -188,9 +188,8 @@ def test_a_run_that_stopped_half_way_resumes_after_its_last_batch(product, setti
     services._stock_upload_batch_write(
         upload=started,
         sealer=_sealer(product),
-        entries=[(1, "A"), (2, "B")],
-        lines_from=0,
-        lines_to=2,
+        entries=[Entry(1, 1, "A"), Entry(2, 1, "B")],
+        entries_from=0,
         now=timezone.now(),
     )
     done = services.stock_upload_process(upload_pk=started.pk, now=timezone.now())
