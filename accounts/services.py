@@ -11,8 +11,8 @@ from django.utils.translation import gettext as _
 
 from accounts import sealing
 from accounts.models import Alert, AuditEntry, AuthenticatorDevice, BackupCode, BackupCodeDevice, User
-from config.mail import mail_send
 from core import crypto
+from core.mail import mail_send
 
 logger = logging.getLogger(__name__)
 

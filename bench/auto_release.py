@@ -39,13 +39,13 @@ def main() -> None:
     call_command("migrate", verbosity=0)
 
     from accounts.models import User
+    from core.money import to_major
     from escrow import services
     from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header
     from escrow.ledger_checks import ledger_problems
     from escrow.models import Order, OrderStatus
     from shop import services as shop_services
     from shop.models import MerchantStatus
-    from shop.money import to_major
 
     now = timezone.now()
     tag = int(time.time())

@@ -106,10 +106,10 @@ from bench._harness import (  # noqa: E402
     worker_start,
 )
 from config.celery import app as celery_app  # noqa: E402
+from core.money import to_major  # noqa: E402
 from escrow import services as escrow_services  # noqa: E402
 from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header  # noqa: E402
 from escrow.models import Order, OrderStatus  # noqa: E402
-from shop.money import to_major  # noqa: E402
 
 # What the set-up fills, flushed and analysed before the measured window (`--no-settle` skips it).
 SETTLE_TABLES = ["escrow_order", "escrow_payment", "shop_cardkey", "accounts_auditentry", "escrow_transfer"]

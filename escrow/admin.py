@@ -3,7 +3,8 @@ from django.shortcuts import redirect
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from config.transitions import StateError
+from core.money import money_column
+from core.transitions import StateError
 from escrow import reviews, withdrawals
 from escrow.models import (
     DisputeAction,
@@ -19,7 +20,6 @@ from escrow.models import (
     WebhookEvent,
     Withdrawal,
 )
-from shop.money import money_column
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -8,14 +8,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import Conflict, Unavailable
-from config.transitions import StateError
 from core.client_ip import client_ip
+from core.money import to_major
 from core.ratelimit import RateLimited
 from core.throttling import SharedScopedThrottle
+from core.transitions import StateError
 from escrow import services
 from escrow.models import Order
 from escrow.selectors import order_for_viewer
-from shop.money import to_major
 
 ORDER_TOKEN = OpenApiParameter(
     "X-Order-Token",

@@ -29,7 +29,8 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import audit_record
-from config.errors import Refused
+from core.errors import Refused
+from core.money import percent_of
 from escrow import ledger
 from escrow.locks import order_lock, payment_lock
 from escrow.models import (
@@ -48,7 +49,6 @@ from escrow.models import (
 from escrow.refunds import RefundRefused, order_refund_book
 from escrow.releases import fee_percent_for, hold_release
 from shop import services as shop_services
-from shop.money import percent_of
 
 logger = logging.getLogger(__name__)
 

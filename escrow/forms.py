@@ -46,15 +46,15 @@ class WithdrawalForm(forms.Form):
     )
 
     def __init__(self, *args, merchant, **kwargs):
+        from core.money import Currency
         from escrow.models import PayoutAccount
-        from shop.money import Currency
 
         super().__init__(*args, **kwargs)
         self.fields["payout_account"].queryset = PayoutAccount.objects.filter(merchant=merchant).order_by("pk")
         self.fields["currency"].choices = Currency.choices
 
     def amount_minor(self) -> int:
-        from shop.money import from_major
+        from core.money import from_major
 
         return from_major(str(self.cleaned_data["amount"]), self.cleaned_data["currency"])
 

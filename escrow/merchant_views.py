@@ -10,12 +10,12 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from core.money import to_major
 from escrow import liabilities, refunds, withdrawals
 from escrow.forms import PayoutAccountForm, RefundForm, StatementFilterForm, WithdrawalForm
 from escrow.models import KeyDisposition, LiabilityLeaf, LiabilityPublication, Order, Withdrawal
 from escrow.selectors import merchant_balances, merchant_statement, statement_line
 from shop.models import CardKey, CardKeyStatus
-from shop.money import to_major
 from shop.permissions import merchant_required
 
 STATEMENT_PAGE_LINES = 500

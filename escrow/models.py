@@ -5,10 +5,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from config.transitions import Transitions
 from core import crypto as core_crypto
+from core.money import Currency
+from core.transitions import Transitions
 from shop import crypto as shop_crypto
-from shop.money import Currency
 
 
 class OrderStatus(models.TextChoices):

@@ -15,7 +15,8 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import audit_record
-from config.errors import Refused
+from core.errors import Refused
+from core.money import percent_of
 from escrow import ledger
 from escrow.gateways import GatewayEvent, WebhookRejected, gateway_get
 from escrow.locks import order_lock, payment_lock, refund_lock
@@ -35,7 +36,6 @@ from escrow.models import (
 from escrow.releases import fee_percent_for, reserve_hold_open
 from shop import services as shop_services
 from shop.models import CardKey, CardKeyStatus, Merchant
-from shop.money import percent_of
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 
 from accounts.models import AuditEntry
 from accounts.services import audit_record, audit_record_many
+from core.money import percent_of
 from escrow import ledger
 from escrow.locks import order_lock
 from escrow.models import (
@@ -27,7 +28,6 @@ from escrow.models import (
     TransferKind,
 )
 from shop.models import Merchant
-from shop.money import percent_of
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import audit_record
-from config.errors import Refused
+from core.errors import Refused
 from escrow import ledger, refunds
 from escrow.locks import order_lock, payment_lock
 from escrow.models import (

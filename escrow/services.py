@@ -15,7 +15,8 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import audit_record
-from config.errors import Refused
+from core.errors import Refused
+from core.money import percent_of
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
 from escrow import ledger, refunds
 from escrow.delivery import order_delivery_enqueue
@@ -55,7 +56,6 @@ from escrow.releases import (  # noqa: F401
     reserves_release_due,
 )
 from shop import services as shop_services
-from shop.money import percent_of
 from shop.selectors import order_keys_plaintext, products_on_sale
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.two_factor import verified_required
-from config.transitions import StateError
+from core.transitions import StateError
 from escrow import reviews, withdrawals
 from escrow.forms import OrderReviewForm, WithdrawalApproveForm
 from escrow.merchant_views import refund_page

@@ -4,7 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from config.mail import MAIL_ERRORS, mail_retry, mail_send
+from core.mail import MAIL_ERRORS, mail_retry, mail_send
 from escrow import delivery, reconciliation, refunds, services, withdrawals
 from escrow.gateways.sandbox.tasks import sandbox_refund_webhook_send_task  # noqa: F401  (registers it)
 from escrow.models import Order

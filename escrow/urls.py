@@ -5,6 +5,7 @@ from escrow import staff_views, views
 app_name = "escrow"
 
 urlpatterns = [
+    path("products/<int:pk>/", views.product_page, name="product"),
     path("products/<int:product_pk>/checkout/", views.checkout, name="checkout"),
     path("orders/", views.my_orders, name="my_orders"),
     path("orders/<int:pk>/", views.order_page, name="order"),

@@ -7,9 +7,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from config.transitions import StateError
 from core.client_ip import client_ip
 from core.ratelimit import RateLimited, rate_limit_check
+from core.transitions import StateError
 from escrow import services
 from escrow.forms import CheckoutForm
 from escrow.selectors import order_for_viewer, orders_of_buyer
@@ -30,6 +30,16 @@ def _order_urls(order, token: str | None) -> dict[str, str]:
     )
 
 
+def product_page(request, pk: int):
+    """A product on sale and its checkout form, which posts to `checkout` below."""
+    product = get_object_or_404(products_on_sale(), pk=pk)
+    initial = {"quantity": 1}
+    if request.user.is_authenticated and request.user.email:
+        initial["email"] = request.user.email
+    form = CheckoutForm(initial=initial, max_quantity=services.order_max_quantity(product))
+    return render(request, "escrow/product.html", {"product": product, "form": form})
+
+
 @require_POST
 def checkout(request, product_pk: int):
     product = get_object_or_404(products_on_sale(), pk=product_pk)
@@ -40,7 +50,7 @@ def checkout(request, product_pk: int):
     except RateLimited as limited:
         form.is_valid()  # keep what the buyer typed, with its own errors
         form.add_error(None, _("Too many checkouts from your address. Please try again in a minute."))
-        response = render(request, "shop/product.html", {"product": product, "form": form}, status=429)
+        response = render(request, "escrow/product.html", {"product": product, "form": form}, status=429)
         response["Retry-After"] = str(limited.retry_after)
         return response
     if form.is_valid():
@@ -57,7 +67,7 @@ def checkout(request, product_pk: int):
             form.add_error(None, str(error))
         else:
             return redirect(placed.pay_url)
-    return render(request, "shop/product.html", {"product": product, "form": form}, status=400)
+    return render(request, "escrow/product.html", {"product": product, "form": form}, status=400)
 
 
 def _too_many_reveals(limited: RateLimited) -> str:

@@ -15,8 +15,9 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record, otp_fresh_code_check
-from config.errors import Refused
-from config.mail import mail_send
+from core.errors import Refused
+from core.mail import mail_send
+from core.money import display
 from escrow import ledger
 from escrow.locks import ledger_accounts_lock, withdrawal_lock
 from escrow.models import (
@@ -28,7 +29,6 @@ from escrow.models import (
     WithdrawalStatus,
 )
 from shop.models import Merchant
-from shop.money import display
 
 logger = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from config.transitions import StateError
+from core.money import MoneyError, from_major, money_column, to_major
+from core.transitions import StateError
 from shop import services
 from shop.models import CardKey, Merchant, MerchantApiToken, Product, StockUpload
-from shop.money import MoneyError, from_major, money_column, to_major
 
 
 class RejectionForm(forms.Form):

@@ -1,7 +1,7 @@
 from rest_framework import generics, serializers
 
+from core.money import to_major
 from shop.models import Product
-from shop.money import to_major
 from shop.selectors import products_on_sale
 
 

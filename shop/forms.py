@@ -7,9 +7,9 @@ from django.core.validators import MaxValueValidator
 from django.utils.translation import gettext_lazy as _
 
 from accounts import services as accounts_services
+from core.money import Currency, MoneyError, from_major, to_major
 from shop import services as shop_services
 from shop.models import DESCRIPTION_MAX_LENGTH, StockDelimiter
-from shop.money import Currency, MoneyError, from_major, to_major
 
 
 class MerchantSignupForm(forms.Form):

@@ -11,10 +11,10 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.money import to_major
 from shop import selectors, services
 from shop.authentication import MerchantTokenAuthentication
 from shop.models import Merchant, Product, StockDelimiter, StockUpload, StockUploadSource
-from shop.money import to_major
 from shop.stock_files import StockFileError
 
 # The token first: a refused token then answers 401 with `WWW-Authenticate: Token`, not 403.

@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from config.transitions import StateError
+from core.transitions import StateError
 from shop import selectors, services
 from shop.forms import (
     ApiTokenForm,

@@ -3,8 +3,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from config.transitions import Transitions
-from shop.money import Currency
+from core.money import Currency
+from core.transitions import Transitions
 
 
 class MerchantStatus(models.TextChoices):

@@ -18,8 +18,8 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record, otp_fresh_code_check
-from config.errors import Refused
-from config.transitions import StateError
+from core.errors import Refused
+from core.transitions import StateError
 from shop import crypto, stock_files
 from shop.markdown import render_markdown
 from shop.models import (

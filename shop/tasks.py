@@ -5,7 +5,7 @@ from django.db import OperationalError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from config.mail import MAIL_ERRORS, mail_retry, mail_send
+from core.mail import MAIL_ERRORS, mail_retry, mail_send
 from shop import services
 from shop.models import Product
 

@@ -6,5 +6,4 @@ app_name = "shop"
 
 urlpatterns = [
     path("", views.catalog, name="catalog"),
-    path("products/<int:pk>/", views.product_detail, name="product"),
 ]

@@ -7,12 +7,12 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
+from core.money import to_major
 from escrow import services as escrow_services
 from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header
 from escrow.models import Order, Payment
 from shop import services as shop_services
 from shop.models import Merchant, MerchantStatus, Product
-from shop.money import to_major
 
 _counter = itertools.count(1)
 

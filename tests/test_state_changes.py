@@ -1,4 +1,4 @@
-"""Every status change goes through its transitions map (config/transitions.py), and this keeps it so.
+"""Every status change goes through its transitions map (core/transitions.py), and this keeps it so.
 
 The check reads the project's own source with `ast`: outside the transitions module, no code may write a
 `status` field itself — no `.update(status=…)`, no `obj.status = …`, no `save(update_fields=["status"])`,
@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TRANSITIONS_MODULES = {"config/transitions.py", "core/transitions.py"}
+TRANSITIONS_MODULES = {"core/transitions.py"}
 SKIPPED_FOLDERS = {"tests", "migrations", "bench", ".venv", "node_modules", "var", "staticfiles"}
 
 

@@ -1,6 +1,6 @@
 from django import template
 
-from shop.money import display
+from core.money import display
 
 register = template.Library()
 

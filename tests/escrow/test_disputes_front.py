@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from accounts.models import AuditEntry
-from config.transitions import StateError
+from core.transitions import StateError
 from escrow import ledger, services
 from escrow.disputes_front import DisputeRefused, split_amounts
 from escrow.ledger_checks import ledger_problems

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from accounts import services as accounts_services
-from config.transitions import StateError
+from core.transitions import StateError
 from escrow import refunds, services, withdrawals
 from escrow.ledger_checks import ledger_problems
 from escrow.models import KeyDisposition, Order, OrderStatus, Transfer, Withdrawal, WithdrawalStatus

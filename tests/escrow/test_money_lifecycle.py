@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core.money import percent_of
 from escrow import ledger, refunds, services
 from escrow.ledger_checks import ledger_problems
 from escrow.models import (
@@ -19,7 +20,6 @@ from escrow.models import (
     Transfer,
 )
 from shop.models import CardKey, CardKeyStatus, Merchant
-from shop.money import percent_of
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from config.transitions import StateError
+from core.transitions import StateError
 from escrow import ledger, services
 from escrow.ledger_checks import ledger_problems
 from escrow.models import AccountKind, KeyReveal, Order, OrderStatus, Transfer

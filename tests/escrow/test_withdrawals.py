@@ -131,7 +131,7 @@ def test_staff_approve_pays_and_reject_returns_the_money(run_on_commit):
     assert available(merchant) == 5500
     payouts = ledger.platform_account(AccountKind.PAYOUTS, "CNY")
     assert (payouts.credit_balance, payouts.credits_pending) == (4000, 0)
-    from config.transitions import StateError
+    from core.transitions import StateError
 
     with pytest.raises(StateError):
         withdrawals.withdrawal_reject(withdrawal_pk=first.pk, staff=staff, now=timezone.now())

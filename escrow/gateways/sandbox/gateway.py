@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
+from core.money import Currency, MoneyError, from_major
 from escrow.gateways.base import (
     GatewayEvent,
     GatewayRecord,
@@ -25,7 +26,6 @@ from escrow.gateways.base import (
     event_id_check,
     reference_check,
 )
-from shop.money import Currency, MoneyError, from_major
 
 SIGNATURE_HEADER = "Sandbox-Signature"
 EVENT_TYPES = {"payment.succeeded", "payment.failed", "refund.succeeded"}

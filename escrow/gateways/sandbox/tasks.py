@@ -5,7 +5,7 @@ import time
 from celery import shared_task
 from django.utils import timezone
 
-from shop.money import to_major
+from core.money import to_major
 
 
 @shared_task(name="sandbox.refund_webhook_send", acks_late=True, autoretry_for=(ConnectionError,), max_retries=5)

@@ -10,11 +10,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from core.money import to_major
 from escrow import services
 from escrow.gateways import SANDBOX, WebhookRejected, gateway_enabled
 from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header
 from escrow.models import Payment, PaymentStatus
-from shop.money import to_major
 
 
 def _sandbox_only(view):
