@@ -71,7 +71,7 @@ def _totp_device_new(*, user: User, confirmed: bool) -> AuthenticatorDevice:
     return device
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def totp_enrol_start(*, user: User, now: datetime) -> AuthenticatorDevice:
     """An unconfirmed TOTP device for the QR page (the same one until it is confirmed)."""
     device = AuthenticatorDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
@@ -117,7 +117,7 @@ def totp_enrol_confirm(*, user: User, code: str, now: datetime, current_code: st
     _throttle_capped(device)
     if not device.verify_token(code.strip()):  # commits its own throttle counter
         raise TwoFactorInvalid
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         AuthenticatorDevice.objects.filter(user=user, confirmed=True).delete()
         AuthenticatorDevice.objects.filter(pk=device.pk).update(confirmed=True)
         codes = _backup_codes_new(user=user)
@@ -128,7 +128,7 @@ def totp_enrol_confirm(*, user: User, code: str, now: datetime, current_code: st
 def backup_codes_regenerate(*, user: User, code: str, now: datetime) -> list[str]:
     """New backup codes (the old ones stop working), after a fresh second factor."""
     otp_fresh_code_check(user=user, code=code)
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         codes = _backup_codes_new(user=user)
         audit_record(action="2fa.backup_codes_regenerated", subject=user, now=now, actor=user)
     return codes
@@ -169,12 +169,12 @@ def _otp_code_verify_audited(*, user: User, code: str, now: datetime, purpose: s
         device = _otp_code_verify(user=user, code=code)
     except TwoFactorInvalid as error:
         reason = "throttled" if isinstance(error, TwoFactorThrottled) else "wrong_or_reused"
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             audit_record(
                 action="2fa.failed", subject=user, now=now, actor=user, data={"purpose": purpose, "reason": reason}
             )
         raise
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         audit_record(
             action="2fa.verified",
             subject=user,
@@ -208,7 +208,7 @@ def _otp_code_verify(*, user: User, code: str):
         raise TwoFactorInvalid
     # A code as long as the app's is for the app, anything else a backup code (eight letters and
     # digits): a mistyped app code must not count against (throttle) the backup codes, nor the other way.
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         totp = AuthenticatorDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk").first()
         if totp is not None and code.isdigit() and len(code) == totp.digits:
             _throttle_capped(totp)
@@ -221,7 +221,7 @@ def _otp_code_verify(*, user: User, code: str):
             failed = False
     if failed:
         raise TwoFactorInvalid
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         devices = list(BackupCodeDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk"))
         for device in devices:
             _throttle_capped(device)
@@ -233,7 +233,7 @@ def _otp_code_verify(*, user: User, code: str):
     raise TwoFactorInvalid
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def totp_device_provision_unchecked(*, user: User, now: datetime):
     """The user's confirmed TOTP device, created confirmed if there is none, WITHOUT a first code.
 
@@ -247,7 +247,7 @@ def totp_device_provision_unchecked(*, user: User, now: datetime):
     return device
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def backup_codes_issue_unchecked(*, user: User, count: int, now: datetime) -> list[str]:
     """Replace the user's backup codes with `count` new ones WITHOUT a fresh second factor.
 

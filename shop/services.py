@@ -90,6 +90,7 @@ def product_title_check(title: str) -> str:
     return title
 
 
+# Not durable: the admin's change form calls it inside the transaction Django opens for the form.
 @transaction.atomic
 def product_create(
     *, merchant: Merchant, title: str, price: int, currency: str, now: datetime, **fields: object
@@ -125,8 +126,10 @@ def card_keys_insert_skipping_duplicates(rows: list[tuple]) -> set[bytes]:
     Each row is `(product_id, merchant_id, upload_id, fingerprint, sealed, status, created_at)`. The unique
     constraint decides, inside the database, so two racing uploads cannot both insert one key; `RETURNING`
     makes the counts exact. Rows should be sorted by fingerprint: racing inserts then take the index
-    locks in the same order and cannot deadlock.
+    locks in the same order and cannot deadlock. Must run inside the caller's transaction (the COPY's
+    temporary table empties at each commit).
     """
+    assert transaction.get_connection().in_atomic_block, "inserting card keys needs the caller's transaction"
     if not rows:
         return set()
     table = CardKey._meta.db_table
@@ -194,7 +197,7 @@ def _card_keys_copy_insert_postgresql(cursor, rows: list[tuple]) -> set[bytes]:
     return inserted
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def keys_import_batch(*, product: Product, keys: Iterable[str], now: datetime) -> ImportCounts:
     """Seal and insert one batch of keys; a key the merchant already has (or a repeat in the batch) is
     counted as a duplicate, not inserted. Keys are normalised here; empty ones are skipped.
@@ -251,6 +254,7 @@ def keys_reserve(*, product: Product, quantity: int, order_pk: int) -> list[int]
 
 def keys_release(*, order_pk: int) -> int:
     """Return an unpaid order's reserved keys to stock. Idempotent."""
+    assert transaction.get_connection().in_atomic_block, "keys_release needs the caller's transaction"
     return CARD_KEY_TRANSITIONS.update(
         queryset=CardKey.objects.filter(order_id=order_pk),
         to=CardKeyStatus.AVAILABLE,
@@ -261,6 +265,7 @@ def keys_release(*, order_pk: int) -> int:
 
 def keys_sell(*, order_pk: int) -> int:
     """Mark an order's reserved keys sold. Idempotent: already-sold keys stay as they are."""
+    assert transaction.get_connection().in_atomic_block, "keys_sell needs the caller's transaction"
     return CARD_KEY_TRANSITIONS.update(queryset=CardKey.objects.filter(order_id=order_pk), to=CardKeyStatus.SOLD)
 
 
@@ -273,6 +278,7 @@ def keys_refund_restock(*, order_pk: int, key_pks: list[int]) -> int:
     The caller decides which keys nobody can hold (escrow: never revealed); a key that was ever in a
     merchant's export is never put back, whatever the caller asked.
     """
+    assert transaction.get_connection().in_atomic_block, "keys_refund_restock needs the caller's transaction"
     return CARD_KEY_TRANSITIONS.update(
         queryset=CardKey.objects.filter(pk__in=key_pks, order_id=order_pk).exclude(
             status=CardKeyStatus.SOLD, exported_at__isnull=False
@@ -285,6 +291,7 @@ def keys_refund_restock(*, order_pk: int, key_pks: list[int]) -> int:
 def keys_refund_revoke(*, order_pk: int, key_pks: list[int]) -> int:
     """Take these keys of a refunded order out of sale for good; they stay linked to the order as
     evidence. Reserved (never delivered) keys simply go back on sale. Idempotent."""
+    assert transaction.get_connection().in_atomic_block, "keys_refund_revoke needs the caller's transaction"
     keys = CardKey.objects.filter(pk__in=key_pks, order_id=order_pk)
     restocked = CARD_KEY_TRANSITIONS.update(
         queryset=keys, to=CardKeyStatus.AVAILABLE, from_=[CardKeyStatus.RESERVED], order=None
@@ -327,9 +334,14 @@ class ShopError(Refused):
     """A request the shop's rules refuse; the message is for the person, `code` for the API."""
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def merchant_signup(*, user: User, name: str, contact: str, now: datetime) -> Merchant:
     """A signed-in user applies to sell: a pending merchant, which staff approve or reject."""
+    return _merchant_application(user=user, name=name, contact=contact, now=now)
+
+
+def _merchant_application(*, user: User, name: str, contact: str, now: datetime) -> Merchant:
+    assert transaction.get_connection().in_atomic_block, "a merchant application needs the caller's transaction"
     if Merchant.objects.filter(user=user).exists():
         raise ShopError(_("You have already applied as a merchant."), "already_merchant")
     return merchant_create(user=user, name=name.strip(), contact=contact.strip(), now=now)
@@ -339,9 +351,10 @@ def merchant_signup(*, user: User, name: str, contact: str, now: datetime) -> Me
 def merchant_signup_with_account(
     *, username: str, email: str, password: str, name: str, contact: str, now: datetime
 ) -> Merchant:
-    """A visitor without an account applies to sell: the user and the pending merchant together."""
+    """A visitor without an account applies to sell: the user and the pending merchant together
+    (a step of `merchant_signup_visitor`, inside its transaction)."""
     user = User.objects.create_user(username=username, email=email, password=password)
-    return merchant_signup(user=user, name=name, contact=contact, now=now)
+    return _merchant_application(user=user, name=name, contact=contact, now=now)
 
 
 def _signup_email(*, to: str, event: str, subject: str, body: str) -> None:
@@ -350,7 +363,7 @@ def _signup_email(*, to: str, event: str, subject: str, body: str) -> None:
     EmailMessage(subject=subject, body=body, to=[to], headers={"X-Shop-Event": event}).send(fail_silently=True)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def merchant_signup_visitor(
     *, username: str, email: str, password: str, name: str, contact: str, now: datetime
 ) -> Merchant | None:
@@ -404,7 +417,7 @@ def merchant_signup_visitor(
     return merchant
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def merchant_approve(*, merchant: Merchant, actor: User | None, now: datetime) -> Merchant:
     """Staff approve a pending (or earlier rejected) merchant; a racing second approval fails."""
     MERCHANT_TRANSITIONS.apply(model=Merchant, pk=merchant.pk, to=MerchantStatus.APPROVED, rejection_reason="")
@@ -413,7 +426,7 @@ def merchant_approve(*, merchant: Merchant, actor: User | None, now: datetime) -
     return merchant
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def merchant_reject(*, merchant: Merchant, reason: str, actor: User | None, now: datetime) -> Merchant:
     """Staff reject a pending merchant with a reason the merchant reads on their status page."""
     reason = reason.strip()
@@ -471,6 +484,7 @@ PRODUCT_FIELDS = {
 }
 
 
+# Not durable: the admin's change form calls it inside the transaction Django opens for the form.
 @transaction.atomic
 def product_update(*, product: Product, actor: User | None, now: datetime, **fields: object) -> Product:
     """Change a product's listing (not its status or stock). A new description is bounded and rendered
@@ -490,7 +504,7 @@ def product_update(*, product: Product, actor: User | None, now: datetime, **fie
     return product
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def product_pause(*, product: Product, actor: User | None, now: datetime) -> Product:
     """Take a product off sale; its stock stays."""
     PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=ProductStatus.PAUSED)
@@ -499,7 +513,7 @@ def product_pause(*, product: Product, actor: User | None, now: datetime) -> Pro
     return product
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def product_resume(*, product: Product, actor: User | None, now: datetime) -> Product:
     """Put a paused product back on sale."""
     PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=ProductStatus.ACTIVE)
@@ -552,7 +566,7 @@ def _upload_path(name: str) -> Path:
     return Path(settings.MEDIA_ROOT) / "stock-uploads" / name
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def stock_upload_start(
     *,
     merchant: Merchant,
@@ -655,7 +669,7 @@ def stock_upload_process(*, upload_pk: int, now: datetime) -> StockUpload:
     return _stock_upload_finish(upload=upload, status=StockUploadStatus.DONE, error="", now=now)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def _stock_upload_batch_write(
     *,
     upload: StockUpload,
@@ -728,7 +742,7 @@ def _stock_upload_batch_write(
     )
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def _stock_upload_finish(*, upload: StockUpload, status: str, error: str, now: datetime) -> StockUpload:
     try:
         STOCK_UPLOAD_TRANSITIONS.apply(model=StockUpload, pk=upload.pk, to=status, error=error, finished_at=now)
@@ -756,7 +770,7 @@ def _stock_upload_finish(*, upload: StockUpload, status: str, error: str, now: d
 # --- revoking and exporting stock -------------------------------------------------------------------
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def keys_revoke(*, product: Product, actor: User | None, now: datetime, keys: Iterable[str] | None = None) -> int:
     """Revoke the product's available keys: those listed in `keys` (matched by fingerprint, nothing is
     decrypted), or all of them when `keys` is None. Reserved and sold keys are left alone; a revoked key
@@ -781,7 +795,7 @@ def keys_revoke(*, product: Product, actor: User | None, now: datetime, keys: It
     return revoked
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def keys_export_record(*, product: Product, actor: User, now: datetime) -> int:
     """Record that the merchant exports the product's unsold keys (the caller checked their password).
 
@@ -821,7 +835,7 @@ def merchant_api_token_create(*, merchant: Merchant, name: str, actor: User, cod
     return merchant_api_token_create_unchecked(merchant=merchant, name=name, actor=actor, now=now)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def merchant_api_token_create_unchecked(
     *, merchant: Merchant, name: str, actor: User | None, now: datetime, token: str | None = None
 ) -> tuple[MerchantApiToken, str]:
@@ -841,7 +855,7 @@ def merchant_api_token_create_unchecked(
     return record, token
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def merchant_api_token_revoke(*, token: MerchantApiToken, actor: User | None, now: datetime) -> bool:
     """Revoke a token at once. Revoking a revoked token changes nothing and returns False."""
     changed = MerchantApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)

@@ -1,4 +1,4 @@
-"""The buyer's catalogue. A product's own page is escrow's (`escrow.views.product_page`): it is where checkout starts."""
+"""The buyer's catalogue. A product's own page is escrow's (`escrow.views.product_page`): checkout starts there."""
 
 from django.shortcuts import render
 

@@ -4,7 +4,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import transaction
 from django.utils import timezone
 
 from accounts import services as accounts_services
@@ -35,7 +34,9 @@ def demo_backup_codes_file() -> Path:
 class Command(BaseCommand):
     help = "Create the demo merchant, products with stock, a buyer and a staff user (idempotent)."
 
-    @transaction.atomic
+    # No transaction around the whole run: each step is a service with its own (durable) transaction,
+    # and each is skipped when its result is already there, so a run that stops half-way is finished
+    # by the next one.
     def handle(self, *args, **options):
         now = timezone.now()
         merchant_user = self._user("merchant", "merchant@example.com")
