@@ -158,7 +158,9 @@ def test_a_run_that_stopped_mid_line_resumes_at_the_next_entry(product, settings
         actor=None,
         now=timezone.now(),
     )
-    sealer = services.crypto.CardKeySealer(data_key=services.merchant_data_key(product.merchant), product_pk=product.pk)
+    sealer = services.crypto.CardKeySealer(
+        data_key=services.merchant_data_key(product.merchant), merchant_pk=product.merchant_id, product_pk=product.pk
+    )
     # What a worker killed after its first batch leaves behind: two keys and the counters, committed.
     services._stock_upload_batch_write(
         upload=started, sealer=sealer, entries=[Entry(1, 1, "A"), Entry(1, 2, "B")], entries_from=0, now=timezone.now()
