@@ -282,10 +282,15 @@ def received_refund_book(
     return refund
 
 
-@transaction.atomic
 def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
-    """Ask the gateway to pay the refund. Safe to run twice: the gateway's idempotency key is the refund."""
-    refund = refund_lock(refund_pk)
+    """Ask the gateway to pay the refund, holding no row lock and no transaction while it answers.
+
+    A slow or hanging gateway must not keep the refund (or anything else) locked, so the call is made
+    in autocommit and its answer recorded in a second short transaction. Safe to run twice, or twice at
+    once: the gateway's idempotency key is the refund, so a retry gets the same refund id and pays at
+    most once.
+    """
+    refund = Refund.objects.select_related("payment").get(pk=refund_pk)
     if refund.status != RefundStatus.REQUESTED:
         return refund
     gateway = gateway_get(refund.gateway)
@@ -295,9 +300,11 @@ def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
         currency=refund.currency,
         idempotency_key=f"refund:{refund.pk}",
     )
-    if refund.gateway_refund_id != refund_id:
-        Refund.objects.filter(pk=refund.pk).update(gateway_refund_id=refund_id)
-        audit_record(action="refund.submitted", subject=refund, now=now, data={"gateway_refund_id": refund_id})
+    with transaction.atomic():
+        refund = refund_lock(refund_pk)
+        if refund.gateway_refund_id != refund_id:
+            Refund.objects.filter(pk=refund.pk).update(gateway_refund_id=refund_id)
+            audit_record(action="refund.submitted", subject=refund, now=now, data={"gateway_refund_id": refund_id})
     refund.refresh_from_db()
     return refund
 

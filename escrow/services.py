@@ -2,6 +2,7 @@
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -191,11 +192,14 @@ def order_place(
 def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -> str:
     """Handle one gateway webhook: verify, find the payment, drop replays, then act exactly once.
 
-    Raises `WebhookRejected` (answer 400, nothing changed) for a bad signature, body or payment.
-    Returns "processed" or "duplicate".
+    Raises `WebhookRejected` (answer 400, nothing changed) for a bad signature, body or payment, or an
+    event type without a handler in `WEBHOOK_HANDLERS`. Returns "processed" or "duplicate".
     """
     gateway = gateway_get(gateway_name)
     event = gateway.webhook_parse(body=body, headers=headers, now=now)
+    handler = WEBHOOK_HANDLERS.get(event.type)
+    if handler is None:
+        raise WebhookRejected("Unknown event type.")
     payment = Payment.objects.filter(gateway=gateway.name, payment_id=event.payment_id).first()
     if payment is None:
         raise WebhookRejected("Unknown payment.")
@@ -214,12 +218,7 @@ def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -
             return "duplicate"
         # Last in the transaction: the shared platform balances stay locked only for the commit.
         with ledger.balances_deferred():
-            if event.type == "payment.succeeded":
-                payment_succeeded(payment_pk=payment.pk, event=event, now=now)
-            elif event.type == "payment.failed":
-                payment_failed(payment_pk=payment.pk, now=now)
-            elif event.type == "refund.succeeded":
-                refunds.refund_succeeded(payment=payment, event=event, now=now)
+            handler(payment=payment, event=event, now=now)
     return "processed"
 
 
@@ -353,6 +352,22 @@ def payment_failed(*, payment_pk: int, now: datetime) -> None:
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.CANCELLED)
         shop_services.keys_release(order_pk=order.pk)
     audit_record(action="payment.failed", subject=order, now=now, data={"payment": payment.pk})
+
+
+def _payment_succeeded_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
+    payment_succeeded(payment_pk=payment.pk, event=event, now=now)
+
+
+def _payment_failed_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
+    payment_failed(payment_pk=payment.pk, now=now)
+
+
+# Gateway event type → its handler, all called alike inside `webhook_receive`'s transaction.
+WEBHOOK_HANDLERS: dict[str, Callable[..., object]] = {
+    "payment.succeeded": _payment_succeeded_event,
+    "payment.failed": _payment_failed_event,
+    "refund.succeeded": refunds.refund_succeeded,
+}
 
 
 @transaction.atomic
