@@ -65,9 +65,16 @@ logger = logging.getLogger(__name__)
 class CheckoutError(Refused):
     """A checkout that cannot go ahead; `code` is the API's machine code, the message is for people."""
 
+    code_statuses = {"out_of_stock": 409, "reservation_limit": 409, "no_gateway": 503}
+    code_fields = {"not_for_sale": "product"}
 
-class KeysNotDelivered(Exception):
-    pass
+
+class KeysNotDelivered(Refused):
+    status_code = 409
+
+    def __init__(self, order_pk: int):
+        super().__init__(_("The keys are not delivered yet."), code="not_delivered")
+        self.order_pk = order_pk
 
 
 @dataclass(frozen=True)

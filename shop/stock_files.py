@@ -14,18 +14,15 @@ from pathlib import Path
 
 from django.utils.translation import gettext as _
 
+from config.errors import Refused
 from shop.models import DELIMITER_CHARACTERS, StockDelimiter
 
 ENCODINGS = ("utf-8-sig", "gb18030")
 READ_BUFFER = 1 << 20
 
 
-class StockFileError(ValueError):
+class StockFileError(Refused, ValueError):
     """The upload cannot be imported; the message is for the merchant, `code` for the API."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
