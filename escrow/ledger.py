@@ -32,10 +32,6 @@ class TransferConflict(LedgerError):
     """The same transfer id was asked for again with different terms."""
 
 
-class InsufficientFunds(LedgerError):
-    pass
-
-
 def account(*, kind: str, currency: str, merchant_pk: int | None = None) -> LedgerAccount:
     """The one account of this kind, owner and currency (created on first use)."""
     owner = PLATFORM if merchant_pk is None else f"merchant:{merchant_pk}"
