@@ -10,6 +10,7 @@ from config.api import error_responses
 from core.client_ip import client_ip
 from core.throttling import SharedScopedThrottle
 from escrow import services
+from escrow.key_reveal import keys_reveal_for_request
 from escrow.models import Order
 from escrow.selectors import order_for_viewer
 from shop.money import to_major
@@ -127,14 +128,7 @@ class OrderKeys(APIView):
     )
     def get(self, request, pk: int):
         order = _order_of(request, pk)
-        keys = services.order_keys_reveal(
-            order=order,
-            now=timezone.now(),
-            channel="api",
-            ip=client_ip(request) or None,
-            user_agent=request.headers.get("User-Agent", ""),
-            user=request.user,
-        )
+        keys = keys_reveal_for_request(request, order, channel="api")
         return Response({"keys": keys})
 
 

@@ -298,5 +298,6 @@ def book_many_rollback_unsafe(*, rows: list[Transfer]) -> None:
 
 
 def available_of(account_row: LedgerAccount) -> int:
-    """What a merchant can withdraw: posted credits less posted and pending debits."""
+    """What a merchant can withdraw: posted credits less posted and pending debits. The one definition of
+    a merchant's available balance: withdrawals, the money pages and the ledger checks all use it."""
     return account_row.credits_posted - account_row.debits_posted - account_row.debits_pending
