@@ -13,7 +13,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from accounts.models import User
+from accounts.models import AuditAction, User
 from accounts.services import audit_record
 from config.errors import Refused
 from escrow import ledger
@@ -221,7 +221,7 @@ def order_refund_book(
     shop_services.keys_refund_revoke(order_pk=order.pk, key_pks=list(revoked))
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=target, completed_at=now)
     audit_record(
-        action="order.refunded",
+        action=AuditAction.ORDER_REFUNDED,
         subject=order,
         now=now,
         actor=actor,
@@ -274,7 +274,11 @@ def received_refund_book(
         now=now,
     )
     audit_record(
-        action="refund.booked", subject=refund, now=now, actor=actor, data={"amount": amount, "reason": reason}
+        action=AuditAction.REFUND_BOOKED,
+        subject=refund,
+        now=now,
+        actor=actor,
+        data={"amount": amount, "reason": reason},
     )
     from escrow.tasks import refund_submit_task
 
@@ -304,7 +308,9 @@ def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
         refund = refund_lock(refund_pk)
         if refund.gateway_refund_id != refund_id:
             Refund.objects.filter(pk=refund.pk).update(gateway_refund_id=refund_id)
-            audit_record(action="refund.submitted", subject=refund, now=now, data={"gateway_refund_id": refund_id})
+            audit_record(
+                action=AuditAction.REFUND_SUBMITTED, subject=refund, now=now, data={"gateway_refund_id": refund_id}
+            )
     refund.refresh_from_db()
     return refund
 
@@ -330,6 +336,6 @@ def refund_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) ->
         order=refund.order,
         now=now,
     )
-    audit_record(action="refund.succeeded", subject=refund, now=now, data={"amount": refund.amount})
+    audit_record(action=AuditAction.REFUND_SUCCEEDED, subject=refund, now=now, data={"amount": refund.amount})
     refund.refresh_from_db()
     return refund

@@ -14,7 +14,7 @@ from django.db.models import Sum
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from accounts.models import User
+from accounts.models import AuditAction, User
 from accounts.services import audit_record
 from config.errors import Refused
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
@@ -180,7 +180,7 @@ def order_place(
         created_at=now,
     )
     page = order_page_path(order, access_token)
-    audit_record(action="order.placed", subject=order, now=now, actor=buyer, data={"quantity": quantity})
+    audit_record(action=AuditAction.ORDER_PLACED, subject=order, now=now, actor=buyer, data={"quantity": quantity})
     link = settings.SHOP_BASE_URL.rstrip("/") + page
 
     from escrow.tasks import order_link_email_task
@@ -265,7 +265,7 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
             now=now,
         )
         audit_record(
-            action="payment.mismatched",
+            action=AuditAction.PAYMENT_MISMATCHED,
             subject=order,
             now=now,
             data={"expected": [payment.amount, payment.currency], "received": [event.amount, event.currency]},
@@ -283,7 +283,9 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     )
     late = order.status != OrderStatus.AWAITING_PAYMENT
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, paid_at=now)
-    audit_record(action="payment.succeeded", subject=order, now=now, data={"payment": payment.pk, "late": late})
+    audit_record(
+        action=AuditAction.PAYMENT_SUCCEEDED, subject=order, now=now, data={"payment": payment.pk, "late": late}
+    )
     escrow, available, fees = ledger.accounts(
         (AccountKind.ESCROW, order.currency, None),
         (AccountKind.MERCHANT_AVAILABLE, order.currency, order.merchant_id),
@@ -358,7 +360,7 @@ def payment_failed(*, payment_pk: int, now: datetime) -> None:
     if order.status == OrderStatus.AWAITING_PAYMENT:
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.CANCELLED)
         shop_services.keys_release(order_pk=order.pk)
-    audit_record(action="payment.failed", subject=order, now=now, data={"payment": payment.pk})
+    audit_record(action=AuditAction.PAYMENT_FAILED, subject=order, now=now, data={"payment": payment.pk})
 
 
 def _payment_succeeded_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
@@ -388,7 +390,7 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
         raise RuntimeError(f"Order {order.pk} has {sold} keys to sell, not {order.quantity}.")
     delivered = {"delivered_at": now, "inspection_ends_at": now + timedelta(hours=order.product.inspection_hours)}
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DELIVERED, **delivered)
-    audit_record(action="order.delivered", subject=order, now=now, data={"keys": order.quantity})
+    audit_record(action=AuditAction.ORDER_DELIVERED, subject=order, now=now, data={"keys": order.quantity})
     shop_services.product_low_stock_check(product_pk=order.product_id, now=now)  # e-mails after commit
     logger.info("escrow.order_delivered", extra={"order": order.pk})
     order.status = OrderStatus.DELIVERED
@@ -403,7 +405,7 @@ def order_confirm_receipt(*, order: Order, now: datetime, actor: User | None = N
     ORDER_TRANSITIONS.apply(
         model=Order, pk=order.pk, to=OrderStatus.COMPLETED, from_=[OrderStatus.DELIVERED], completed_at=now
     )
-    audit_record(action="order.completed", subject=order, now=now, actor=actor, data={"by": "buyer"})
+    audit_record(action=AuditAction.ORDER_COMPLETED, subject=order, now=now, actor=actor, data={"by": "buyer"})
     with ledger.balances_deferred():
         hold_release(order=order, now=now)
     logger.info("escrow.order_completed", extra={"order": order.pk})
@@ -419,7 +421,7 @@ def order_expire(*, order_pk: int, now: datetime) -> bool:
     )
     if changed:
         shop_services.keys_release(order_pk=order_pk)
-        audit_record(action="order.expired", subject=Order(pk=order_pk), now=now)
+        audit_record(action=AuditAction.ORDER_EXPIRED, subject=Order(pk=order_pk), now=now)
     return bool(changed)
 
 
