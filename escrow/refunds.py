@@ -13,7 +13,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from accounts.models import AuditAction, User
+from accounts.models import AuditAction, AuditEntry, User
 from accounts.services import audit_record
 from config.errors import Refused
 from escrow import ledger
@@ -286,13 +286,19 @@ def received_refund_book(
     return refund
 
 
+def refund_reference(refund: Refund) -> str:
+    """The shop's own reference for a refund at its gateway: the idempotency key it asks with."""
+    return f"refund:{refund.pk}"
+
+
 def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
     """Ask the gateway to pay the refund, holding no row lock and no transaction while it answers.
 
     A slow or hanging gateway must not keep the refund (or anything else) locked, so the call is made
     in autocommit and its answer recorded in a second short transaction. Safe to run twice, or twice at
     once: the gateway's idempotency key is the refund, so a retry gets the same refund id and pays at
-    most once.
+    most once; "refund.submitted" is audited once. The gateway's `refund.succeeded` may arrive before
+    the answer is recorded: it finds the refund by the reference it echoes (`refund_succeeded`).
     """
     refund = Refund.objects.select_related("payment").get(pk=refund_pk)
     if refund.status != RefundStatus.REQUESTED:
@@ -302,11 +308,14 @@ def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
         payment_id=refund.payment.payment_id,
         amount=refund.amount,
         currency=refund.currency,
-        idempotency_key=f"refund:{refund.pk}",
+        idempotency_key=refund_reference(refund),
     )
     with transaction.atomic():
         refund = refund_lock(refund_pk)
-        if refund.gateway_refund_id != refund_id:
+        submitted = AuditEntry.objects.filter(
+            action=AuditAction.REFUND_SUBMITTED, subject_type=Refund._meta.label_lower, subject_id=str(refund.pk)
+        )
+        if refund.gateway_refund_id != refund_id or not submitted.exists():
             Refund.objects.filter(pk=refund.pk).update(gateway_refund_id=refund_id)
             audit_record(
                 action=AuditAction.REFUND_SUBMITTED, subject=refund, now=now, data={"gateway_refund_id": refund_id}
@@ -318,7 +327,18 @@ def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
 def refund_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -> Refund:
     """The gateway paid the buyer back: settle what the platform owed them, exactly once."""
     assert transaction.get_connection().in_atomic_block
-    found = Refund.objects.filter(gateway=payment.gateway, gateway_refund_id=event.refund_id, payment=payment).first()
+    of_payment = Refund.objects.filter(gateway=payment.gateway, payment=payment)
+    found = of_payment.filter(gateway_refund_id=event.refund_id).first()
+    if found is None and event.refund_reference:
+        # Sent before the shop stored the gateway's answer: known by the reference the shop asked with.
+        found = next(
+            (
+                r
+                for r in of_payment.filter(gateway_refund_id__isnull=True)
+                if refund_reference(r) == event.refund_reference
+            ),
+            None,
+        )
     if found is None:
         raise WebhookRejected("Unknown refund.")
     refund = refund_lock(found.pk)
@@ -326,7 +346,9 @@ def refund_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) ->
         return refund
     if event.amount != refund.amount or event.currency != refund.currency:
         raise WebhookRejected("Refund amount or currency does not match.")
-    REFUND_TRANSITIONS.apply(model=Refund, pk=refund.pk, to=RefundStatus.SUCCEEDED, succeeded_at=now)
+    REFUND_TRANSITIONS.apply(
+        model=Refund, pk=refund.pk, to=RefundStatus.SUCCEEDED, succeeded_at=now, gateway_refund_id=event.refund_id
+    )
     ledger.transfer(
         transfer_id=f"refund:{refund.pk}:paid",
         debit=ledger.platform_account(AccountKind.BUYER_REFUNDS_PAYABLE, refund.currency),

@@ -5,20 +5,13 @@ import time
 from celery import shared_task
 from django.utils import timezone
 
-from escrow.gateways.base import WebhookRejected
 from shop.money import to_major
 
 
-# Like a real provider it resends a rejected webhook: the shop records the refund id only after the
-# refund request has answered, so a fast first delivery may find no refund with that id yet.
-@shared_task(
-    name="sandbox.refund_webhook_send",
-    acks_late=True,
-    autoretry_for=(ConnectionError, WebhookRejected),
-    retry_backoff=True,
-    max_retries=5,
-)
-def sandbox_refund_webhook_send_task(*, payment_id: str, refund_id: str, amount: int, currency: str) -> None:
+@shared_task(name="sandbox.refund_webhook_send", acks_late=True, autoretry_for=(ConnectionError,), max_retries=5)
+def sandbox_refund_webhook_send_task(
+    *, payment_id: str, refund_id: str, amount: int, currency: str, refund_reference: str = ""
+) -> None:
     from escrow import services
     from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header
 
@@ -30,6 +23,7 @@ def sandbox_refund_webhook_send_task(*, payment_id: str, refund_id: str, amount:
         currency=currency,
         event_id=f"evt_{refund_id}",
         refund_id=refund_id,
+        refund_reference=refund_reference,
     )
     services.webhook_receive(
         gateway_name="sandbox",
