@@ -5,7 +5,8 @@ class Refused(Exception):
     or stock conflict, 503 for what may pass); `code_fields` names the input field a code is about."""
 
     status_code = 400
-    code_statuses: dict[str, int] = {}
+    # Codes that mean the same in every app; a subclass extends this with `{**Refused.code_statuses, …}`.
+    code_statuses: dict[str, int] = {"not_found": 404, "bad_state": 409, "out_of_stock": 409}
     code_fields: dict[str, str] = {}
 
     def __init__(self, message: str, code: str = "invalid"):

@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 class CheckoutError(Refused):
     """A checkout that cannot go ahead; `code` is the API's machine code, the message is for people."""
 
-    code_statuses = {"out_of_stock": 409, "reservation_limit": 409, "no_gateway": 503}
+    code_statuses = {**Refused.code_statuses, "reservation_limit": 409, "no_gateway": 503}
     code_fields = {"not_for_sale": "product"}
 
 

@@ -310,8 +310,6 @@ def key_replace(*, order_pk: int, key_pk: int) -> int:
 class ShopError(Refused):
     """A request the shop's rules refuse; the message is for the person, `code` for the API."""
 
-    code_statuses = {"not_found": 404}
-
 
 @transaction.atomic
 def merchant_signup(*, user: User, name: str, contact: str, now: datetime) -> Merchant:

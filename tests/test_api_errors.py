@@ -50,6 +50,16 @@ def test_a_refusal_code_can_carry_its_own_status_and_field():
     assert answer(Busy("Other.", code="other")) == (400, {"detail": "Other.", "code": "other"})
 
 
+def test_codes_shared_by_every_app_carry_their_status_in_any_refusal():
+    from escrow.disputes_front import DisputeRefused
+    from escrow.refunds import RefundRefused
+
+    assert answer(RefundRefused("Gone.", code="not_found"))[0] == 404
+    assert answer(RefundRefused("Too late.", code="bad_state"))[0] == 409
+    assert answer(DisputeRefused("None left.", code="out_of_stock"))[0] == 409
+    assert answer(DisputeRefused("Percent?", code="bad_percent"))[0] == 400
+
+
 def test_rate_limited_answers_429_with_retry_after():
     response = exception_handler(RateLimited("key_reveal", 17), {})
     assert response.status_code == 429
