@@ -152,3 +152,23 @@ def test_failed_payment_event_after_success_changes_nothing(order, run_on_commit
         factories.pay(order, event_type="payment.failed")
     assert Payment.objects.get(order=order).status == PaymentStatus.SUCCEEDED
     assert Order.objects.get(pk=order.pk).status == OrderStatus.DELIVERED
+
+
+def test_event_type_without_a_handler_is_rejected_and_stores_nothing(order, monkeypatch):
+    from escrow import services
+    from escrow.gateways.sandbox import gateway as sandbox_gateway
+
+    # A type the provider signs and parses, but the shop has no handler for (say, a chargeback notice).
+    monkeypatch.setattr(sandbox_gateway, "EVENT_TYPES", {*sandbox_gateway.EVENT_TYPES, "payment.disputed"})
+    assert "payment.disputed" not in services.WEBHOOK_HANDLERS
+    body, headers = factories.signed_webhook(payment=order.payments.get(), event_type="payment.disputed")
+    response = factories.webhook_post(Client(), body, headers)
+    assert response.status_code == 400
+    assert_nothing_changed(order)
+
+
+def test_every_event_type_the_sandbox_sends_has_a_handler():
+    from escrow import services
+    from escrow.gateways.sandbox.gateway import EVENT_TYPES
+
+    assert set(services.WEBHOOK_HANDLERS) == EVENT_TYPES
