@@ -20,6 +20,58 @@ class User(AbstractUser):
         verbose_name_plural = _("users")
 
 
+class AuditAction(models.TextChoices):
+    """Every action the audit trail records; `audit_record` refuses any other. The stored strings are
+    machine codes read by tests, reports and old rows: never rename one, add a new one."""
+
+    TWO_FACTOR_ENROL_STARTED = "2fa.enrol_started", "2fa.enrol_started"
+    TWO_FACTOR_ENROLLED = "2fa.enrolled", "2fa.enrolled"
+    TWO_FACTOR_BACKUP_CODES_REGENERATED = "2fa.backup_codes_regenerated", "2fa.backup_codes_regenerated"
+    TWO_FACTOR_FAILED = "2fa.failed", "2fa.failed"
+    TWO_FACTOR_VERIFIED = "2fa.verified", "2fa.verified"
+    TWO_FACTOR_PROVISIONED = "2fa.provisioned", "2fa.provisioned"
+    TWO_FACTOR_SEED_RESEALED = "2fa.seed_resealed", "2fa.seed_resealed"
+    ALERT_RAISED = "alert.raised", "alert.raised"
+    API_TOKEN_CREATED = "api_token.created", "api_token.created"
+    API_TOKEN_REVOKED = "api_token.revoked", "api_token.revoked"
+    LIABILITIES_PUBLISHED = "liabilities.published", "liabilities.published"
+    MERCHANT_CREATED = "merchant.created", "merchant.created"
+    MERCHANT_APPROVED = "merchant.approved", "merchant.approved"
+    MERCHANT_REJECTED = "merchant.rejected", "merchant.rejected"
+    MERCHANT_UPDATED = "merchant.updated", "merchant.updated"
+    MERCHANT_DATA_KEY_REWRAPPED = "merchant.data_key_rewrapped", "merchant.data_key_rewrapped"
+    ORDER_PLACED = "order.placed", "order.placed"
+    ORDER_DELIVERED = "order.delivered", "order.delivered"
+    ORDER_COMPLETED = "order.completed", "order.completed"
+    ORDER_EXPIRED = "order.expired", "order.expired"
+    ORDER_REFUNDED = "order.refunded", "order.refunded"
+    ORDER_REVIEW_APPROVED = "order.review_approved", "order.review_approved"
+    ORDER_REVIEW_REJECTED = "order.review_rejected", "order.review_rejected"
+    ORDER_DISPUTED = "order.disputed", "order.disputed"
+    ORDER_KEY_REPLACED = "order.key_replaced", "order.key_replaced"
+    ORDER_DISPUTE_DECIDED = "order.dispute_decided", "order.dispute_decided"
+    PAYMENT_SUCCEEDED = "payment.succeeded", "payment.succeeded"
+    PAYMENT_FAILED = "payment.failed", "payment.failed"
+    PAYMENT_MISMATCHED = "payment.mismatched", "payment.mismatched"
+    PAYOUT_ACCOUNT_ADDED = "payout_account.added", "payout_account.added"
+    PRODUCT_UPDATED = "product.updated", "product.updated"
+    PRODUCT_PAUSED = "product.paused", "product.paused"
+    PRODUCT_RESUMED = "product.resumed", "product.resumed"
+    PRODUCT_LOW_STOCK = "product.low_stock", "product.low_stock"
+    REFUND_BOOKED = "refund.booked", "refund.booked"
+    REFUND_SUBMITTED = "refund.submitted", "refund.submitted"
+    REFUND_SUCCEEDED = "refund.succeeded", "refund.succeeded"
+    RESERVE_RELEASED = "reserve.released", "reserve.released"
+    STOCK_UPLOAD_STARTED = "stock.upload_started", "stock.upload_started"
+    STOCK_UPLOAD_DONE = "stock.upload_done", "stock.upload_done"
+    STOCK_UPLOAD_FAILED = "stock.upload_failed", "stock.upload_failed"
+    STOCK_REVOKED = "stock.revoked", "stock.revoked"
+    STOCK_EXPORTED = "stock.exported", "stock.exported"
+    WITHDRAWAL_REQUESTED = "withdrawal.requested", "withdrawal.requested"
+    WITHDRAWAL_PAID = "withdrawal.paid", "withdrawal.paid"
+    WITHDRAWAL_REJECTED = "withdrawal.rejected", "withdrawal.rejected"
+
+
 class AuditEntry(models.Model):
     """One line of the append-only audit trail: every money movement and every decision."""
 
@@ -27,7 +79,7 @@ class AuditEntry(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    action = models.CharField(max_length=64, db_index=True)
+    action = models.CharField(max_length=64, db_index=True, choices=AuditAction.choices)
     subject_type = models.CharField(max_length=64)
     subject_id = models.CharField(max_length=64)
     data = models.JSONField(default=dict, blank=True)

@@ -10,11 +10,16 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts import sealing
-from accounts.models import Alert, AuditEntry, AuthenticatorDevice, BackupCode, BackupCodeDevice, User
+from accounts.models import Alert, AuditAction, AuditEntry, AuthenticatorDevice, BackupCode, BackupCodeDevice, User
 from core import crypto
 from core.mail import mail_send
 
 logger = logging.getLogger(__name__)
+
+
+def _action_check(action: str) -> None:
+    if action not in AuditAction.values:
+        raise ValueError(f"{action!r} is not an audit action: add it to accounts.models.AuditAction.")
 
 
 def audit_record(
@@ -25,7 +30,11 @@ def audit_record(
     actor: User | None = None,
     data: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append one audit line. Call it inside the transaction of the change it records."""
+    """Append one audit line. Call it inside the transaction of the change it records.
+
+    `action` must be one of `AuditAction` (a `ValueError` otherwise, nothing written): a misspelt
+    action would be a line nobody ever finds."""
+    _action_check(action)
     return AuditEntry.objects.create(
         at=now,
         actor=actor if actor is not None and actor.is_authenticated else None,
@@ -38,6 +47,8 @@ def audit_record(
 
 def audit_record_many(*, entries: list[AuditEntry]) -> None:
     """Append many audit lines at once (a batch job); call it inside the batch's transaction."""
+    for entry in entries:
+        _action_check(entry.action)
     AuditEntry.objects.bulk_create(entries, batch_size=1000)
 
 
@@ -77,7 +88,7 @@ def totp_enrol_start(*, user: User, now: datetime) -> AuthenticatorDevice:
     device = AuthenticatorDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
     if device is None:
         device = _totp_device_new(user=user, confirmed=False)
-        audit_record(action="2fa.enrol_started", subject=user, now=now, actor=user)
+        audit_record(action=AuditAction.TWO_FACTOR_ENROL_STARTED, subject=user, now=now, actor=user)
     return device
 
 
@@ -121,7 +132,7 @@ def totp_enrol_confirm(*, user: User, code: str, now: datetime, current_code: st
         AuthenticatorDevice.objects.filter(user=user, confirmed=True).delete()
         AuthenticatorDevice.objects.filter(pk=device.pk).update(confirmed=True)
         codes = _backup_codes_new(user=user)
-        audit_record(action="2fa.enrolled", subject=user, now=now, actor=user)
+        audit_record(action=AuditAction.TWO_FACTOR_ENROLLED, subject=user, now=now, actor=user)
     return codes
 
 
@@ -130,7 +141,7 @@ def backup_codes_regenerate(*, user: User, code: str, now: datetime) -> list[str
     otp_fresh_code_check(user=user, code=code)
     with transaction.atomic(durable=True):
         codes = _backup_codes_new(user=user)
-        audit_record(action="2fa.backup_codes_regenerated", subject=user, now=now, actor=user)
+        audit_record(action=AuditAction.TWO_FACTOR_BACKUP_CODES_REGENERATED, subject=user, now=now, actor=user)
     return codes
 
 
@@ -171,12 +182,16 @@ def _otp_code_verify_audited(*, user: User, code: str, now: datetime, purpose: s
         reason = "throttled" if isinstance(error, TwoFactorThrottled) else "wrong_or_reused"
         with transaction.atomic(durable=True):
             audit_record(
-                action="2fa.failed", subject=user, now=now, actor=user, data={"purpose": purpose, "reason": reason}
+                action=AuditAction.TWO_FACTOR_FAILED,
+                subject=user,
+                now=now,
+                actor=user,
+                data={"purpose": purpose, "reason": reason},
             )
         raise
     with transaction.atomic(durable=True):
         audit_record(
-            action="2fa.verified",
+            action=AuditAction.TWO_FACTOR_VERIFIED,
             subject=user,
             now=now,
             actor=user,
@@ -243,7 +258,9 @@ def totp_device_provision_unchecked(*, user: User, now: datetime):
     device = totp_device_confirmed(user)
     if device is None:
         device = _totp_device_new(user=user, confirmed=True)
-        audit_record(action="2fa.provisioned", subject=user, now=now, data={"device": device.persistent_id})
+        audit_record(
+            action=AuditAction.TWO_FACTOR_PROVISIONED, subject=user, now=now, data={"device": device.persistent_id}
+        )
     return device
 
 
@@ -254,7 +271,7 @@ def backup_codes_issue_unchecked(*, user: User, count: int, now: datetime) -> li
     For demo data only; a request goes through `backup_codes_regenerate`, which asks for a code.
     """
     codes = _backup_codes_new(user=user, count=count)
-    audit_record(action="2fa.backup_codes_regenerated", subject=user, now=now, data={"by": "seed"})
+    audit_record(action=AuditAction.TWO_FACTOR_BACKUP_CODES_REGENERATED, subject=user, now=now, data={"by": "seed"})
     return codes
 
 
@@ -292,7 +309,7 @@ def totp_seeds_reseal(*, now: datetime) -> tuple[int, int]:
             continue
         AuthenticatorDevice.objects.filter(pk=device.pk).update(key_sealed=fresh)
         audit_record(
-            action="2fa.seed_resealed",
+            action=AuditAction.TWO_FACTOR_SEED_RESEALED,
             subject=device,
             now=now,
             data={"from": crypto.sealed_version(device.key_sealed), "to": crypto.sealed_version(fresh)},
@@ -311,7 +328,7 @@ def alert_raise(*, key: str, kind: str, message: str, now: datetime, data: dict[
         key=key, defaults={"kind": kind, "message": message, "data": data or {}, "created_at": now}
     )
     if created:
-        audit_record(action="alert.raised", subject=alert, now=now, data={"kind": kind})
+        audit_record(action=AuditAction.ALERT_RAISED, subject=alert, now=now, data={"kind": kind})
         recipients = list(
             User.objects.filter(is_staff=True, is_active=True).exclude(email="").values_list("email", flat=True)
         )

@@ -1,8 +1,9 @@
 from csp.decorators import csp_update
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from config import api as config_api
 from escrow import api as escrow_api
 from escrow.gateways import SANDBOX, gateway_enabled
 from shop import api as shop_api
@@ -18,6 +19,9 @@ api_v1 = [
     path("merchant/products/", shop_merchant_api.MerchantProductList.as_view(), name="merchant_products"),
     path("merchant/products/<int:pk>/stock/", shop_merchant_api.StockUploadCreate.as_view(), name="merchant_stock"),
     path("merchant/stock-uploads/<int:pk>/", shop_merchant_api.StockUploadDetail.as_view(), name="merchant_upload"),
+    # Last: a non-integer id or an unknown path ending in "/" answers the JSON 404. Paths without the
+    # slash are left unmatched so that CommonMiddleware still redirects `/api/v1/products` to the list.
+    re_path(r"^(?:.*/)?$", config_api.not_found),
 ]
 
 urlpatterns = [

@@ -1,19 +1,17 @@
 from django.utils import timezone
 from django.utils.decorators import method_decorator
-from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import Conflict, Unavailable
+from config.api import error_responses
 from core.client_ip import client_ip
 from core.money import to_major
-from core.ratelimit import RateLimited
 from core.throttling import SharedScopedThrottle
-from core.transitions import StateError
 from escrow import services
+from escrow.key_reveal import keys_reveal_for_request
 from escrow.models import Order
 from escrow.selectors import order_for_viewer
 
@@ -73,29 +71,28 @@ class OrderCreate(APIView):
                         },
                     ),
                 },
-            )
+            ),
+            **error_responses(
+                {
+                    400: ["invalid", "not_for_sale", "bad_quantity", "bad_email"],
+                    409: ["out_of_stock", "reservation_limit"],
+                    429: ["throttled"],
+                    503: ["no_gateway"],
+                }
+            ),
         },
     )
     def post(self, request):
         data = OrderCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            placed = services.order_place(
-                product_pk=data.validated_data["product"],
-                quantity=data.validated_data["quantity"],
-                email=data.validated_data["email"],
-                buyer=request.user,
-                now=timezone.now(),
-                ip=client_ip(request) or None,
-            )
-        except services.CheckoutError as error:
-            if error.code in {"out_of_stock", "reservation_limit"}:
-                raise Conflict(str(error), code=error.code) from None
-            if error.code == "no_gateway":
-                raise Unavailable(str(error), code=error.code) from None
-            if error.code == "not_for_sale":
-                raise serializers.ValidationError({"product": [str(error)]}, code=error.code) from None
-            raise serializers.ValidationError(str(error), code=error.code) from None
+        placed = services.order_place(
+            product_pk=data.validated_data["product"],
+            quantity=data.validated_data["quantity"],
+            email=data.validated_data["email"],
+            buyer=request.user,
+            now=timezone.now(),
+            ip=client_ip(request) or None,
+        )
         payment = placed.payment
         return Response(
             {
@@ -115,7 +112,7 @@ class OrderCreate(APIView):
 
 
 class OrderDetail(APIView):
-    @extend_schema(parameters=[ORDER_TOKEN], responses=OrderSerializer)
+    @extend_schema(parameters=[ORDER_TOKEN], responses={200: OrderSerializer, **error_responses({404: ["not_found"]})})
     def get(self, request, pk: int):
         return Response(OrderSerializer(_order_of(request, pk)).data)
 
@@ -124,23 +121,14 @@ class OrderDetail(APIView):
 class OrderKeys(APIView):
     @extend_schema(
         parameters=[ORDER_TOKEN],
-        responses=inline_serializer("OrderKeys", {"keys": serializers.ListField(child=serializers.CharField())}),
+        responses={
+            200: inline_serializer("OrderKeys", {"keys": serializers.ListField(child=serializers.CharField())}),
+            **error_responses({404: ["not_found"], 409: ["not_delivered"], 429: ["throttled"]}),
+        },
     )
     def get(self, request, pk: int):
         order = _order_of(request, pk)
-        try:
-            keys = services.order_keys_reveal(
-                order=order,
-                now=timezone.now(),
-                channel="api",
-                ip=client_ip(request) or None,
-                user_agent=request.headers.get("User-Agent", ""),
-                user=request.user,
-            )
-        except services.KeysNotDelivered:
-            raise Conflict(_("The keys are not delivered yet."), code="not_delivered") from None
-        except RateLimited as limited:
-            raise exceptions.Throttled(wait=limited.retry_after) from None
+        keys = keys_reveal_for_request(request, order, channel="api")
         return Response({"keys": keys})
 
 
@@ -148,12 +136,12 @@ class OrderConfirm(APIView):
     @extend_schema(
         parameters=[ORDER_TOKEN],
         request=None,
-        responses=inline_serializer("OrderConfirmed", {"status": serializers.CharField()}),
+        responses={
+            200: inline_serializer("OrderConfirmed", {"status": serializers.CharField()}),
+            **error_responses({404: ["not_found"], 409: ["bad_state"]}),
+        },
     )
     def post(self, request, pk: int):
         order = _order_of(request, pk)
-        try:
-            order = services.order_confirm_receipt(order=order, now=timezone.now(), actor=request.user)
-        except StateError:
-            raise Conflict(_("This order cannot be confirmed in its current state."), code="bad_state") from None
+        order = services.order_confirm_receipt(order=order, now=timezone.now(), actor=request.user)
         return Response({"status": order.status})

@@ -27,7 +27,7 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
-from accounts.models import User
+from accounts.models import AuditAction, User
 from accounts.services import audit_record
 from core.errors import Refused
 from core.money import percent_of
@@ -96,7 +96,7 @@ def order_dispute_open(*, order_pk: int, cause: str, now: datetime, actor: User 
         if order.inspection_ends_at is None or order.inspection_ends_at <= now:
             raise DisputeRefused(_("The inspection window of this order has closed."), code="outside_window")
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DISPUTED, from_=[OrderStatus.DELIVERED])
-        return call.done(now=now, actor=actor, audit="order.disputed")
+        return call.done(now=now, actor=actor, audit=AuditAction.ORDER_DISPUTED)
 
 
 @transaction.atomic
@@ -201,7 +201,11 @@ def order_dispute_replace_key(
             raise DisputeRefused(_("There is no key of this product left in stock."), code="out_of_stock") from None
         shop_services.product_low_stock_check(product_pk=order.product_id, now=now)  # e-mails after commit
         return call.done(
-            now=now, actor=actor, audit="order.key_replaced", replaced_key_id=key_pk, replacement_key_id=fresh_pk
+            now=now,
+            actor=actor,
+            audit=AuditAction.ORDER_KEY_REPLACED,
+            replaced_key_id=key_pk,
+            replacement_key_id=fresh_pk,
         )
 
 
@@ -281,7 +285,7 @@ class _Call:
         return self.done(
             now=now,
             actor=actor,
-            audit="order.dispute_decided",
+            audit=AuditAction.ORDER_DISPUTE_DECIDED,
             refund_id=refund.pk if refund is not None else None,
             refund_amount=refund.amount if refund is not None else 0,
             share=posted.get("share", 0),

@@ -32,10 +32,6 @@ class TransferConflict(LedgerError):
     """The same transfer id was asked for again with different terms."""
 
 
-class InsufficientFunds(LedgerError):
-    pass
-
-
 def account(*, kind: str, currency: str, merchant_pk: int | None = None) -> LedgerAccount:
     """The one account of this kind, owner and currency (created on first use)."""
     owner = PLATFORM if merchant_pk is None else f"merchant:{merchant_pk}"
@@ -302,5 +298,6 @@ def book_many_rollback_unsafe(*, rows: list[Transfer]) -> None:
 
 
 def available_of(account_row: LedgerAccount) -> int:
-    """What a merchant can withdraw: posted credits less posted and pending debits."""
+    """What a merchant can withdraw: posted credits less posted and pending debits. The one definition of
+    a merchant's available balance: withdrawals, the money pages and the ledger checks all use it."""
     return account_row.credits_posted - account_row.debits_posted - account_row.debits_pending

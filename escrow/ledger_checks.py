@@ -4,6 +4,7 @@ from collections import defaultdict
 
 from django.db.models import Q, Sum
 
+from escrow import ledger
 from escrow.models import (
     AccountKind,
     DisputeAction,
@@ -68,7 +69,7 @@ def ledger_problems() -> list[str]:
             )
 
     for account in LedgerAccount.objects.filter(kind=AccountKind.MERCHANT_AVAILABLE):
-        available = account.credits_posted - account.debits_posted - account.debits_pending
+        available = ledger.available_of(account)
         if available < 0:
             problems.append(f"Account {account}: available balance is {available}, below zero.")
 

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils.translation import gettext as _
 
+from accounts.models import AuditAction
 from accounts.services import audit_record
 from escrow import ledger
 from escrow.models import (
@@ -150,7 +151,7 @@ def liabilities_publish(*, currency: str, now: datetime) -> LiabilityPublication
         row.publication = publication
     LiabilityLeaf.objects.bulk_create(rows, batch_size=1000)
     audit_record(
-        action="liabilities.published",
+        action=AuditAction.LIABILITIES_PUBLISHED,
         subject=publication,
         now=now,
         data={"root": root, "total": total, "leaves": len(rows), "creditors": len(entries)},

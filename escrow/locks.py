@@ -14,11 +14,6 @@ def order_lock(pk: int) -> Order:
     return Order.objects.select_for_update(of=("self",)).select_related("product", "merchant").get(pk=pk)
 
 
-def orders_lock(pks: list[int]) -> list[Order]:
-    """Lock many orders, in primary-key order."""
-    return list(Order.objects.select_for_update(of=("self",)).filter(pk__in=pks).order_by("pk"))
-
-
 def ledger_accounts_lock(pks: Iterable[int]) -> dict[int, LedgerAccount]:
     """Lock ledger account rows, all in one statement, in primary-key order; returns them by pk.
 

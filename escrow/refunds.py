@@ -13,7 +13,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from accounts.models import User
+from accounts.models import AuditAction, AuditEntry, User
 from accounts.services import audit_record
 from core.errors import Refused
 from core.money import percent_of
@@ -221,7 +221,7 @@ def order_refund_book(
     shop_services.keys_refund_revoke(order_pk=order.pk, key_pks=list(revoked))
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=target, completed_at=now)
     audit_record(
-        action="order.refunded",
+        action=AuditAction.ORDER_REFUNDED,
         subject=order,
         now=now,
         actor=actor,
@@ -274,7 +274,11 @@ def received_refund_book(
         now=now,
     )
     audit_record(
-        action="refund.booked", subject=refund, now=now, actor=actor, data={"amount": amount, "reason": reason}
+        action=AuditAction.REFUND_BOOKED,
+        subject=refund,
+        now=now,
+        actor=actor,
+        data={"amount": amount, "reason": reason},
     )
     from escrow.tasks import refund_submit_task
 
@@ -282,10 +286,21 @@ def received_refund_book(
     return refund
 
 
-@transaction.atomic(durable=True)
+def refund_reference(refund: Refund) -> str:
+    """The shop's own reference for a refund at its gateway: the idempotency key it asks with."""
+    return f"refund:{refund.pk}"
+
+
 def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
-    """Ask the gateway to pay the refund. Safe to run twice: the gateway's idempotency key is the refund."""
-    refund = refund_lock(refund_pk)
+    """Ask the gateway to pay the refund, holding no row lock and no transaction while it answers.
+
+    A slow or hanging gateway must not keep the refund (or anything else) locked, so the call is made
+    in autocommit and its answer recorded in a second short transaction. Safe to run twice, or twice at
+    once: the gateway's idempotency key is the refund, so a retry gets the same refund id and pays at
+    most once; "refund.submitted" is audited once. The gateway's `refund.succeeded` may arrive before
+    the answer is recorded: it finds the refund by the reference it echoes (`refund_succeeded`).
+    """
+    refund = Refund.objects.select_related("payment").get(pk=refund_pk)
     if refund.status != RefundStatus.REQUESTED:
         return refund
     gateway = gateway_get(refund.gateway)
@@ -293,11 +308,18 @@ def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
         payment_id=refund.payment.payment_id,
         amount=refund.amount,
         currency=refund.currency,
-        idempotency_key=f"refund:{refund.pk}",
+        idempotency_key=refund_reference(refund),
     )
-    if refund.gateway_refund_id != refund_id:
-        Refund.objects.filter(pk=refund.pk).update(gateway_refund_id=refund_id)
-        audit_record(action="refund.submitted", subject=refund, now=now, data={"gateway_refund_id": refund_id})
+    with transaction.atomic(durable=True):
+        refund = refund_lock(refund_pk)
+        submitted = AuditEntry.objects.filter(
+            action=AuditAction.REFUND_SUBMITTED, subject_type=Refund._meta.label_lower, subject_id=str(refund.pk)
+        )
+        if refund.gateway_refund_id != refund_id or not submitted.exists():
+            Refund.objects.filter(pk=refund.pk).update(gateway_refund_id=refund_id)
+            audit_record(
+                action=AuditAction.REFUND_SUBMITTED, subject=refund, now=now, data={"gateway_refund_id": refund_id}
+            )
     refund.refresh_from_db()
     return refund
 
@@ -305,7 +327,18 @@ def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
 def refund_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -> Refund:
     """The gateway paid the buyer back: settle what the platform owed them, exactly once."""
     assert transaction.get_connection().in_atomic_block
-    found = Refund.objects.filter(gateway=payment.gateway, gateway_refund_id=event.refund_id, payment=payment).first()
+    of_payment = Refund.objects.filter(gateway=payment.gateway, payment=payment)
+    found = of_payment.filter(gateway_refund_id=event.refund_id).first()
+    if found is None and event.refund_reference:
+        # Sent before the shop stored the gateway's answer: known by the reference the shop asked with.
+        found = next(
+            (
+                r
+                for r in of_payment.filter(gateway_refund_id__isnull=True)
+                if refund_reference(r) == event.refund_reference
+            ),
+            None,
+        )
     if found is None:
         raise WebhookRejected("Unknown refund.")
     refund = refund_lock(found.pk)
@@ -313,7 +346,9 @@ def refund_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) ->
         return refund
     if event.amount != refund.amount or event.currency != refund.currency:
         raise WebhookRejected("Refund amount or currency does not match.")
-    REFUND_TRANSITIONS.apply(model=Refund, pk=refund.pk, to=RefundStatus.SUCCEEDED, succeeded_at=now)
+    REFUND_TRANSITIONS.apply(
+        model=Refund, pk=refund.pk, to=RefundStatus.SUCCEEDED, succeeded_at=now, gateway_refund_id=event.refund_id
+    )
     ledger.transfer(
         transfer_id=f"refund:{refund.pk}:paid",
         debit=ledger.platform_account(AccountKind.BUYER_REFUNDS_PAYABLE, refund.currency),
@@ -323,6 +358,6 @@ def refund_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) ->
         order=refund.order,
         now=now,
     )
-    audit_record(action="refund.succeeded", subject=refund, now=now, data={"amount": refund.amount})
+    audit_record(action=AuditAction.REFUND_SUCCEEDED, subject=refund, now=now, data={"amount": refund.amount})
     refund.refresh_from_db()
     return refund

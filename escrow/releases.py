@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from accounts.models import AuditEntry
+from accounts.models import AuditAction, AuditEntry
 from accounts.services import audit_record, audit_record_many
 from core.money import percent_of
 from escrow import ledger
@@ -95,7 +95,7 @@ def order_release_lapsed(*, order_pk: int, now: datetime) -> bool:
         return False
     with ledger.balances_deferred():  # every balance it touches locked at once, in pk order
         hold_release(order=order, now=now)
-    audit_record(action="order.completed", subject=order, now=now, data={"by": "inspection_lapsed"})
+    audit_record(action=AuditAction.ORDER_COMPLETED, subject=order, now=now, data={"by": "inspection_lapsed"})
     return True
 
 
@@ -163,7 +163,7 @@ def _release_batch_rollback_unsafe(*, pks: list[int], now: datetime) -> int:
         entries=[
             AuditEntry(
                 at=now,
-                action="order.completed",
+                action=AuditAction.ORDER_COMPLETED,
                 subject_type="escrow.order",
                 subject_id=str(pk),
                 data={"by": "inspection_lapsed"},
@@ -240,7 +240,7 @@ def reserves_release_due(*, now: datetime, batch: int = 1000) -> int:
                 entries=[
                     AuditEntry(
                         at=now,
-                        action="reserve.released",
+                        action=AuditAction.RESERVE_RELEASED,
                         subject_type="escrow.reservehold",
                         subject_id=str(h.pk),
                         data={"amount": h.amount, "order": h.order_id},

@@ -18,7 +18,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from accounts.models import User
+from accounts.models import AuditAction, User
 from accounts.services import audit_record
 from core.errors import Refused
 from escrow import ledger, refunds
@@ -113,7 +113,7 @@ def order_review_approve(*, order_pk: int, staff: User, now: datetime) -> Order:
                 order=order, payment=payment, amount=surplus, reason="overpayment", actor=staff, note="", now=now
             )
     audit_record(
-        action="order.review_approved",
+        action=AuditAction.ORDER_REVIEW_APPROVED,
         subject=order,
         now=now,
         actor=staff,
@@ -145,7 +145,7 @@ def order_review_reject(*, order_pk: int, staff: User, now: datetime, note: str 
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.REFUNDED, completed_at=now)
     released = shop_services.keys_release(order_pk=order.pk)  # reserved, never delivered: nobody saw them
     audit_record(
-        action="order.review_rejected",
+        action=AuditAction.ORDER_REVIEW_REJECTED,
         subject=order,
         now=now,
         actor=staff,

@@ -2,6 +2,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from accounts.models import User
+from escrow import ledger
 from escrow.models import Order, token_hash
 
 
@@ -40,7 +41,7 @@ def merchant_balances(merchant) -> list[dict]:
             {"currency": account.currency, "available": 0, "escrow": 0, "reserve": 0, "withdrawing": 0},
         )
         if account.kind == AccountKind.MERCHANT_AVAILABLE:
-            row["available"] = account.credits_posted - account.debits_posted - account.debits_pending
+            row["available"] = ledger.available_of(account)
             row["escrow"] = account.credits_pending
             row["withdrawing"] = account.debits_pending
         elif account.kind == AccountKind.MERCHANT_RESERVE:

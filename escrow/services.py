@@ -2,6 +2,7 @@
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -13,7 +14,7 @@ from django.db.models import Sum
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from accounts.models import User
+from accounts.models import AuditAction, User
 from accounts.services import audit_record
 from core.errors import Refused
 from core.money import percent_of
@@ -64,9 +65,16 @@ logger = logging.getLogger(__name__)
 class CheckoutError(Refused):
     """A checkout that cannot go ahead; `code` is the API's machine code, the message is for people."""
 
+    code_statuses = {**Refused.code_statuses, "reservation_limit": 409, "no_gateway": 503}
+    code_fields = {"not_for_sale": "product"}
 
-class KeysNotDelivered(Exception):
-    pass
+
+class KeysNotDelivered(Refused):
+    status_code = 409
+
+    def __init__(self, order_pk: int):
+        super().__init__(_("The keys are not delivered yet."), code="not_delivered")
+        self.order_pk = order_pk
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,7 @@ def order_place(
         created_at=now,
     )
     page = order_page_path(order, access_token)
-    audit_record(action="order.placed", subject=order, now=now, actor=buyer, data={"quantity": quantity})
+    audit_record(action=AuditAction.ORDER_PLACED, subject=order, now=now, actor=buyer, data={"quantity": quantity})
     link = settings.SHOP_BASE_URL.rstrip("/") + page
 
     from escrow.tasks import order_link_email_task
@@ -191,11 +199,14 @@ def order_place(
 def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -> str:
     """Handle one gateway webhook: verify, find the payment, drop replays, then act exactly once.
 
-    Raises `WebhookRejected` (answer 400, nothing changed) for a bad signature, body or payment.
-    Returns "processed" or "duplicate".
+    Raises `WebhookRejected` (answer 400, nothing changed) for a bad signature, body or payment, or an
+    event type without a handler in `WEBHOOK_HANDLERS`. Returns "processed" or "duplicate".
     """
     gateway = gateway_get(gateway_name)
     event = gateway.webhook_parse(body=body, headers=headers, now=now)
+    handler = WEBHOOK_HANDLERS.get(event.type)
+    if handler is None:
+        raise WebhookRejected("Unknown event type.")
     payment = Payment.objects.filter(gateway=gateway.name, payment_id=event.payment_id).first()
     if payment is None:
         raise WebhookRejected("Unknown payment.")
@@ -214,12 +225,7 @@ def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -
             return "duplicate"
         # Last in the transaction: the shared platform balances stay locked only for the commit.
         with ledger.balances_deferred():
-            if event.type == "payment.succeeded":
-                payment_succeeded(payment_pk=payment.pk, event=event, now=now)
-            elif event.type == "payment.failed":
-                payment_failed(payment_pk=payment.pk, now=now)
-            elif event.type == "refund.succeeded":
-                refunds.refund_succeeded(payment=payment, event=event, now=now)
+            handler(payment=payment, event=event, now=now)
     return "processed"
 
 
@@ -259,7 +265,7 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
             now=now,
         )
         audit_record(
-            action="payment.mismatched",
+            action=AuditAction.PAYMENT_MISMATCHED,
             subject=order,
             now=now,
             data={"expected": [payment.amount, payment.currency], "received": [event.amount, event.currency]},
@@ -277,7 +283,9 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     )
     late = order.status != OrderStatus.AWAITING_PAYMENT
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, paid_at=now)
-    audit_record(action="payment.succeeded", subject=order, now=now, data={"payment": payment.pk, "late": late})
+    audit_record(
+        action=AuditAction.PAYMENT_SUCCEEDED, subject=order, now=now, data={"payment": payment.pk, "late": late}
+    )
     escrow, available, fees = ledger.accounts(
         (AccountKind.ESCROW, order.currency, None),
         (AccountKind.MERCHANT_AVAILABLE, order.currency, order.merchant_id),
@@ -352,7 +360,23 @@ def payment_failed(*, payment_pk: int, now: datetime) -> None:
     if order.status == OrderStatus.AWAITING_PAYMENT:
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.CANCELLED)
         shop_services.keys_release(order_pk=order.pk)
-    audit_record(action="payment.failed", subject=order, now=now, data={"payment": payment.pk})
+    audit_record(action=AuditAction.PAYMENT_FAILED, subject=order, now=now, data={"payment": payment.pk})
+
+
+def _payment_succeeded_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
+    payment_succeeded(payment_pk=payment.pk, event=event, now=now)
+
+
+def _payment_failed_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
+    payment_failed(payment_pk=payment.pk, now=now)
+
+
+# Gateway event type → its handler, all called alike inside `webhook_receive`'s transaction.
+WEBHOOK_HANDLERS: dict[str, Callable[..., object]] = {
+    "payment.succeeded": _payment_succeeded_event,
+    "payment.failed": _payment_failed_event,
+    "refund.succeeded": refunds.refund_succeeded,
+}
 
 
 @transaction.atomic(durable=True)
@@ -366,7 +390,7 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
         raise RuntimeError(f"Order {order.pk} has {sold} keys to sell, not {order.quantity}.")
     delivered = {"delivered_at": now, "inspection_ends_at": now + timedelta(hours=order.product.inspection_hours)}
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DELIVERED, mirror=order, **delivered)
-    audit_record(action="order.delivered", subject=order, now=now, data={"keys": order.quantity})
+    audit_record(action=AuditAction.ORDER_DELIVERED, subject=order, now=now, data={"keys": order.quantity})
     shop_services.product_low_stock_check(product_pk=order.product_id, now=now)  # e-mails after commit
     logger.info("escrow.order_delivered", extra={"order": order.pk})
     return order
@@ -378,7 +402,7 @@ def order_confirm_receipt(*, order: Order, now: datetime, actor: User | None = N
     ORDER_TRANSITIONS.apply(
         model=Order, pk=order.pk, to=OrderStatus.COMPLETED, from_=[OrderStatus.DELIVERED], completed_at=now
     )
-    audit_record(action="order.completed", subject=order, now=now, actor=actor, data={"by": "buyer"})
+    audit_record(action=AuditAction.ORDER_COMPLETED, subject=order, now=now, actor=actor, data={"by": "buyer"})
     with ledger.balances_deferred():
         hold_release(order=order, now=now)
     logger.info("escrow.order_completed", extra={"order": order.pk})
@@ -396,7 +420,7 @@ def order_expire(*, order_pk: int, now: datetime) -> bool:
     )
     if changed:
         shop_services.keys_release(order_pk=order_pk)
-        audit_record(action="order.expired", subject=Order(pk=order_pk), now=now)
+        audit_record(action=AuditAction.ORDER_EXPIRED, subject=Order(pk=order_pk), now=now)
     return bool(changed)
 
 

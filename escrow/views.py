@@ -12,6 +12,7 @@ from core.ratelimit import RateLimited, rate_limit_check
 from core.transitions import StateError
 from escrow import services
 from escrow.forms import CheckoutForm
+from escrow.key_reveal import keys_reveal_for_request
 from escrow.selectors import order_for_viewer, orders_of_buyer
 from shop.selectors import products_on_sale
 
@@ -82,14 +83,7 @@ def order_page(request, pk: int, token: str | None = None):
     keys, limited = None, None
     if order.has_keys:
         try:
-            keys = services.order_keys_reveal(
-                order=order,
-                now=timezone.now(),
-                channel="page",
-                ip=client_ip(request) or None,
-                user_agent=request.META.get("HTTP_USER_AGENT", ""),
-                user=request.user,
-            )
+            keys = keys_reveal_for_request(request, order, channel="page")
         except RateLimited as error:
             limited = error
     context = {"order": order, "keys": keys, "urls": _order_urls(order, token)}
@@ -114,14 +108,7 @@ def order_keys(request, pk: int, token: str | None = None):
     if not order.has_keys:
         return JsonResponse({"detail": _("The keys are not delivered yet."), "code": "not_delivered"}, status=409)
     try:
-        keys = services.order_keys_reveal(
-            order=order,
-            now=timezone.now(),
-            channel="page",
-            ip=client_ip(request) or None,
-            user_agent=request.META.get("HTTP_USER_AGENT", ""),
-            user=request.user,
-        )
+        keys = keys_reveal_for_request(request, order, channel="page")
     except RateLimited as limited:
         response = JsonResponse({"detail": _too_many_reveals(limited), "code": "throttled"}, status=429)
         response["Retry-After"] = str(limited.retry_after)

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from accounts.models import User
+from accounts.models import AuditAction, User
 from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record, otp_fresh_code_check
 from core.errors import Refused
 from core.mail import mail_send
@@ -105,7 +105,7 @@ def payout_account_add_unchecked(
     )
     account.number_seal(account_number.strip())
     account.save(update_fields=["number_sealed", "number_last4"])
-    audit_record(action="payout_account.added", subject=account, now=now, actor=actor)
+    audit_record(action=AuditAction.PAYOUT_ACCOUNT_ADDED, subject=account, now=now, actor=actor)
     return account
 
 
@@ -171,7 +171,9 @@ def _withdrawal_hold(
         now=now,
         pending=True,
     )
-    audit_record(action="withdrawal.requested", subject=withdrawal, now=now, actor=user, data={"amount": amount})
+    audit_record(
+        action=AuditAction.WITHDRAWAL_REQUESTED, subject=withdrawal, now=now, actor=user, data={"amount": amount}
+    )
     from escrow.tasks import withdrawal_requested_notify_task
 
     transaction.on_commit(lambda: withdrawal_requested_notify_task.delay(withdrawal_pk=withdrawal.pk))
@@ -222,7 +224,7 @@ def withdrawal_approve(*, withdrawal_pk: int, staff: User, payout_reference: str
     )
     ledger.pending_post(transfer_id=f"withdrawal:{withdrawal.pk}:post", pending=_pending_of(withdrawal), now=now)
     audit_record(
-        action="withdrawal.paid",
+        action=AuditAction.WITHDRAWAL_PAID,
         subject=withdrawal,
         now=now,
         actor=staff,
@@ -250,6 +252,6 @@ def withdrawal_reject(*, withdrawal_pk: int, staff: User, now: datetime, note: s
         note=note[:200],
     )
     ledger.pending_void(transfer_id=f"withdrawal:{withdrawal.pk}:void", pending=_pending_of(withdrawal), now=now)
-    audit_record(action="withdrawal.rejected", subject=withdrawal, now=now, actor=staff, data={"note": note})
+    audit_record(action=AuditAction.WITHDRAWAL_REJECTED, subject=withdrawal, now=now, actor=staff, data={"note": note})
     withdrawal.refresh_from_db()
     return withdrawal

@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin, messages
 from django.shortcuts import render
@@ -25,6 +27,28 @@ class MerchantAdmin(admin.ModelAdmin):
     exclude = ("data_key_wrapped", "data_key_version")
     readonly_fields = ("status", "rejection_reason", "created_at")
     actions = ["approve", "reject"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*self.readonly_fields, "user") if obj is not None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        """Through the services, like every other write: a new merchant gets its data key, and a change
+        (the fee above all) leaves an audit row with the old and new values."""
+        now = timezone.now()
+        if not change:
+            created = services.merchant_create(
+                user=form.cleaned_data["user"], name=obj.name, contact=obj.contact, now=now
+            )
+            obj.pk = created.pk
+        changed = set(form.changed_data) & services.MERCHANT_FIELDS
+        if changed:
+            services.merchant_update(
+                merchant=Merchant(pk=obj.pk),
+                actor=request.user,
+                now=now,
+                **{name: form.cleaned_data[name] for name in sorted(changed) if change or name == "fee_percent"},
+            )
+        obj.refresh_from_db()
 
     @admin.action(description=gettext_lazy("Approve the selected merchants"))
     def approve(self, request, queryset):
@@ -91,8 +115,8 @@ class ProductAdminForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.instance.pk and not self.is_bound:
-            self.initial["price"] = to_major(self.instance.price, self.instance.currency)
+        if self.instance.pk:  # bound too: `changed_data` compares the posted price with this
+            self.initial["price"] = Decimal(to_major(self.instance.price, self.instance.currency))
 
     def clean(self):
         cleaned = super().clean()
@@ -111,26 +135,28 @@ class ProductAdmin(admin.ModelAdmin):
     list_filter = ("status", "currency")
     readonly_fields = ("status", "description_html", "low_stock_notified_at", "created_at")
 
+    # A product never moves to another merchant: its keys are sealed under its merchant's data key.
     def get_readonly_fields(self, request, obj=None):
-        # A product never moves to another merchant: its keys are sealed under its merchant's data key.
-        return (*self.readonly_fields, "merchant") if obj else self.readonly_fields
+        return (*self.readonly_fields, "merchant") if obj is not None else self.readonly_fields
 
     def save_model(self, request, obj, form, change):
-        # Through the services, like a merchant's own edits: the description is bounded and rendered once.
-        fields = {name: form.cleaned_data[name] for name in services.PRODUCT_FIELDS if name in form.cleaned_data}
-        if change:
-            changed = {name: value for name, value in fields.items() if name in form.changed_data}
-            services.product_update(product=obj, actor=request.user, now=timezone.now(), **changed)
-        else:
+        """Through the services: a price (or any listing field) changed here leaves an audit row with
+        the old and new values, as a change from the merchant area does."""
+        fields = {name: form.cleaned_data[name] for name in form.changed_data if name in services.PRODUCT_FIELDS}
+        if change and fields:
+            services.product_update(product=Product(pk=obj.pk), actor=request.user, now=timezone.now(), **fields)
+        elif not change:
+            rest = {name: value for name, value in fields.items() if name not in {"title", "price", "currency"}}
             created = services.product_create(
                 merchant=form.cleaned_data["merchant"],
-                title=fields.pop("title"),
-                price=fields.pop("price"),
-                currency=fields.pop("currency"),
+                title=form.cleaned_data["title"],
+                price=form.cleaned_data["price"],
+                currency=form.cleaned_data["currency"],
                 now=timezone.now(),
-                **fields,
+                **rest,
             )
             obj.pk = created.pk
+        obj.refresh_from_db()
 
 
 @admin.register(StockUpload)

@@ -1,5 +1,7 @@
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 
+from config.api import error_responses
 from core.money import to_major
 from shop.models import Product
 from shop.selectors import products_on_sale
@@ -31,6 +33,9 @@ class ProductList(generics.ListAPIView):
     queryset = products_on_sale()
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: ProductDetailSerializer, **error_responses({404: ["not_found"]})})
+)
 class ProductDetail(generics.RetrieveAPIView):
     serializer_class = ProductDetailSerializer
     queryset = products_on_sale()

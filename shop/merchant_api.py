@@ -1,21 +1,29 @@
 """The merchant API: `Authorization: Token <token>` (or a merchant's session). Everything is scoped to
 the caller's merchant; another merchant's ids answer 404."""
 
-from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import exceptions, generics, permissions, serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api import error_responses
 from core.money import to_major
 from shop import selectors, services
 from shop.authentication import MerchantTokenAuthentication
 from shop.models import Merchant, Product, StockDelimiter, StockUpload, StockUploadSource
-from shop.stock_files import StockFileError
+
+# What any merchant endpoint can answer before the view runs.
+ACCESS_ERRORS = {401: ["not_authenticated", "authentication_failed"], 403: ["permission_denied"]}
 
 # The token first: a refused token then answers 401 with `WWW-Authenticate: Token`, not 403.
 AUTHENTICATION = [MerchantTokenAuthentication, SessionAuthentication]
@@ -84,6 +92,9 @@ class StockUploadSerializer(serializers.ModelSerializer):
         ]
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: MerchantProductSerializer(many=True), **error_responses(ACCESS_ERRORS)})
+)
 class MerchantProductList(generics.ListAPIView):
     authentication_classes = AUTHENTICATION
     permission_classes = [IsApprovedMerchant]
@@ -106,7 +117,26 @@ class StockUploadCreate(APIView):
             "multipart/form-data": inline_serializer("StockFile", {"file": serializers.FileField()}),
         },
         parameters=[OpenApiParameter("delimiter", enum=StockDelimiter.values, required=False)],
-        responses={202: StockUploadSerializer},
+        responses={
+            202: StockUploadSerializer,
+            **error_responses(
+                {
+                    **ACCESS_ERRORS,
+                    400: [
+                        "invalid",
+                        "not_approved",
+                        "invalid_delimiter",
+                        "invalid_file_type",
+                        "too_large",
+                        "too_many_lines",
+                        "empty_file",
+                        "binary_file",
+                        "not_text",
+                    ],
+                    404: ["not_found"],
+                }
+            ),
+        },
     )
     def post(self, request, pk: int):
         delimiter = request.query_params.get("delimiter", StockDelimiter.NEWLINE)
@@ -120,26 +150,22 @@ class StockUploadCreate(APIView):
             # The raw body, streamed: never parsed, never held whole in memory.
             stream = request._request
             chunks, source, name = iter(lambda: stream.read(1 << 20), b""), StockUploadSource.API, ""
-        try:
-            upload = services.stock_upload_start(
-                merchant=request.merchant,
-                product_pk=pk,
-                chunks=chunks,
-                source=source,
-                delimiter=delimiter,
-                original_name=name,
-                actor=request.user,
-                now=timezone.now(),
-            )
-        except services.ShopError as error:
-            if error.code == "not_found":
-                raise Http404 from error
-            raise exceptions.ValidationError(str(error), code=error.code) from error
-        except StockFileError as error:
-            raise exceptions.ValidationError(str(error), code=error.code) from error
+        upload = services.stock_upload_start(
+            merchant=request.merchant,
+            product_pk=pk,
+            chunks=chunks,
+            source=source,
+            delimiter=delimiter,
+            original_name=name,
+            actor=request.user,
+            now=timezone.now(),
+        )
         return Response(StockUploadSerializer(upload).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: StockUploadSerializer, **error_responses({**ACCESS_ERRORS, 404: ["not_found"]})})
+)
 class StockUploadDetail(generics.RetrieveAPIView):
     authentication_classes = AUTHENTICATION
     permission_classes = [IsApprovedMerchant]

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils.translation import gettext as _
 
-from accounts.models import User
+from accounts.models import AuditAction, User
 from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record, otp_fresh_code_check
 from core.errors import Refused
 from core.transitions import StateError
@@ -75,7 +76,7 @@ def merchant_create(
     version, wrapped = crypto.data_key_wrap(data_key=crypto.data_key_generate(), merchant_pk=merchant.pk)
     Merchant.objects.filter(pk=merchant.pk).update(data_key_version=version, data_key_wrapped=wrapped)
     merchant.data_key_version, merchant.data_key_wrapped = version, wrapped
-    audit_record(action="merchant.created", subject=merchant, now=now, actor=user)
+    audit_record(action=AuditAction.MERCHANT_CREATED, subject=merchant, now=now, actor=user)
     return merchant
 
 
@@ -421,7 +422,7 @@ def merchant_signup_visitor(
 def merchant_approve(*, merchant: Merchant, actor: User | None, now: datetime) -> Merchant:
     """Staff approve a pending (or earlier rejected) merchant; a racing second approval fails."""
     MERCHANT_TRANSITIONS.apply(model=Merchant, pk=merchant.pk, to=MerchantStatus.APPROVED, rejection_reason="")
-    audit_record(action="merchant.approved", subject=merchant, now=now, actor=actor)
+    audit_record(action=AuditAction.MERCHANT_APPROVED, subject=merchant, now=now, actor=actor)
     merchant.refresh_from_db(fields=["status", "rejection_reason"])
     return merchant
 
@@ -439,9 +440,43 @@ def merchant_reject(*, merchant: Merchant, reason: str, actor: User | None, now:
         from_=[MerchantStatus.PENDING],
         rejection_reason=reason,
     )
-    audit_record(action="merchant.rejected", subject=merchant, now=now, actor=actor, data={"reason": reason})
+    audit_record(action=AuditAction.MERCHANT_REJECTED, subject=merchant, now=now, actor=actor, data={"reason": reason})
     merchant.refresh_from_db(fields=["status", "rejection_reason"])
     return merchant
+
+
+MERCHANT_FIELDS = {"name", "contact", "fee_percent"}
+
+
+# Not durable: the admin's change form calls it inside the transaction Django opens for the form.
+@transaction.atomic
+def merchant_update(*, merchant: Merchant, actor: User | None, now: datetime, **fields: object) -> Merchant:
+    """Change a merchant's name, contact or fee (`fee_percent`: 0 to 100, None for the platform default).
+
+    Its status moves only through approve/reject. The audit row holds each field's old and new value,
+    read under the merchant's row lock; a fee change applies to orders paid from now on."""
+    unknown = set(fields) - MERCHANT_FIELDS
+    if unknown:
+        raise ShopError(f"Not editable: {', '.join(sorted(unknown))}.")
+    fee = fields.get("fee_percent")
+    if fee is not None and not 0 <= Decimal(fee) <= 100:
+        raise ShopError(_("The fee must be between 0 and 100 percent."), "bad_fee")
+    old = Merchant.objects.select_for_update().values(*fields).get(pk=merchant.pk) if fields else {}
+    Merchant.objects.filter(pk=merchant.pk).update(**fields)
+    audit_record(
+        action=AuditAction.MERCHANT_UPDATED,
+        subject=merchant,
+        now=now,
+        actor=actor,
+        data={"fields": sorted(fields), "old": _json_values(old), "new": _json_values(fields)},
+    )
+    merchant.refresh_from_db()
+    return merchant
+
+
+def _json_values(values: dict) -> dict:
+    """Decimals (a fee) as strings, so an audit row keeps them exactly."""
+    return {name: str(value) if isinstance(value, Decimal) else value for name, value in values.items()}
 
 
 @transaction.atomic
@@ -461,7 +496,7 @@ def merchant_data_keys_rewrap(*, now: datetime) -> tuple[int, int]:
         version, wrapped = crypto.data_key_wrap(data_key=data_key, merchant_pk=merchant.pk)
         Merchant.objects.filter(pk=merchant.pk).update(data_key_version=version, data_key_wrapped=wrapped)
         audit_record(
-            action="merchant.data_key_rewrapped",
+            action=AuditAction.MERCHANT_DATA_KEY_REWRAPPED,
             subject=merchant,
             now=now,
             data={"from": merchant.data_key_version, "to": version},
@@ -488,17 +523,25 @@ PRODUCT_FIELDS = {
 @transaction.atomic
 def product_update(*, product: Product, actor: User | None, now: datetime, **fields: object) -> Product:
     """Change a product's listing (not its status or stock). A new description is bounded and rendered
-    to HTML here, as in `product_create`; a refused one changes nothing."""
+    to HTML here, as in `product_create`; a refused one changes nothing. The audit row holds each
+    field's old and new value, read under the product's row lock."""
     unknown = set(fields) - PRODUCT_FIELDS
     if unknown:
         raise ShopError(f"Not editable: {', '.join(sorted(unknown))}.")
     if "title" in fields:
         product_title_check(str(fields["title"]))
+    old = Product.objects.select_for_update().values(*fields).get(pk=product.pk) if fields else {}
     updates = dict(fields)
     if "description" in fields:
         updates["description_html"] = _description_html(str(fields["description"] or ""))
     Product.objects.filter(pk=product.pk).update(**updates)
-    audit_record(action="product.updated", subject=product, now=now, actor=actor, data={"fields": sorted(fields)})
+    audit_record(
+        action=AuditAction.PRODUCT_UPDATED,
+        subject=product,
+        now=now,
+        actor=actor,
+        data={"fields": sorted(fields), "old": old, "new": fields},
+    )
     product.refresh_from_db()
     product_low_stock_check(product_pk=product.pk, now=now)
     return product
@@ -508,7 +551,7 @@ def product_update(*, product: Product, actor: User | None, now: datetime, **fie
 def product_pause(*, product: Product, actor: User | None, now: datetime) -> Product:
     """Take a product off sale; its stock stays."""
     PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=ProductStatus.PAUSED)
-    audit_record(action="product.paused", subject=product, now=now, actor=actor)
+    audit_record(action=AuditAction.PRODUCT_PAUSED, subject=product, now=now, actor=actor)
     product.refresh_from_db(fields=["status"])
     return product
 
@@ -517,7 +560,7 @@ def product_pause(*, product: Product, actor: User | None, now: datetime) -> Pro
 def product_resume(*, product: Product, actor: User | None, now: datetime) -> Product:
     """Put a paused product back on sale."""
     PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=ProductStatus.ACTIVE)
-    audit_record(action="product.resumed", subject=product, now=now, actor=actor)
+    audit_record(action=AuditAction.PRODUCT_RESUMED, subject=product, now=now, actor=actor)
     product.refresh_from_db(fields=["status"])
     return product
 
@@ -545,7 +588,7 @@ def product_low_stock_check(*, product_pk: int, now: datetime) -> bool:
     armed = Product.objects.filter(pk=product_pk, low_stock_notified_at__isnull=True).update(low_stock_notified_at=now)
     if armed != 1:
         return False
-    audit_record(action="product.low_stock", subject=product, now=now, data={"available": available})
+    audit_record(action=AuditAction.PRODUCT_LOW_STOCK, subject=product, now=now, data={"available": available})
     from shop.tasks import product_low_stock_email_task
 
     # robust: it runs after a delivery commits; a broker hiccup must not turn that into a failed task.
@@ -613,7 +656,7 @@ def stock_upload_start(
             created_at=now,
         )
         audit_record(
-            action="stock.upload_started",
+            action=AuditAction.STOCK_UPLOAD_STARTED,
             subject=upload,
             now=now,
             actor=actor,
@@ -742,6 +785,12 @@ def _stock_upload_batch_write(
     )
 
 
+STOCK_UPLOAD_FINISHED = {
+    StockUploadStatus.DONE: AuditAction.STOCK_UPLOAD_DONE,
+    StockUploadStatus.FAILED: AuditAction.STOCK_UPLOAD_FAILED,
+}
+
+
 @transaction.atomic(durable=True)
 def _stock_upload_finish(*, upload: StockUpload, status: str, error: str, now: datetime) -> StockUpload:
     try:
@@ -750,7 +799,7 @@ def _stock_upload_finish(*, upload: StockUpload, status: str, error: str, now: d
         return StockUpload.objects.get(pk=upload.pk)  # another run finished it
     upload.refresh_from_db()
     audit_record(
-        action=f"stock.upload_{status}",
+        action=STOCK_UPLOAD_FINISHED[status],
         subject=upload,
         now=now,
         data={
@@ -785,7 +834,7 @@ def keys_revoke(*, product: Product, actor: User | None, now: datetime, keys: It
         unsold = unsold.filter(fingerprint__in=fingerprints)
     revoked = CARD_KEY_TRANSITIONS.update(queryset=unsold, to=CardKeyStatus.REVOKED, from_=[CardKeyStatus.AVAILABLE])
     audit_record(
-        action="stock.revoked",
+        action=AuditAction.STOCK_REVOKED,
         subject=product,
         now=now,
         actor=actor,
@@ -804,7 +853,7 @@ def keys_export_record(*, product: Product, actor: User, now: datetime) -> int:
     with the same `exported_at`.
     """
     count = CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).update(exported_at=now)
-    audit_record(action="stock.exported", subject=product, now=now, actor=actor, data={"count": count})
+    audit_record(action=AuditAction.STOCK_EXPORTED, subject=product, now=now, actor=actor, data={"count": count})
     return count
 
 
@@ -851,7 +900,7 @@ def merchant_api_token_create_unchecked(
         digest=api_token_digest(token),
         created_at=now,
     )
-    audit_record(action="api_token.created", subject=record, now=now, actor=actor, data={"name": record.name})
+    audit_record(action=AuditAction.API_TOKEN_CREATED, subject=record, now=now, actor=actor, data={"name": record.name})
     return record, token
 
 
@@ -860,7 +909,7 @@ def merchant_api_token_revoke(*, token: MerchantApiToken, actor: User | None, no
     """Revoke a token at once. Revoking a revoked token changes nothing and returns False."""
     changed = MerchantApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)
     if changed:
-        audit_record(action="api_token.revoked", subject=token, now=now, actor=actor)
+        audit_record(action=AuditAction.API_TOKEN_REVOKED, subject=token, now=now, actor=actor)
     return bool(changed)
 
 

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from django.utils.translation import gettext as _
 
+from core.errors import Refused
 from shop.models import DELIMITER_CHARACTERS, StockDelimiter
 
 ENCODINGS = ("utf-8-sig", "gb18030")
@@ -27,12 +28,8 @@ READ_CHUNK = 1 << 16
 ENTRY_MAX_CHARS = 1 << 16
 
 
-class StockFileError(ValueError):
+class StockFileError(Refused, ValueError):
     """The upload cannot be imported; the message is for the merchant, `code` for the API."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
 
 
 class Entry(NamedTuple):

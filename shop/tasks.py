@@ -22,11 +22,6 @@ def stock_upload_process_task(*, upload_pk: int) -> None:
     services.stock_upload_process(upload_pk=upload_pk, now=timezone.now())
 
 
-@shared_task(name="shop.product_low_stock_check", acks_late=True)
-def product_low_stock_check_task(*, product_pk: int) -> None:
-    services.product_low_stock_check(product_pk=product_pk, now=timezone.now())
-
-
 @shared_task(name="shop.product_low_stock_email", bind=True, acks_late=True, max_retries=8)
 def product_low_stock_email_task(self, *, product_pk: int, available: int) -> None:
     """Tell the merchant a product is running low (queued once per dip below the threshold)."""

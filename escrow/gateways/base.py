@@ -23,6 +23,10 @@ class GatewayEvent:
     currency: str
     body: dict
     refund_id: str = ""  # set on refund events
+    # The shop's own reference for the refund (the `idempotency_key` it asked with), echoed back as
+    # providers do (WeChat Pay's out_refund_no, Alipay's out_request_no): the shop asks with no
+    # transaction open, so the event can arrive before the shop has stored `refund_id`.
+    refund_reference: str = ""
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,9 @@ class SandboxGateway:
             event_id, event_type = data["event_id"], data["type"]
             payment_id, currency = data["payment_id"], data["currency"]
             refund_id = data.get("refund_id") or ""
-            if not all(isinstance(value, str) for value in (event_id, event_type, payment_id, currency, refund_id)):
+            refund_reference = data.get("refund_reference") or ""
+            values = (event_id, event_type, payment_id, currency, refund_id, refund_reference)
+            if not all(isinstance(value, str) for value in values):
                 raise ValueError
             if event_type not in EVENT_TYPES or currency not in Currency.values:
                 raise ValueError
@@ -82,6 +84,8 @@ class SandboxGateway:
             reference_check(payment_id)
             if refund_id:
                 reference_check(refund_id)
+            if refund_reference:
+                reference_check(refund_reference)
             amount = amount_check(from_major(str(data["amount"]), currency))
             body_check(data)
         except (ValueError, KeyError, TypeError, RecursionError, MoneyError):
@@ -95,11 +99,13 @@ class SandboxGateway:
             currency=currency,
             body=data,
             refund_id=refund_id,
+            refund_reference=refund_reference,
         )
 
     def refund_request(self, *, payment_id: str, amount: int, currency: str, idempotency_key: str) -> str:
         """The sandbox pays every refund: it answers an id derived from the key (so a retry is the same
-        refund) and sends its signed `refund.succeeded` webhook once the shop's transaction commits."""
+        refund) and sends its signed `refund.succeeded` webhook, echoing the key, once the shop's
+        transaction commits, or at once when the shop asks with none open (as it does)."""
         refund_id = (
             "sbr_"
             + hmac.new(settings.SANDBOX_WEBHOOK_SECRET.encode(), idempotency_key.encode(), hashlib.sha256).hexdigest()[
@@ -110,7 +116,11 @@ class SandboxGateway:
 
         transaction.on_commit(
             lambda: sandbox_refund_webhook_send_task.delay(
-                payment_id=payment_id, refund_id=refund_id, amount=amount, currency=currency
+                payment_id=payment_id,
+                refund_id=refund_id,
+                amount=amount,
+                currency=currency,
+                refund_reference=idempotency_key,
             )
         )
         return refund_id
@@ -153,6 +163,7 @@ def event_body(
     currency: str,
     event_id: str | None = None,
     refund_id: str | None = None,
+    refund_reference: str | None = None,
 ) -> bytes:
     """The JSON body the sandbox sends, exactly as a provider would (used by the pay page and tests)."""
     data = {
@@ -164,4 +175,6 @@ def event_body(
     }
     if refund_id:
         data["refund_id"] = refund_id
+    if refund_reference:
+        data["refund_reference"] = refund_reference
     return json.dumps(data).encode()

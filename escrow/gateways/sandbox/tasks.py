@@ -9,7 +9,9 @@ from core.money import to_major
 
 
 @shared_task(name="sandbox.refund_webhook_send", acks_late=True, autoretry_for=(ConnectionError,), max_retries=5)
-def sandbox_refund_webhook_send_task(*, payment_id: str, refund_id: str, amount: int, currency: str) -> None:
+def sandbox_refund_webhook_send_task(
+    *, payment_id: str, refund_id: str, amount: int, currency: str, refund_reference: str = ""
+) -> None:
     from escrow import services
     from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header
 
@@ -21,6 +23,7 @@ def sandbox_refund_webhook_send_task(*, payment_id: str, refund_id: str, amount:
         currency=currency,
         event_id=f"evt_{refund_id}",
         refund_id=refund_id,
+        refund_reference=refund_reference,
     )
     services.webhook_receive(
         gateway_name="sandbox",

@@ -1,0 +1,23 @@
+"""One way for a request to see an order's keys (order page, its keys fragment, the API)."""
+
+from django.http import HttpRequest
+from django.utils import timezone
+
+from core.client_ip import client_ip
+from escrow import services
+from escrow.models import Order
+
+
+def keys_reveal_for_request(request: HttpRequest, order: Order, *, channel: str) -> list[str]:
+    """Reveal `order`'s keys to whoever sent `request`, recorded with their address, browser and account.
+
+    Raises what `services.order_keys_reveal` raises (`KeysNotDelivered`, `RateLimited`); nothing is
+    recorded then."""
+    return services.order_keys_reveal(
+        order=order,
+        now=timezone.now(),
+        channel=channel,
+        ip=client_ip(request) or None,
+        user_agent=request.headers.get("User-Agent", ""),
+        user=request.user,
+    )
