@@ -51,7 +51,8 @@ def _publish_forever() -> None:
                 client.hset(STATEMENTS_KEY, field, count)
                 published = count
             except redis.RedisError:
-                pass  # the next round publishes the total again
+                # Redis is away for now: the next round publishes the total again.
+                pass
         time.sleep(PUBLISH_SECONDS)
 
 

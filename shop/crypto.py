@@ -103,7 +103,8 @@ def card_key_open(*, data_key: bytes, sealed: bytes, aad: bytes) -> str:
         try:
             return core_crypto.unpad(aead.decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], PADDED_FORMAT + aad)).decode()
         except InvalidTag:
-            pass  # maybe an unpadded key whose random nonce happens to start with the format byte
+            # Maybe an unpadded key whose random nonce happens to start with the format byte: try that.
+            pass
     try:
         return aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad).decode()
     except InvalidTag as error:

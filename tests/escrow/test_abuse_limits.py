@@ -111,7 +111,7 @@ def test_the_limit_holds_across_processes_through_the_shared_redis_cache(setting
     """Another process (its own interpreter, configured only by CACHE_URL) spends the budget; this
     process, on the same Redis, is refused."""
     if reason := _redis_missing():
-        pytest.skip(reason)
+        pytest.skip(reason=reason)
     redis.Redis.from_url(REDIS_CACHE_URL).flushdb()
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_CACHE_URL}

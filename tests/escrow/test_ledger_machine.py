@@ -1,5 +1,6 @@
 """Property test: any sequence of money actions keeps every ledger invariant (PostgreSQL)."""
 
+import functools
 from datetime import timedelta
 
 import pytest
@@ -131,7 +132,10 @@ class MoneyMachine(RuleBasedStateMachine):
         if not waiting:
             return
         pk = data.draw(st.sampled_from(waiting))
-        service = withdrawals.withdrawal_approve if approve else withdrawals.withdrawal_reject
+        if approve:
+            service = functools.partial(withdrawals.withdrawal_approve, payout_reference=f"bank-ref-{pk}")
+        else:
+            service = withdrawals.withdrawal_reject
         service(withdrawal_pk=pk, staff=self.staff, now=self.now)
         with pytest.raises(StateError):
             service(withdrawal_pk=pk, staff=self.staff, now=self.now)
