@@ -6,8 +6,9 @@ import tracemalloc
 import pytest
 from django.utils import timezone
 
-from shop import services, stock_files
+from shop import crypto, services, stock_files
 from shop.models import CardKey, StockUpload, StockUploadSource
+from shop.services import uploads
 from shop.stock_files import Entry, StockFileError
 from tests import factories
 from tests.shop.helpers import plaintext_keys, upload
@@ -158,15 +159,15 @@ def test_a_run_that_stopped_mid_line_resumes_at_the_next_entry(product, settings
         actor=None,
         now=timezone.now(),
     )
-    sealer = services.crypto.CardKeySealer(
+    sealer = crypto.CardKeySealer(
         data_key=services.merchant_data_key(product.merchant), merchant_pk=product.merchant_id, product_pk=product.pk
     )
     # What a worker killed after its first batch leaves behind: two keys and the counters, committed.
-    services._stock_upload_batch_write(
+    uploads._stock_upload_batch_write(
         upload=started, sealer=sealer, entries=[Entry(1, 1, "A"), Entry(1, 2, "B")], entries_from=0, now=timezone.now()
     )
     with pytest.raises(services.StockUploadTakenOver):  # a second run still at the start stops itself
-        services._stock_upload_batch_write(
+        uploads._stock_upload_batch_write(
             upload=started, sealer=sealer, entries=[Entry(1, 1, "A")], entries_from=0, now=timezone.now()
         )
     done = services.stock_upload_process(upload_pk=started.pk, now=timezone.now())

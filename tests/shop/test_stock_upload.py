@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from shop import services
 from shop.models import CardKey, StockUpload, StockUploadSource
+from shop.services import uploads
 from shop.stock_files import Entry, StockFileError
 from tests import factories
 from tests.shop.helpers import plaintext_keys, rejections, upload
@@ -185,7 +186,7 @@ def test_a_run_that_stopped_half_way_resumes_after_its_last_batch(product, setti
     )
     # What a worker killed after its first batch leaves behind: two keys and the counters, committed.
     services.keys_import_batch(product=product, keys=[], now=timezone.now())
-    services._stock_upload_batch_write(
+    uploads._stock_upload_batch_write(
         upload=started,
         sealer=_sealer(product),
         entries=[Entry(1, 1, "A"), Entry(2, 1, "B")],

@@ -1,0 +1,112 @@
+"""Every write of the shop app, one module per concern; `from shop import services` reaches them all.
+
+| module | owns |
+|---|---|
+| `errors.py` | `ShopError`, the shop's refusal |
+| `merchants.py` | creation with a data key, sign-up, approval and rejection, edits, re-wrapping data keys |
+| `products.py` | listing, edits, pause and resume, the low-stock e-mail |
+| `keys.py` | reserve, release, sell, restock or revoke on refund, replace (inside escrow's transaction) |
+| `stock_copy.py` | the raw SQL: COPY / INSERT … ON CONFLICT DO NOTHING of sealed keys |
+| `stock.py` | importing a batch of keys, revoking unsold keys, recording an export |
+| `uploads.py` | stock uploads: start (checked whole), batched import, finish |
+| `tokens.py` | merchant API tokens: create after a fresh second factor, revoke, touch |
+
+Callers may import from the concern modules too; private steps are reached only there.
+"""
+
+from shop.services.errors import ShopError
+from shop.services.keys import (
+    KeyNotReplaceable,
+    OutOfStock,
+    key_replace,
+    keys_refund_restock,
+    keys_refund_revoke,
+    keys_release,
+    keys_reserve,
+    keys_sell,
+)
+from shop.services.merchants import (
+    MERCHANT_FIELDS,
+    merchant_approve,
+    merchant_create,
+    merchant_data_key,
+    merchant_data_keys_rewrap,
+    merchant_reject,
+    merchant_signup,
+    merchant_signup_visitor,
+    merchant_signup_with_account,
+    merchant_update,
+)
+from shop.services.products import (
+    PRODUCT_FIELDS,
+    product_create,
+    product_low_stock_check,
+    product_pause,
+    product_resume,
+    product_title_check,
+    product_update,
+)
+from shop.services.stock import ImportCounts, keys_export_record, keys_import_batch, keys_revoke
+from shop.services.stock_copy import card_keys_insert_skipping_duplicates
+from shop.services.tokens import (
+    API_TOKEN_PREFIX,
+    api_token_digest,
+    merchant_api_token_create,
+    merchant_api_token_create_unchecked,
+    merchant_api_token_revoke,
+    merchant_api_token_touch,
+)
+from shop.services.uploads import (
+    MAX_KEY_LENGTH,
+    STOCK_UPLOAD_FINISHED,
+    StockUploadTakenOver,
+    stock_upload_process,
+    stock_upload_start,
+)
+from shop.stock_files import StockFileError  # re-exported: callers catch it with ShopError
+
+__all__ = [
+    "API_TOKEN_PREFIX",
+    "MAX_KEY_LENGTH",
+    "MERCHANT_FIELDS",
+    "PRODUCT_FIELDS",
+    "STOCK_UPLOAD_FINISHED",
+    "ImportCounts",
+    "KeyNotReplaceable",
+    "OutOfStock",
+    "ShopError",
+    "StockFileError",
+    "StockUploadTakenOver",
+    "api_token_digest",
+    "card_keys_insert_skipping_duplicates",
+    "key_replace",
+    "keys_export_record",
+    "keys_import_batch",
+    "keys_refund_restock",
+    "keys_refund_revoke",
+    "keys_release",
+    "keys_reserve",
+    "keys_revoke",
+    "keys_sell",
+    "merchant_api_token_create",
+    "merchant_api_token_create_unchecked",
+    "merchant_api_token_revoke",
+    "merchant_api_token_touch",
+    "merchant_approve",
+    "merchant_create",
+    "merchant_data_key",
+    "merchant_data_keys_rewrap",
+    "merchant_reject",
+    "merchant_signup",
+    "merchant_signup_visitor",
+    "merchant_signup_with_account",
+    "merchant_update",
+    "product_create",
+    "product_low_stock_check",
+    "product_pause",
+    "product_resume",
+    "product_title_check",
+    "product_update",
+    "stock_upload_process",
+    "stock_upload_start",
+]

@@ -1,0 +1,119 @@
+"""Card keys on their way to a buyer, each step run by escrow inside its own transaction: reserve,
+release, sell, restock or revoke on a refund, replace in a dispute.
+
+Keys are claimed in key order with `SELECT … FOR UPDATE SKIP LOCKED`, so no key is sold twice and
+concurrent checkouts neither wait on each other nor deadlock; every status moves through
+`CARD_KEY_TRANSITIONS`.
+"""
+
+from django.db import transaction
+
+from shop.models import CARD_KEY_TRANSITIONS, CardKey, CardKeyStatus, Product
+
+
+class OutOfStock(Exception):
+    """Fewer available keys than asked for; nothing was reserved."""
+
+    def __init__(self, product_pk: int, wanted: int, found: int):
+        super().__init__(f"Product {product_pk}: {wanted} wanted, {found} available.")
+        self.wanted = wanted
+        self.found = found
+
+
+def keys_reserve(*, product: Product, quantity: int, order_pk: int) -> list[int]:
+    """Reserve `quantity` available keys of `product` for an order, or raise `OutOfStock`.
+
+    Must run inside the caller's transaction. Keys are taken in primary-key order with
+    `FOR UPDATE SKIP LOCKED`, so concurrent checkouts neither wait on each other's rows nor deadlock,
+    and no key is ever reserved twice.
+    """
+    assert transaction.get_connection().in_atomic_block, "keys_reserve needs the caller's transaction"
+    pks = list(
+        CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE)
+        .order_by("pk")
+        .select_for_update(skip_locked=True)
+        .values_list("pk", flat=True)[:quantity]
+    )
+    if len(pks) < quantity:
+        raise OutOfStock(product.pk, quantity, len(pks))
+    changed = CARD_KEY_TRANSITIONS.update(
+        queryset=CardKey.objects.filter(pk__in=pks),
+        to=CardKeyStatus.RESERVED,
+        from_=[CardKeyStatus.AVAILABLE],
+        order_id=order_pk,
+    )
+    if changed != quantity:  # cannot happen under the row locks; refuse rather than oversell
+        raise OutOfStock(product.pk, quantity, changed)
+    return pks
+
+
+def keys_release(*, order_pk: int) -> int:
+    """Return an unpaid order's reserved keys to stock. Idempotent."""
+    assert transaction.get_connection().in_atomic_block, "keys_release needs the caller's transaction"
+    return CARD_KEY_TRANSITIONS.update(
+        queryset=CardKey.objects.filter(order_id=order_pk),
+        to=CardKeyStatus.AVAILABLE,
+        from_=[CardKeyStatus.RESERVED],
+        order=None,
+    )
+
+
+def keys_sell(*, order_pk: int) -> int:
+    """Mark an order's reserved keys sold. Idempotent: already-sold keys stay as they are."""
+    assert transaction.get_connection().in_atomic_block, "keys_sell needs the caller's transaction"
+    return CARD_KEY_TRANSITIONS.update(queryset=CardKey.objects.filter(order_id=order_pk), to=CardKeyStatus.SOLD)
+
+
+def keys_refund_restock(*, order_pk: int, key_pks: list[int]) -> int:
+    """Put these keys of a refunded order back on sale (reserved or sold ones). Idempotent.
+
+    The caller decides which keys nobody can hold (escrow: never revealed); a key that was ever in a
+    merchant's export is never put back, whatever the caller asked.
+    """
+    assert transaction.get_connection().in_atomic_block, "keys_refund_restock needs the caller's transaction"
+    return CARD_KEY_TRANSITIONS.update(
+        queryset=CardKey.objects.filter(pk__in=key_pks, order_id=order_pk).exclude(
+            status=CardKeyStatus.SOLD, exported_at__isnull=False
+        ),
+        to=CardKeyStatus.AVAILABLE,
+        order=None,
+    )
+
+
+def keys_refund_revoke(*, order_pk: int, key_pks: list[int]) -> int:
+    """Take these keys of a refunded order out of sale for good; they stay linked to the order as
+    evidence. Reserved (never delivered) keys simply go back on sale. Idempotent."""
+    assert transaction.get_connection().in_atomic_block, "keys_refund_revoke needs the caller's transaction"
+    keys = CardKey.objects.filter(pk__in=key_pks, order_id=order_pk)
+    restocked = CARD_KEY_TRANSITIONS.update(
+        queryset=keys, to=CardKeyStatus.AVAILABLE, from_=[CardKeyStatus.RESERVED], order=None
+    )
+    revoked = CARD_KEY_TRANSITIONS.update(queryset=keys, to=CardKeyStatus.REVOKED, from_=[CardKeyStatus.SOLD])
+    return restocked + revoked
+
+
+class KeyNotReplaceable(Exception):
+    """The key is not a sold key of that order."""
+
+
+def key_replace(*, order_pk: int, key_pk: int) -> int:
+    """Swap one sold key of an order for a fresh key of the same product; return the fresh key's pk.
+
+    Must run inside the caller's transaction. The fresh key is taken like a sale (`keys_reserve`:
+    available keys in key order, `SKIP LOCKED`) and sold to the order; the old key stays on the order
+    as evidence, marked replaced, and is never sold again. Raises `KeyNotReplaceable` or `OutOfStock`
+    before changing anything.
+    """
+    assert transaction.get_connection().in_atomic_block, "key_replace needs the caller's transaction"
+    old = (
+        CardKey.objects.select_for_update(of=("self",))
+        .select_related("product")
+        .filter(pk=key_pk, order_id=order_pk, status=CardKeyStatus.SOLD)
+        .first()
+    )
+    if old is None:
+        raise KeyNotReplaceable(key_pk)
+    [fresh_pk] = keys_reserve(product=old.product, quantity=1, order_pk=order_pk)
+    CARD_KEY_TRANSITIONS.apply(model=CardKey, pk=fresh_pk, to=CardKeyStatus.SOLD, from_=[CardKeyStatus.RESERVED])
+    CARD_KEY_TRANSITIONS.apply(model=CardKey, pk=old.pk, to=CardKeyStatus.REPLACED, from_=[CardKeyStatus.SOLD])
+    return fresh_pk

@@ -1,0 +1,143 @@
+"""Products: listing and editing (a title is one line; a description is bounded and rendered to HTML
+once, here), pausing and resuming, and the one e-mail when stock runs low.
+"""
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from accounts.models import AuditAction, User
+from accounts.services import audit_record
+from shop.markdown import render_markdown
+from shop.models import (
+    DESCRIPTION_MAX_LENGTH,
+    PRODUCT_TRANSITIONS,
+    CardKey,
+    CardKeyStatus,
+    Merchant,
+    Product,
+    ProductStatus,
+)
+from shop.services.errors import ShopError
+
+
+def product_title_check(title: str) -> str:
+    """A title is one line: it goes into e-mail subjects and page headings as it is."""
+    if "".join(title.splitlines()) != title:
+        raise ShopError(_("A product title must be one line: remove the line breaks."), "bad_title")
+    return title
+
+
+# Not durable: the admin's change form calls it inside the transaction Django opens for the form.
+@transaction.atomic
+def product_create(
+    *, merchant: Merchant, title: str, price: int, currency: str, now: datetime, **fields: object
+) -> Product:
+    """List a product; its description (at most DESCRIPTION_MAX_LENGTH characters, else `ShopError`
+    `description_too_long` and nothing is created) is rendered to HTML here, once."""
+    product_title_check(title)
+    fields["description_html"] = _description_html(str(fields.get("description") or ""))
+    return Product.objects.create(
+        merchant=merchant, title=title, price=price, currency=currency, created_at=now, **fields
+    )
+
+
+def _description_html(description: str) -> str:
+    if len(description) > DESCRIPTION_MAX_LENGTH:
+        raise ShopError(
+            _("The description is longer than %(limit)s characters.") % {"limit": f"{DESCRIPTION_MAX_LENGTH:,}"},
+            "description_too_long",
+        )
+    return render_markdown(description)
+
+
+PRODUCT_FIELDS = {
+    "title",
+    "description",
+    "price",
+    "currency",
+    "category",
+    "inspection_hours",
+    "max_per_order",
+    "low_stock_threshold",
+}
+
+
+# Not durable: the admin's change form calls it inside the transaction Django opens for the form.
+@transaction.atomic
+def product_update(*, product: Product, actor: User | None, now: datetime, **fields: object) -> Product:
+    """Change a product's listing (not its status or stock). A new description is bounded and rendered
+    to HTML here, as in `product_create`; a refused one changes nothing. The audit row holds each
+    field's old and new value, read under the product's row lock."""
+    unknown = set(fields) - PRODUCT_FIELDS
+    if unknown:
+        raise ShopError(f"Not editable: {', '.join(sorted(unknown))}.")
+    if "title" in fields:
+        product_title_check(str(fields["title"]))
+    old = Product.objects.select_for_update().values(*fields).get(pk=product.pk) if fields else {}
+    updates = dict(fields)
+    if "description" in fields:
+        updates["description_html"] = _description_html(str(fields["description"] or ""))
+    Product.objects.filter(pk=product.pk).update(**updates)
+    audit_record(
+        action=AuditAction.PRODUCT_UPDATED,
+        subject=product,
+        now=now,
+        actor=actor,
+        data={"fields": sorted(fields), "old": old, "new": fields},
+    )
+    product.refresh_from_db()
+    product_low_stock_check(product_pk=product.pk, now=now)
+    return product
+
+
+@transaction.atomic(durable=True)
+def product_pause(*, product: Product, actor: User | None, now: datetime) -> Product:
+    """Take a product off sale; its stock stays."""
+    PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=ProductStatus.PAUSED)
+    audit_record(action=AuditAction.PRODUCT_PAUSED, subject=product, now=now, actor=actor)
+    product.refresh_from_db(fields=["status"])
+    return product
+
+
+@transaction.atomic(durable=True)
+def product_resume(*, product: Product, actor: User | None, now: datetime) -> Product:
+    """Put a paused product back on sale."""
+    PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=ProductStatus.ACTIVE)
+    audit_record(action=AuditAction.PRODUCT_RESUMED, subject=product, now=now, actor=actor)
+    product.refresh_from_db(fields=["status"])
+    return product
+
+
+@transaction.atomic
+def product_low_stock_check(*, product_pk: int, now: datetime) -> bool:
+    """Send the merchant one e-mail when available stock falls below the product's threshold.
+
+    `low_stock_notified_at` is set by compare-and-set when the e-mail is queued (so racing sales send one)
+    and cleared once stock is back at or above the threshold, arming the next e-mail. Call it after
+    anything that lowers or raises available stock; it is cheap (a count capped at the threshold). Returns whether an
+    e-mail was queued.
+    """
+    product = Product.objects.get(pk=product_pk)
+    # Counting stops at the threshold: "below it or not" needs no more rows, and below it the count is exact.
+    available = CardKey.objects.filter(product_id=product_pk, status=CardKeyStatus.AVAILABLE)[
+        : product.low_stock_threshold
+    ].count()
+    if available >= product.low_stock_threshold:
+        if product.low_stock_notified_at is not None:
+            Product.objects.filter(pk=product_pk).update(low_stock_notified_at=None)
+        return False
+    if product.low_stock_notified_at is not None:  # already told; the compare-and-set below settles races
+        return False
+    armed = Product.objects.filter(pk=product_pk, low_stock_notified_at__isnull=True).update(low_stock_notified_at=now)
+    if armed != 1:
+        return False
+    audit_record(action=AuditAction.PRODUCT_LOW_STOCK, subject=product, now=now, data={"available": available})
+    from shop.tasks import product_low_stock_email_task
+
+    # robust: it runs after a delivery commits; a broker hiccup must not turn that into a failed task.
+    transaction.on_commit(
+        lambda: product_low_stock_email_task.delay(product_pk=product_pk, available=available), robust=True
+    )
+    return True
