@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from config import api as config_api
+from core import api as core_api
 from escrow import api as escrow_api
 from escrow.gateways import SANDBOX, gateway_enabled
 from shop import api as shop_api
@@ -21,7 +21,7 @@ api_v1 = [
     path("merchant/stock-uploads/<int:pk>/", shop_merchant_api.StockUploadDetail.as_view(), name="merchant_upload"),
     # Last: a non-integer id or an unknown path ending in "/" answers the JSON 404. Paths without the
     # slash are left unmatched so that CommonMiddleware still redirects `/api/v1/products` to the list.
-    re_path(r"^(?:.*/)?$", config_api.not_found),
+    re_path(r"^(?:.*/)?$", core_api.not_found),
 ]
 
 urlpatterns = [

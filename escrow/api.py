@@ -6,7 +6,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import error_responses
+from core.api import error_responses
 from core.client_ip import client_ip
 from core.money import to_major
 from core.throttling import SharedScopedThrottle

@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 
-from config.api import error_responses
+from core.api import error_responses
 from core.money import to_major
 from shop.models import Product
 from shop.selectors import products_on_sale

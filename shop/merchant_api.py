@@ -16,7 +16,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import error_responses
+from core.api import error_responses
 from core.money import to_major
 from shop import selectors, services
 from shop.authentication import MerchantTokenAuthentication

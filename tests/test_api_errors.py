@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from config.api import exception_handler
+from core.api import exception_handler
 from core.errors import Refused
 from core.ratelimit import RateLimited
 from core.transitions import StateError
