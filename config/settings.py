@@ -245,6 +245,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Choice sets whose field names other components use too ("status", "outcome", …) get their own names.
+    "ENUM_NAME_OVERRIDES": {
+        "DisputeStatusEnum": "disputes.models.DisputeStatus",
+        "DisputeOutcomeEnum": "disputes.models.DisputeOutcome",
+        "DisputeMessageRoleEnum": "disputes.models.MessageRole",
+        "DisputeQuestionForEnum": ["buyer", "merchant"],
+        "DisputeDecisionEnum": ["refund", "release", "split"],
+    },
 }
 
 # --- the shop's own settings ----------------------------------------------------------------------

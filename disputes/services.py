@@ -48,6 +48,7 @@ class DisputeError(Refused):
         "cause_conflict": 409,
         "reopened_already": 409,
         "not_staff": 403,
+        "deadline_passed": 409,
     }
 
 
@@ -86,6 +87,13 @@ def _move(dispute: Dispute, *, to: str, from_: list[str], **fields: object) -> N
             code="bad_state",
         )
     DISPUTE_TRANSITIONS.apply(model=Dispute, pk=dispute.pk, to=to, from_=from_, mirror=dispute, **fields)
+
+
+def _in_time(dispute: Dispute, *, now: datetime) -> None:
+    """An answer that would change the outcome comes before the deadline; after it, the silence rule
+    applies (the sweeper runs it), so a late answer cannot overturn what the rules already decided."""
+    if now >= dispute.deadline:
+        raise DisputeError(_("The deadline for this answer has passed."), code="deadline_passed")
 
 
 def _note(dispute: Dispute, *, role: str, body: str, now: datetime, author: User | None = None, question_for=""):
@@ -208,6 +216,8 @@ def dispute_reopen(*, dispute_pk: int, statement: str, now: datetime, actor: Use
     dispute = _locked(dispute_pk)
     if dispute.status == DisputeStatus.REPLACED and dispute.reopen_count >= REOPENS_ALLOWED:
         raise DisputeError(_("A dispute can be reopened only once; ask staff instead."), code="reopened_already")
+    if dispute.status == DisputeStatus.REPLACED:
+        _in_time(dispute, now=now)
     _move(
         dispute,
         to=DisputeStatus.OPEN,
@@ -226,6 +236,8 @@ def dispute_escalate(*, dispute_pk: int, now: datetime, actor: User | None = Non
     """The buyer asks staff to decide now (after a contest or a replacement); staff have until the
     published arbitration deadline, `DISPUTE_ARBITRATION_HOURS` from now."""
     dispute = _locked(dispute_pk)
+    if dispute.status in BUYER_CLOCK:
+        _in_time(dispute, now=now)
     _escalate(dispute, now=now, actor=actor)
     return dispute
 
@@ -240,6 +252,8 @@ def dispute_replace(*, dispute_pk: int, now: datetime, actor: User | None = None
     `DISPUTE_BUYER_HOURS` to accept, reopen once or escalate; silence releases. Refused `out_of_stock`
     (nothing replaced) when there are not enough keys."""
     dispute = _locked(dispute_pk)
+    if dispute.status == DisputeStatus.OPEN:
+        _in_time(dispute, now=now)
     _move(dispute, to=DisputeStatus.REPLACED, from_=[DisputeStatus.OPEN], deadline=now + _hours("DISPUTE_BUYER_HOURS"))
     fresh = []
     for key_pk in _key_pks(dispute):
@@ -278,6 +292,8 @@ def dispute_contest(*, dispute_pk: int, statement: str, now: datetime, actor: Us
     if they answered, the dispute goes to staff at the deadline; silence releases the money."""
     statement = _text(statement, field=_("statement"))
     dispute = _locked(dispute_pk)
+    if dispute.status == DisputeStatus.OPEN:
+        _in_time(dispute, now=now)
     _move(
         dispute,
         to=DisputeStatus.CONTESTED,

@@ -68,3 +68,46 @@ def test_the_buyer_accepting_as_the_deadline_passes_leaves_one_outcome():
         assert dispute.order.status == OrderStatus.COMPLETED
         assert DisputeAction.objects.filter(order=dispute.order, kind="release").count() == 1
         assert ledger_problems() == []
+
+
+@race
+def test_two_openings_at_once_leave_one_dispute():
+    from tests.disputes.helpers import delivered
+
+    for _ in range(3):
+        order = delivered()
+        results = run_together(
+            *[
+                lambda order=order: services.dispute_open(
+                    order_pk=order.pk, reason="other", statement="Broken.", now=timezone.now()
+                )
+            ]
+            * 2
+        )
+        assert sorted(type(r).__name__ for r in results) == ["Dispute", "DisputeError"], results
+        assert next(r for r in results if isinstance(r, DisputeError)).code == "already_disputed"
+        assert Dispute.objects.filter(order=order).count() == 1
+        assert DisputeAction.objects.filter(order=order).count() == 1
+        assert ledger_problems() == []
+
+
+@race
+def test_opening_as_the_buyer_confirms_leaves_one_outcome():
+    from escrow import services as escrow_services
+    from tests.disputes.helpers import delivered
+
+    for _ in range(3):
+        order = delivered()
+        opened_, confirmed = run_together(
+            lambda order=order: services.dispute_open(
+                order_pk=order.pk, reason="other", statement="Broken.", now=timezone.now()
+            ),
+            lambda order=order: escrow_services.order_confirm_receipt(order=order, now=timezone.now()),
+        )
+        order.refresh_from_db()
+        if isinstance(opened_, Dispute):
+            assert order.status == OrderStatus.DISPUTED and not isinstance(confirmed, type(order))
+        else:
+            assert opened_.code == "bad_state" and order.status == OrderStatus.COMPLETED
+            assert not Dispute.objects.filter(order=order).exists()
+        assert ledger_problems() == []

@@ -361,3 +361,20 @@ def test_messages_are_refused_on_a_resolved_dispute(run_on_commit):
         question_for="merchant",
         now=timezone.now(),
     )
+
+
+@db
+def test_answers_after_their_deadline_are_refused_and_the_silence_rule_applies(run_on_commit):
+    now = timezone.now()
+    dispute = opened(run_on_commit, now=now)
+    late = dispute.deadline
+    assert_refused("deadline_passed", services.dispute_replace, dispute_pk=dispute.pk, now=late)
+    assert_refused("deadline_passed", services.dispute_contest, dispute_pk=dispute.pk, statement="No.", now=late)
+
+    other = opened(run_on_commit, now=now)
+    services.dispute_contest(dispute_pk=other.pk, statement="No.", now=now)
+    late = fresh(other).deadline
+    assert_refused("deadline_passed", services.dispute_escalate, dispute_pk=other.pk, now=late)
+    assert services.disputes_sweep(now=late) == 2  # both silence rules: a refund and a release
+    assert (fresh(dispute).outcome, fresh(other).outcome) == (DisputeOutcome.REFUNDED, DisputeOutcome.RELEASED)
+    assert ledger_problems() == []
