@@ -39,6 +39,7 @@ api_v1 = [
         disputes_api.MerchantDisputeContest.as_view(),
         name="merchant_dispute_contest",
     ),
+    path("staff/disputes/", disputes_api.StaffDisputeQueue.as_view(), name="staff_disputes"),
     path("staff/disputes/<int:pk>/decide/", disputes_api.StaffDisputeDecide.as_view(), name="staff_dispute_decide"),
     path("merchant/products/", shop_merchant_api.MerchantProductList.as_view(), name="merchant_products"),
     path("merchant/products/<int:pk>/stock/", shop_merchant_api.StockUploadCreate.as_view(), name="merchant_stock"),

@@ -414,3 +414,24 @@ class StaffDisputeDecide(APIView):
             actor=request.user,
         )
         return _status(dispute)
+
+
+class QueuedDisputeSerializer(MerchantDisputeSerializer):
+    is_overdue = serializers.BooleanField(help_text="Past the published arbitration deadline.")
+
+    class Meta(MerchantDisputeSerializer.Meta):
+        fields = [*MerchantDisputeSerializer.Meta.fields, "is_overdue"]
+
+
+@extend_schema_view(
+    get=extend_schema(responses={200: QueuedDisputeSerializer(many=True), **error_responses(ACCESS_ERRORS)})
+)
+class StaffDisputeQueue(generics.ListAPIView):
+    """Escalated disputes, closest to the arbitration deadline first; overdue ones are flagged."""
+
+    authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
+    permission_classes = [IsVerifiedStaff]
+    serializer_class = QueuedDisputeSerializer
+
+    def get_queryset(self):
+        return selectors.disputes_arbitration_queue(now=timezone.now()).prefetch_related("keys")

@@ -3,6 +3,7 @@ everything a refused call must leave as it was."""
 
 from contextlib import nullcontext
 
+from django.core import mail
 from django.utils import timezone
 
 from accounts.models import AuditEntry
@@ -53,4 +54,5 @@ def everything() -> tuple:
         Refund.objects.count(),
         DisputeAction.objects.count(),
         AuditEntry.objects.count(),
+        len(mail.outbox),
     )

@@ -308,3 +308,21 @@ def test_the_schema_documents_the_dispute_paths():
     ):
         assert path in schema["paths"], path
     assert "staffToken" in schema["components"]["securitySchemes"]
+
+
+def test_staff_queue_lists_escalated_disputes_by_deadline_with_overdue_flagged(run_on_commit):
+    now = timezone.now()
+    late = opened(run_on_commit, now=now - timedelta(days=10))
+    soon = opened(run_on_commit)
+    opened(run_on_commit)  # still with the merchant: not in the queue
+    for dispute, at in ((late, now - timedelta(days=9)), (soon, now)):
+        services.dispute_contest(dispute_pk=dispute.pk, statement="No", now=at)
+        services.dispute_escalate(dispute_pk=dispute.pk, now=at)
+    response = staff_client().get("/api/v1/staff/disputes/")
+    assert response.status_code == 200
+    assert [(row["id"], row["is_overdue"]) for row in response.json()["results"]] == [
+        (late.pk, True),
+        (soon.pk, False),
+    ]
+    assert merchant_client(late.order).get("/api/v1/staff/disputes/").status_code == 401
+    assert guest(late.order).get("/api/v1/staff/disputes/").status_code in (401, 403)

@@ -378,3 +378,31 @@ def test_answers_after_their_deadline_are_refused_and_the_silence_rule_applies(r
     assert services.disputes_sweep(now=late) == 2  # both silence rules: a refund and a release
     assert (fresh(dispute).outcome, fresh(other).outcome) == (DisputeOutcome.REFUNDED, DisputeOutcome.RELEASED)
     assert ledger_problems() == []
+
+
+@db
+def test_the_beat_task_applies_the_silence_rules(run_on_commit):
+    import time_machine
+
+    from config.celery import app
+    from disputes.tasks import disputes_sweep_task
+
+    schedule = app.conf.beat_schedule["disputes.disputes_sweep"]
+    assert schedule["task"] == disputes_sweep_task.name
+    dispute = opened(run_on_commit)
+    with time_machine.travel(dispute.deadline + timedelta(seconds=1)), run_on_commit():
+        assert disputes_sweep_task.delay().get() == 1
+    assert fresh(dispute).outcome == DisputeOutcome.REFUNDED
+    assert ledger_problems() == []
+
+
+@db
+def test_each_step_notifies_both_parties_after_commit(run_on_commit):
+    dispute = opened(run_on_commit)
+    mail.outbox.clear()
+    with run_on_commit() as callbacks:
+        services.dispute_contest(dispute_pk=dispute.pk, statement="No.", now=timezone.now())
+        assert mail.outbox == []  # nothing leaves before the commit
+    assert callbacks
+    assert sorted(m.to[0] for m in mail.outbox) == sorted([dispute.order.email, dispute.order.merchant.user.email])
+    assert all(m.extra_headers["X-Shop-Event"] == "dispute.contested" for m in mail.outbox)
