@@ -406,3 +406,19 @@ def test_each_step_notifies_both_parties_after_commit(run_on_commit):
     assert callbacks
     assert sorted(m.to[0] for m in mail.outbox) == sorted([dispute.order.email, dispute.order.merchant.user.email])
     assert all(m.extra_headers["X-Shop-Event"] == "dispute.contested" for m in mail.outbox)
+
+
+@db
+def test_after_a_reopen_the_merchants_silence_refunds_the_replacement(run_on_commit):
+    now = timezone.now()
+    dispute = opened(run_on_commit, now=now, quantity=2, key_pks=None)
+    services.dispute_replace(dispute_pk=dispute.pk, now=now)
+    services.dispute_reopen(dispute_pk=dispute.pk, statement="Both fail.", now=now)
+    with run_on_commit():
+        assert services.disputes_sweep(now=fresh(dispute).deadline) == 1
+    dispute = fresh(dispute)
+    assert (dispute.outcome, dispute.order.status) == (DisputeOutcome.REFUNDED, OrderStatus.REFUNDED)
+    assert Refund.objects.get(order=dispute.order).amount == dispute.order.amount
+    statuses = sorted(CardKey.objects.filter(order=dispute.order).values_list("status", flat=True))
+    assert statuses == ["replaced", "replaced", "revoked", "revoked"]
+    assert ledger_problems() == []
