@@ -34,6 +34,13 @@ class AuditAction(models.TextChoices):
     ALERT_RAISED = "alert.raised", "alert.raised"
     API_TOKEN_CREATED = "api_token.created", "api_token.created"
     API_TOKEN_REVOKED = "api_token.revoked", "api_token.revoked"
+    DISPUTE_OPENED = "dispute.opened", "dispute.opened"
+    DISPUTE_REPLACED = "dispute.replaced", "dispute.replaced"
+    DISPUTE_REOPENED = "dispute.reopened", "dispute.reopened"
+    DISPUTE_CONTESTED = "dispute.contested", "dispute.contested"
+    DISPUTE_ESCALATED = "dispute.escalated", "dispute.escalated"
+    DISPUTE_QUESTION_ASKED = "dispute.question_asked", "dispute.question_asked"
+    DISPUTE_RESOLVED = "dispute.resolved", "dispute.resolved"
     LIABILITIES_PUBLISHED = "liabilities.published", "liabilities.published"
     MERCHANT_CREATED = "merchant.created", "merchant.created"
     MERCHANT_APPROVED = "merchant.approved", "merchant.approved"
@@ -91,6 +98,27 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action} {self.subject_type}:{self.subject_id}"
+
+
+class StaffApiToken(models.Model):
+    """A staff member's API token (arbitration scripts). Only its SHA-256 digest is stored; the token is
+    shown once, at creation, which needs a fresh second factor (`accounts.services.staff_api_token_create`)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="staff_api_tokens")
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        verbose_name = _("staff API token")
+        verbose_name_plural = _("staff API tokens")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
 
 
 class Alert(models.Model):

@@ -1,6 +1,8 @@
+import hashlib
 import logging
 import math
 import os
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -10,8 +12,18 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts import sealing
-from accounts.models import Alert, AuditAction, AuditEntry, AuthenticatorDevice, BackupCode, BackupCodeDevice, User
+from accounts.models import (
+    Alert,
+    AuditAction,
+    AuditEntry,
+    AuthenticatorDevice,
+    BackupCode,
+    BackupCodeDevice,
+    StaffApiToken,
+    User,
+)
 from core import crypto
+from core.errors import Refused
 from core.mail import mail_send
 
 logger = logging.getLogger(__name__)
@@ -348,3 +360,83 @@ def alert_raise(*, key: str, kind: str, message: str, now: datetime, data: dict[
 
             transaction.on_commit(alert_mail)
     return created
+
+
+# --- staff API tokens -------------------------------------------------------------------------------
+
+STAFF_TOKEN_PREFIX = "cks_staff_"  # noqa: S105 - a label, not a secret; tells a staff token from a merchant's
+
+
+class StaffTokenRefused(Refused):
+    """A staff token the rules refuse to create; nothing was created."""
+
+    status_code = 403
+
+
+def staff_api_token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def staff_api_token_create(*, user: User, name: str, code: str, now: datetime) -> tuple[StaffApiToken, str]:
+    """Create a staff API token after a fresh second factor from `user`; returns it with its secret,
+    shown once and never stored. A token acts for staff without any second factor, so only a verified
+    moment may mint one: refused (`StaffTokenRefused`, nothing created) for a non-staff user
+    ("not_staff"), without a confirmed device ("two_factor_required") or with a wrong or reused code
+    ("bad_code")."""
+    if not user.is_staff or not user.is_active:
+        raise StaffTokenRefused(_("Only staff may create a staff API token."), code="not_staff")
+    try:
+        otp_fresh_code_check(user=user, code=code, now=now)  # commits on its own: a failure must count
+    except TwoFactorRequired:
+        raise StaffTokenRefused(
+            _("API tokens need two-factor authentication: set it up first."), code="two_factor_required"
+        ) from None
+    except TwoFactorInvalid:
+        raise StaffTokenRefused(
+            _("That code is wrong or was already used. Enter a fresh code from your app."), code="bad_code"
+        ) from None
+    return staff_api_token_create_unchecked(user=user, name=name, now=now)
+
+
+@transaction.atomic
+def staff_api_token_create_unchecked(
+    *, user: User, name: str, now: datetime, token: str | None = None
+) -> tuple[StaffApiToken, str]:
+    """Create a staff API token WITHOUT a fresh second factor (for `staff_api_token_create`, which
+    checked one, demo data and tests; a request must never reach it). Returns it with its secret."""
+    if not user.is_staff:
+        raise StaffTokenRefused(_("Only staff may create a staff API token."), code="not_staff")
+    token = token or STAFF_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    record = StaffApiToken.objects.create(
+        user=user,
+        name=name.strip() or _("API token"),
+        prefix=token[:14],
+        digest=staff_api_token_digest(token),
+        created_at=now,
+    )
+    audit_record(action=AuditAction.API_TOKEN_CREATED, subject=record, now=now, actor=user, data={"name": record.name})
+    return record, token
+
+
+@transaction.atomic
+def staff_api_token_revoke(*, token: StaffApiToken, actor: User | None, now: datetime) -> bool:
+    """Revoke a staff token at once. Revoking a revoked token changes nothing and returns False."""
+    changed = StaffApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)
+    if changed:
+        audit_record(action=AuditAction.API_TOKEN_REVOKED, subject=token, now=now, actor=actor)
+    return bool(changed)
+
+
+def staff_api_token_active(*, token: str) -> StaffApiToken | None:
+    """The active token whose digest matches, with its user, or None."""
+    return (
+        StaffApiToken.objects.select_related("user")
+        .filter(digest=staff_api_token_digest(token), revoked_at__isnull=True)
+        .first()
+    )
+
+
+def staff_api_token_touch(*, token: StaffApiToken, now: datetime) -> None:
+    """Note the token's use, at most once a minute (no write on every request)."""
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        StaffApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

@@ -26,6 +26,9 @@ app.conf.beat_schedule = {
     # Inspection windows are hours long; a minute late is invisible to merchants, and each run
     # releases everything due in a few bulk transactions.
     "escrow.orders_release": {"task": "escrow.orders_release", "schedule": 60.0},
+    # Dispute deadlines are two or three days long; applying each silence rule within five minutes is
+    # well inside what anyone notices, and an idle run is one indexed query.
+    "disputes.disputes_sweep": {"task": "disputes.disputes_sweep", "schedule": 300.0},
     # Reserve holds last days; releasing them within the hour is plenty and costs one query when idle.
     "escrow.reserves_release": {"task": "escrow.reserves_release", "schedule": 3600.0},
     # Reconciliation compares whole (UTC) days with the gateway's books, so once a day, after midnight

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "accounts",
     "shop",
     "escrow",
+    "disputes",
 ]
 
 MIDDLEWARE = [
@@ -244,6 +245,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Choice sets whose field names other components use too ("status", "outcome", …) get their own names.
+    "ENUM_NAME_OVERRIDES": {
+        "DisputeStatusEnum": "disputes.models.DisputeStatus",
+        "DisputeOutcomeEnum": "disputes.models.DisputeOutcome",
+        "DisputeMessageRoleEnum": "disputes.models.MessageRole",
+        "DisputeQuestionForEnum": ["buyer", "merchant"],
+        "DisputeDecisionEnum": ["refund", "release", "split"],
+    },
 }
 
 # --- the shop's own settings ----------------------------------------------------------------------
@@ -273,6 +282,11 @@ RESERVE_PERCENT = Decimal(os.environ.get("RESERVE_PERCENT", "10"))
 RESERVE_DAYS = int(os.environ.get("RESERVE_DAYS", "14"))
 RESERVE_MERCHANT_AGE_DAYS = int(os.environ.get("RESERVE_MERCHANT_AGE_DAYS", "90"))
 # Smallest withdrawal, in minor units (1000 = 10.00).
+# Disputes (disputes/README.md): hours the merchant has to answer, the buyer to answer a replacement or
+# a contest, and staff to arbitrate (published; the queue flags overdue ones).
+DISPUTE_MERCHANT_HOURS = int(os.environ.get("DISPUTE_MERCHANT_HOURS", "48"))
+DISPUTE_BUYER_HOURS = int(os.environ.get("DISPUTE_BUYER_HOURS", "48"))
+DISPUTE_ARBITRATION_HOURS = int(os.environ.get("DISPUTE_ARBITRATION_HOURS", "72"))
 WITHDRAWAL_MINIMUM = int(os.environ.get("WITHDRAWAL_MINIMUM", "1000"))
 OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Card-key shop")
 BACKUP_CODE_COUNT = 10

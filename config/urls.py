@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from core import api as core_api
+from disputes import api as disputes_api
 from escrow import api as escrow_api
 from escrow.gateways import SANDBOX, gateway_enabled
 from shop import api as shop_api
@@ -16,6 +17,30 @@ api_v1 = [
     path("orders/<int:pk>/", escrow_api.OrderDetail.as_view(), name="order"),
     path("orders/<int:pk>/keys/", escrow_api.OrderKeys.as_view(), name="order_keys"),
     path("orders/<int:pk>/confirm/", escrow_api.OrderConfirm.as_view(), name="order_confirm"),
+    path("orders/<int:pk>/disputes/", disputes_api.DisputeOpen.as_view(), name="order_disputes"),
+    path("disputes/<int:pk>/", disputes_api.DisputeDetail.as_view(), name="dispute"),
+    path("disputes/<int:pk>/messages/", disputes_api.DisputeMessageCreate.as_view(), name="dispute_messages"),
+    path("disputes/<int:pk>/accept/", disputes_api.DisputeAccept.as_view(), name="dispute_accept"),
+    path("disputes/<int:pk>/escalate/", disputes_api.DisputeEscalate.as_view(), name="dispute_escalate"),
+    path("disputes/<int:pk>/reopen/", disputes_api.DisputeReopen.as_view(), name="dispute_reopen"),
+    path("merchant/disputes/", disputes_api.MerchantDisputeList.as_view(), name="merchant_disputes"),
+    path(
+        "merchant/disputes/<int:pk>/replace/",
+        disputes_api.MerchantDisputeReplace.as_view(),
+        name="merchant_dispute_replace",
+    ),
+    path(
+        "merchant/disputes/<int:pk>/refund/",
+        disputes_api.MerchantDisputeRefund.as_view(),
+        name="merchant_dispute_refund",
+    ),
+    path(
+        "merchant/disputes/<int:pk>/contest/",
+        disputes_api.MerchantDisputeContest.as_view(),
+        name="merchant_dispute_contest",
+    ),
+    path("staff/disputes/", disputes_api.StaffDisputeQueue.as_view(), name="staff_disputes"),
+    path("staff/disputes/<int:pk>/decide/", disputes_api.StaffDisputeDecide.as_view(), name="staff_dispute_decide"),
     path("merchant/products/", shop_merchant_api.MerchantProductList.as_view(), name="merchant_products"),
     path("merchant/products/<int:pk>/stock/", shop_merchant_api.StockUploadCreate.as_view(), name="merchant_stock"),
     path("merchant/stock-uploads/<int:pk>/", shop_merchant_api.StockUploadDetail.as_view(), name="merchant_upload"),

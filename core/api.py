@@ -1,5 +1,7 @@
 """The API's one error shape: `{"detail": "<message>", "code": "<machine code>"}` with a 4xx status."""
 
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers
@@ -32,6 +34,11 @@ def _as_api_exception(exc: Exception) -> Exception:
         return error
     if isinstance(exc, RateLimited):
         return exceptions.Throttled(wait=exc.retry_after)  # 429 with Retry-After
+    # Django's own (selectors raise Http404 for what the caller may not see), in the same shape as DRF's.
+    if isinstance(exc, Http404):
+        return exceptions.NotFound()
+    if isinstance(exc, PermissionDenied):
+        return exceptions.PermissionDenied()
     if isinstance(exc, StateError):
         return Conflict(_("This cannot be done in its current state."), code="bad_state")
     return exc

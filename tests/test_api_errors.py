@@ -191,3 +191,11 @@ def test_a_list_path_without_its_slash_still_redirects_to_the_list():
     response = Client().get("/api/v1/products")
     assert response.status_code == 301
     assert response["Location"] == "/api/v1/products/"
+
+
+@pytest.mark.django_db
+def test_an_order_the_caller_does_not_own_answers_the_json_404_with_its_code():
+    # Django's Http404 (raised by selectors such as order_for_viewer) gets the same shape as DRF's own.
+    response = Client(HTTP_X_ORDER_TOKEN="wrong").get("/api/v1/orders/999999/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found.", "code": "not_found"}

@@ -82,3 +82,23 @@ def test_seed_demo_gives_merchant_and_staff_a_device_and_backup_codes(settings, 
     staff = User.objects.get(username="staff")
     assert accounts_services.backup_codes_unused(user=staff, codes=first["staff"][1]) == []
     assert accounts_services.backup_codes_left(staff) == 5
+
+
+def test_seed_demo_prints_a_working_staff_token_and_is_idempotent(settings, tmp_path, capsys):
+    from accounts.models import StaffApiToken
+
+    settings.VAR_DIR = tmp_path
+
+    def staff_token() -> str:
+        call_command("seed_demo")
+        line = next(line for line in capsys.readouterr().out.splitlines() if "staff API token" in line)
+        return line.rsplit(" ", 1)[1]
+
+    first = staff_token()
+    assert first == staff_token()
+    assert StaffApiToken.objects.filter(user__username="staff", revoked_at=None).count() == 1
+    # It authenticates as staff on the staff API (an unknown dispute: 404, not 401).
+    response = Client(HTTP_AUTHORIZATION=f"Token {first}").post(
+        "/api/v1/staff/disputes/999999/decide/", {}, content_type="application/json"
+    )
+    assert response.status_code == 404

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from accounts import services as accounts_services
-from accounts.models import User
+from accounts.models import StaffApiToken, User
 from shop import selectors, services
 from shop.models import CardKey, Merchant, MerchantApiToken, MerchantStatus, Product
 
@@ -25,6 +25,10 @@ DEMO_BACKUP_CODES = 5
 
 def demo_token_file() -> Path:
     return Path(settings.VAR_DIR) / "demo-merchant-token.txt"
+
+
+def demo_staff_token_file() -> Path:
+    return Path(settings.VAR_DIR) / "demo-staff-token.txt"
 
 
 def demo_backup_codes_file() -> Path:
@@ -67,12 +71,14 @@ class Command(BaseCommand):
                 ]
                 services.keys_import_batch(product=product, keys=keys, now=now)
         token = self._demo_token(merchant, now)
+        staff_token = self._demo_staff_token(staff, now)
         two_factor = self._demo_two_factor({"merchant": merchant_user, "staff": staff}, now)
 
         self.stdout.write(f"Demo data is ready. Logins (password for all: {DEMO_PASSWORD}):")
         for role, user in (("merchant", merchant_user), ("buyer", buyer), ("staff", staff)):
             self.stdout.write(f"  {role:<9} {user.username}")
         self.stdout.write(f"Demo merchant API token (header 'Authorization: Token …'): {token}")
+        self.stdout.write(f"Demo staff API token (disputes arbitration, same header): {staff_token}")
         self.stdout.write("Merchant and staff sign-ins then ask for a code: add the URI to an authenticator app,")
         self.stdout.write("or use a backup code (each works once):")
         for role, (uri, codes) in two_factor.items():
@@ -94,6 +100,22 @@ class Command(BaseCommand):
         _record, token = services.merchant_api_token_create_unchecked(
             merchant=merchant, name=DEMO_TOKEN_NAME, actor=None, now=now
         )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+        return token
+
+    def _demo_staff_token(self, staff: User, now) -> str:
+        """The staff user's API token, kept in var/ like the merchant's (a rerun prints the same one)."""
+        path = demo_staff_token_file()
+        if path.exists():
+            saved = path.read_text().strip()
+            found = accounts_services.staff_api_token_active(token=saved)
+            if found is not None and found.user_id == staff.pk:
+                return saved
+        for stale in StaffApiToken.objects.filter(user=staff, name=DEMO_TOKEN_NAME, revoked_at=None):
+            accounts_services.staff_api_token_revoke(token=stale, actor=None, now=now)
+        _record, token = accounts_services.staff_api_token_create_unchecked(user=staff, name=DEMO_TOKEN_NAME, now=now)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(token + "\n")
         path.chmod(0o600)
