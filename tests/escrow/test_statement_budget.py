@@ -42,7 +42,7 @@ def _purchase(api: Client, product, queued) -> None:
     """One purchase, uncounted: the first of a currency opens the platform's ledger accounts."""
     placed = factories.order_place(product=product, quantity=1, email="first@example.com")
     assert factories.pay(placed.order).status_code == 200
-    tasks.order_deliver_task.apply(kwargs=queued.pop())
+    tasks.order_deliver_task.apply(kwargs=queued.pop(), throw=True)
 
 
 def _purchase_steps(queued) -> dict[str, int]:
@@ -64,7 +64,7 @@ def _purchase_steps(queued) -> dict[str, int]:
     paid, webhook = _counted("webhook", lambda: factories.webhook_post(Client(), body, headers))
     assert paid.status_code == 200, paid.content
     assert queued == [{"order_pk": order.pk}]
-    _, delivery = _counted("delivery task", lambda: tasks.order_deliver_task.apply(kwargs=queued[0]).get())
+    _, delivery = _counted("delivery task", lambda: tasks.order_deliver_task.apply(kwargs=queued[0], throw=True))
     assert Order.objects.get(pk=order.pk).status == OrderStatus.DELIVERED
     token = {"X-Order-Token": created.json()["access_token"]}
     keys, reveal = _counted("key reveal", lambda: api.get(f"/api/v1/orders/{order.pk}/keys/", headers=token))
