@@ -257,9 +257,11 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         return order
     if payment.status == PaymentStatus.FAILED:
         logger.warning("escrow.payment_succeeded_after_failure", extra={"order": order.pk, "payment": payment.pk})
-    clearing = ledger.platform_account(AccountKind.GATEWAY_CLEARING, event.currency)
 
     if event.amount != payment.amount or event.currency != payment.currency:
+        clearing, suspense = ledger.accounts(
+            (AccountKind.GATEWAY_CLEARING, event.currency, None), (AccountKind.SUSPENSE, event.currency, None)
+        )
         PAYMENT_TRANSITIONS.apply(
             model=Payment,
             pk=payment.pk,
@@ -272,7 +274,7 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         ledger.transfer(
             transfer_id=f"payment:{payment.pk}",
             debit=clearing,
-            credit=ledger.platform_account(AccountKind.SUSPENSE, event.currency),
+            credit=suspense,
             amount=event.amount,
             code="payment_mismatch",
             order=order,
@@ -300,7 +302,9 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     audit_record(
         action=AuditAction.PAYMENT_SUCCEEDED, subject=order, now=now, data={"payment": payment.pk, "late": late}
     )
-    escrow, available, fees = ledger.accounts(
+    # The amount and currency match the order's from here on: all four accounts in one query.
+    clearing, escrow, available, fees = ledger.accounts(
+        (AccountKind.GATEWAY_CLEARING, order.currency, None),
         (AccountKind.ESCROW, order.currency, None),
         (AccountKind.MERCHANT_AVAILABLE, order.currency, order.merchant_id),
         (AccountKind.PLATFORM_FEES, order.currency, None),

@@ -82,11 +82,11 @@ BUDGET = {
     "checkout": 10,
     # payment by gateway id (outside the transaction: a bad one is refused without one); BEGIN;
     # INSERT webhook event ON CONFLICT DO NOTHING RETURNING (replay check, no savepoint); payment FOR
-    # UPDATE; order FOR UPDATE; clearing account; UPDATE payment; UPDATE order; INSERT audit
-    # payment.succeeded; escrow + merchant + fee accounts in one SELECT; SAVEPOINT, INSERT the three
+    # UPDATE; order FOR UPDATE; UPDATE payment; UPDATE order; INSERT audit payment.succeeded;
+    # clearing + escrow + merchant + fee accounts in one SELECT; SAVEPOINT, INSERT the three
     # transfers, RELEASE (ledger.transfers: a duplicate transfer id is told apart from other errors);
     # SELECT the transfers back; lock the four accounts; four balance UPDATEs; COMMIT. (Was 22.)
-    "webhook": 20,
+    "webhook": 19,
     # BEGIN; order FOR UPDATE with product and merchant; UPDATE keys sold; UPDATE order delivered;
     # INSERT audit order.delivered; count available stock up to the low-stock threshold; COMMIT.
     # (Was 10: the low-stock check read the product again inside a savepoint of its own.)
