@@ -1,10 +1,12 @@
 """Every write of the escrow app: orders, payments, delivery, the money held and released."""
 
 import logging
+import operator
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -100,16 +102,16 @@ def _reservation_caps_check(*, email: str, ip: str | None, quantity: int) -> Non
     identity, so concurrent checkouts of one buyer are counted one after the other."""
     identities = [f"email:{email.strip().lower()}"] + ([f"ip:{ip}"] if ip else [])
     checkout_identities_lock(identities)
-    # Both identities' holdings in one statement, each sum over its own rows.
-    by_email = Q(email__iexact=email.strip())
-    by_ip = Q(checkout_ip=ip) if ip else Q(pk__in=[])
-    held = Order.objects.filter(by_email | by_ip, status=OrderStatus.AWAITING_PAYMENT).aggregate(
-        email=Sum("quantity", filter=by_email), ip=Sum("quantity", filter=by_ip)
-    )
-    caps = [(held["email"], settings.RESERVATION_MAX_KEYS_PER_EMAIL)]
+    # Every identity's holdings in one statement, each sum over its own rows.
+    rows = {"email": Q(email__iexact=email.strip())}
     if ip:
-        caps.append((held["ip"], settings.RESERVATION_MAX_KEYS_PER_IP))
-    for held_keys, cap in caps:
+        rows["ip"] = Q(checkout_ip=ip)
+    held_by = Order.objects.filter(reduce(operator.or_, rows.values()), status=OrderStatus.AWAITING_PAYMENT).aggregate(
+        **{name: Sum("quantity", filter=condition) for name, condition in rows.items()}
+    )
+    caps = {"email": settings.RESERVATION_MAX_KEYS_PER_EMAIL, "ip": settings.RESERVATION_MAX_KEYS_PER_IP}
+    for name, held_keys in held_by.items():
+        cap = caps[name]
         held = held_keys or 0
         if held + quantity > cap:
             raise CheckoutError(
