@@ -4,12 +4,28 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def _database_connections_tidy(sender=None, **kwargs) -> None:
+    """Around each task in a worker, what Django does around each request: close a connection that
+    failed (a backend terminated mid-task) or outlived CONN_MAX_AGE, and health-check the rest before
+    their next use. An eager task runs inside its caller's transaction, whose connection is not ours."""
+    if sender is not None and getattr(sender.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
+task_prerun.connect(_database_connections_tidy, weak=False)
+task_postrun.connect(_database_connections_tidy, weak=False)
 
 app.conf.beat_schedule = {
     # A paid order is delivered within a second by the task queued at payment; this sweep catches the

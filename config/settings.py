@@ -109,7 +109,9 @@ TEMPLATES = [
 
 # --- database -------------------------------------------------------------------------------------
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+# Web and worker processes keep their connection for up to a minute (no connect per request or task),
+# checked with a ping before its first use in each request or task, so one PostgreSQL dropped is replaced.
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The demo runs a web server and a Celery worker against one file: WAL lets readers go on while
     # one writer writes, IMMEDIATE takes the write lock up front instead of failing half-way.
@@ -222,6 +224,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every database connection before and after each task unless this many
+# tasks have not run yet: never, here. config/celery.py closes them around tasks as Django does around
+# requests instead (only the broken ones and those older than CONN_MAX_AGE).
+CELERY_DB_REUSE_MAX = 2**62
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
 

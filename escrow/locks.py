@@ -45,6 +45,8 @@ def checkout_identities_lock(keys: list[str]) -> None:
 
     if connection.vendor != "postgresql":
         return
+    keys = sorted(set(keys))
+    # One statement for all of them: a select list is evaluated left to right, so still in sorted order.
+    locks = ", ".join(["pg_advisory_xact_lock(hashtextextended(%s, 0))"] * len(keys))
     with connection.cursor() as cursor:
-        for key in sorted(set(keys)):
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"checkout:{key}"])
+        cursor.execute(f"SELECT {locks}", [f"checkout:{key}" for key in keys])

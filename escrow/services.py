@@ -1,16 +1,18 @@
 """Every write of the escrow app: orders, payments, delivery, the money held and released."""
 
 import logging
+import operator
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db import transaction
+from django.db.models import Q, Sum
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
@@ -100,12 +102,17 @@ def _reservation_caps_check(*, email: str, ip: str | None, quantity: int) -> Non
     identity, so concurrent checkouts of one buyer are counted one after the other."""
     identities = [f"email:{email.strip().lower()}"] + ([f"ip:{ip}"] if ip else [])
     checkout_identities_lock(identities)
-    unpaid = Order.objects.filter(status=OrderStatus.AWAITING_PAYMENT)
-    caps = [(unpaid.filter(email__iexact=email.strip()), settings.RESERVATION_MAX_KEYS_PER_EMAIL)]
+    # Every identity's holdings in one statement, each sum over its own rows.
+    rows = {"email": Q(email__iexact=email.strip())}
     if ip:
-        caps.append((unpaid.filter(checkout_ip=ip), settings.RESERVATION_MAX_KEYS_PER_IP))
-    for orders, cap in caps:
-        held = orders.aggregate(total=Sum("quantity"))["total"] or 0
+        rows["ip"] = Q(checkout_ip=ip)
+    held_by = Order.objects.filter(reduce(operator.or_, rows.values()), status=OrderStatus.AWAITING_PAYMENT).aggregate(
+        **{name: Sum("quantity", filter=condition) for name, condition in rows.items()}
+    )
+    caps = {"email": settings.RESERVATION_MAX_KEYS_PER_EMAIL, "ip": settings.RESERVATION_MAX_KEYS_PER_IP}
+    for name, held_keys in held_by.items():
+        cap = caps[name]
+        held = held_keys or 0
         if held + quantity > cap:
             raise CheckoutError(
                 _(
@@ -211,22 +218,31 @@ def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -
     if payment is None:
         raise WebhookRejected("Unknown payment.")
     with transaction.atomic(durable=True):
-        try:
-            with transaction.atomic():
-                WebhookEvent.objects.create(
-                    gateway=gateway.name,
-                    event_id=event.event_id,
-                    event_type=event.type,
-                    payment=payment,
-                    received_at=now,
-                    body=event.body,
-                )
-        except IntegrityError:
+        # The unique (gateway, event_id) decides first-or-replay in the insert itself (ON CONFLICT DO
+        # NOTHING): no savepoint, and a replay waits for the first delivery of the event to commit.
+        if not _webhook_event_record(gateway=gateway.name, event=event, payment=payment, now=now):
             return "duplicate"
         # Last in the transaction: the shared platform balances stay locked only for the commit.
         with ledger.balances_deferred():
             handler(payment=payment, event=event, now=now)
     return "processed"
+
+
+def _webhook_event_record(*, gateway: str, event: GatewayEvent, payment: Payment, now: datetime) -> bool:
+    """Insert the event's WebhookEvent row; False (nothing written) if the gateway sent it before.
+
+    One `INSERT … ON CONFLICT DO NOTHING RETURNING`: the unique (gateway, event_id) decides, a replay
+    racing the first delivery waits for it to commit, and no savepoint is needed to survive the clash.
+    """
+    connection = transaction.get_connection()
+    body = WebhookEvent._meta.get_field("body").get_db_prep_save(event.body, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO escrow_webhookevent (gateway, event_id, event_type, payment_id, received_at, body) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+            [gateway, event.event_id, event.type, payment.pk, now, body],
+        )
+        return cursor.fetchone() is not None
 
 
 def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) -> Order:
@@ -243,9 +259,11 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         return order
     if payment.status == PaymentStatus.FAILED:
         logger.warning("escrow.payment_succeeded_after_failure", extra={"order": order.pk, "payment": payment.pk})
-    clearing = ledger.platform_account(AccountKind.GATEWAY_CLEARING, event.currency)
 
     if event.amount != payment.amount or event.currency != payment.currency:
+        clearing, suspense = ledger.accounts(
+            (AccountKind.GATEWAY_CLEARING, event.currency, None), (AccountKind.SUSPENSE, event.currency, None)
+        )
         PAYMENT_TRANSITIONS.apply(
             model=Payment,
             pk=payment.pk,
@@ -258,7 +276,7 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         ledger.transfer(
             transfer_id=f"payment:{payment.pk}",
             debit=clearing,
-            credit=ledger.platform_account(AccountKind.SUSPENSE, event.currency),
+            credit=suspense,
             amount=event.amount,
             code="payment_mismatch",
             order=order,
@@ -286,7 +304,9 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     audit_record(
         action=AuditAction.PAYMENT_SUCCEEDED, subject=order, now=now, data={"payment": payment.pk, "late": late}
     )
-    escrow, available, fees = ledger.accounts(
+    # The amount and currency match the order's from here on: all four accounts in one query.
+    clearing, escrow, available, fees = ledger.accounts(
+        (AccountKind.GATEWAY_CLEARING, order.currency, None),
         (AccountKind.ESCROW, order.currency, None),
         (AccountKind.MERCHANT_AVAILABLE, order.currency, order.merchant_id),
         (AccountKind.PLATFORM_FEES, order.currency, None),
@@ -391,7 +411,9 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     delivered = {"delivered_at": now, "inspection_ends_at": now + timedelta(hours=order.product.inspection_hours)}
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DELIVERED, mirror=order, **delivered)
     audit_record(action=AuditAction.ORDER_DELIVERED, subject=order, now=now, data={"keys": order.quantity})
-    shop_services.product_low_stock_check(product_pk=order.product_id, now=now)  # e-mails after commit
+    shop_services.product_low_stock_check(
+        product_pk=order.product_id, product=order.product, now=now
+    )  # e-mails after commit
     logger.info("escrow.order_delivered", extra={"order": order.pk})
     return order
 

@@ -110,8 +110,9 @@ def product_resume(*, product: Product, actor: User | None, now: datetime) -> Pr
     return product
 
 
-@transaction.atomic
-def product_low_stock_check(*, product_pk: int, now: datetime) -> bool:
+# No savepoint of its own: inside a caller's transaction (a delivery) an error here fails the caller anyway.
+@transaction.atomic(savepoint=False)
+def product_low_stock_check(*, product_pk: int, now: datetime, product: Product | None = None) -> bool:
     """Send the merchant one e-mail when available stock falls below the product's threshold.
 
     `low_stock_notified_at` is set by compare-and-set when the e-mail is queued (so racing sales send one)
@@ -119,7 +120,8 @@ def product_low_stock_check(*, product_pk: int, now: datetime) -> bool:
     anything that lowers or raises available stock; it is cheap (a count capped at the threshold). Returns whether an
     e-mail was queued.
     """
-    product = Product.objects.get(pk=product_pk)
+    if product is None or product.pk != product_pk:  # a caller holding the row saves a read
+        product = Product.objects.get(pk=product_pk)
     # Counting stops at the threshold: "below it or not" needs no more rows, and below it the count is exact.
     available = CardKey.objects.filter(product_id=product_pk, status=CardKeyStatus.AVAILABLE)[
         : product.low_stock_threshold

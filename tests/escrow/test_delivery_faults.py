@@ -206,3 +206,34 @@ def test_worker_database_connection_terminated_mid_delivery(broker, tmp_path):
         assert worker.is_alive(), worker.log_tail()
     _assert_each_delivered_once(product, orders)
     assert Payment.objects.filter(order__in=orders, status=PaymentStatus.SUCCEEDED).count() == len(orders)
+
+
+def _worker_backends() -> set[int]:
+    """PostgreSQL backends (pids) connected to the test database other than this test's own."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return {pid for (pid,) in cursor.fetchall()}
+
+
+def test_worker_keeps_its_database_connection_between_tasks(broker, tmp_path):
+    """The worker's processes keep their PostgreSQL connection from one task to the next (health-checked
+    and recycled after CONN_MAX_AGE) instead of opening one per task: after each delivery a worker
+    backend is still connected, and six deliveries in a row use no more backends than worker processes."""
+    product, orders = _orders_placed(6)
+    earlier = _worker_backends()  # an earlier test's process may still be closing its connection
+    seen: set[int] = set()
+    with worker_running(broker_url=broker.url(), log=tmp_path / "worker.log") as worker:
+        for done, order in enumerate(orders, 1):
+            _pay(order)
+            wait_for(
+                lambda done=done: worker.deliveries_run() == done,
+                seconds=20,
+                what=f"delivery {done}\n{worker.log_tail()}",
+            )
+            backends = _worker_backends() - earlier
+            assert backends, "the worker closed its connection after the task"
+            seen |= backends
+        assert len(seen) <= 2, f"{len(seen)} backends for 6 deliveries on 2 worker processes: {sorted(seen)}"
+    _assert_each_delivered_once(product, orders)
