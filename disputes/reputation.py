@@ -31,7 +31,7 @@ class RatingError(Refused):
 @transaction.atomic
 def rating_create(*, order: Order, stars: int, comment: str, now: datetime) -> Rating:
     """The buyer rates the merchant of `order` (whose ownership the caller checked: token or signed-in
-    buyer): 1–5 stars and an optional comment of at most 500 characters, once per order and only once
+    buyer): 1 to 5 stars and an optional comment of at most 500 characters, once per order and only once
     the order is completed. Refuses `not_completed`, `invalid_stars`, `comment_too_long` and, on a second
     rating (the order's unique constraint decides, so two racing posts leave one), `already_rated`."""
     if order.status != OrderStatus.COMPLETED:
@@ -89,7 +89,7 @@ def merchant_reputation(merchant_pk: int, now: datetime) -> Reputation:
 
     - rating: the average stars and the count of the buyers' ratings;
     - completed orders: orders completed by `now`;
-    - dispute rate: disputes opened / orders delivered, both within [now − 90 days, now];
+    - dispute rate: disputes opened / orders delivered, both within [now - 90 days, now];
     - decided against the merchant: resolved disputes whose outcome was a refund, or a split giving the
       buyer more than 0 %, out of all resolved disputes;
     - median time to answer: from a dispute's opening to the merchant's first answer (replace, refund or

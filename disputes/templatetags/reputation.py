@@ -4,7 +4,8 @@ so that escrow's product page shows them without escrow importing this app."""
 from django import template
 from django.utils import timezone
 
-from disputes.reputation import DISPUTE_RATE_DAYS, merchant_reputation as reputation_of
+from disputes.reputation import DISPUTE_RATE_DAYS
+from disputes.reputation import merchant_reputation as reputation_of
 
 register = template.Library()
 

@@ -205,7 +205,7 @@ def test_every_figure_is_computed_from_the_data(crafted, django_assert_max_num_q
     assert (figures.rating_average, figures.rating_count) == (3.5, 2)
     # o1, o2 confirmed; o5 completed when the buyer accepted the replacement; o4 ended partially refunded.
     assert figures.completed_orders == 3
-    # Delivered in [NOW − 90 days, NOW]: o2 (exactly on the edge), o4, o5, o6; o3 is one second too old.
+    # Delivered in [NOW - 90 days, NOW]: o2 (exactly on the edge), o4, o5, o6; o3 is one second too old.
     assert (figures.disputes_recent, figures.delivered_recent, figures.dispute_rate) == (3, 4, 0.75)
     # Resolved: o3 refunded and o4 split 40 % (against), o5 released (not against).
     assert (figures.disputes_against, figures.disputes_resolved) == (2, 3)
