@@ -149,7 +149,8 @@ def crafted(run_on_commit, settings):
     o3 delivered and disputed 90 days and 1 second ago, refunded by the merchant 2 hours later (against);
     o4 disputed 10 days ago, contested after 4 hours, escalated, split 40 % to the buyer (against);
     o5 disputed 5 days ago, replaced after 10 hours, accepted by the buyer (released: not against);
-    o6 disputed 1 day ago, the merchant has not answered.
+    o6 disputed 1 day ago, the merchant has not answered;
+    o8 disputed 20 days ago, contested after 6 hours, escalated, split 0 % to the buyer (not against).
     Another merchant's disputed order must not count."""
     settings.DISPUTE_MERCHANT_HOURS = 48
     start = NOW - 200 * DAY
@@ -186,6 +187,15 @@ def crafted(run_on_commit, settings):
         services.dispute_replace(dispute_pk=d5.pk, now=NOW - 5 * DAY + 10 * HOUR)
         services.dispute_accept(dispute_pk=d5.pk, now=NOW - 5 * DAY + 11 * HOUR)
 
+    o8 = _delivered_at(product, NOW - 20 * DAY, run_on_commit=run_on_commit)
+    d8 = _opened(o8, NOW - 20 * DAY, run_on_commit)
+    with run_on_commit():
+        services.dispute_contest(dispute_pk=d8.pk, statement="It works.", now=NOW - 20 * DAY + 6 * HOUR)
+        services.dispute_escalate(dispute_pk=d8.pk, now=NOW - 20 * DAY + 7 * HOUR)
+        services.dispute_decide(
+            dispute_pk=d8.pk, outcome="split", buyer_percent=0, reason="Works.", now=NOW - 19 * DAY, actor=staff
+        )
+
     o6 = _delivered_at(product, NOW - DAY, run_on_commit=run_on_commit)
     _opened(o6, NOW - DAY, run_on_commit)
 
@@ -203,15 +213,15 @@ def test_every_figure_is_computed_from_the_data(crafted, django_assert_max_num_q
     with django_assert_max_num_queries(4):
         figures = merchant_reputation(crafted.pk, NOW)
     assert (figures.rating_average, figures.rating_count) == (3.5, 2)
-    # o1, o2 confirmed; o5 completed when the buyer accepted the replacement; o4 ended partially refunded.
-    assert figures.completed_orders == 3
-    # Delivered in [NOW - 90 days, NOW]: o2 (exactly on the edge), o4, o5, o6; o3 is one second too old.
-    assert (figures.disputes_recent, figures.delivered_recent, figures.dispute_rate) == (3, 4, 0.75)
-    # Resolved: o3 refunded and o4 split 40 % (against), o5 released (not against).
-    assert (figures.disputes_against, figures.disputes_resolved) == (2, 3)
-    assert figures.against_share == pytest.approx(2 / 3)
-    # First answers after 2, 4 and 10 hours; o6 unanswered is not in it.
-    assert figures.median_answer == 4 * HOUR
+    # o1, o2 confirmed; o5 completed when the buyer accepted the replacement, o8 when staff gave the buyer
+    # nothing; o4 ended partially refunded.
+    assert figures.completed_orders == 4
+    # Delivered in [NOW - 90 days, NOW]: o2 (exactly on the edge), o4, o5, o6, o8; o3 is one second too old.
+    assert (figures.disputes_recent, figures.delivered_recent, figures.dispute_rate) == (4, 5, 0.8)
+    # Resolved: o3 refunded and o4 split 40 % (against); o5 released and o8 split 0 % (not against).
+    assert (figures.disputes_against, figures.disputes_resolved, figures.against_share) == (2, 4, 0.5)
+    # First answers after 2, 4, 6 and 10 hours; o6 unanswered is not in it.
+    assert figures.median_answer == 5 * HOUR
     assert figures.member_since == NOW - 200 * DAY
 
 
@@ -220,10 +230,13 @@ def test_every_figure_is_computed_from_the_data(crafted, django_assert_max_num_q
 def test_the_90_day_window_moves_with_the_clock(crafted):
     # One second later o2 (delivered exactly 90 days before NOW) leaves the window.
     later = merchant_reputation(crafted.pk, NOW + timedelta(seconds=1))
-    assert (later.disputes_recent, later.delivered_recent, later.dispute_rate) == (3, 3, 1.0)
-    # One second before o3's dispute and delivery entered... moving back a day takes o6 out and o3 in.
-    earlier = merchant_reputation(crafted.pk, NOW - DAY + timedelta(seconds=-1))
-    assert (earlier.disputes_recent, earlier.delivered_recent) == (3, 4)  # o3, o4, o5 / o2, o3, o4, o5
+    assert (later.disputes_recent, later.delivered_recent, later.dispute_rate) == (4, 4, 1.0)
+    # A day (and a second) earlier the window takes o3 in, on its edge, and leaves o6 out.
+    earlier = merchant_reputation(crafted.pk, NOW - DAY - timedelta(seconds=1))
+    assert (earlier.disputes_recent, earlier.delivered_recent) == (4, 5)  # o3 o4 o5 o8 / o2 o3 o4 o5 o8
+    # One second before NOW, o3's dispute sits exactly on the window's start: in (with o4 o5 o6 o8).
+    edge = merchant_reputation(crafted.pk, NOW - timedelta(seconds=1))
+    assert (edge.disputes_recent, edge.delivered_recent) == (5, 6)
     # Nothing happened yet long ago: no figures, no division by zero.
     empty = merchant_reputation(crafted.pk, NOW - 150 * DAY)
     assert (empty.rating_count, empty.completed_orders, empty.dispute_rate, empty.against_share) == (0, 0, None, None)
@@ -257,10 +270,10 @@ def test_the_merchant_page_and_the_product_page_show_the_figures(crafted, client
         product_page = client.get(reverse("escrow:product", kwargs={"pk": product.pk})).content.decode()
     for html in (page, product_page):
         assert "3.5 / 5 from 2 ratings" in html
-        assert '<dd data-testid="completed">3</dd>' in html
-        assert "75% (3 disputes / 4 orders delivered)" in html
-        assert "66.7% (2 of 3 resolved)" in html
-        assert "4 hours" in html
+        assert '<dd data-testid="completed">4</dd>' in html
+        assert "80% (4 disputes / 5 orders delivered)" in html
+        assert "50% (2 of 4 resolved)" in html
+        assert "5 hours" in html
         assert (NOW - 200 * DAY).strftime("%Y-%m-%d") in html
     assert product.title in page
     assert reverse("reputation:rules") in product_page
