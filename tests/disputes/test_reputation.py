@@ -287,3 +287,26 @@ def test_the_merchant_page_is_404_unless_approved(client, status):
     Merchant.objects.filter(pk=merchant.pk).update(status=status)
     assert client.get(reverse("reputation:merchant", kwargs={"pk": merchant.pk})).status_code == 404
     assert client.get("/merchants/999999/").status_code == 404
+
+
+@db
+def test_disputes_answered_before_the_field_existed_get_it_from_the_audit_trail(run_on_commit):
+    import importlib
+
+    from django.apps import apps
+
+    from tests.disputes.helpers import opened
+
+    backfill = importlib.import_module("disputes.migrations.0003_backfill_merchant_answered_at").backfill
+    now = timezone.now()
+    replaced, refunded, silent = (opened(run_on_commit, now=now) for _ in range(3))
+    with run_on_commit():
+        services.dispute_replace(dispute_pk=replaced.pk, now=now + 3 * HOUR)
+        services.dispute_reopen(dispute_pk=replaced.pk, statement="Still bad.", now=now + 4 * HOUR)
+        services.dispute_contest(dispute_pk=replaced.pk, statement="No.", now=now + 9 * HOUR)
+        services.dispute_refund(dispute_pk=refunded.pk, now=now + 5 * HOUR)
+        services.disputes_sweep(now=silent.deadline)  # the merchant's silence: refunded, never answered
+    Dispute.objects.update(merchant_answered_at=None)
+    backfill(apps, None)
+    answered = dict(Dispute.objects.values_list("pk", "merchant_answered_at"))
+    assert answered == {replaced.pk: now + 3 * HOUR, refunded.pk: now + 5 * HOUR, silent.pk: None}
