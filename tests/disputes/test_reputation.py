@@ -310,3 +310,12 @@ def test_disputes_answered_before_the_field_existed_get_it_from_the_audit_trail(
     backfill(apps, None)
     answered = dict(Dispute.objects.values_list("pk", "merchant_answered_at"))
     assert answered == {replaced.pk: now + 3 * HOUR, refunded.pk: now + 5 * HOUR, silent.pk: None}
+
+
+@db
+def test_the_merchant_page_in_chinese(client):
+    merchant = factories.merchant_create(name="<b>Shop</b>")
+    html = client.get(f"/merchants/{merchant.pk}/", headers={"accept-language": "zh-hans"}).content.decode()
+    assert "纠纷率\uff08最近 90 天\uff09" in html  # full-width brackets, as Chinese writes them
+    assert "暂无评价" in html
+    assert "&lt;b&gt;Shop&lt;/b&gt;" in html
