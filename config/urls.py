@@ -52,6 +52,7 @@ api_v1 = [
 urlpatterns = [
     path("", include("shop.urls")),
     path("", include("escrow.urls")),
+    path("", include("disputes.urls_reputation")),
     path("accounts/", include("accounts.urls")),
     path("account/security/", include("accounts.security_urls")),
     path("merchant/", include("shop.merchant_urls")),

@@ -1,5 +1,7 @@
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Length
+from django.db.models.lookups import LessThanOrEqual
 from django.utils.translation import gettext_lazy as _
 
 from core.transitions import Transitions
@@ -61,6 +63,8 @@ class Dispute(models.Model):
     created_at = models.DateTimeField()
     deadline = models.DateTimeField(db_index=True)
     escalated_at = models.DateTimeField(null=True, blank=True)
+    # The merchant's first answer (replace, refund or contest): the merchant's answer time in reputation.
+    merchant_answered_at = models.DateTimeField(null=True, blank=True)
     reopen_count = models.PositiveSmallIntegerField(default=0)
     # The buyer answered the merchant's contest: at the buyer deadline it goes to staff, not to the merchant.
     buyer_answered = models.BooleanField(default=False)
@@ -109,3 +113,32 @@ class DisputeMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} on dispute {self.dispute_id}"
+
+
+RATING_COMMENT_MAX_LENGTH = 500
+
+
+class Rating(models.Model):
+    """A buyer's rating of the merchant for one completed order: 1 to 5 stars, at most one per order."""
+
+    order = models.OneToOneField("escrow.Order", on_delete=models.PROTECT, related_name="rating")
+    merchant = models.ForeignKey("shop.Merchant", on_delete=models.PROTECT, related_name="ratings")
+    stars = models.PositiveSmallIntegerField(_("stars"))
+    comment = models.TextField(_("comment"), max_length=RATING_COMMENT_MAX_LENGTH, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = _("rating")
+        verbose_name_plural = _("ratings")
+        constraints = [
+            models.CheckConstraint(condition=models.Q(stars__gte=1, stars__lte=5), name="rating_stars_1_to_5"),
+            models.CheckConstraint(
+                condition=LessThanOrEqual(Length("comment"), RATING_COMMENT_MAX_LENGTH),
+                name="rating_comment_max_length",
+            ),
+        ]
+        indexes = [models.Index(fields=["merchant", "-created_at"], name="rating_merchant_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.stars} stars on order {self.order_id}"

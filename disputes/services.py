@@ -89,6 +89,11 @@ def _move(dispute: Dispute, *, to: str, from_: list[str], **fields: object) -> N
     DISPUTE_TRANSITIONS.apply(model=Dispute, pk=dispute.pk, to=to, from_=from_, mirror=dispute, **fields)
 
 
+def _first_answer(dispute: Dispute, *, now: datetime) -> datetime:
+    """When the merchant first answered: kept through a reopen, so reputation measures the first answer."""
+    return dispute.merchant_answered_at or now
+
+
 def _in_time(dispute: Dispute, *, now: datetime) -> None:
     """An answer that would change the outcome comes before the deadline; after it, the silence rule
     applies (the sweeper runs it), so a late answer cannot overturn what the rules already decided."""
@@ -254,7 +259,13 @@ def dispute_replace(*, dispute_pk: int, now: datetime, actor: User | None = None
     dispute = _locked(dispute_pk)
     if dispute.status == DisputeStatus.OPEN:
         _in_time(dispute, now=now)
-    _move(dispute, to=DisputeStatus.REPLACED, from_=[DisputeStatus.OPEN], deadline=now + _hours("DISPUTE_BUYER_HOURS"))
+    _move(
+        dispute,
+        to=DisputeStatus.REPLACED,
+        from_=[DisputeStatus.OPEN],
+        deadline=now + _hours("DISPUTE_BUYER_HOURS"),
+        merchant_answered_at=_first_answer(dispute, now=now),
+    )
     fresh = []
     for key_pk in _key_pks(dispute):
         action = _front(
@@ -278,7 +289,12 @@ def dispute_refund(*, dispute_pk: int, now: datetime, full: bool = False, actor:
     services and the gateway (asked on commit); the dispute is resolved as refunded."""
     dispute = _locked(dispute_pk)
     _move(
-        dispute, to=DisputeStatus.RESOLVED, from_=[DisputeStatus.OPEN], outcome=DisputeOutcome.REFUNDED, resolved_at=now
+        dispute,
+        to=DisputeStatus.RESOLVED,
+        from_=[DisputeStatus.OPEN],
+        outcome=DisputeOutcome.REFUNDED,
+        resolved_at=now,
+        merchant_answered_at=_first_answer(dispute, now=now),
     )
     _refund_keys(dispute, now=now, actor=actor, full=full)
     _audit(dispute, action=AuditAction.DISPUTE_RESOLVED, now=now, actor=actor, outcome=dispute.outcome, by="merchant")
@@ -300,6 +316,7 @@ def dispute_contest(*, dispute_pk: int, statement: str, now: datetime, actor: Us
         from_=[DisputeStatus.OPEN],
         deadline=now + _hours("DISPUTE_BUYER_HOURS"),
         buyer_answered=False,
+        merchant_answered_at=_first_answer(dispute, now=now),
     )
     _note(dispute, role=MessageRole.MERCHANT, body=statement, now=now, author=actor)
     _audit(dispute, action=AuditAction.DISPUTE_CONTESTED, now=now, actor=actor)
