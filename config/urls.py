@@ -52,6 +52,8 @@ api_v1 = [
 urlpatterns = [
     path("", include("shop.urls")),
     path("", include("escrow.urls")),
+    path("", include("disputes.evidence_urls")),
+    path("staff/disputes/", include("disputes.staff_urls")),
     path("accounts/", include("accounts.urls")),
     path("account/security/", include("accounts.security_urls")),
     path("merchant/", include("shop.merchant_urls")),
