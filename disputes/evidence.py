@@ -257,7 +257,12 @@ def evidence_verify(*, data: bytes, key: Ed25519PublicKey | None = None) -> Verd
     if MANIFEST not in contents or SIGNATURE not in contents:
         return Verdict(False, f"{MANIFEST} or {SIGNATURE} is missing")
     try:
-        signature = base64.b64decode(contents[SIGNATURE].strip(), validate=True)
+        raw = contents[SIGNATURE]
+        signature = base64.b64decode(raw.removesuffix(b"\n"), validate=True)
+        # Byte for byte as written: base64 tolerates some changes (padding bits, the newline) that
+        # would otherwise leave an altered file "intact".
+        if base64.b64encode(signature) + b"\n" != raw:
+            raise ValueError("the signature file is not as the shop wrote it")
         (key or public_key()).verify(signature, contents[MANIFEST])
     except (InvalidSignature, ValueError):
         return Verdict(False, f"bad signature: {MANIFEST} or {SIGNATURE} was altered, or another key signed it")
