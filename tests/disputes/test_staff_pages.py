@@ -206,3 +206,12 @@ def test_strangers_get_404_or_the_sign_in_page_and_nothing_moves(run_on_commit):
     assert staff_client.get("/staff/disputes/999999/").status_code == 404
     assert staff_client.get("/staff/disputes/999999/evidence.zip").status_code == 404
     assert everything() == before
+
+
+def test_the_pages_read_in_simplified_chinese(run_on_commit):
+    dispute = escalated(run_on_commit)
+    client, _ = staff()
+    client.post("/i18n/setlang/", {"language": "zh-hans", "next": "/"})
+    assert "待仲裁的纠纷" in client.get("/staff/disputes/").content.decode()
+    page = client.get(f"/staff/disputes/{dispute.pk}/").content.decode()
+    assert "商店自己的证据" in page and "我明白此操作会转移资金且无法撤销。" in page
