@@ -21,6 +21,8 @@ def _generate() -> dict[str, str]:
         "CARDKEY_MASTER_KEYS": f"v1:{key32()}",
         "CARDKEY_INDEX_KEY": key32(),
         "SANDBOX_WEBHOOK_SECRET": secrets.token_urlsafe(32),
+        # The Ed25519 seed that signs evidence packages (disputes/evidence.py).
+        "EVIDENCE_SIGNING_KEY": key32(),
     }
 
 
@@ -49,4 +51,11 @@ def load_local_secrets(path: Path) -> dict[str, str]:
             pass
         finally:
             os.unlink(temp_name)
-    return _read(path)
+    values = _read(path)
+    # A file made before a secret was added gets the new one appended, so old checkouts keep starting.
+    missing = {name: value for name, value in _generate().items() if name not in values}
+    if missing:
+        with path.open("a") as local:
+            local.write("".join(f"{name}={value}\n" for name, value in missing.items()))
+        values.update(missing)
+    return values

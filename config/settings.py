@@ -293,6 +293,8 @@ RESERVE_MERCHANT_AGE_DAYS = int(os.environ.get("RESERVE_MERCHANT_AGE_DAYS", "90"
 DISPUTE_MERCHANT_HOURS = int(os.environ.get("DISPUTE_MERCHANT_HOURS", "48"))
 DISPUTE_BUYER_HOURS = int(os.environ.get("DISPUTE_BUYER_HOURS", "48"))
 DISPUTE_ARBITRATION_HOURS = int(os.environ.get("DISPUTE_ARBITRATION_HOURS", "72"))
+# Base64 of the 32-byte Ed25519 seed that signs dispute evidence packages (`manage.py verify_evidence`).
+EVIDENCE_SIGNING_KEY = _secret("EVIDENCE_SIGNING_KEY")
 WITHDRAWAL_MINIMUM = int(os.environ.get("WITHDRAWAL_MINIMUM", "1000"))
 OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Card-key shop")
 BACKUP_CODE_COUNT = 10

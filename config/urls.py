@@ -53,6 +53,8 @@ urlpatterns = [
     path("", include("shop.urls")),
     path("", include("escrow.urls")),
     path("", include("disputes.urls_reputation")),
+    path("", include("disputes.evidence_urls")),
+    path("staff/disputes/", include("disputes.staff_urls")),
     path("accounts/", include("accounts.urls")),
     path("account/security/", include("accounts.security_urls")),
     path("merchant/", include("shop.merchant_urls")),

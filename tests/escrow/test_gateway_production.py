@@ -35,6 +35,7 @@ def _production_env(tmp_path, **extra: str) -> dict[str, str]:
         ALLOWED_HOSTS="shop.example.com",
         CARDKEY_MASTER_KEYS="v1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
         CARDKEY_INDEX_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
+        EVIDENCE_SIGNING_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
         **extra,
     )
     return env
@@ -196,3 +197,11 @@ def test_without_a_sandbox_secret_no_signature_is_accepted(placed, settings):
     assert response.status_code == 400
     assert Payment.objects.get(pk=placed.payment.pk).status == PaymentStatus.PENDING
     assert WebhookEvent.objects.count() == 0
+
+
+def test_production_refuses_to_start_without_the_evidence_signing_key(tmp_path):
+    env = _production_env(tmp_path)
+    del env["EVIDENCE_SIGNING_KEY"]
+    result = _manage(env, "check")
+    assert result.returncode != 0
+    assert "EVIDENCE_SIGNING_KEY must be set in the environment" in result.stderr
