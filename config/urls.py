@@ -52,10 +52,12 @@ api_v1 = [
 urlpatterns = [
     path("", include("shop.urls")),
     path("", include("escrow.urls")),
+    path("", include("disputes.urls")),
     path("accounts/", include("accounts.urls")),
     path("account/security/", include("accounts.security_urls")),
     path("merchant/", include("shop.merchant_urls")),
     path("merchant/money/", include("escrow.merchant_urls")),
+    path("merchant/disputes/", include("disputes.merchant_urls")),
     path("transparency/", include("escrow.transparency_urls")),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
