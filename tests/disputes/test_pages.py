@@ -11,9 +11,9 @@ from django.test import Client
 from django.urls import reverse
 from PIL import Image
 
-from disputes.models import Attachment, Dispute, DisputeMessage, DisputeStatus, Notification
+from disputes.models import Attachment, Dispute, DisputeMessage, DisputeStatus
 from tests import factories
-from tests.disputes.helpers import delivered, everything, opened
+from tests.disputes.helpers import delivered, everything
 
 pytestmark = pytest.mark.django_db
 
@@ -77,7 +77,8 @@ def test_a_guest_opens_a_dispute_with_screenshots_and_follows_it_by_the_token_li
     assert page.status_code == 200 and 'data-testid="countdown"' in text and "h " in text
     item = dispute.attachments.first()
     url = reverse(
-        "disputes:attachment_guest", kwargs={"order_pk": order.pk, "token": order.access_token, "attachment_pk": item.pk}
+        "disputes:attachment_guest",
+        kwargs={"order_pk": order.pk, "token": order.access_token, "attachment_pk": item.pk},
     )
     served = client.get(url)
     assert served.status_code == 200
@@ -216,6 +217,9 @@ def test_strangers_get_404_on_every_page_and_attachment(run_on_commit, client):
     assert dispute.pk not in [d.pk for d in other_merchant.get(reverse("merchant_disputes:list")).context["disputes"]]
     assert everything() == before
     # The merchant of the order may see the screenshot too; staff as well.
-    assert merchant_client(order).get(
-        reverse("disputes:attachment", kwargs={"pk": dispute.pk, "attachment_pk": item.pk})
-    ).status_code == 200
+    assert (
+        merchant_client(order)
+        .get(reverse("disputes:attachment", kwargs={"pk": dispute.pk, "attachment_pk": item.pk}))
+        .status_code
+        == 200
+    )
