@@ -89,9 +89,7 @@ def test_the_merchant_replaces_and_the_guest_buyer_accepts(run_on_commit):
     dispute.refresh_from_db()
     assert dispute.status == DisputeStatus.REPLACED
     guest = Client()
-    page = guest.get(
-        guest_page(dispute, token)
-    )
+    page = guest.get(guest_page(dispute, token))
     assert 'data-testid="accept"' in page.content.decode()
     assert guest.post(guest_act(dispute, token, "accept")).status_code == 302
     dispute.refresh_from_db()
@@ -108,9 +106,7 @@ def test_the_buyer_reopens_once_then_escalates(run_on_commit):
     dispute.refresh_from_db()
     assert dispute.status == DisputeStatus.OPEN and dispute.reopen_count == 1
     merchant.post(act(dispute, "replace"))
-    page = guest.get(
-        guest_page(dispute, token)
-    )
+    page = guest.get(guest_page(dispute, token))
     assert 'data-testid="reopen"' not in page.content.decode()  # once only
     refused = guest.post(guest_act(dispute, token, "reopen"), {"statement": "Again."}, follow=True)
     assert refused.status_code == 200
