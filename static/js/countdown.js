@@ -9,7 +9,10 @@
       if (left <= 0) { clock.textContent = clock.getAttribute("data-passed-label"); return; }
       var hours = Math.floor(left / 3600);
       var minutes = Math.floor((left % 3600) / 60);
-      clock.textContent = hours + " h " + (minutes < 10 ? "0" : "") + minutes + " min " + clock.getAttribute("data-left-label");
+      // The server's own translated format, e.g. "%(hours)d h %(minutes)02d min left".
+      clock.textContent = clock.getAttribute("data-format")
+        .replace("%(hours)d", String(hours))
+        .replace("%(minutes)02d", (minutes < 10 ? "0" : "") + minutes);
     });
   }
   if (clocks.length) { tick(); window.setInterval(tick, 30000); }
