@@ -216,7 +216,14 @@ def test_strangers_get_404_on_every_page_and_attachment(run_on_commit, client):
         assert stranger.post(url, {"body": "hi", "statement": "hi"}).status_code == 302
     assert dispute.pk not in [d.pk for d in other_merchant.get(reverse("merchant_disputes:list")).context["disputes"]]
     assert everything() == before
-    # The merchant of the order may see the screenshot too; staff as well.
+    # The merchant of the order sees the screenshot, though not the buyer's page (theirs is in the merchant
+    # area); staff see the screenshot too.
+    merchant = merchant_client(order)
+    assert merchant.get(reverse("disputes:detail", kwargs={"pk": dispute.pk})).status_code == 404
+    staff = Client()
+    staff.force_login(factories.user_create(is_staff=True))
+    url = reverse("disputes:attachment", kwargs={"pk": dispute.pk, "attachment_pk": item.pk})
+    assert staff.get(url).status_code == 200
     assert (
         merchant_client(order)
         .get(reverse("disputes:attachment", kwargs={"pk": dispute.pk, "attachment_pk": item.pk}))
