@@ -17,6 +17,7 @@ from disputes.attachments import attachment_path, dispute_attachments_add
 from disputes.forms import DisputeOpenForm, MessageForm, StatementForm
 from disputes.models import Attachment, Dispute, DisputeStatus, MessageRole, Notification
 from disputes.selectors import dispute_for_viewer
+from disputes.templatetags.disputes import dispute_window_open
 from escrow.selectors import order_for_viewer
 from shop.models import CardKey, CardKeyStatus
 
@@ -118,7 +119,10 @@ def order_dispute(request, pk: int, token: str | None = None):
         if token
         else reverse("escrow:order", kwargs={"pk": order.pk})
     )
-    return render(request, "disputes/open.html", {"order": order, "form": form, "back": back}, status=status)
+    # The form is offered only while the window is open; a post racing its end is refused by the service.
+    is_open = request.method == "POST" or dispute_window_open(order)
+    context = {"order": order, "form": form if is_open else None, "back": back}
+    return render(request, "disputes/open.html", context, status=status)
 
 
 # --- the buyer's dispute page ------------------------------------------------------------------------------

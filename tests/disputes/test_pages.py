@@ -64,6 +64,19 @@ def test_the_order_page_offers_no_dispute_once_the_window_closed(run_on_commit, 
     assert 'data-testid="dispute-link"' not in page.content.decode()
 
 
+def test_after_the_window_the_form_is_not_offered_and_a_post_is_refused(run_on_commit, client):
+    order = delivered(run_on_commit)
+    type(order).objects.filter(pk=order.pk).update(inspection_ends_at=order.paid_at)
+    page = client.get(guest_url(order)).content.decode()
+    assert 'data-testid="window-closed"' in page and 'data-testid="dispute-form"' not in page
+    before = everything()
+    response = client.post(guest_url(order), open_form())
+    assert (
+        response.status_code == 400 and "The inspection window of this order has closed." in response.content.decode()
+    )
+    assert everything() == before
+
+
 def test_a_guest_opens_a_dispute_with_screenshots_and_follows_it_by_the_token_link(run_on_commit, client, _files_root):
     order = delivered(run_on_commit)
     assert client.get(guest_url(order)).status_code == 200
