@@ -102,6 +102,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
+                "disputes.context_processors.inbox",
             ],
         },
     },
@@ -295,6 +296,9 @@ DISPUTE_BUYER_HOURS = int(os.environ.get("DISPUTE_BUYER_HOURS", "48"))
 DISPUTE_ARBITRATION_HOURS = int(os.environ.get("DISPUTE_ARBITRATION_HOURS", "72"))
 # Base64 of the 32-byte Ed25519 seed that signs dispute evidence packages (`manage.py verify_evidence`).
 EVIDENCE_SIGNING_KEY = _secret("EVIDENCE_SIGNING_KEY")
+# Dispute screenshots: outside STATIC_ROOT and MEDIA_ROOT, so no web server serves them by path; only
+# `disputes.views.attachment` does, after checking who asks.
+DISPUTE_FILES_ROOT = Path(os.environ.get("DISPUTE_FILES_ROOT", VAR_DIR / "dispute-files"))
 WITHDRAWAL_MINIMUM = int(os.environ.get("WITHDRAWAL_MINIMUM", "1000"))
 OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Card-key shop")
 BACKUP_CODE_COUNT = 10

@@ -15,7 +15,6 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import PurePosixPath
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -26,6 +25,7 @@ from django.template.loader import render_to_string
 from django.utils import translation
 
 from disputes import selectors
+from disputes.attachments import attachment_path
 from disputes.models import Dispute
 
 FORMAT = "cardshop-evidence/1"
@@ -60,19 +60,12 @@ def _at(value: datetime | None) -> str | None:
 
 
 def attachment_files(*, dispute: Dispute) -> list[tuple[str, bytes]]:
-    """The dispute's attachments as (name in the ZIP, bytes).
-
-    Hook for the attachments model (another branch builds it): when `Dispute` has an `attachments`
-    relation whose rows carry a `file`, each file is included under `attachments/<pk>-<name>`. Until
-    then there are none."""
-    related = getattr(dispute, "attachments", None)
-    if related is None:
-        return []
-    files = []
-    for attachment in related.order_by("pk"):
-        with attachment.file.open("rb") as handle:
-            files.append((f"attachments/{attachment.pk}-{PurePosixPath(attachment.file.name).name}", handle.read()))
-    return files
+    """The dispute's screenshots as (name in the ZIP, bytes), read from where `disputes.attachments`
+    stored them (re-encoded, without metadata)."""
+    return [
+        (f"attachments/{attachment.pk}-{attachment.stored_name}", attachment_path(attachment).read_bytes())
+        for attachment in dispute.attachments.order_by("pk")
+    ]
 
 
 def evidence_record(*, dispute: Dispute, now: datetime, attachments: list[str]) -> dict:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import AuditAction, User
@@ -125,7 +126,43 @@ def _audit(dispute: Dispute, *, action: str, now: datetime, actor: User | None, 
 def _notify(dispute: Dispute, *, event: str) -> None:
     from disputes.tasks import dispute_notify_task
 
+    _inbox_write(dispute, event=event)
     transaction.on_commit(lambda: dispute_notify_task.delay(dispute_pk=dispute.pk, event=event))
+
+
+# Who hears of each event in their inbox: the party who did not act (both when staff or the clock did).
+_INBOX_ROLES = {
+    "opened": {MessageRole.MERCHANT},
+    "reopened": {MessageRole.MERCHANT},
+    "replaced": {MessageRole.BUYER},
+    "contested": {MessageRole.BUYER},
+    "message:buyer": {MessageRole.MERCHANT},
+    "message:merchant": {MessageRole.BUYER},
+}
+
+
+def _inbox_write(dispute: Dispute, *, event: str) -> None:
+    """An inbox line for each signed-in party concerned, in the same transaction as the step (guests,
+    who have no inbox, get the e-mail)."""
+    from django.urls import reverse
+
+    from disputes.models import Notification
+
+    order = dispute.order
+    roles = _INBOX_ROLES.get(event, {MessageRole.BUYER, MessageRole.MERCHANT})
+    text = _("Order %(order)s: %(status)s") % {"order": order.pk, "status": dispute.get_status_display()}
+    if event.startswith("message:"):
+        text = _("Order %(order)s: a new message on the dispute") % {"order": order.pk}
+    rows = []
+    if MessageRole.BUYER in roles and order.buyer_id:
+        rows.append((order.buyer_id, reverse("disputes:detail", kwargs={"pk": dispute.pk})))
+    if MessageRole.MERCHANT in roles:
+        merchant_user = order.merchant.user_id
+        rows.append((merchant_user, reverse("merchant_disputes:detail", kwargs={"pk": dispute.pk})))
+    Notification.objects.bulk_create(
+        Notification(user_id=user, dispute=dispute, text=text[:200], url=url, created_at=timezone.now())
+        for user, url in rows
+    )
 
 
 def _key_pks(dispute: Dispute) -> list[int]:

@@ -82,7 +82,7 @@ def merchant_page(request, pk: int):
         "products": products_on_sale().filter(merchant=merchant),
         "ratings": latest_ratings(merchant.pk),
     }
-    return render(request, "disputes/merchant.html", context)
+    return render(request, "disputes/merchant_public.html", context)
 
 
 def rules_page(request):

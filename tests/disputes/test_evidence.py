@@ -242,3 +242,28 @@ def test_the_merchant_download_needs_a_second_factor(run_on_commit):
     merchant.force_login(dispute.order.merchant.user)
     response = merchant.get(f"/merchant/disputes/{dispute.pk}/evidence.zip")
     assert response.status_code == 302 and "/account/security/" in response["Location"]
+
+
+def test_the_package_and_the_staff_page_carry_the_screenshots(run_on_commit, tmp_path, settings):
+    """The attachments (disputes/attachments.py) are in the package, byte for byte as stored, and the
+    staff page links each one to the view that serves it only to the parties and staff."""
+    from disputes.attachments import attachment_path, dispute_attachments_add
+    from tests.disputes.test_pages import png
+
+    settings.DISPUTE_FILES_ROOT = tmp_path / "files"
+    dispute = escalated(run_on_commit)
+    [shot] = dispute_attachments_add(dispute_pk=dispute.pk, role="buyer", uploads=[png()], now=timezone.now())
+    client, _ = staff()
+
+    page = client.get(f"/staff/disputes/{dispute.pk}/").content.decode()
+    assert f'href="/disputes/{dispute.pk}/files/{shot.pk}/"' in page
+    assert client.get(f"/disputes/{dispute.pk}/files/{shot.pk}/").status_code == 200
+
+    response = client.get(f"/staff/disputes/{dispute.pk}/evidence.zip")
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    member = f"attachments/{shot.pk}-{shot.stored_name}"
+    assert archive.read(member) == attachment_path(shot).read_bytes()
+    assert json.loads(archive.read("record.json"))["attachments"] == [member]
+    path = tmp_path / "evidence.zip"
+    path.write_bytes(response.content)
+    assert verify(path)[0] == 0
