@@ -5,6 +5,7 @@ need DJANGO_ALLOW_ASYNC_UNSAFE; the server itself runs in its own thread as usua
 """
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,25 @@ def page(chromium, live_server, settings):
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def sign_in():
+    """`sign_in(page, user)`: the password, then (merchants and staff must use two-factor
+    authentication) a code from the user's TOTP device on the verify page. Returns the device."""
+    from accounts.services import totp_device_confirmed
+    from tests import factories
+
+    def sign_in(page, user):
+        device = totp_device_confirmed(user) or factories.totp_device_create(user=user)
+        page.goto("/accounts/login/")
+        page.fill("input[name=username]", user.username)
+        page.fill("input[name=password]", "pw-for-tests-1")
+        page.click("button[type=submit].primary")
+        page.wait_for_url(re.compile(r"/account/security/verify/"))
+        page.fill("input[name=code]", factories.totp_code(device))
+        page.click("button[type=submit].primary")
+        page.wait_for_url(re.compile(r"/$"))
+        return device
+
+    return sign_in

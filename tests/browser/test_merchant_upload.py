@@ -14,19 +14,6 @@ from tests import factories
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _sign_in(page, merchant):
-    """The password, then (merchants must use two-factor authentication) a code on the verify page."""
-    device = factories.totp_device_create(user=merchant.user)
-    page.goto("/accounts/login/")
-    page.fill("input[name=username]", merchant.user.username)
-    page.fill("input[name=password]", "pw-for-tests-1")
-    page.click("button[type=submit].primary")
-    page.wait_for_url(re.compile(r"/account/security/verify/"))
-    page.fill("input[name=code]", factories.totp_code(device))
-    page.click("button[type=submit].primary")
-    page.wait_for_url(re.compile(r"/$"))
-
-
 def _send_file(page, product, tmp_path, lines: list[str]):
     path = tmp_path / "supplier-export.txt"
     path.write_bytes("\r\n".join(lines).encode("gb18030"))
@@ -36,14 +23,14 @@ def _send_file(page, product, tmp_path, lines: list[str]):
     page.wait_for_url(re.compile(r"/merchant/uploads/\d+/$"))
 
 
-def test_merchant_watches_a_running_upload_reach_the_end(page, artifacts, tmp_path, monkeypatch):
+def test_merchant_watches_a_running_upload_reach_the_end(page, sign_in, artifacts, tmp_path, monkeypatch):
     merchant = factories.merchant_create(name="Browser Keys")
     product = factories.product_create(merchant=merchant, stock=0, title="Game card 50")
     lines = [f"点卡-{i:05d} 密码{i:04d}" for i in range(1200)] + ["", "点卡-00001 密码0001"]
     # The worker has not picked the upload up yet: the page opens on a bar at 0 and must follow it.
     monkeypatch.setattr(stock_upload_process_task, "delay", lambda **kwargs: None)
 
-    _sign_in(page, merchant)
+    sign_in(page, merchant.user)
     _send_file(page, product, tmp_path, lines)
     status = page.locator("[data-field=status]")
     bar = page.locator("[data-field=bar]")
@@ -65,11 +52,11 @@ def test_merchant_watches_a_running_upload_reach_the_end(page, artifacts, tmp_pa
     assert CardKey.objects.filter(product=product).count() == 1200
 
 
-def test_an_upload_that_finished_at_once_shows_a_full_bar(page, tmp_path):
+def test_an_upload_that_finished_at_once_shows_a_full_bar(page, sign_in, tmp_path):
     merchant = factories.merchant_create(name="Quick Keys")
     product = factories.product_create(merchant=merchant, stock=0)
 
-    _sign_in(page, merchant)
+    sign_in(page, merchant.user)
     _send_file(page, product, tmp_path, ["KEY-A", "KEY-B", "KEY-C"])  # eager Celery: done before the redirect
 
     expect(page.locator("[data-field=status]")).to_have_attribute("data-status", "done")
