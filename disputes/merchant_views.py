@@ -1,12 +1,10 @@
 """The merchant's dispute pages, in the merchant area (a second-factor-verified session, like every
 merchant page). Another merchant's dispute answers 404. Every answer is a `disputes.services` call."""
 
-from django.contrib import messages
 from django.http import Http404
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
@@ -14,7 +12,7 @@ from disputes import services
 from disputes.forms import MessageForm, StatementForm
 from disputes.models import DisputeStatus, MessageRole
 from disputes.selectors import dispute_for_viewer, disputes_of_merchant
-from disputes.views import _page_context, _with_screenshots
+from disputes.views import _page_context, party_step_run
 from shop.permissions import merchant_required
 
 
@@ -70,28 +68,12 @@ def dispute_act(request, pk: int, action: str):
             dispute_pk=dispute.pk, role=MessageRole.MERCHANT, body=data["body"], now=now, author=actor
         ),
     }
-    if action not in steps:
-        raise Http404
-    form_class = {"contest": StatementForm, "message": MessageForm}.get(action)
-    data = {}
-    if form_class is not None:
-        form = form_class(request.POST, request.FILES)
-        if not form.is_valid():
-            for errors in form.errors.values():
-                for error in errors:
-                    messages.error(request, error)
-            return redirect("merchant_disputes:detail", pk=dispute.pk)
-        data = form.cleaned_data
-    try:
-        _with_screenshots(
-            lambda: steps[action](data),
-            dispute_pk_of=lambda _result: dispute.pk,
-            role=MessageRole.MERCHANT,
-            uploads=data.get("screenshots", []),
-            now=now,
-        )
-    except services.DisputeError as refused:
-        messages.error(request, str(refused))
-    else:
-        messages.success(request, _("Done."))
-    return redirect("merchant_disputes:detail", pk=dispute.pk)
+    return party_step_run(
+        request,
+        dispute=dispute,
+        steps=steps,
+        action=action,
+        role=MessageRole.MERCHANT,
+        now=now,
+        back=reverse("merchant_disputes:detail", kwargs={"pk": dispute.pk}),
+    )

@@ -73,6 +73,36 @@ def _with_screenshots(step, *, dispute_pk_of, role: str, uploads: list, now):
     return result
 
 
+def party_step_run(request, *, dispute, steps: dict, action: str, role: str, now, back: str):
+    """Run a party's answer from a page: check its form (if the step takes one), then the step and its
+    screenshots in one transaction; each refusal becomes a message on the page at `back`."""
+    if action not in steps:
+        raise Http404
+    form_class = {"contest": StatementForm, "reopen": StatementForm, "message": MessageForm}.get(action)
+    data = {}
+    if form_class is not None:
+        form = form_class(request.POST, request.FILES)
+        if not form.is_valid():
+            for errors in form.errors.values():
+                for error in errors:
+                    messages.error(request, error)
+            return redirect(back)
+        data = form.cleaned_data
+    try:
+        _with_screenshots(
+            lambda: steps[action](data),
+            dispute_pk_of=lambda _result: dispute.pk,
+            role=role,
+            uploads=data.get("screenshots", []),
+            now=now,
+        )
+    except services.DisputeError as refused:
+        messages.error(request, str(refused))
+    else:
+        messages.success(request, _("Done."))
+    return redirect(back)
+
+
 # --- opening, from the order page ------------------------------------------------------------------------
 
 
@@ -161,31 +191,15 @@ def buyer_act(request, action: str, pk: int | None = None, order_pk: int | None 
             dispute_pk=dispute.pk, role=MessageRole.BUYER, body=data["body"], now=now, author=actor
         ),
     }
-    if action not in steps:
-        raise Http404
-    form_class = {"reopen": StatementForm, "message": MessageForm}.get(action)
-    data = {}
-    if form_class is not None:
-        form = form_class(request.POST, request.FILES)
-        if not form.is_valid():
-            for errors in form.errors.values():
-                for error in errors:
-                    messages.error(request, error)
-            return redirect(_buyer_urls(dispute, token)["page"])
-        data = form.cleaned_data
-    try:
-        _with_screenshots(
-            lambda: steps[action](data),
-            dispute_pk_of=lambda _result: dispute.pk,
-            role=MessageRole.BUYER,
-            uploads=data.get("screenshots", []),
-            now=now,
-        )
-    except services.DisputeError as refused:
-        messages.error(request, str(refused))
-    else:
-        messages.success(request, _("Done."))
-    return redirect(_buyer_urls(dispute, token)["page"])
+    return party_step_run(
+        request,
+        dispute=dispute,
+        steps=steps,
+        action=action,
+        role=MessageRole.BUYER,
+        now=now,
+        back=_buyer_urls(dispute, token)["page"],
+    )
 
 
 # --- screenshots ----------------------------------------------------------------------------------------------
