@@ -1,0 +1,61 @@
+"""Which device and which network a request comes from, for everything that records or limits by them.
+
+The device is a random id in a signed, long-lived cookie that the shop sets on the first response to a
+browser without one (`DeviceCookieMiddleware`). It is not a fingerprint: clearing cookies makes a new
+device, which the risk engine counts as such. API clients that send no cookie have no device (None).
+
+The network is the client address's /24 (IPv4) or /48 (IPv6): the unit that an ISP hands to one
+household or one small office, so a "new network" means a new place, not a new DHCP lease.
+"""
+
+import secrets
+from ipaddress import IPv4Address, ip_address, ip_network
+
+from django.conf import settings
+
+DEVICE_COOKIE = "shop_device"
+DEVICE_COOKIE_SALT = "core.device"
+DEVICE_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600  # two years: a device is "known" for as long as a browser keeps it
+
+
+def device_id(request) -> str | None:
+    """The request's device id: the signed cookie's value, or the one minted for this response."""
+    minted = getattr(request, "_shop_device_minted", None)
+    if minted:
+        return minted
+    return request.get_signed_cookie(DEVICE_COOKIE, default=None, salt=DEVICE_COOKIE_SALT)
+
+
+def network_of(address: str) -> str:
+    """The /24 or /48 holding `address` ("" for no or a malformed address)."""
+    try:
+        parsed = ip_address(address)
+    except ValueError:
+        return ""
+    prefix = 24 if isinstance(parsed, IPv4Address) else 48
+    return str(ip_network(f"{parsed}/{prefix}", strict=False))
+
+
+class DeviceCookieMiddleware:
+    """Gives every browser a device id; API calls authenticated by a header get none minted."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        has_cookie = request.get_signed_cookie(DEVICE_COOKIE, default=None, salt=DEVICE_COOKIE_SALT) is not None
+        wants_cookie = not has_cookie and not request.path.startswith("/api/")
+        if wants_cookie:
+            request._shop_device_minted = secrets.token_urlsafe(18)
+        response = self.get_response(request)
+        if wants_cookie:
+            response.set_signed_cookie(
+                DEVICE_COOKIE,
+                request._shop_device_minted,
+                salt=DEVICE_COOKIE_SALT,
+                max_age=DEVICE_COOKIE_MAX_AGE,
+                secure=settings.SESSION_COOKIE_SECURE,
+                httponly=True,
+                samesite="Lax",
+            )
+        return response
