@@ -82,13 +82,63 @@ def _balance_changes(rows: Iterable[Transfer]) -> dict[int, dict[str, int]]:
 
 
 def _apply(rows: Iterable[Transfer]) -> None:
-    """Bring the cached balances up to date with `rows`: one UPDATE per account, in primary-key order."""
+    """Bring the cached balances up to date with `rows`, touching each account once, in primary-key order.
+
+    Only rows that exist when this runs count: a transfer undone by a rolled-back savepoint since it was
+    booked changes no balance. On PostgreSQL that is one statement (`_apply_in_one_statement`).
+    """
+    rows = list(rows)
+    if not rows:
+        return
+    if transaction.get_connection().vendor == "postgresql":
+        _apply_in_one_statement(rows)
+        return
+    alive = set(Transfer.objects.filter(pk__in=[row.pk for row in rows]).values_list("pk", flat=True))
+    rows = [row for row in rows if row.pk in alive]
     changes = _balance_changes(rows)
     ledger_accounts_lock(changes)  # all the rows first, in pk order, never one after another
     for account_pk in sorted(changes):
         fields = {name: F(name) + value for name, value in changes[account_pk].items() if value}
         if fields:
             LedgerAccount.objects.filter(pk=account_pk).update(**fields)
+
+
+_BALANCE_FIELDS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
+
+
+def _apply_in_one_statement(rows: list[Transfer]) -> None:
+    """One UPDATE for every balance the rows touch, its locks taken in primary-key order.
+
+    The deltas travel as VALUES (transfer, account, four deltas); joining them to `escrow_transfer`
+    keeps only transfers that still exist. The MATERIALIZED CTE locks the accounts ordered by pk
+    before the UPDATE reaches any of them (it can only update a row the CTE has already produced), so
+    two of these never wait for each other in opposite orders — the rule `ledger_accounts_lock` keeps.
+    """
+    values, params = [], []
+    for row in rows:
+        for account_pk, deltas in _balance_changes([row]).items():
+            values.append("(%s::bigint, %s::bigint, %s::bigint, %s::bigint, %s::bigint, %s::bigint)")
+            params += [row.pk, account_pk, *(deltas.get(name, 0) for name in _BALANCE_FIELDS)]
+    assignments = ", ".join(f"{name} = account.{name} + live.{name}" for name in _BALANCE_FIELDS)
+    sums = ", ".join(f"sum(delta.{name}) AS {name}" for name in _BALANCE_FIELDS)
+    # Only placeholders and this module's own column names are formatted in; every value is a parameter.
+    # Only placeholders and this module's column names are formatted in; every value is a parameter.
+    sql = f"""
+        WITH delta (transfer_id, account_id, {", ".join(_BALANCE_FIELDS)}) AS (VALUES {", ".join(values)}),
+        live AS (
+            SELECT delta.account_id, {sums}
+            FROM delta JOIN escrow_transfer ON escrow_transfer.id = delta.transfer_id
+            GROUP BY delta.account_id
+        ),
+        locked AS MATERIALIZED (
+            SELECT id FROM escrow_ledgeraccount WHERE id IN (SELECT account_id FROM live) ORDER BY id FOR UPDATE
+        )
+        UPDATE escrow_ledgeraccount AS account SET {assignments}
+        FROM live JOIN locked ON locked.id = live.account_id
+        WHERE account.id = live.account_id
+    """  # noqa: S608
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 _deferred = threading.local()
@@ -103,21 +153,21 @@ def balances_deferred() -> Iterator[None]:
     the transaction and concurrent payments would queue behind each other; applied here, at the end of
     a block placed just before the commit, they are held only for the commit itself.
 
-    The changes are recomputed from the transfer rows that exist when the block ends, so a transfer
-    undone by a rolled-back savepoint inside the block changes no balance. Balances read inside the
+    Only transfer rows that still exist when the block ends count, so a transfer undone by a
+    rolled-back savepoint inside the block changes no balance. Balances read inside the
     block do not include its own transfers yet. Nested blocks leave the work to the outermost one.
     """
-    if getattr(_deferred, "pks", None) is not None:
+    if getattr(_deferred, "rows", None) is not None:
         yield
         return
     assert transaction.get_connection().in_atomic_block, "balances_deferred needs the caller's transaction"
-    _deferred.pks = []
+    _deferred.rows = []
     try:
         yield
     finally:
-        pks, _deferred.pks = _deferred.pks, None
-        if pks and not transaction.get_connection().needs_rollback:
-            _apply(Transfer.objects.filter(pk__in=pks).select_related("pending"))
+        rows, _deferred.rows = _deferred.rows, None
+        if rows and not transaction.get_connection().needs_rollback:
+            _apply(rows)
 
 
 def _terms_match(existing: Transfer, wanted: Transfer) -> bool:
@@ -125,28 +175,65 @@ def _terms_match(existing: Transfer, wanted: Transfer) -> bool:
     return all(getattr(existing, name) == getattr(wanted, name) for name in fields)
 
 
+_INSERT_FIELDS = [field for field in Transfer._meta.concrete_fields if not field.primary_key]
+
+
+def _insert_new(rows: list[Transfer]) -> set[str]:
+    """Insert the rows that break no unique rule, in one statement; the transfer ids it inserted.
+
+    `ON CONFLICT DO NOTHING RETURNING`: a row whose transfer id exists (a replay), or that resolves a
+    pending transfer resolved already, is skipped instead of aborting the transaction, so no savepoint
+    is needed around the insert. Inserted rows get their primary keys.
+    """
+    connection = transaction.get_connection()
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in _INSERT_FIELDS)
+    placeholders = "(" + ", ".join(["%s"] * len(_INSERT_FIELDS)) + ")"
+    params = [
+        field.get_db_prep_save(getattr(row, field.attname), connection) for row in rows for field in _INSERT_FIELDS
+    ]
+    values = ", ".join([placeholders] * len(rows))
+    # Only placeholders and the model's own column names are formatted in; every value is a parameter.
+    sql = f"INSERT INTO escrow_transfer ({columns}) VALUES {values} ON CONFLICT DO NOTHING RETURNING id, transfer_id"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = {transfer_id: pk for pk, transfer_id in cursor.fetchall()}
+    for row in rows:
+        if row.transfer_id in inserted:
+            row.pk = inserted[row.transfer_id]
+            row._state.adding, row._state.db = False, connection.alias
+    return set(inserted)
+
+
+def _existing(transfer: Transfer) -> Transfer:
+    """The transfer booked earlier under `transfer`'s id, if its terms are the same (a replay)."""
+    existing = Transfer.objects.filter(transfer_id=transfer.transfer_id).first()
+    if existing is None:  # another rule said no: a pending transfer resolved twice
+        raise LedgerError(f"Transfer {transfer.transfer_id} breaks a ledger rule.")
+    if not _terms_match(existing, transfer):
+        raise TransferConflict(f"Transfer {transfer.transfer_id} exists with different terms.")
+    return existing
+
+
+def _book(rows: list[Transfer]) -> list[Transfer]:
+    """Insert each row exactly once; a replay returns the row booked before, unchanged."""
+    assert transaction.get_connection().in_atomic_block, "ledger writes need the caller's transaction"
+    inserted = _insert_new(rows)
+    booked = [row if row.transfer_id in inserted else _existing(row) for row in rows]
+    new_rows = [row for row in rows if row.transfer_id in inserted]
+    deferred = getattr(_deferred, "rows", None)
+    if deferred is None:
+        _apply(new_rows)
+    else:
+        deferred.extend(new_rows)
+    return booked
+
+
 def _record(transfer: Transfer) -> Transfer:
     """Insert the transfer, or return the one already booked under its id (a replay is a no-op).
 
     The insert is tried first: the unique transfer id, not a look-up beforehand, decides.
     """
-    assert transaction.get_connection().in_atomic_block, "ledger writes need the caller's transaction"
-    try:
-        with transaction.atomic():
-            transfer.save(force_insert=True)
-    except IntegrityError:
-        existing = Transfer.objects.filter(transfer_id=transfer.transfer_id).first()
-        if existing is None:  # another constraint said no: a pending transfer resolved twice
-            raise LedgerError(f"Transfer {transfer.transfer_id} breaks a ledger rule.") from None
-        if not _terms_match(existing, transfer):
-            raise TransferConflict(f"Transfer {transfer.transfer_id} exists with different terms.") from None
-        return existing
-    deferred = getattr(_deferred, "pks", None)
-    if deferred is None:
-        _apply([transfer])
-    else:
-        deferred.append(transfer.pk)
-    return transfer
+    return _book([transfer])[0]
 
 
 def _check(debit: LedgerAccount, credit: LedgerAccount, amount: int) -> None:
@@ -202,24 +289,8 @@ def transfer(
 
 
 def transfers(*, moves: list[Move], now: datetime, order: Order | None = None) -> list[Transfer]:
-    """Book several transfers with one INSERT; each still exactly once.
-
-    If any of them exists already (a replay), the batch is undone and each is booked on its own, so a
-    replay stays a no-op and different terms still raise `TransferConflict`.
-    """
-    assert transaction.get_connection().in_atomic_block, "ledger writes need the caller's transaction"
-    rows = [_move_row(move, now=now, order=order) for move in moves]
-    try:
-        with transaction.atomic():
-            Transfer.objects.bulk_create(rows)
-    except IntegrityError:
-        return [_record(_move_row(move, now=now, order=order)) for move in moves]
-    deferred = getattr(_deferred, "pks", None)
-    if deferred is None:
-        _apply(rows)
-    else:
-        deferred.extend(row.pk for row in rows)
-    return rows
+    """Book several transfers with one INSERT; each still exactly once (a replay returns the first)."""
+    return _book([_move_row(move, now=now, order=order) for move in moves])
 
 
 def resolution_row(

@@ -83,10 +83,11 @@ BUDGET = {
     # payment by gateway id (outside the transaction: a bad one is refused without one); BEGIN;
     # INSERT webhook event ON CONFLICT DO NOTHING RETURNING (replay check, no savepoint); payment FOR
     # UPDATE; order FOR UPDATE; UPDATE payment; UPDATE order; INSERT audit payment.succeeded;
-    # clearing + escrow + merchant + fee accounts in one SELECT; SAVEPOINT, INSERT the three
-    # transfers, RELEASE (ledger.transfers: a duplicate transfer id is told apart from other errors);
-    # SELECT the transfers back; lock the four accounts; four balance UPDATEs; COMMIT. (Was 22.)
-    "webhook": 19,
+    # clearing + escrow + merchant + fee accounts in one SELECT; INSERT the three transfers ON CONFLICT
+    # DO NOTHING RETURNING (a replayed transfer id is skipped, not a savepoint's rollback); one UPDATE
+    # of the four balances that locks them in pk order first (ledger._apply_in_one_statement); COMMIT.
+    # (Was 22, then 19: a savepoint, its release, the transfers read back, a lock and four UPDATEs.)
+    "webhook": 12,
     # BEGIN; order FOR UPDATE with product and merchant; UPDATE keys sold; UPDATE order delivered;
     # INSERT audit order.delivered; count available stock up to the low-stock threshold; COMMIT.
     # (Was 10: the low-stock check read the product again inside a savepoint of its own.)
