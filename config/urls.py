@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from core import api as core_api
 from disputes import api as disputes_api
 from escrow import api as escrow_api
+from escrow import merchant_views as escrow_merchant_views
 from escrow.gateways import SANDBOX, gateway_enabled
 from shop import api as shop_api
 from shop import merchant_api as shop_merchant_api
@@ -58,8 +59,11 @@ urlpatterns = [
     path("", include("disputes.urls")),
     path("accounts/", include("accounts.urls")),
     path("account/security/", include("accounts.security_urls")),
+    # The dashboard reads orders, money and disputes, so it is escrow's; the rest of /merchant/ is shop's.
+    path("merchant/", escrow_merchant_views.dashboard, name="merchant_dashboard"),
     path("merchant/", include("shop.merchant_urls")),
     path("merchant/money/", include("escrow.merchant_urls")),
+    path("merchant/orders/", include("escrow.merchant_order_urls")),
     path("merchant/disputes/", include("disputes.merchant_urls")),
     path("transparency/", include("escrow.transparency_urls")),
     path("api/v1/", include((api_v1, "api"))),
