@@ -1,8 +1,11 @@
 from csp.decorators import csp_update
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts import views as accounts_views
 from core import api as core_api
 from disputes import api as disputes_api
 from escrow import api as escrow_api
@@ -56,6 +59,7 @@ urlpatterns = [
     path("", include("disputes.urls_reputation")),
     path("", include("disputes.evidence_urls")),
     path("staff/disputes/", include("disputes.staff_urls")),
+    path("staff/", include("staff.urls")),
     path("", include("disputes.urls")),
     path("accounts/", include("accounts.urls")),
     path("account/security/", include("accounts.security_urls")),
@@ -75,7 +79,20 @@ urlpatterns = [
         csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSplitView.as_view(url_name="schema")),
         name="api-docs",
     ),
+    # The language switch remembers the choice on the signed-in user too (accounts.views.language_set).
+    path("i18n/setlang/", accounts_views.language_set, name="set_language"),
     path("i18n/", include("django.conf.urls.i18n")),
+    # The trust pages in the footer: plain words, no data.
+    path("faq/", TemplateView.as_view(template_name="pages/faq.html"), name="faq"),
+    path("terms/", TemplateView.as_view(template_name="pages/terms.html"), name="terms"),
+    path("privacy/", TemplateView.as_view(template_name="pages/privacy.html"), name="privacy"),
+    path(
+        "contact/",
+        TemplateView.as_view(
+            template_name="pages/contact.html", extra_context={"contact_email": settings.SUPPORT_EMAIL}
+        ),
+        name="contact",
+    ),
     path("admin/", admin.site.urls),
 ]
 
