@@ -14,6 +14,9 @@ class User(AbstractUser):
     """A person who signs in: a buyer, a merchant's owner or a staff member (guests have no row)."""
 
     email = models.EmailField(_("e-mail address"), blank=True)
+    # The language they last chose in the header (a code of settings.LANGUAGES), applied at each sign-in
+    # by accounts.middleware.UserLanguageMiddleware; empty until they choose.
+    language = models.CharField(_("language"), max_length=16, blank=True)
 
     class Meta:
         verbose_name = _("user")
@@ -32,6 +35,7 @@ class AuditAction(models.TextChoices):
     TWO_FACTOR_PROVISIONED = "2fa.provisioned", "2fa.provisioned"
     TWO_FACTOR_SEED_RESEALED = "2fa.seed_resealed", "2fa.seed_resealed"
     ALERT_RAISED = "alert.raised", "alert.raised"
+    ALERT_ACKNOWLEDGED = "alert.acknowledged", "alert.acknowledged"
     API_TOKEN_CREATED = "api_token.created", "api_token.created"
     API_TOKEN_REVOKED = "api_token.revoked", "api_token.revoked"
     DISPUTE_OPENED = "dispute.opened", "dispute.opened"
@@ -138,6 +142,38 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.message[:60]}"
+
+
+class Notification(models.Model):
+    """One line in a signed-in user's in-site inbox (dispute steps, new paid orders, …).
+
+    Any app may post one (`accounts.services.notification_post`): accounts is below them all. `key`
+    makes posting idempotent, so a retried task finds the line it already wrote. `read_at` is set when
+    the reader opens it.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="inbox")
+    event = models.CharField(max_length=64)  # what happened: "order.paid", "dispute.opened", …
+    subject = models.CharField(max_length=64, blank=True)  # what it is about: "order:3", "dispute:12"
+    key = models.CharField(max_length=120, null=True, blank=True)
+    text = models.CharField(max_length=200)
+    url = models.CharField(max_length=200)
+    created_at = models.DateTimeField()
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        verbose_name = _("notification")
+        verbose_name_plural = _("notifications")
+        indexes = [models.Index(fields=["user", "read_at"], name="accounts_notification_unread")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "key"], condition=models.Q(key__isnull=False), name="notification_once_per_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"notification {self.pk} for user {self.user_id}"
 
 
 # --- two-factor devices (django-otp plugins whose secrets a database dump does not give away) ------

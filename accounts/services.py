@@ -19,6 +19,7 @@ from accounts.models import (
     AuthenticatorDevice,
     BackupCode,
     BackupCodeDevice,
+    Notification,
     StaffApiToken,
     User,
 )
@@ -360,6 +361,50 @@ def alert_raise(*, key: str, kind: str, message: str, now: datetime, data: dict[
 
             transaction.on_commit(alert_mail)
     return created
+
+
+# --- the in-site inbox --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def notification_post(
+    *, user_pks: list[int], event: str, text: str, url: str, now: datetime, subject: str = "", key: str | None = None
+) -> int:
+    """One inbox line per user, in the caller's transaction; with a `key`, at most one per user and key
+    (posting again is a no-op). Returns how many lines are new."""
+    rows = [
+        Notification(user_id=pk, event=event, subject=subject, key=key, text=text[:200], url=url[:200], created_at=now)
+        for pk in dict.fromkeys(user_pks)
+    ]
+    if key is None:
+        return len(Notification.objects.bulk_create(rows))
+    existing = set(Notification.objects.filter(user_id__in=user_pks, key=key).values_list("user_id", flat=True))
+    fresh = [row for row in rows if row.user_id not in existing]
+    Notification.objects.bulk_create(fresh, ignore_conflicts=True)
+    return len(fresh)
+
+
+@transaction.atomic
+def notification_read(*, notification: Notification, now: datetime) -> None:
+    """Mark one line read (once; a second open keeps the first time)."""
+    Notification.objects.filter(pk=notification.pk, read_at__isnull=True).update(read_at=now)
+
+
+@transaction.atomic
+def alert_acknowledge(*, alert: Alert, actor: User, now: datetime) -> bool:
+    """Staff have looked at the alert: it leaves the open queue (once; False if it had already left)."""
+    changed = Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(acknowledged_at=now)
+    if changed:
+        audit_record(action=AuditAction.ALERT_ACKNOWLEDGED, subject=alert, actor=actor, now=now)
+    return bool(changed)
+
+
+@transaction.atomic
+def user_language_set(*, user: User, language: str) -> None:
+    """Remember the language the user chose (a code of settings.LANGUAGES; anything else is ignored)."""
+    if language in dict(settings.LANGUAGES) and user.language != language:
+        User.objects.filter(pk=user.pk).update(language=language)
+        user.language = language
 
 
 # --- staff API tokens -------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ from urllib.parse import urlencode
 import django_otp
 from django.contrib.auth import views as auth_views
 from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django.views.i18n import set_language
+
+from accounts.services import user_language_set
 
 
 class SignInView(auth_views.LoginView):
@@ -18,3 +22,13 @@ class SignInView(auth_views.LoginView):
         if django_otp.user_has_device(self.request.user, confirmed=True):
             return f"{reverse('security:verify')}?{urlencode({'next': url})}"
         return url
+
+
+@require_POST
+def language_set(request):
+    """Django's language switch (the cookie, then back to `next`), and for a signed-in user the choice is
+    kept on their account, so it follows them to every device they sign in on."""
+    response = set_language(request)
+    if request.user.is_authenticated:
+        user_language_set(user=request.user, language=request.POST.get("language", ""))
+    return response

@@ -1,11 +1,15 @@
 from csp.decorators import csp_update
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts import views as accounts_views
 from core import api as core_api
 from disputes import api as disputes_api
 from escrow import api as escrow_api
+from escrow import merchant_views as escrow_merchant_views
 from escrow.gateways import SANDBOX, gateway_enabled
 from shop import api as shop_api
 from shop import merchant_api as shop_merchant_api
@@ -55,11 +59,15 @@ urlpatterns = [
     path("", include("disputes.urls_reputation")),
     path("", include("disputes.evidence_urls")),
     path("staff/disputes/", include("disputes.staff_urls")),
+    path("staff/", include("staff.urls")),
     path("", include("disputes.urls")),
     path("accounts/", include("accounts.urls")),
     path("account/security/", include("accounts.security_urls")),
+    # The dashboard reads orders, money and disputes, so it is escrow's; the rest of /merchant/ is shop's.
+    path("merchant/", escrow_merchant_views.dashboard, name="merchant_dashboard"),
     path("merchant/", include("shop.merchant_urls")),
     path("merchant/money/", include("escrow.merchant_urls")),
+    path("merchant/orders/", include("escrow.merchant_order_urls")),
     path("merchant/disputes/", include("disputes.merchant_urls")),
     path("transparency/", include("escrow.transparency_urls")),
     path("api/v1/", include((api_v1, "api"))),
@@ -71,7 +79,20 @@ urlpatterns = [
         csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSplitView.as_view(url_name="schema")),
         name="api-docs",
     ),
+    # The language switch remembers the choice on the signed-in user too (accounts.views.language_set).
+    path("i18n/setlang/", accounts_views.language_set, name="set_language"),
     path("i18n/", include("django.conf.urls.i18n")),
+    # The trust pages in the footer: plain words, no data.
+    path("faq/", TemplateView.as_view(template_name="pages/faq.html"), name="faq"),
+    path("terms/", TemplateView.as_view(template_name="pages/terms.html"), name="terms"),
+    path("privacy/", TemplateView.as_view(template_name="pages/privacy.html"), name="privacy"),
+    path(
+        "contact/",
+        TemplateView.as_view(
+            template_name="pages/contact.html", extra_context={"contact_email": settings.SUPPORT_EMAIL}
+        ),
+        name="contact",
+    ),
     path("admin/", admin.site.urls),
 ]
 

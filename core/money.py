@@ -43,7 +43,11 @@ def from_major(text: str, currency: str) -> int:
 
 
 def display(amount: int, currency: str) -> str:
-    return f"{SYMBOLS.get(currency, '')}{to_major(amount, currency)} {currency}"
+    """`123456, "CNY"` → `¥1,234.56 CNY`; `-500` → `-¥5.00 CNY` (the sign before the symbol)."""
+    sign = "-" if amount < 0 else ""
+    whole, _point, cents = to_major(abs(amount), currency).partition(".")
+    grouped = f"{int(whole):,}" + (f".{cents}" if cents else "")
+    return f"{sign}{SYMBOLS.get(currency, '')}{grouped} {currency}"
 
 
 def money_column(field: str, *, currency_field: str = "currency", label: str = ""):

@@ -1,4 +1,4 @@
-from disputes.models import Notification
+from accounts.models import Notification
 
 
 def inbox(request) -> dict:

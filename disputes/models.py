@@ -162,23 +162,3 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return f"attachment {self.pk} on dispute {self.dispute_id}"
-
-
-class Notification(models.Model):
-    """One line in a signed-in party's in-site inbox; `read_at` is set when they open it."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
-    dispute = models.ForeignKey(Dispute, on_delete=models.CASCADE, related_name="notifications")
-    text = models.CharField(max_length=200)
-    url = models.CharField(max_length=200)
-    created_at = models.DateTimeField()
-    read_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-pk"]
-        verbose_name = _("notification")
-        verbose_name_plural = _("notifications")
-        indexes = [models.Index(fields=["user", "read_at"], name="disputes_notification_unread")]
-
-    def __str__(self) -> str:
-        return f"notification {self.pk} for user {self.user_id}"

@@ -146,23 +146,25 @@ def _inbox_write(dispute: Dispute, *, event: str) -> None:
     who have no inbox, get the e-mail)."""
     from django.urls import reverse
 
-    from disputes.models import Notification
+    from accounts.services import notification_post
 
     order = dispute.order
     roles = _INBOX_ROLES.get(event, {MessageRole.BUYER, MessageRole.MERCHANT})
     text = _("Order %(order)s: %(status)s") % {"order": order.pk, "status": dispute.get_status_display()}
     if event.startswith("message:"):
         text = _("Order %(order)s: a new message on the dispute") % {"order": order.pk}
-    rows = []
+    now = timezone.now()
+    common = {"event": f"dispute.{event}", "subject": f"dispute:{dispute.pk}", "text": text, "now": now}
     if MessageRole.BUYER in roles and order.buyer_id:
-        rows.append((order.buyer_id, reverse("disputes:detail", kwargs={"pk": dispute.pk})))
+        notification_post(
+            user_pks=[order.buyer_id], url=reverse("disputes:detail", kwargs={"pk": dispute.pk}), **common
+        )
     if MessageRole.MERCHANT in roles:
-        merchant_user = order.merchant.user_id
-        rows.append((merchant_user, reverse("merchant_disputes:detail", kwargs={"pk": dispute.pk})))
-    Notification.objects.bulk_create(
-        Notification(user_id=user, dispute=dispute, text=text[:200], url=url, created_at=timezone.now())
-        for user, url in rows
-    )
+        notification_post(
+            user_pks=[order.merchant.user_id],
+            url=reverse("merchant_disputes:detail", kwargs={"pk": dispute.pk}),
+            **common,
+        )
 
 
 def _key_pks(dispute: Dispute) -> list[int]:

@@ -12,10 +12,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from accounts.models import Notification
+from accounts.services import notification_read
 from disputes import services
 from disputes.attachments import attachment_path, dispute_attachments_add
 from disputes.forms import DisputeOpenForm, MessageForm, StatementForm
-from disputes.models import Attachment, Dispute, DisputeStatus, MessageRole, Notification
+from disputes.models import Attachment, Dispute, DisputeStatus, MessageRole
 from disputes.selectors import dispute_for_viewer
 from disputes.templatetags.disputes import dispute_window_open
 from escrow.selectors import order_for_viewer
@@ -229,7 +231,7 @@ def attachment(request, attachment_pk: int, pk: int | None = None, order_pk: int
 
 @login_required
 def inbox(request):
-    items = Notification.objects.filter(user=request.user).select_related("dispute")[:200]
+    items = Notification.objects.filter(user=request.user)[:200]
     return render(request, "disputes/inbox.html", {"items": items})
 
 
@@ -237,6 +239,5 @@ def inbox(request):
 def inbox_open(request, pk: int):
     """Open one notification: it is marked read and the reader goes to the dispute."""
     item = get_object_or_404(Notification, pk=pk, user=request.user)
-    if item.read_at is None:
-        Notification.objects.filter(pk=item.pk, read_at__isnull=True).update(read_at=timezone.now())
+    notification_read(notification=item, now=timezone.now())
     return redirect(item.url)

@@ -101,3 +101,20 @@ class WithdrawalApproveForm(forms.Form):
 
 class ProofUploadForm(forms.Form):
     proof = forms.FileField(label=_("Your proof file (JSON)"))
+
+
+class MerchantOrderFilterForm(forms.Form):
+    """The merchant's order list: by status, product and date; `q` an order number or a buyer's e-mail."""
+
+    q = forms.CharField(label=_("Order number or e-mail"), required=False, max_length=254)
+    status = forms.ChoiceField(label=_("Status"), required=False)
+    product = forms.TypedChoiceField(label=_("Product"), required=False, coerce=int, empty_value=None)
+    since = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(label=_("To (inclusive)"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, products, **kwargs):
+        from escrow.models import OrderStatus
+
+        super().__init__(*args, **kwargs)
+        self.fields["status"].choices = [("", _("Any status")), *OrderStatus.choices]
+        self.fields["product"].choices = [("", _("Any product")), *((p.pk, p.title) for p in products)]

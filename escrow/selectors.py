@@ -1,5 +1,6 @@
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from escrow import ledger
@@ -28,6 +29,12 @@ def orders_of_buyer(user: User) -> QuerySet[Order]:
 
 
 # --- merchant money ---------------------------------------------------------------------------------
+
+# The merchant's own accounts, as a merchant says them (the ledger's names are for staff).
+ACCOUNT_WORDS = {
+    "merchant_available": _("Available to withdraw"),
+    "merchant_reserve": _("Reserve"),
+}
 
 
 def merchant_balances(merchant) -> list[dict]:
@@ -58,7 +65,7 @@ def merchant_statement(merchant, *, since=None, until=None):
     accounts = list(LedgerAccount.objects.filter(merchant=merchant).values_list("pk", flat=True))
     transfers = (
         Transfer.objects.filter(Q(debit_account_id__in=accounts) | Q(credit_account_id__in=accounts))
-        .select_related("debit_account", "credit_account")
+        .select_related("debit_account", "credit_account", "pending")
         .order_by("-created_at", "-pk")
     )
     if since:
@@ -68,18 +75,155 @@ def merchant_statement(merchant, *, since=None, until=None):
     return transfers, set(accounts)
 
 
-def statement_line(transfer, merchant_accounts: set[int]) -> dict:
-    """How one transfer reads on the merchant's statement: which account of theirs, and in or out."""
+def statement_line(transfer, merchant_accounts: set[int], fees: dict[int, int] | None = None) -> dict:
+    """How one transfer reads on the merchant's statement: which account of theirs, in or out, and a
+    sentence saying what happened (`statement_fees` gives each order's fee for the sentence)."""
     incoming = transfer.credit_account_id in merchant_accounts
     own = transfer.credit_account if incoming else transfer.debit_account
+    fee = (fees or {}).get(transfer.order_id)
     return {
         "at": transfer.created_at,
         "transfer_id": transfer.transfer_id,
         "kind": transfer.get_kind_display(),
         "code": transfer.code,
-        "account": own.get_kind_display(),
+        "account": ACCOUNT_WORDS.get(own.kind, own.get_kind_display()),
         "direction": "in" if incoming else "out",
         "amount": transfer.amount if incoming else -transfer.amount,
         "currency": transfer.currency,
         "order": transfer.order_id,
+        "fee": fee,
+        "description": statement_words(transfer, fee=fee),
+        # Held money has not reached the balance yet: the page shows it apart from what moved.
+        "pending": transfer.kind == "pending",
     }
+
+
+def statement_fees(transfers) -> dict[int, int]:
+    """Order → the platform fee of that order (what was posted if the order is released, else what is
+    held), for the orders among `transfers`: one query."""
+    from escrow.models import Transfer, TransferKind
+
+    order_pks = {t.order_id for t in transfers if t.order_id}
+    fees: dict[int, int] = {}
+    rows = Transfer.objects.filter(
+        order_id__in=order_pks, code="fee", kind__in=[TransferKind.PENDING, TransferKind.POST_PENDING]
+    ).values_list("order_id", "kind", "amount")
+    for order_pk, _kind, amount in sorted(rows, key=lambda row: row[1] == TransferKind.POST_PENDING):
+        fees[order_pk] = amount  # a posted fee (a release, possibly partial) overrides the held one
+    return fees
+
+
+def _number_in(transfer_id: str) -> str:
+    parts = transfer_id.split(":")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def statement_words(transfer, *, fee: int | None = None) -> str:
+    """One sentence for one transfer, in the reader's language: "Order #3 released: ¥95.00 after ¥5.00 fee"."""
+    from django.utils.translation import gettext as _
+
+    from core.money import display
+    from escrow.models import TransferKind
+
+    amount = display(transfer.amount, transfer.currency)
+    fee_text = display(fee, transfer.currency) if fee is not None else None
+    order = transfer.order_id
+    code, kind = transfer.code, transfer.kind
+    if code == "share":
+        if kind == TransferKind.PENDING:
+            if fee_text:
+                return _("Order #%(order)s paid: %(amount)s held in escrow for you (after a %(fee)s fee)") % {
+                    "order": order,
+                    "amount": amount,
+                    "fee": fee_text,
+                }
+            return _("Order #%(order)s paid: %(amount)s held in escrow for you") % {"order": order, "amount": amount}
+        if kind == TransferKind.POST_PENDING:
+            partial = transfer.pending_id and transfer.pending and transfer.amount < transfer.pending.amount
+            if partial:
+                return _("Order #%(order)s partly released: %(amount)s (the rest went back to the buyer)") % {
+                    "order": order,
+                    "amount": amount,
+                }
+            if fee_text:
+                return _("Order #%(order)s released: %(amount)s after %(fee)s fee") % {
+                    "order": order,
+                    "amount": amount,
+                    "fee": fee_text,
+                }
+            return _("Order #%(order)s released: %(amount)s") % {"order": order, "amount": amount}
+        if kind == TransferKind.VOID_PENDING:
+            return _("Order #%(order)s refunded to the buyer: the %(amount)s held for you is cancelled") % {
+                "order": order,
+                "amount": amount,
+            }
+    if code == "reserve":
+        return _("Order #%(order)s: %(amount)s set aside in your reserve") % {"order": order, "amount": amount}
+    if code == "reserve_release":
+        return _("Order #%(order)s: reserve of %(amount)s released to your available balance") % {
+            "order": order,
+            "amount": amount,
+        }
+    if code == "withdrawal":
+        number = _number_in(transfer.transfer_id)
+        if kind == TransferKind.PENDING:
+            return _("Withdrawal #%(number)s requested: %(amount)s") % {"number": number, "amount": amount}
+        if kind == TransferKind.POST_PENDING:
+            return _("Withdrawal #%(number)s paid out: %(amount)s") % {"number": number, "amount": amount}
+        if kind == TransferKind.VOID_PENDING:
+            return _("Withdrawal #%(number)s rejected: %(amount)s back in your available balance") % {
+                "number": number,
+                "amount": amount,
+            }
+    if order:
+        return _("Order #%(order)s: %(amount)s (%(what)s)") % {
+            "order": order,
+            "amount": amount,
+            "what": transfer.get_kind_display(),
+        }
+    return _("%(amount)s (%(what)s)") % {"amount": amount, "what": transfer.get_kind_display()}
+
+
+# --- the merchant's orders --------------------------------------------------------------------------
+
+
+def merchant_orders(merchant, *, q: str = "", status: str = "", product: int | None = None, since=None, until=None):
+    """The merchant's orders, newest first, filtered; `q` is an order number (with or without "#") or
+    a buyer's e-mail (whole, any case). Only this merchant's orders, whatever the filters say."""
+    orders = Order.objects.filter(merchant=merchant).select_related("product").order_by("-pk")
+    q = q.strip()
+    if q:
+        number = q.lstrip("#")
+        orders = orders.filter(pk=int(number)) if number.isdigit() else orders.filter(email__iexact=q)
+    if status:
+        orders = orders.filter(status=status)
+    if product:
+        orders = orders.filter(product_id=product)
+    if since:
+        orders = orders.filter(created_at__date__gte=since)
+    if until:
+        orders = orders.filter(created_at__date__lte=until)
+    return orders
+
+
+def merchant_order(merchant, pk: int) -> Order:
+    """One of the merchant's orders with what its page shows; someone else's (or none) raises Http404."""
+    order = (
+        Order.objects.filter(pk=pk, merchant=merchant)
+        .select_related("product", "buyer")
+        .prefetch_related("payments", "refunds", "reveals")
+        .first()
+    )
+    if order is None:
+        raise Http404
+    return order
+
+
+def order_dispute(order: Order):
+    """The order's dispute, if any, read through the reverse relation (escrow never imports disputes)."""
+    from django.core.exceptions import ObjectDoesNotExist
+
+    try:
+        return order.dispute
+    except ObjectDoesNotExist:
+        return None

@@ -50,6 +50,7 @@ from escrow.models import (
     WebhookEvent,
     token_hash,
 )
+from escrow.notifications import order_paid_notify_enqueue
 
 # Re-exported so callers find every escrow write through this module.
 from escrow.releases import (  # noqa: F401
@@ -336,6 +337,7 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     )
     # Never raises after the commit: if the broker is down the sweeper delivers (escrow/delivery.py).
     transaction.on_commit(lambda: order_delivery_enqueue(order_pk=order.pk))
+    transaction.on_commit(lambda: order_paid_notify_enqueue(order_pk=order.pk))
     return order
 
 

@@ -5,7 +5,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core.mail import MAIL_ERRORS, mail_retry, mail_send
-from escrow import delivery, reconciliation, refunds, services, withdrawals
+from escrow import delivery, notifications, reconciliation, refunds, services, withdrawals
 from escrow.gateways.sandbox.tasks import sandbox_refund_webhook_send_task  # noqa: F401  (registers it)
 from escrow.models import Order
 
@@ -72,3 +72,12 @@ def order_link_email_task(self, *, order_pk: int, link: str) -> None:
         )
     except MAIL_ERRORS as error:
         mail_retry(self, error, log="escrow.email_failed", order=order_pk)  # never the link: it is the key
+
+
+@shared_task(name="escrow.order_paid_notify", bind=True, acks_late=True, max_retries=8)
+def order_paid_notify_task(self, *, order_pk: int) -> None:
+    """The merchant hears of a new paid order (e-mail and inbox), unless they switched it off."""
+    try:
+        notifications.order_paid_notify(order_pk=order_pk)
+    except MAIL_ERRORS as error:
+        mail_retry(self, error, log="escrow.email_failed", order=order_pk)

@@ -174,3 +174,12 @@ class ApiTokenForm(forms.Form):
         max_length=16,
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
     )
+
+
+class MerchantSettingsForm(forms.Form):
+    """What a merchant may change themselves: their contact line and the paid-order notifications."""
+
+    contact = forms.CharField(label=_("Contact for buyers"), max_length=200, required=False)
+    notify_paid_orders = forms.BooleanField(
+        label=_("E-mail me and add an inbox line for each newly paid order"), required=False
+    )

@@ -5,7 +5,8 @@ from shop import merchant_views as views
 app_name = "merchant"
 
 urlpatterns = [
-    path("", views.dashboard, name="dashboard"),
+    # /merchant/ itself is the dashboard (escrow.merchant_views.dashboard, wired in config/urls.py).
+    path("products/", views.products, name="products"),
     path("signup/", views.signup, name="signup"),
     path("signup/sent/", views.signup_sent, name="signup_sent"),
     path("status/", views.status, name="status"),
@@ -20,6 +21,7 @@ urlpatterns = [
     path("uploads/<int:pk>/", views.upload_detail, name="upload"),
     path("uploads/<int:pk>/status/", views.upload_status, name="upload_status"),
     path("uploads/<int:pk>/rejected.csv", views.upload_report, name="upload_report"),
+    path("settings/", views.merchant_settings, name="settings"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
 ]

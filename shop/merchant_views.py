@@ -16,6 +16,7 @@ from shop.forms import (
     ApiTokenForm,
     KeyExportForm,
     MerchantAccountSignupForm,
+    MerchantSettingsForm,
     MerchantSignupForm,
     ProductForm,
     RevokeForm,
@@ -87,13 +88,27 @@ def status(request):
     return render(request, "merchant/status.html", {"merchant": request.merchant})
 
 
+@merchant_required
+def merchant_settings(request):
+    """The merchant's own settings: contact line and whether each paid order is announced."""
+    merchant = request.merchant
+    form = MerchantSettingsForm(
+        request.POST or None, initial={"contact": merchant.contact, "notify_paid_orders": merchant.notify_paid_orders}
+    )
+    if request.method == "POST" and form.is_valid():
+        services.merchant_update(merchant=merchant, actor=request.user, now=timezone.now(), **form.cleaned_data)
+        messages.success(request, _("Settings saved."))
+        return redirect("merchant:settings")
+    return render(request, "merchant/settings.html", {"form": form}, status=400 if form.errors else 200)
+
+
 # --- products ------------------------------------------------------------------------------------------
 
 
 @merchant_required
-def dashboard(request):
+def products(request):
     products = selectors.merchant_products_with_stock(merchant=request.merchant)
-    return render(request, "merchant/dashboard.html", {"products": products})
+    return render(request, "merchant/products.html", {"products": products})
 
 
 @merchant_required
@@ -121,7 +136,7 @@ def product_edit(request, pk: int):
     if request.method == "POST" and form.is_valid():
         services.product_update(product=product, actor=request.user, now=timezone.now(), **form.cleaned_data)
         messages.success(request, _("Saved."))
-        return redirect("merchant:dashboard")
+        return redirect("merchant:products")
     return render(request, "merchant/product_form.html", {"form": form, "product": product})
 
 
@@ -144,7 +159,7 @@ def _product_status(request, pk, service, message):
         messages.success(request, message)
     except StateError:
         messages.error(request, _("Nothing changed: the product was already in that state."))
-    return redirect("merchant:dashboard")
+    return redirect("merchant:products")
 
 
 # --- stock: upload, revoke, export -----------------------------------------------------------------------

@@ -27,6 +27,8 @@ class Merchant(models.Model):
     contact = models.CharField(_("contact"), max_length=200, blank=True)
     status = models.CharField(max_length=16, choices=MerchantStatus.choices, default=MerchantStatus.PENDING)
     rejection_reason = models.TextField(blank=True)
+    # Merchant settings: an e-mail and an inbox line for each newly paid order (escrow.notifications).
+    notify_paid_orders = models.BooleanField(_("tell me about each paid order"), default=True)
     fee_percent = models.DecimalField(
         max_digits=5,
         decimal_places=2,

@@ -156,7 +156,7 @@ def merchant_reject(*, merchant: Merchant, reason: str, actor: User | None, now:
     return merchant
 
 
-MERCHANT_FIELDS = {"name", "contact", "fee_percent"}
+MERCHANT_FIELDS = {"name", "contact", "fee_percent", "notify_paid_orders"}
 
 
 # Not durable: the admin's change form calls it inside the transaction Django opens for the form.

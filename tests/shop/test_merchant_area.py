@@ -150,7 +150,7 @@ def test_dashboard_counts_every_state_in_one_query(client_for, merchant, django_
     # session, user, the session's second-factor device, merchant, products with counts, the header's
     # unread inbox count (disputes.context_processors.inbox), (savepoint)
     with django_assert_max_num_queries(7):
-        page = merchant_client.get("/merchant/").content.decode()
+        page = merchant_client.get("/merchant/products/").content.decode()
 
     assert page.count('data-count="available"') == 5
     row0 = page.split(f'data-product="{products[0].pk}"')[1]

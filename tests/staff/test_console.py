@@ -1,0 +1,118 @@
+"""The staff console: counts and oldest age per queue match the queues, each queue page lists and
+filters its rows, the console's own actions go through the owning app's services, and nobody without
+a verified staff session gets in."""
+
+import re
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import Alert, AuditEntry
+from accounts.services import alert_raise
+from escrow import services as escrow_services
+from escrow import withdrawals
+from escrow.models import Withdrawal, WithdrawalStatus
+from shop import services as shop_services
+from shop.models import Merchant, MerchantStatus
+from tests import factories
+from tests.disputes.test_staff_pages import escalated
+
+pytestmark = pytest.mark.django_db
+
+
+def pending_merchant(name):
+    return shop_services.merchant_create(user=factories.user_create(), name=name, now=timezone.now())
+
+
+def count_of(html: str, slug: str) -> int:
+    return int(re.search(rf'data-testid="count-{slug}">(\d+)<', html).group(1))
+
+
+@pytest.fixture
+def staff_client(client):
+    factories.login_verified(client, factories.user_create(is_staff=True))
+    return client
+
+
+def test_only_a_verified_staff_session_gets_in(client):
+    assert client.get("/staff/").status_code == 302  # to the sign-in page
+    client.force_login(factories.user_create())
+    assert client.get("/staff/").status_code == 302
+    staff = factories.user_create(is_staff=True)
+    client.force_login(staff)  # a password alone: no second factor yet
+    response = client.get("/staff/")
+    assert response.status_code == 302 and "/account/security/" in response.url
+    factories.login_verified(client, staff)
+    assert client.get("/staff/").status_code == 200
+
+
+def test_counts_match_the_queues_and_each_item_can_be_acted_on(staff_client, run_on_commit, settings):
+    settings.WITHDRAWAL_MINIMUM = 1
+    settings.RESERVE_PERCENT = 0
+    first, second = pending_merchant("Alpha Keys"), pending_merchant("Beta Codes")
+    dispute = escalated(run_on_commit)
+    alert_raise(key="recon:test:1", kind="reconciliation", message="Clearing is off by ¥1.00", now=timezone.now())
+    merchant = dispute.order.merchant
+    with run_on_commit():
+        order = factories.order_delivered(product=factories.product_create(merchant=merchant))
+    escrow_services.order_confirm_receipt(order=order, now=timezone.now())
+    account = factories.payout_account_create(merchant=merchant)
+    device = factories.totp_device_create(user=merchant.user)
+    withdrawal = withdrawals.withdrawal_request(
+        merchant=merchant,
+        user=merchant.user,
+        payout_account_pk=account.pk,
+        amount=100,
+        currency="CNY",
+        code=factories.totp_code(device),
+        now=timezone.now(),
+    )
+
+    html = staff_client.get("/staff/").content.decode()
+    assert count_of(html, "merchants") == 2
+    assert count_of(html, "disputes") == 1
+    assert count_of(html, "alerts") == 1
+    assert count_of(html, "held-orders") == 0
+    assert count_of(html, "withdrawals") == Withdrawal.objects.filter(status=WithdrawalStatus.REQUESTED).count() == 1
+    assert 'data-queue="risk"' in html  # the slot the risk queue goes into
+
+    # Merchants: filter, approve one, reject the other with a reason.
+    page = staff_client.get("/staff/queues/merchants/", {"q": "beta"}).content.decode()
+    assert f'data-row="{second.pk}"' in page and f'data-row="{first.pk}"' not in page
+    staff_client.post(f"/staff/merchants/{first.pk}/approve/")
+    assert staff_client.post(f"/staff/merchants/{second.pk}/reject/", {"reason": ""}).status_code == 302
+    assert Merchant.objects.get(pk=second.pk).status == MerchantStatus.PENDING  # no reason, nothing changed
+    staff_client.post(f"/staff/merchants/{second.pk}/reject/", {"reason": "No contact given"})
+    assert Merchant.objects.get(pk=first.pk).status == MerchantStatus.APPROVED
+    assert Merchant.objects.get(pk=second.pk).status == MerchantStatus.REJECTED
+
+    # Disputes: the queue links the existing arbitration page.
+    page = staff_client.get("/staff/queues/disputes/").content.decode()
+    assert f'href="/staff/disputes/{dispute.pk}/"' in page
+
+    # Withdrawals: the pay-out page is linked; rejecting voids the hold.
+    page = staff_client.get("/staff/queues/withdrawals/").content.decode()
+    assert f'href="/staff/withdrawals/{withdrawal.pk}/approve/"' in page
+    staff_client.post(f"/staff/withdrawals/{withdrawal.pk}/reject/", {"note": "Wrong account"})
+    assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.REJECTED
+
+    # Alerts: acknowledged once, with an audit line.
+    alert = Alert.objects.get()
+    staff_client.post(f"/staff/alerts/{alert.pk}/acknowledge/")
+    alert.refresh_from_db()
+    assert alert.acknowledged_at is not None
+    assert AuditEntry.objects.filter(action="alert.acknowledged", subject_id=str(alert.pk)).count() == 1
+
+    html = staff_client.get("/staff/").content.decode()
+    for slug in ("merchants", "withdrawals", "alerts"):
+        assert count_of(html, slug) == 0
+
+
+def test_an_unknown_queue_is_404(staff_client):
+    assert staff_client.get("/staff/queues/nothing/").status_code == 404
+
+
+def test_the_actions_need_post(staff_client):
+    merchant = pending_merchant("Gamma")
+    assert staff_client.get(f"/staff/merchants/{merchant.pk}/approve/").status_code == 405
+    assert Merchant.objects.get(pk=merchant.pk).status == MerchantStatus.PENDING
