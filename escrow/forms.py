@@ -120,3 +120,8 @@ class WithdrawalApproveForm(forms.Form):
 
 class ProofUploadForm(forms.Form):
     proof = forms.FileField(label=_("Your proof file (JSON)"))
+
+
+class RefundPaidByHandForm(forms.Form):
+    refund = forms.IntegerField(widget=forms.HiddenInput)
+    reference = forms.CharField(label=_("Reference of the payment you made to the buyer"), max_length=64)

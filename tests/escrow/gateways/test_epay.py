@@ -152,3 +152,26 @@ def test_refund_waits_for_staff_and_is_settled_by_hand(run_on_commit):
         refunds.refund_paid_by_hand(refund_pk=refund.pk, staff=staff, reference="again", now=timezone.now())
     assert Refund.objects.get(pk=refund.pk).gateway_refund_id == f"hand:{refund.pk}:ALI-778899"
     assert ledger_problems() == []
+
+
+def test_staff_payments_page_shows_gateways_and_the_refund_to_pay_by_hand(run_on_commit, client):
+    placed = place(gateway="epay")
+    with run_on_commit():
+        Client().get(NOTIFY, notify_params(placed.payment))
+    with run_on_commit():
+        refund = refunds.order_refund(order_pk=placed.order.pk, now=timezone.now())
+    staff = factories.user_create(is_staff=True)
+    factories.login_verified(client, staff)
+    page = client.get("/staff/payments/").text
+    assert '<tr data-gateway="epay"><td>epay</td>\n      <td>configured</td>' in page
+    assert "to be refunded by hand" in page
+    response = client.post("/staff/payments/", {"refund": refund.pk, "reference": "WX-1"})
+    assert response.status_code == 302
+    assert Refund.objects.get(pk=refund.pk).status == RefundStatus.SUCCEEDED
+    assert "No refund is waiting." in client.get("/staff/payments/").text
+    assert ledger_problems() == []
+
+
+def test_staff_payments_page_is_for_staff_only(client):
+    factories.login_verified(client, factories.user_create())
+    assert client.get("/staff/payments/").status_code == 302  # to the admin login
