@@ -112,3 +112,10 @@ def test_checkout_form_pays_through_the_chosen_gateway():
     assert response.status_code == 302
     assert response["Location"].startswith("https://pay.example.net/submit.php?")
     assert Payment.objects.get().gateway == "epay"
+
+
+@pytest.mark.usefixtures("real_gateways")
+def test_a_pay_method_for_a_gateway_without_methods_is_left_out():
+    response = create(factories.product_create(stock=2), gateway="sandbox", pay_method="wxpay")
+    assert response.status_code == 201
+    assert response.json()["payment"]["pay_url"].startswith("http://testserver/payments/sandbox/pay/")
