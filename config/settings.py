@@ -272,9 +272,34 @@ CARDKEY_MASTER_KEYS = _secret("CARDKEY_MASTER_KEYS")
 CARDKEY_INDEX_KEY = _secret("CARDKEY_INDEX_KEY")
 # Gateways that take payments, comma-separated; checkout uses the first. The sandbox hands out keys for
 # money that never arrives, so production never runs it (escrow.E001 checks this again at run time).
+# The real gateways' settings (docs/payments.md): a gateway is "configured" when all of its are set.
+EPAY_URL = os.environ.get("EPAY_URL", "")  # the provider's base URL; the buyer goes to EPAY_URL + submit.php
+EPAY_PID = os.environ.get("EPAY_PID", "")
+EPAY_KEY = os.environ.get("EPAY_KEY", "")
+# alipay / wxpay / qqpay; empty: the provider's own cashier lets the buyer choose.
+EPAY_DEFAULT_TYPE = os.environ.get("EPAY_DEFAULT_TYPE", "")
+ALIPAY_APP_ID = os.environ.get("ALIPAY_APP_ID", "")
+ALIPAY_PRIVATE_KEY = os.environ.get("ALIPAY_PRIVATE_KEY", "")  # the shop's RSA2 key (PEM or bare base64)
+ALIPAY_PUBLIC_KEY = os.environ.get("ALIPAY_PUBLIC_KEY", "")  # Alipay's public key (PEM or bare base64)
+ALIPAY_GATEWAY_URL = os.environ.get("ALIPAY_GATEWAY_URL", "https://openapi.alipay.com/gateway.do")
+STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
+STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+_CONFIGURED_GATEWAYS = [
+    name
+    for name, values in (
+        ("epay", (EPAY_URL, EPAY_PID, EPAY_KEY)),
+        ("alipay", (ALIPAY_APP_ID, ALIPAY_PRIVATE_KEY, ALIPAY_PUBLIC_KEY)),
+        ("stripe", (STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET)),
+    )
+    if all(values)
+]
+# Gateways that take payments, comma-separated, in the order checkout offers them (the first is the
+# default). Unset: the sandbox (never in production) and then every real gateway whose settings are set.
 PAYMENT_GATEWAYS = [
     name.strip()
-    for name in os.environ.get("PAYMENT_GATEWAYS", "" if PRODUCTION else "sandbox").split(",")
+    for name in os.environ.get(
+        "PAYMENT_GATEWAYS", ",".join(([] if PRODUCTION else ["sandbox"]) + _CONFIGURED_GATEWAYS)
+    ).split(",")
     if name.strip()
 ]
 if PRODUCTION and "sandbox" in PAYMENT_GATEWAYS:

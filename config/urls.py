@@ -96,6 +96,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+# The real gateways' callbacks are always mounted; each answers 404 unless its gateway is enabled.
+urlpatterns += [
+    path("payments/epay/", include("escrow.gateways.epay.urls")),
+    path("payments/alipay/", include("escrow.gateways.alipay.urls")),
+    path("payments/stripe/", include("escrow.gateways.stripe.urls")),
+]
+
 if gateway_enabled(SANDBOX):
     # Its pay page takes no money, so it exists only where the sandbox is enabled: never in production.
     urlpatterns.append(path("payments/sandbox/", include("escrow.gateways.sandbox.urls")))

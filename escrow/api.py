@@ -32,6 +32,18 @@ class OrderCreateSerializer(serializers.Serializer):
     product = serializers.IntegerField()
     quantity = serializers.IntegerField()
     email = serializers.EmailField()
+    gateway = serializers.CharField(
+        required=False,
+        max_length=32,
+        help_text="sandbox, epay, alipay or stripe; default: the first configured one that takes the product's "
+        "currency. An unknown name answers 400 unknown_gateway, one not configured here 400 gateway_unavailable.",
+    )
+    pay_method = serializers.ChoiceField(
+        required=False,
+        choices=["alipay", "wxpay", "qqpay", "wap"],
+        help_text="For epay: alipay / wxpay / qqpay (left out: the provider's cashier asks). For alipay: wap "
+        "(phone pay) instead of page pay.",
+    )
 
 
 class OrderSerializer(serializers.ModelSerializer):
@@ -74,7 +86,15 @@ class OrderCreate(APIView):
             ),
             **error_responses(
                 {
-                    400: ["invalid", "not_for_sale", "bad_quantity", "bad_email"],
+                    400: [
+                        "invalid",
+                        "not_for_sale",
+                        "bad_quantity",
+                        "bad_email",
+                        "unknown_gateway",
+                        "gateway_unavailable",
+                        "gateway_currency",
+                    ],
                     409: ["out_of_stock", "reservation_limit"],
                     429: ["throttled"],
                     503: ["no_gateway"],
@@ -92,6 +112,8 @@ class OrderCreate(APIView):
             buyer=request.user,
             now=timezone.now(),
             ip=client_ip(request) or None,
+            gateway_name=data.validated_data.get("gateway"),
+            pay_method=data.validated_data.get("pay_method", ""),
         )
         payment = placed.payment
         return Response(

@@ -1,10 +1,10 @@
 """System checks (`manage.py check`) for what settings alone cannot guarantee."""
 
 from django.conf import settings
-from django.core.checks import Error, Info, Tags, register
+from django.core.checks import Error, Info, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 
-from escrow.gateways import GATEWAYS, SANDBOX, gateways_enabled
+from escrow.gateways import GATEWAYS, SANDBOX, gateway_configured, gateways_enabled
 
 
 def _sandbox_mounted() -> bool:
@@ -40,7 +40,8 @@ def sandbox_not_in_production(app_configs, **kwargs):
 
 @register(Tags.security)
 def payment_gateways_known(app_configs, **kwargs):
-    """escrow.E002: a misspelt gateway name would silently take no payments; I001: none at all in production."""
+    """escrow.E002: a misspelt gateway name would silently take no payments; W003: one listed without its
+    settings takes none either; I001: none at all in production."""
     unknown = [name for name in settings.PAYMENT_GATEWAYS if name not in GATEWAYS]
     if unknown:
         return [
@@ -48,6 +49,16 @@ def payment_gateways_known(app_configs, **kwargs):
                 f"PAYMENT_GATEWAYS names unknown gateway(s): {', '.join(unknown)}.",
                 hint=f"Known gateways: {', '.join(sorted(GATEWAYS))}.",
                 id="escrow.E002",
+            )
+        ]
+    unconfigured = [name for name in settings.PAYMENT_GATEWAYS if name != SANDBOX and not gateway_configured(name)]
+    if unconfigured:
+        return [
+            Warning(
+                f"PAYMENT_GATEWAYS lists gateway(s) whose settings are missing: {', '.join(unconfigured)}; "
+                "they take no payments.",
+                hint="Set their environment variables (docs/payments.md) or remove them from PAYMENT_GATEWAYS.",
+                id="escrow.W003",
             )
         ]
     if settings.PRODUCTION and not gateways_enabled():

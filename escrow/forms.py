@@ -1,15 +1,34 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+GATEWAY_LABELS = {
+    "sandbox": _("Sandbox (test payments)"),
+    "epay": _("Alipay / WeChat Pay / QQ Wallet (epay)"),
+    "alipay": _("Alipay"),
+    "stripe": _("Card (Stripe)"),
+}
+
 
 class CheckoutForm(forms.Form):
     email = forms.EmailField(label=_("E-mail for your receipt and order link"))
     quantity = forms.IntegerField(label=_("Quantity"), min_value=1)
+    # The gateways that can take this product's currency; shown as a choice only when there are two or more.
+    gateway = forms.ChoiceField(label=_("Pay with"), required=False, widget=forms.RadioSelect)
 
-    def __init__(self, *args, max_quantity: int, **kwargs):
+    def __init__(self, *args, max_quantity: int, gateways: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_quantity = max_quantity
         self.fields["quantity"].widget.attrs.update({"min": 1, "max": max_quantity})
+        gateways = gateways or []
+        self.fields["gateway"].choices = [(name, GATEWAY_LABELS.get(name, name)) for name in gateways]
+        if gateways:
+            self.fields["gateway"].initial = gateways[0]
+        if len(gateways) < 2:
+            self.fields["gateway"].widget = forms.HiddenInput()
+
+    @property
+    def offers_gateway_choice(self) -> bool:
+        return len(self.fields["gateway"].choices) > 1
 
     def clean_quantity(self) -> int:
         quantity = self.cleaned_data["quantity"]
@@ -118,3 +137,8 @@ class MerchantOrderFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["status"].choices = [("", _("Any status")), *OrderStatus.choices]
         self.fields["product"].choices = [("", _("Any product")), *((p.pk, p.title) for p in products)]
+
+
+class RefundPaidByHandForm(forms.Form):
+    refund = forms.IntegerField(widget=forms.HiddenInput)
+    reference = forms.CharField(label=_("Reference of the payment you made to the buyer"), max_length=64)

@@ -372,3 +372,15 @@ def available_of(account_row: LedgerAccount) -> int:
     """What a merchant can withdraw: posted credits less posted and pending debits. The one definition of
     a merchant's available balance: withdrawals, the money pages and the ledger checks all use it."""
     return account_row.credits_posted - account_row.debits_posted - account_row.debits_pending
+
+
+def available_including_deferred(account_row: LedgerAccount) -> int:
+    """`available_of` the account as it stands now, including the transfers this transaction booked inside
+    `balances_deferred` that are not applied to the cached row yet. The caller holds the row's lock."""
+    fresh = LedgerAccount.objects.get(pk=account_row.pk)
+    pks = getattr(_deferred, "pks", None)
+    if pks:
+        change = _balance_changes(Transfer.objects.filter(pk__in=pks).select_related("pending")).get(fresh.pk, {})
+        for name, value in change.items():
+            setattr(fresh, name, getattr(fresh, name) + value)
+    return available_of(fresh)

@@ -7,6 +7,8 @@ from django.db.models import Q, Sum
 from escrow import ledger
 from escrow.models import (
     AccountKind,
+    Clawback,
+    ClawbackKind,
     DisputeAction,
     DisputeActionKind,
     LedgerAccount,
@@ -68,9 +70,11 @@ def ledger_problems() -> list[str]:
                 f"{row['currency']}: debits {row['dp']}+{row['dq']} pending != credits {row['cp']}+{row['cq']} pending."
             )
 
+    # Below zero only by what was taken back after release (a chargeback, a refund of a completed order).
+    clawed = _sums(Clawback.objects.all(), "merchant_id", "currency")
     for account in LedgerAccount.objects.filter(kind=AccountKind.MERCHANT_AVAILABLE):
         available = ledger.available_of(account)
-        if available < 0:
+        if available < -clawed.get((account.merchant_id, account.currency), 0):
             problems.append(f"Account {account}: available balance is {available}, below zero.")
 
     for post in Transfer.objects.filter(kind=TransferKind.POST_PENDING).select_related("pending"):
@@ -92,6 +96,7 @@ def ledger_problems() -> list[str]:
     problems.extend(_withdrawal_problems())
     problems.extend(_refund_problems())
     problems.extend(_dispute_problems())
+    problems.extend(_clawback_problems())
     return problems
 
 
@@ -167,10 +172,13 @@ def _settled_order_problems() -> list[str]:
             # A payment held for review sits in suspense; rejected, all of it goes back from there.
             held=Sum("transfers__amount", filter=Q(transfers__code="payment_mismatch")),
             returned=Sum("transfers__amount", filter=Q(transfers__debit_account__kind=AccountKind.SUSPENSE)),
+            # Taken back after release (escrow/clawbacks.py): it came into escrow and went out again.
+            clawed=Sum("transfers__amount", filter=Q(transfers__code__in=["clawback_share", "clawback_fee"])),
         )
-        .values_list("pk", "amount", "paid", "paid_out", "held", "returned")
+        .values_list("pk", "amount", "paid", "paid_out", "held", "returned", "clawed")
     )
-    for pk, amount, paid, paid_out, held, returned in sums.iterator(chunk_size=2000):
+    for pk, amount, paid, paid_out, held, returned, clawed in sums.iterator(chunk_size=2000):
+        paid_out = (paid_out or 0) - (clawed or 0)
         if paid is None and held:
             if returned != held or paid_out:
                 problems.append(f"Order {pk}: rejected in review, {held} came in but {returned} went back.")
@@ -220,4 +228,54 @@ def _dispute_problems() -> list[str]:
             )
         if booked != recorded:
             problems.append(f"Dispute decision {action.cause}: recorded {recorded}, but the ledger booked {booked}.")
+    return problems
+
+
+def _clawback_problems() -> list[str]:
+    """Every clawback is share + fee = amount, each part booked as recorded, the money out of escrow to
+    where it went (the provider, or the refund); no order gives back more share or fee than it released;
+    its order is settled."""
+    problems = []
+    booked = dict(
+        Transfer.objects.filter(code__in=["clawback_share", "clawback_fee", "chargeback"]).values_list(
+            "transfer_id", "amount"
+        )
+    )
+    refunds = dict(Transfer.objects.filter(code="refund").values_list("transfer_id", "amount"))
+    released: dict[tuple[int, str], int] = defaultdict(int)
+    for order_pk, code, amount in (
+        Transfer.objects.filter(
+            order__clawbacks__isnull=False,
+            kind=TransferKind.POST_PENDING,
+            debit_account__kind=AccountKind.ESCROW,
+            code__in=["share", "fee"],
+        )
+        .distinct()
+        .values_list("order_id", "code", "amount")
+    ):
+        released[(order_pk, code)] += amount
+    taken: dict[tuple[int, str], int] = defaultdict(int)
+    for c in Clawback.objects.select_related("order").iterator(chunk_size=2000):
+        name = f"Clawback {c.pk} ({c.kind} of order {c.order_id})"
+        taken[(c.order_id, "share")] += c.share
+        taken[(c.order_id, "fee")] += c.fee
+        if c.share + c.fee != c.amount:
+            problems.append(f"{name}: share {c.share} + fee {c.fee} != {c.amount}.")
+        for part, code in ((c.share, "share"), (c.fee, "fee")):
+            if booked.get(f"clawback:{c.pk}:{code}", 0) != part:
+                problems.append(f"{name}: {code} {part} recorded, {booked.get(f'clawback:{c.pk}:{code}')} booked.")
+        if c.kind == ClawbackKind.REFUND:
+            out = refunds.get(f"refund:{c.refund_id}") if c.refund_id else None
+        else:
+            out = booked.get(f"clawback:{c.pk}")
+        if out != c.amount:
+            problems.append(f"{name}: {c.amount} taken back, but {out} went out of escrow for it.")
+        if c.order.status not in SETTLED:
+            problems.append(f"{name}: the order is {c.order.status}, not settled.")
+    for (order_pk, code), amount in taken.items():
+        if amount > released.get((order_pk, code), 0):
+            problems.append(
+                f"Order {order_pk}: {amount} of its {code} taken back, more than the "
+                f"{released.get((order_pk, code), 0)} released."
+            )
     return problems

@@ -76,7 +76,8 @@ def merchant_owed(currency: str) -> dict[int, int]:
         merchant__isnull=False,
     ):
         owed[row.merchant_id] += row.credits_posted - row.debits_posted + row.credits_pending
-    return {pk: amount for pk, amount in owed.items() if amount}
+    # A merchant whose balance went negative (a chargeback after release) owes the platform: not a creditor.
+    return {pk: amount for pk, amount in owed.items() if amount > 0}
 
 
 def buyer_owed(currency: str) -> dict[str, int]:

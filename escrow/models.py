@@ -37,6 +37,10 @@ ORDER_TRANSITIONS = Transitions(
         # Staff or the merchant may refund during the inspection window, in full or some of the keys.
         S.DELIVERED: {S.COMPLETED, S.DISPUTED, S.REFUNDED, S.PARTIALLY_REFUNDED},
         S.DISPUTED: {S.COMPLETED, S.REFUNDED, S.PARTIALLY_REFUNDED},
+        # After release: a chargeback, a refund at the provider or by staff takes the money back
+        # (escrow/clawbacks.py); a second one on a partly refunded order may take the rest.
+        S.COMPLETED: {S.REFUNDED, S.PARTIALLY_REFUNDED},
+        S.PARTIALLY_REFUNDED: {S.REFUNDED},
     }
 )
 
@@ -116,11 +120,20 @@ class Payment(models.Model):
     status = models.CharField(max_length=16, choices=PaymentStatus.choices, default=PaymentStatus.PENDING)
     received_amount = models.PositiveBigIntegerField(null=True, blank=True)
     received_currency = models.CharField(max_length=3, blank=True)
+    # The provider's own id of the payment (epay's or Alipay's trade_no, Stripe's PaymentIntent), once paid.
+    provider_reference = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField()
     settled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["gateway", "payment_id"], name="payment_unique_per_gateway")]
+        indexes = [
+            models.Index(
+                fields=["gateway", "provider_reference"],
+                name="payment_provider_reference",
+                condition=~Q(provider_reference=""),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.gateway}:{self.payment_id}"
@@ -288,6 +301,42 @@ class Refund(models.Model):
 
     def __str__(self) -> str:
         return f"refund {self.pk} of order {self.order_id}"
+
+
+class ClawbackKind(models.TextChoices):
+    CHARGEBACK = "chargeback", _("Chargeback")
+    PROVIDER_REFUND = "provider_refund", _("Refunded at the provider")
+    REFUND = "refund", _("Refund after release")
+
+
+class Clawback(models.Model):
+    """Money taken back from an order's merchant (and the fee) after it was released to them: a
+    provider's chargeback, a refund made at the provider's own dashboard, or a refund of a completed
+    order. `share` came out of the merchant's available balance (after releasing `from_reserve` of
+    their reserve early), `fee` out of the platform's fees; `share + fee = amount`, what the buyer got
+    back (`escrow/clawbacks.py`; `verify_ledger` checks each part against the ledger)."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="clawbacks")
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="clawbacks")
+    merchant = models.ForeignKey("shop.Merchant", on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=16, choices=ClawbackKind.choices)
+    gateway = models.CharField(max_length=32)
+    reference = models.CharField(max_length=128)  # the provider's dispute or refund id, or "refund:<pk>"
+    amount = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3, choices=Currency.choices)
+    share = models.PositiveBigIntegerField()
+    fee = models.PositiveBigIntegerField()
+    from_reserve = models.PositiveBigIntegerField(default=0)
+    refund = models.OneToOneField(Refund, null=True, blank=True, on_delete=models.PROTECT, related_name="clawback")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["gateway", "reference"], name="clawback_once_per_reference")]
+        verbose_name = _("clawback")
+        verbose_name_plural = _("clawbacks")
+
+    def __str__(self) -> str:
+        return f"{self.kind} of order {self.order_id}"
 
 
 class ReserveHold(models.Model):

@@ -17,8 +17,9 @@ from accounts.models import AuditAction, AuditEntry, User
 from accounts.services import audit_record
 from core.errors import Refused
 from core.money import percent_of
-from escrow import ledger
+from escrow import clawbacks, ledger
 from escrow.gateways import GatewayEvent, WebhookRejected, gateway_get
+from escrow.gateways.base import RefundDeclined
 from escrow.locks import order_lock, payment_lock, refund_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
@@ -147,6 +148,19 @@ def order_refund_book(
     keys, the merchant keeps the rest less its fee; the whole amount is a full refund.
     """
     assert transaction.get_connection().in_atomic_block
+    if order.status in clawbacks.RELEASED and payment.status == PaymentStatus.SUCCEEDED:
+        # Released already: the money comes back from the merchant and the fee (escrow/clawbacks.py).
+        return clawbacks.refund_after_release_book(
+            order=order,
+            payment=payment,
+            now=now,
+            key_pks=key_pks,
+            amount=amount,
+            disposition=disposition,
+            reason=reason,
+            note=note,
+            actor=actor,
+        )
     if order.status not in REFUNDABLE:
         raise RefundRefused(_("An order in this state cannot be refunded."), code="bad_state")
     if disposition not in KeyDisposition.values:
@@ -304,12 +318,23 @@ def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
     if refund.status != RefundStatus.REQUESTED:
         return refund
     gateway = gateway_get(refund.gateway)
-    refund_id = gateway.refund_request(
-        payment_id=refund.payment.payment_id,
-        amount=refund.amount,
-        currency=refund.currency,
-        idempotency_key=refund_reference(refund),
-    )
+    if getattr(gateway, "refunds_by_hand", False):
+        # No refund API (epay): the refund stays requested, listed for staff on the payments page,
+        # until they pay it back by hand and record it (`refund_paid_by_hand`).
+        logger.warning("escrow.refund_by_hand_needed", extra={"refund": refund.pk, "gateway": refund.gateway})
+        return refund
+    try:
+        refund_id = gateway.refund_request(
+            payment_id=refund.payment.payment_id,
+            amount=refund.amount,
+            currency=refund.currency,
+            idempotency_key=refund_reference(refund),
+        )
+    except RefundDeclined as error:  # the provider said no: staff must pay it another way
+        with transaction.atomic(durable=True):
+            audit_record(action=AuditAction.REFUND_DECLINED, subject=refund, now=now, data={"error": str(error)[:500]})
+        logger.error("escrow.refund_declined", extra={"refund": refund.pk, "error": str(error)[:500]})
+        return refund
     with transaction.atomic(durable=True):
         refund = refund_lock(refund_pk)
         submitted = AuditEntry.objects.filter(
@@ -320,8 +345,51 @@ def refund_submit(*, refund_pk: int, now: datetime) -> Refund:
             audit_record(
                 action=AuditAction.REFUND_SUBMITTED, subject=refund, now=now, data={"gateway_refund_id": refund_id}
             )
+        if getattr(gateway, "refund_settles_on_answer", False) and refund.status == RefundStatus.REQUESTED:
+            # The provider's answer is its confirmation (Alipay, Stripe): paid back as of now.
+            with ledger.balances_deferred():
+                _refund_settle(refund=refund, gateway_refund_id=refund_id, now=now)
     refund.refresh_from_db()
     return refund
+
+
+@transaction.atomic(durable=True)
+def refund_paid_by_hand(*, refund_pk: int, staff: User, reference: str, now: datetime) -> Refund:
+    """Staff paid a requested refund back outside the gateway's API (epay has none, or the provider
+    declined): record their payment's reference and settle what the platform owed the buyer, once.
+    Refused (`RefundRefused`, nothing changed) for a refund already paid or without a reference."""
+    reference = reference.strip()
+    if not reference:
+        raise RefundRefused(_("Enter the reference of the payment you made to the buyer."), code="no_reference")
+    refund = refund_lock(refund_pk)
+    if refund.status != RefundStatus.REQUESTED:
+        raise RefundRefused(_("This refund is already paid."), code="bad_state")
+    gateway_refund_id = f"hand:{refund.pk}:{reference}"[:64]
+    with ledger.balances_deferred():
+        _refund_settle(refund=refund, gateway_refund_id=gateway_refund_id, now=now)
+    audit_record(
+        action=AuditAction.REFUND_PAID_BY_HAND, subject=refund, now=now, actor=staff, data={"reference": reference}
+    )
+    refund.refresh_from_db()
+    return refund
+
+
+def _refund_settle(*, refund: Refund, gateway_refund_id: str, now: datetime) -> None:
+    """The buyer has the money: what the platform owed them moves to the gateway's side, once (the
+    refund's row is locked by the caller)."""
+    REFUND_TRANSITIONS.apply(
+        model=Refund, pk=refund.pk, to=RefundStatus.SUCCEEDED, succeeded_at=now, gateway_refund_id=gateway_refund_id
+    )
+    ledger.transfer(
+        transfer_id=f"refund:{refund.pk}:paid",
+        debit=ledger.platform_account(AccountKind.BUYER_REFUNDS_PAYABLE, refund.currency),
+        credit=ledger.platform_account(AccountKind.GATEWAY_CLEARING, refund.currency),
+        amount=refund.amount,
+        code="refund_paid",
+        order=refund.order,
+        now=now,
+    )
+    audit_record(action=AuditAction.REFUND_SUCCEEDED, subject=refund, now=now, data={"amount": refund.amount})
 
 
 def refund_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -> Refund:
@@ -346,18 +414,6 @@ def refund_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) ->
         return refund
     if event.amount != refund.amount or event.currency != refund.currency:
         raise WebhookRejected("Refund amount or currency does not match.")
-    REFUND_TRANSITIONS.apply(
-        model=Refund, pk=refund.pk, to=RefundStatus.SUCCEEDED, succeeded_at=now, gateway_refund_id=event.refund_id
-    )
-    ledger.transfer(
-        transfer_id=f"refund:{refund.pk}:paid",
-        debit=ledger.platform_account(AccountKind.BUYER_REFUNDS_PAYABLE, refund.currency),
-        credit=ledger.platform_account(AccountKind.GATEWAY_CLEARING, refund.currency),
-        amount=refund.amount,
-        code="refund_paid",
-        order=refund.order,
-        now=now,
-    )
-    audit_record(action=AuditAction.REFUND_SUCCEEDED, subject=refund, now=now, data={"amount": refund.amount})
+    _refund_settle(refund=refund, gateway_refund_id=event.refund_id, now=now)
     refund.refresh_from_db()
     return refund

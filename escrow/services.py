@@ -1,5 +1,6 @@
 """Every write of the escrow app: orders, payments, delivery, the money held and released."""
 
+import inspect
 import logging
 import operator
 import secrets
@@ -21,7 +22,7 @@ from accounts.services import audit_record
 from core.errors import Refused
 from core.money import percent_of
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
-from escrow import ledger, refunds
+from escrow import clawbacks, ledger, refunds
 from escrow.delivery import order_delivery_enqueue
 
 # Escrow's front door for disputes, re-exported with the rest of escrow's writes.
@@ -34,7 +35,16 @@ from escrow.disputes_front import (  # noqa: F401
     order_dispute_split,
     split_amounts,
 )
-from escrow.gateways import GatewayEvent, WebhookRejected, gateway_for_checkout, gateway_get
+from escrow.gateways import (
+    GATEWAYS,
+    Gateway,
+    GatewayEvent,
+    WebhookRejected,
+    gateway_enabled,
+    gateway_for_checkout,
+    gateway_get,
+    gateways_enabled,
+)
 from escrow.locks import checkout_identities_lock, order_lock, payment_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
@@ -69,7 +79,12 @@ class CheckoutError(Refused):
     """A checkout that cannot go ahead; `code` is the API's machine code, the message is for people."""
 
     code_statuses = {**Refused.code_statuses, "reservation_limit": 409, "no_gateway": 503}
-    code_fields = {"not_for_sale": "product"}
+    code_fields = {
+        "not_for_sale": "product",
+        "unknown_gateway": "gateway",
+        "gateway_unavailable": "gateway",
+        "gateway_currency": "gateway",
+    }
 
 
 class KeysNotDelivered(Refused):
@@ -125,18 +140,51 @@ def _reservation_caps_check(*, email: str, ip: str | None, quantity: int) -> Non
             )
 
 
+def _checkout_gateway(*, name: str | None, currency: str) -> Gateway:
+    """The gateway this order is paid through: the one asked for, or the first enabled one that takes
+    the order's currency. Refuses an unknown name, one not configured here, or one without the currency."""
+    if name is not None and name not in GATEWAYS:
+        raise CheckoutError(
+            _("Unknown payment method %(name)s. Choose one of: %(names)s.")
+            % {"name": name, "names": ", ".join(gateways_enabled())},
+            code="unknown_gateway",
+        )
+    if name is not None and not gateway_enabled(name):
+        raise CheckoutError(
+            _("The payment method %(name)s is not available here. Choose one of: %(names)s.")
+            % {"name": name, "names": ", ".join(gateways_enabled())},
+            code="gateway_unavailable",
+        )
+    gateway = gateway_for_checkout(name, currency=currency)
+    if gateway is None:
+        raise CheckoutError(
+            _("No payment method available here takes payments in %(currency)s.") % {"currency": currency},
+            code="gateway_currency",
+        )
+    return gateway
+
+
 @transaction.atomic(durable=True)
 def order_place(
-    *, product_pk: int, quantity: int, email: str, buyer: User | None, now: datetime, ip: str | None = None
+    *,
+    product_pk: int,
+    quantity: int,
+    email: str,
+    buyer: User | None,
+    now: datetime,
+    ip: str | None = None,
+    gateway_name: str | None = None,
+    pay_method: str = "",
 ) -> PlacedOrder:
     """Create an order, reserve its keys for the payment window, and open a payment at the gateway.
 
-    Either all of it happens or nothing does: out of stock, no gateway to pay through, or a buyer (by
-    e-mail or by `ip`) already holding the most keys allowed in unpaid orders, leaves no order behind
-    and reserves nothing.
+    `gateway_name` chooses the gateway (default: the first enabled one that takes the product's
+    currency); `pay_method` is passed to it (epay's alipay / wxpay / qqpay, Alipay's "wap" for phones).
+    Either all of it happens or nothing does: out of stock, no gateway to pay through (or not the one
+    asked for), or a buyer (by e-mail or by `ip`) already holding the most keys allowed in unpaid
+    orders, leaves no order behind and reserves nothing.
     """
-    gateway = gateway_for_checkout()
-    if gateway is None:
+    if not gateways_enabled():
         raise CheckoutError(
             _("Payments are not available right now, so nothing was ordered. Please try again later."),
             code="no_gateway",
@@ -144,6 +192,7 @@ def order_place(
     product = products_on_sale().filter(pk=product_pk).first()
     if product is None:
         raise CheckoutError(_("This product is not for sale."), code="not_for_sale")
+    gateway = _checkout_gateway(name=gateway_name, currency=product.currency)
     most = order_max_quantity(product)
     if not 1 <= quantity <= most:
         raise CheckoutError(_("Quantity must be between 1 and %(max)d.") % {"max": most}, code="bad_quantity")
@@ -200,8 +249,15 @@ def order_place(
         order=order,
         access_token=access_token,
         payment=payment,
-        pay_url=gateway.pay_url(payment_id=payment.payment_id, return_url=page),
+        pay_url=_pay_url(gateway, payment=payment, return_url=page, method=pay_method),
     )
+
+
+def _pay_url(gateway: Gateway, *, payment: Payment, return_url: str, method: str) -> str:
+    # Only the gateways with a choice of method take one (epay's wallets, Alipay's phone pay).
+    if method and "method" in inspect.signature(gateway.pay_url).parameters:
+        return gateway.pay_url(payment=payment, return_url=return_url, method=method)
+    return gateway.pay_url(payment=payment, return_url=return_url)
 
 
 def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -> str:
@@ -215,7 +271,13 @@ def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -
     handler = WEBHOOK_HANDLERS.get(event.type)
     if handler is None:
         raise WebhookRejected("Unknown event type.")
-    payment = Payment.objects.filter(gateway=gateway.name, payment_id=event.payment_id).first()
+    payments = Payment.objects.filter(gateway=gateway.name)
+    if not (event.payment_id or event.provider_reference):
+        raise WebhookRejected("Unknown payment.")
+    if event.payment_id:
+        payment = payments.filter(payment_id=event.payment_id).first()
+    else:  # an event that knows only the provider's id of the payment (a Stripe refund or chargeback)
+        payment = payments.filter(provider_reference=event.provider_reference).first()
     if payment is None:
         raise WebhookRejected("Unknown payment.")
     with transaction.atomic(durable=True):
@@ -272,6 +334,7 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
             settled_at=now,
             received_amount=event.amount,
             received_currency=event.currency,
+            provider_reference=event.provider_reference,
         )
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.HELD_FOR_REVIEW, paid_at=now)
         ledger.transfer(
@@ -299,6 +362,7 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         settled_at=now,
         received_amount=event.amount,
         received_currency=event.currency,
+        provider_reference=event.provider_reference,
     )
     late = order.status != OrderStatus.AWAITING_PAYMENT
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, paid_at=now)
@@ -393,11 +457,21 @@ def _payment_failed_event(*, payment: Payment, event: GatewayEvent, now: datetim
     payment_failed(payment_pk=payment.pk, now=now)
 
 
+def _payment_noted_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
+    logger.info("escrow.payment_noted", extra={"payment": payment.pk, "event": event.event_id})
+
+
 # Gateway event type → its handler, all called alike inside `webhook_receive`'s transaction.
 WEBHOOK_HANDLERS: dict[str, Callable[..., object]] = {
     "payment.succeeded": _payment_succeeded_event,
     "payment.failed": _payment_failed_event,
     "refund.succeeded": refunds.refund_succeeded,
+    # Stored as evidence, moves nothing (a payment still pending at the provider, a refund notice).
+    "payment.noted": _payment_noted_event,
+    # The provider took the money back (a chargeback), or refunded beyond the shop's own refunds (a
+    # refund made at its dashboard): the merchant's share is taken back (escrow/clawbacks.py).
+    "chargeback.created": clawbacks.chargeback_received,
+    "payment.refunded": clawbacks.payment_refunded_at_provider,
 }
 
 

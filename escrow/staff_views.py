@@ -9,10 +9,11 @@ from django.utils.translation import gettext as _
 
 from accounts.two_factor import verified_required
 from core.transitions import StateError
-from escrow import reviews, withdrawals
-from escrow.forms import OrderReviewForm, WithdrawalApproveForm
+from escrow import refunds, reviews, withdrawals
+from escrow.forms import OrderReviewForm, RefundPaidByHandForm, WithdrawalApproveForm
+from escrow.gateways import GATEWAYS, gateways_status
 from escrow.merchant_views import refund_page
-from escrow.models import Order, PaymentStatus, Withdrawal
+from escrow.models import Order, PaymentStatus, Refund, RefundStatus, Withdrawal
 
 
 @staff_member_required
@@ -83,5 +84,36 @@ def staff_withdrawal_approve(request, pk: int):
             "account_number": account.number_plaintext(),
             "form": form,
         },
+        status=400 if form.errors else 200,
+    )
+
+
+@staff_member_required
+@verified_required
+def staff_payments(request):
+    """The payment gateways (configured / not configured here) and every refund still owed to a buyer,
+    with those no gateway will pay (epay has no refund API, or the provider declined) to be paid by hand."""
+    form = RefundPaidByHandForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            refunds.refund_paid_by_hand(
+                refund_pk=form.cleaned_data["refund"],
+                staff=request.user,
+                reference=form.cleaned_data["reference"],
+                now=timezone.now(),
+            )
+        except refunds.RefundRefused as error:
+            messages.error(request, str(error))
+        except Refund.DoesNotExist:
+            messages.error(request, _("No such refund."))
+        else:
+            messages.success(request, _("The refund is recorded as paid."))
+            return redirect("escrow:staff_payments")
+    owed = Refund.objects.filter(status=RefundStatus.REQUESTED).select_related("order").order_by("created_at")[:500]
+    by_hand = {name for name, gateway in GATEWAYS.items() if getattr(gateway, "refunds_by_hand", False)}
+    return render(
+        request,
+        "escrow/staff/payments.html",
+        {"gateways": gateways_status(), "refunds": owed, "by_hand": by_hand, "form": form},
         status=400 if form.errors else 200,
     )

@@ -19,5 +19,6 @@ urlpatterns = [
     path("orders/<int:pk>/t/<str:token>/confirm/", views.order_confirm, name="order_confirm_guest"),
     path("staff/orders/<int:pk>/refund/", staff_views.staff_refund, name="staff_refund"),
     path("staff/orders/<int:pk>/review/", staff_views.staff_order_review, name="staff_order_review"),
+    path("staff/payments/", staff_views.staff_payments, name="staff_payments"),
     path("staff/withdrawals/<int:pk>/approve/", staff_views.staff_withdrawal_approve, name="staff_withdrawal_approve"),
 ]

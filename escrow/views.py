@@ -12,6 +12,7 @@ from core.ratelimit import RateLimited, rate_limit_check
 from core.transitions import StateError
 from escrow import services
 from escrow.forms import CheckoutForm
+from escrow.gateways import gateways_for_currency
 from escrow.key_reveal import keys_reveal_for_request
 from escrow.selectors import order_for_viewer, orders_of_buyer
 from shop.selectors import products_on_sale
@@ -37,14 +38,19 @@ def product_page(request, pk: int):
     initial = {"quantity": 1}
     if request.user.is_authenticated and request.user.email:
         initial["email"] = request.user.email
-    form = CheckoutForm(initial=initial, max_quantity=services.order_max_quantity(product))
+    form = CheckoutForm(initial=initial, max_quantity=services.order_max_quantity(product), gateways=_gateways(product))
     return render(request, "escrow/product.html", {"product": product, "form": form})
+
+
+def _gateways(product) -> list[str]:
+    """The gateways a buyer of `product` may choose among (they take its currency), default first."""
+    return gateways_for_currency(product.currency)
 
 
 @require_POST
 def checkout(request, product_pk: int):
     product = get_object_or_404(products_on_sale(), pk=product_pk)
-    form = CheckoutForm(request.POST, max_quantity=services.order_max_quantity(product))
+    form = CheckoutForm(request.POST, max_quantity=services.order_max_quantity(product), gateways=_gateways(product))
     try:
         # The same budget as POST /api/v1/orders/: every attempt counts, valid or not.
         rate_limit_check(scope="checkout", identity=client_ip(request))
@@ -63,6 +69,7 @@ def checkout(request, product_pk: int):
                 buyer=request.user,
                 now=timezone.now(),
                 ip=client_ip(request) or None,
+                gateway_name=form.cleaned_data.get("gateway") or None,
             )
         except services.CheckoutError as error:
             form.add_error(None, str(error))

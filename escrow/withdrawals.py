@@ -136,7 +136,17 @@ def withdrawal_request(
     payout_account = PayoutAccount.objects.filter(pk=payout_account_pk, merchant=merchant).first()
     if payout_account is None:
         raise WithdrawalRefused(_("Choose one of your saved payout accounts."), code="no_payout_account")
-    if amount > available_balance(merchant=merchant, currency=currency):
+    available = available_balance(merchant=merchant, currency=currency)
+    if available < 0:
+        raise WithdrawalRefused(
+            _(
+                "Your balance is negative (%(balance)s) after a chargeback or a refund of a completed order: "
+                "withdrawals wait until later sales cover it."
+            )
+            % {"balance": display(available, currency)},
+            code="negative_balance",
+        )
+    if amount > available:
         raise WithdrawalRefused(_("That is more than your available balance."), code="insufficient_funds")
     _fresh_code_check(user=user, code=code, what=_("Withdrawing"))
     return _withdrawal_hold(

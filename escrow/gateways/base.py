@@ -1,7 +1,10 @@
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from escrow.models import Payment
 
 # Far above any order (a price has at most 12 digits, a quantity is at most 1000) and far below the
 # bigint columns (9.2e18), so that no sum of booked amounts can overflow them.
@@ -12,6 +15,18 @@ BODY_DEPTH_MAX = 16
 
 class WebhookRejected(Exception):
     """A webhook that is not provably from the gateway, or not well-formed. Answer 400, change nothing."""
+
+
+class GatewayConnectionError(ConnectionError):
+    """The provider could not be reached or answered nothing usable: worth retrying (with the same key)."""
+
+
+class RefundDeclined(Exception):
+    """The provider refused a refund: retrying will not help; staff pay it another way (payments page)."""
+
+
+class WebhookIgnored(Exception):
+    """A verified event of a kind the shop does not act on (a provider sends many): answer 200, store nothing."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,12 @@ class GatewayEvent:
     # providers do (WeChat Pay's out_refund_no, Alipay's out_request_no): the shop asks with no
     # transaction open, so the event can arrive before the shop has stored `refund_id`.
     refund_reference: str = ""
+    # The provider's own id of the payment (epay's and Alipay's trade_no, Stripe's PaymentIntent): stored
+    # on the payment when it succeeds; later events that only know it (a Stripe refund or chargeback)
+    # find the payment by it when `payment_id` is empty.
+    provider_reference: str = ""
+    # A chargeback's (or a refund made at the provider's own dashboard's) id at the provider.
+    chargeback_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,12 +63,22 @@ class GatewayRecord:
 
 class Gateway(Protocol):
     name: str
+    # The currencies it takes (None: any the shop knows); checkout refuses an order in another one.
+    currencies: frozenset[str] | None
+    # True when the provider has no refund API: refunds wait for staff to pay them by hand (escrow/refunds.py).
+    refunds_by_hand: bool
+    # True when the provider's answer to a refund request is itself the confirmation (no later event).
+    refund_settles_on_answer: bool
+
+    def is_configured(self) -> bool:
+        """Its settings are present (keys, ids): only a configured gateway takes payments."""
 
     def payment_id_new(self) -> str:
         """A fresh id for a payment the shop is about to ask for."""
 
-    def pay_url(self, *, payment_id: str, return_url: str) -> str:
-        """Where the buyer goes to pay; the gateway sends them back to `return_url`."""
+    def pay_url(self, *, payment: "Payment", return_url: str) -> str:
+        """Where the buyer goes to pay `payment` (its id, amount and currency); the gateway sends them
+        back to `return_url` (a path of this shop). Computed locally: no call leaves the machine."""
 
     def webhook_parse(self, *, body: bytes, headers: Mapping[str, str], now: datetime) -> GatewayEvent:
         """Verify the signature first, then parse; raise `WebhookRejected` for anything doubtful."""
@@ -109,3 +140,46 @@ def body_check(data: Any) -> None:
             stack.extend((item, depth + 1) for item in value)
         elif isinstance(value, str) and "\x00" in value:
             raise ValueError("Body holds a NUL character.")
+
+
+def shop_url(path: str) -> str:
+    """An absolute URL of this shop, as a provider needs for its callbacks and return pages."""
+    from django.conf import settings
+
+    return settings.SHOP_BASE_URL.rstrip("/") + path
+
+
+def flat_params(data: Mapping[str, Any]) -> dict[str, str]:
+    """A form or query body as the providers send it: every value one string (the last one given)."""
+    return {key: (value[-1] if isinstance(value, list) else value) for key, value in data.items()}
+
+
+def own_records(*, gateway: str, since: datetime, until: datetime) -> list[GatewayRecord]:
+    """The shop's own rows a gateway settled, as `records` answers for a provider whose books the shop
+    cannot download (the sandbox, epay): succeeded payments and refunds in `[since, until)`."""
+    from escrow.models import Payment, PaymentStatus, Refund, RefundStatus
+
+    rows = [
+        GatewayRecord(
+            kind="payment",
+            reference=p.payment_id,
+            amount=p.received_amount,
+            currency=p.received_currency,
+            at=p.settled_at,
+        )
+        for p in Payment.objects.filter(
+            gateway=gateway,
+            status__in=[PaymentStatus.SUCCEEDED, PaymentStatus.MISMATCHED],
+            settled_at__gte=since,
+            settled_at__lt=until,
+        )
+    ]
+    rows += [
+        GatewayRecord(
+            kind="refund", reference=r.gateway_refund_id, amount=r.amount, currency=r.currency, at=r.succeeded_at
+        )
+        for r in Refund.objects.filter(
+            gateway=gateway, status=RefundStatus.SUCCEEDED, succeeded_at__gte=since, succeeded_at__lt=until
+        )
+    ]
+    return rows

@@ -214,7 +214,7 @@ def test_merchant_cannot_refund_another_merchants_order(run_on_commit):
     assert Refund.objects.count() == 0
 
 
-def test_second_refund_and_refund_after_release_are_refused(run_on_commit, no_reserve):
+def test_second_refund_is_refused_and_a_refund_after_release_takes_the_share_back(run_on_commit, no_reserve):
     order = delivered(run_on_commit)
     with run_on_commit():
         refunds.order_refund(order_pk=order.pk, now=timezone.now())
@@ -224,6 +224,10 @@ def test_second_refund_and_refund_after_release_are_refused(run_on_commit, no_re
     assert Transfer.objects.count() == transfers
     released = delivered(run_on_commit)
     services.order_confirm_receipt(order=released, now=timezone.now())
+    # Issue 13: after release the money comes back from the merchant's share and the fee (clawbacks.py).
+    with run_on_commit():
+        refund = refunds.order_refund(order_pk=released.pk, now=timezone.now())
+    assert refund.clawback.amount == released.amount
     transfers = Transfer.objects.count()
     with pytest.raises(refunds.RefundRefused) as error:
         refunds.order_refund(order_pk=released.pk, now=timezone.now())

@@ -24,6 +24,7 @@ from escrow.gateways.base import (
     amount_check,
     body_check,
     event_id_check,
+    own_records,
     reference_check,
 )
 
@@ -57,12 +58,20 @@ def _verify(*, body: bytes, header: str | None, now: datetime) -> None:
 
 class SandboxGateway:
     name = "sandbox"
+    currencies = None
+    refunds_by_hand = False
+    refund_settles_on_answer = False
+
+    def is_configured(self) -> bool:
+        # Needs nothing but its secret, which the settings demand whenever it is listed (and whose
+        # absence makes its webhook refuse every signature): listed is configured.
+        return True
 
     def payment_id_new(self) -> str:
         return "sbx_" + secrets.token_hex(12)
 
-    def pay_url(self, *, payment_id: str, return_url: str) -> str:
-        path = reverse("sandbox:pay", kwargs={"payment_id": payment_id})
+    def pay_url(self, *, payment, return_url: str) -> str:
+        path = reverse("sandbox:pay", kwargs={"payment_id": payment.payment_id})
         return f"{path}?{urlencode({'return': return_url})}"
 
     def webhook_parse(self, *, body: bytes, headers: Mapping[str, str], now: datetime) -> GatewayEvent:
@@ -127,32 +136,7 @@ class SandboxGateway:
 
     def records(self, *, since: datetime, until: datetime) -> list[GatewayRecord]:
         """The sandbox's books are the shop's own rows it settled: succeeded payments and refunds."""
-        from escrow.models import Payment, PaymentStatus, Refund, RefundStatus
-
-        rows = [
-            GatewayRecord(
-                kind="payment",
-                reference=p.payment_id,
-                amount=p.received_amount,
-                currency=p.received_currency,
-                at=p.settled_at,
-            )
-            for p in Payment.objects.filter(
-                gateway=self.name,
-                status__in=[PaymentStatus.SUCCEEDED, PaymentStatus.MISMATCHED],
-                settled_at__gte=since,
-                settled_at__lt=until,
-            )
-        ]
-        rows += [
-            GatewayRecord(
-                kind="refund", reference=r.gateway_refund_id, amount=r.amount, currency=r.currency, at=r.succeeded_at
-            )
-            for r in Refund.objects.filter(
-                gateway=self.name, status=RefundStatus.SUCCEEDED, succeeded_at__gte=since, succeeded_at__lt=until
-            )
-        ]
-        return rows
+        return own_records(gateway=self.name, since=since, until=until)
 
 
 def event_body(
