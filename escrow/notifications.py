@@ -1,8 +1,9 @@
 """Telling the merchant about a newly paid order: an inbox line and an e-mail (`X-Shop-Event: order.paid`),
 switchable in the merchant's settings (`Merchant.notify_paid_orders`).
 
-Queued on commit of the payment (escrow.services.payment_succeeded); the task is safe to run twice:
-the inbox line has a unique key per order, and the e-mail goes only while that line is not there yet.
+Sent after the delivery commits, by the worker that delivered (escrow.services.order_deliver), so a
+purchase costs one task; only if that fails is a retrying task queued. Safe to run twice: the inbox
+line has a unique key per order, and the e-mail goes only while that line is not there yet.
 """
 
 import logging
@@ -31,6 +32,16 @@ def order_paid_notify_enqueue(*, order_pk: int) -> None:
         order_paid_notify_task.delay(order_pk=order_pk)
     except Exception:  # a lost notification is a nuisance, never a lost order
         logger.warning("escrow.order_paid_notify_enqueue_failed", extra={"order": order_pk}, exc_info=True)
+
+
+def order_paid_notify_after_delivery(*, order_pk: int) -> None:
+    """Notify now, in the delivering process; on any error leave it to the retrying task. Never raises:
+    the order is delivered whatever happens to the merchant's message."""
+    try:
+        order_paid_notify(order_pk=order_pk)
+    except Exception:
+        logger.warning("escrow.order_paid_notify_failed", extra={"order": order_pk}, exc_info=True)
+        order_paid_notify_enqueue(order_pk=order_pk)
 
 
 def order_paid_notify(*, order_pk: int) -> bool:

@@ -60,7 +60,7 @@ from escrow.models import (
     WebhookEvent,
     token_hash,
 )
-from escrow.notifications import order_paid_notify_enqueue
+from escrow.notifications import order_paid_notify_after_delivery
 
 # Re-exported so callers find every escrow write through this module.
 from escrow.releases import (  # noqa: F401
@@ -401,7 +401,6 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     )
     # Never raises after the commit: if the broker is down the sweeper delivers (escrow/delivery.py).
     transaction.on_commit(lambda: order_delivery_enqueue(order_pk=order.pk))
-    transaction.on_commit(lambda: order_paid_notify_enqueue(order_pk=order.pk))
     return order
 
 
@@ -490,6 +489,9 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     shop_services.product_low_stock_check(
         product_pk=order.product_id, product=order.product, now=now
     )  # e-mails after commit
+    # The merchant hears of the sale from the worker that delivered it, after the commit: no second task
+    # per purchase (issue 9), and a delivery the sweeper makes notifies too.
+    transaction.on_commit(lambda: order_paid_notify_after_delivery(order_pk=order.pk))
     logger.info("escrow.order_delivered", extra={"order": order.pk})
     return order
 

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from escrow import tasks
+from escrow import notifications, services, tasks
 from escrow.models import Order, OrderStatus
 from tests import factories
 from tests.conftest import requires_postgres
@@ -35,6 +35,9 @@ def queued(monkeypatch):
     calls = []
     monkeypatch.setattr(tasks.order_deliver_task, "delay", lambda **kwargs: calls.append(kwargs))
     monkeypatch.setattr(tasks.order_link_email_task, "delay", lambda **kwargs: None)
+    # The merchant's paid-order notice runs after the delivery commits, in the same worker: counted as
+    # a step of its own, so the delivery's budget is the delivery transaction's.
+    monkeypatch.setattr(services, "order_paid_notify_after_delivery", lambda **kwargs: calls.append(("notice", kwargs)))
     return calls
 
 
@@ -43,6 +46,7 @@ def _purchase(api: Client, product, queued) -> None:
     placed = factories.order_place(product=product, quantity=1, email="first@example.com")
     assert factories.pay(placed.order).status_code == 200
     tasks.order_deliver_task.apply(kwargs=queued.pop(), throw=True)
+    queued.clear()  # its merchant notice
 
 
 def _purchase_steps(queued) -> dict[str, int]:
@@ -66,10 +70,12 @@ def _purchase_steps(queued) -> dict[str, int]:
     assert queued == [{"order_pk": order.pk}]
     _, delivery = _counted("delivery task", lambda: tasks.order_deliver_task.apply(kwargs=queued[0], throw=True))
     assert Order.objects.get(pk=order.pk).status == OrderStatus.DELIVERED
+    assert queued[1] == ("notice", {"order_pk": order.pk})
+    _, notice = _counted("merchant notice", lambda: notifications.order_paid_notify_after_delivery(order_pk=order.pk))
     token = {"X-Order-Token": created.json()["access_token"]}
     keys, reveal = _counted("key reveal", lambda: api.get(f"/api/v1/orders/{order.pk}/keys/", headers=token))
     assert keys.status_code == 200 and len(keys.json()["keys"]) == 1
-    return {"checkout": checkout, "webhook": webhook, "delivery": delivery, "reveal": reveal}
+    return {"checkout": checkout, "webhook": webhook, "delivery": delivery, "notice": notice, "reveal": reveal}
 
 
 # Per step: the most statements it may send, BEGIN and COMMIT included (Django reports both). The
@@ -92,6 +98,10 @@ BUDGET = {
     # INSERT audit order.delivered; count available stock up to the low-stock threshold; COMMIT.
     # (Was 10: the low-stock check read the product again inside a savepoint of its own.)
     "delivery": 7,
+    # After the delivery commits, in the worker, off the buyer's path: order with merchant, user and
+    # product; is the notice there already; BEGIN; SAVEPOINT, which of the users have the line, INSERT
+    # the inbox line, RELEASE (accounts.notification_post, shared with the disputes' inbox); COMMIT.
+    "notice": 8,
     # order by id and token hash (the view's 404); BEGIN; order FOR UPDATE (the refund race, see
     # services.order_keys_reveal); INSERT key reveal; SELECT the keys; COMMIT.
     "reveal": 6,

@@ -115,7 +115,7 @@ def test_then_the_reserve_then_below_zero_which_blocks_withdrawals(run_on_commit
     factories.login_verified(client, merchant.user, device=device)
     page = client.get("/merchant/money/")
     assert 'data-testid="negative-balance"' in page.text
-    assert "-10.00" in page.text
+    assert "-¥10.00 CNY" in page.text
 
 
 def test_a_refund_of_a_completed_order_takes_the_share_back_and_pays_the_buyer(run_on_commit, established_merchant):
