@@ -5,3 +5,11 @@ from django.utils.translation import gettext_lazy as _
 class ShopConfig(AppConfig):
     name = "shop"
     verbose_name = _("Shop")
+
+    def ready(self) -> None:
+        from accounts import hooks
+        from shop import accounts_hooks
+        from shop.services import tokens
+
+        hooks.role_provider(accounts_hooks.merchant_role)
+        hooks.on_credentials_revoked(tokens.merchant_api_tokens_revoke_all)
