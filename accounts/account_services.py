@@ -27,6 +27,7 @@ from django.utils.crypto import salted_hmac
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts import hooks
 from accounts.models import AccountApiToken, AuditAction, SignIn, StaffApiToken, User, UserSession
@@ -135,8 +136,8 @@ def email_verification_send(*, user: User) -> None:
     _mail_on_commit(
         user=user,
         event="account.verify_email",
-        subject=_("Confirm your e-mail address"),
-        body=_(
+        subject=gettext_lazy("Confirm your e-mail address"),
+        body=gettext_lazy(
             "Welcome to the shop. Confirm that this is your e-mail address by opening this link:\n\n%(url)s\n\n"
             "The link works for 3 days. If you did not sign up, ignore this message."
         ),
@@ -322,8 +323,8 @@ def _new_device_alert(*, user: User, sign_in: SignIn) -> None:
     _mail_on_commit(
         user=user,
         event="security.new_device",
-        subject=_("New sign-in to your account"),
-        body=_(
+        subject=gettext_lazy("New sign-in to your account"),
+        body=gettext_lazy(
             "Your account was signed in to from a device and a network it has not used before.\n\n"
             "When: %(at)s UTC\nAddress: %(ip)s (network %(network)s)\nBrowser: %(agent)s\n\n"
             "If this was you, there is nothing to do. If it was not, open this link: it signs you out "
@@ -452,8 +453,8 @@ def account_compromise_report(*, token: str, now: datetime) -> User:
     _mail_on_commit(
         user=user,
         event="security.password_reset",
-        subject=_("Choose a new password"),
-        body=_(
+        subject=gettext_lazy("Choose a new password"),
+        body=gettext_lazy(
             "You told us a sign-in was not you. We signed you out everywhere, revoked your API tokens and "
             "switched off your old password. Choose a new one here:\n\n%(url)s"
         ),
@@ -480,8 +481,8 @@ def account_locked_out(*, user: User, ip: str) -> None:
     _mail_on_commit(
         user=user,
         event="security.locked_out",
-        subject=_("Sign-ins to your account are paused"),
-        body=_(
+        subject=gettext_lazy("Sign-ins to your account are paused"),
+        body=gettext_lazy(
             "There were too many wrong passwords for your account (last from %(ip)s), so signing in is "
             "paused for a while. If it was you, open this link to sign in again at once:\n\n%(url)s\n\n"
             "If it was not you, your password held; consider changing it anyway."
