@@ -41,6 +41,7 @@ def _overview(request, *, token_form=None, new_token: str | None = None, status:
             "sessions": selectors.sessions_active(user=user),
             "current_session": current_session_id(request),
             "tokens": selectors.api_tokens_of(user=user),
+            "recent_activity": selectors.activity_recent(user=user, now=now),
             "token_form": token_form or TokenCreateForm(),
             "new_token": new_token,
             "language_form": LanguageForm(initial={"language": user.language or settings.LANGUAGE_CODE}),

@@ -93,6 +93,19 @@ def activity_rows(*, user: User) -> Iterator[ActivityRow]:
     yield from _security_rows(user)
 
 
+def activity_recent(*, user: User, now: datetime, limit: int = 15) -> list[ActivityRow]:
+    """The newest rows of the other apps' sections (orders, key reveals, disputes, withdrawals) in the
+    history window, for the security page (sign-ins have their own table there)."""
+    since = now - timedelta(days=settings.ACCOUNT_HISTORY_DAYS)
+    rows = [
+        row
+        for name in sorted(hooks.ACTIVITY_SECTIONS)
+        for row in hooks.ACTIVITY_SECTIONS[name](user)
+        if row.at is not None and row.at >= since
+    ]
+    return sorted(rows, key=lambda row: row.at, reverse=True)[:limit]
+
+
 ACTIVITY_COLUMNS = ["section", "at_utc", "reference", "what", "details", "ip", "device"]
 
 
