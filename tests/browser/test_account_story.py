@@ -4,6 +4,7 @@ sandbox pay page, sees the purchase and the sign-in on the security page, and do
 import csv
 import io
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -58,7 +59,7 @@ def test_sign_up_verify_buy_and_download_the_activity(page, artifacts):
     with page.expect_download() as download_info:
         page.get_by_test_id("activity-download").click()
     download = download_info.value
-    rows = list(csv.DictReader(io.StringIO(open(download.path(), encoding="utf-8-sig").read())))
+    rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text(encoding="utf-8-sig"))))
     sections = {(row["section"], row["reference"]) for row in rows}
     assert ("order", f"order {order.pk}") in sections
     assert ("key_reveal", f"order {order.pk}") in sections
