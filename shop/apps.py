@@ -8,8 +8,7 @@ class ShopConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts import hooks
-        from shop import accounts_hooks
-        from shop.services import tokens
+        from shop import accounts_hooks, services
 
         hooks.role_provider(accounts_hooks.merchant_role)
-        hooks.on_credentials_revoked(tokens.merchant_api_tokens_revoke_all)
+        hooks.on_credentials_revoked(services.merchant_api_tokens_revoke_all)
