@@ -152,3 +152,23 @@ def test_a_formula_in_the_activity_file_is_neutralised():
         rows=[ActivityRow(at=None, section="sign_in", reference="page", what="x", details="=cmd()")], out=out
     )
     assert "'=cmd()" in out.getvalue()
+
+
+def test_a_password_change_also_revokes_the_merchant_and_staff_tokens_of_the_account():
+    from accounts.services import staff_api_token_create_unchecked
+    from shop import services as shop_services
+
+    merchant = factories.merchant_create()
+    user = merchant.user
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
+    _m, merchant_token = shop_services.merchant_api_token_create_unchecked(
+        merchant=merchant, name="shop script", actor=user, now=timezone.now()
+    )
+    _s, staff_token = staff_api_token_create_unchecked(user=user, name="arbitration", now=timezone.now())
+    assert Client().get("/api/v1/merchant/products/", HTTP_AUTHORIZATION=f"Token {merchant_token}").status_code == 200
+    account_services.password_changed(user=user, now=timezone.now(), how="change")
+    assert Client().get("/api/v1/merchant/products/", HTTP_AUTHORIZATION=f"Token {merchant_token}").status_code == 401
+    assert Client().get("/api/v1/staff/disputes/", HTTP_AUTHORIZATION=f"Token {staff_token}").status_code == 401
+    entry = AuditEntry.objects.get(action="account.sessions_ended", subject_id=str(user.pk))
+    assert entry.data["tokens"] == 2
