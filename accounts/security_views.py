@@ -38,7 +38,7 @@ def _overview(request, *, token_form=None, new_token: str | None = None, status:
             "second_factor_required": bool(hooks.roles_of(user) & {"merchant", "staff"}),
             "sign_ins": selectors.sign_ins_recent(user=user, now=now)[:200],
             "history_days": settings.ACCOUNT_HISTORY_DAYS,
-            "sessions": selectors.sessions_active(user=user),
+            "sessions": selectors.sessions_active(user=user, now=now),
             "current_session": current_session_id(request),
             "tokens": selectors.api_tokens_of(user=user),
             "recent_activity": selectors.activity_recent(user=user, now=now),

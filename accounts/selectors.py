@@ -40,8 +40,12 @@ def sign_ins_recent(*, user: User, now: datetime) -> QuerySet[SignIn]:
     return SignIn.objects.filter(user=user, at__gte=since).order_by("-at", "-pk")
 
 
-def sessions_active(*, user: User) -> QuerySet[UserSession]:
-    return UserSession.objects.filter(user=user, ended_at__isnull=True).order_by("-last_seen_at", "-pk")
+def sessions_active(*, user: User, now: datetime) -> QuerySet[UserSession]:
+    """Sessions not ended and not expired (a session unused for SESSION_COOKIE_AGE is gone)."""
+    since = now - timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    return UserSession.objects.filter(user=user, ended_at__isnull=True, last_seen_at__gte=since).order_by(
+        "-last_seen_at", "-pk"
+    )
 
 
 def api_tokens_of(*, user: User) -> QuerySet[AccountApiToken]:

@@ -31,6 +31,7 @@ class SessionTrackingMiddleware:
 
     def __call__(self, request):
         user = getattr(request, "user", None)
+        signed_in_as = None
         if user is not None and user.is_authenticated:
             public_id = request.session.get(SESSION_KEY)
             row = (
@@ -40,10 +41,15 @@ class SessionTrackingMiddleware:
             )
             if public_id and (row is None or row.ended_at is not None):
                 logout(request)  # flushes the session; the request goes on as a visitor's
-            elif row is not None and (timezone.now() - row.last_seen_at).total_seconds() > TOUCH_SECONDS:
-                UserSession.objects.filter(pk=row.pk).update(last_seen_at=timezone.now())
+            elif row is not None:
+                signed_in_as = public_id
+                if (timezone.now() - row.last_seen_at).total_seconds() > TOUCH_SECONDS:
+                    UserSession.objects.filter(pk=row.pk).update(last_seen_at=timezone.now())
         response = self.get_response(request)
         user = getattr(request, "user", None)
+        if signed_in_as and (user is None or not user.is_authenticated):
+            # Signed out by this request (the sign-out button): the row is no longer an open session.
+            UserSession.objects.filter(public_id=signed_in_as, ended_at__isnull=True).update(ended_at=timezone.now())
         if (
             user is not None
             and user.is_authenticated

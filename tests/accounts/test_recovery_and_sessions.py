@@ -172,3 +172,12 @@ def test_a_password_change_also_revokes_the_merchant_and_staff_tokens_of_the_acc
     assert Client().get("/api/v1/staff/disputes/", HTTP_AUTHORIZATION=f"Token {staff_token}").status_code == 401
     entry = AuditEntry.objects.get(action="account.sessions_ended", subject_id=str(user.pk))
     assert entry.data["tokens"] == 2
+
+
+def test_signing_out_ends_the_sessions_row():
+    buyer = factories.user_create(password=PASSWORD)
+    client = signed_in(buyer)
+    client.get("/account/security/")
+    assert UserSession.objects.filter(user=buyer, ended_at__isnull=True).count() == 1
+    assert client.post("/accounts/logout/").status_code == 302
+    assert UserSession.objects.filter(user=buyer, ended_at__isnull=True).count() == 0
