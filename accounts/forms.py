@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts import account_services
 from accounts.models import User
 from core.mail import mail_send
+from core.ratelimit import rate_limit_hit
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +60,15 @@ class ShopPasswordResetForm(PasswordResetForm):
 
     Unlike Django's, it also reaches accounts whose password was switched off by "this wasn't me": they
     are exactly the ones that must be able to set a new one. The page says the same whether or not the
-    address has an account."""
+    address has an account; at most `RATE_LIMITS["email_link"]` links go to one account."""
 
     def get_users(self, email):
         return User.objects.filter(email__iexact=email, is_active=True).exclude(email="")
 
     def send_mail(self, subject_template_name, email_template_name, context, from_email, to_email, **kwargs):
         user = context["user"]
+        if not rate_limit_hit(scope="email_link", identity=f"reset:{user.pk}").allowed:
+            return  # someone flooding this mailbox with reset links; the page still looks the same
         with translation.override(user.language or settings.LANGUAGE_CODE):
             context = {**context, "url": account_services.password_reset_url(user)}
             subject = render_to_string(subject_template_name, context)

@@ -181,3 +181,12 @@ def test_signing_out_ends_the_sessions_row():
     assert UserSession.objects.filter(user=buyer, ended_at__isnull=True).count() == 1
     assert client.post("/accounts/logout/").status_code == 302
     assert UserSession.objects.filter(user=buyer, ended_at__isnull=True).count() == 0
+
+
+def test_reset_links_to_one_account_are_limited_and_the_page_does_not_tell(settings, run_on_commit):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "email_link": "2/hour"}
+    buyer = factories.user_create(password=PASSWORD)
+    with run_on_commit():
+        answers = {Client().post("/accounts/password/reset/", {"email": buyer.email}).url for _ in range(4)}
+    assert answers == {"/accounts/password/reset/sent/"}
+    assert len(mails("security.password_reset")) == 2
