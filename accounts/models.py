@@ -3,6 +3,7 @@ import hmac
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 from django_otp.plugins.otp_totp.models import TOTPDevice as _OtpTOTPDevice
@@ -17,10 +18,22 @@ class User(AbstractUser):
     # The language they last chose in the header (a code of settings.LANGUAGES), applied at each sign-in
     # by accounts.middleware.UserLanguageMiddleware; empty until they choose.
     language = models.CharField(_("language"), max_length=16, blank=True)
+    # None until the owner follows the signed link e-mailed at sign-up (accounts made by staff, the
+    # demo data or before sign-up existed count as verified: migration 0010 set them).
+    email_verified_at = models.DateTimeField(_("e-mail verified at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("user")
         verbose_name_plural = _("users")
+        constraints = [
+            # One account per mailbox, whatever the case: sign-in by e-mail and the guest orders
+            # attached at verification must name exactly one person.
+            models.UniqueConstraint(Lower("email"), condition=~models.Q(email=""), name="accounts_user_email_unique")
+        ]
+
+    @property
+    def is_email_verified(self) -> bool:
+        return self.email_verified_at is not None
 
 
 class AuditAction(models.TextChoices):
@@ -84,6 +97,20 @@ class AuditAction(models.TextChoices):
     WITHDRAWAL_REQUESTED = "withdrawal.requested", "withdrawal.requested"
     WITHDRAWAL_PAID = "withdrawal.paid", "withdrawal.paid"
     WITHDRAWAL_REJECTED = "withdrawal.rejected", "withdrawal.rejected"
+    ACCOUNT_SIGNED_UP = "account.signed_up", "account.signed_up"
+    ACCOUNT_EMAIL_VERIFIED = "account.email_verified", "account.email_verified"
+    ACCOUNT_GUEST_ORDERS_ATTACHED = "account.guest_orders_attached", "account.guest_orders_attached"
+    ACCOUNT_SIGNED_IN = "account.signed_in", "account.signed_in"
+    ACCOUNT_SIGN_IN_FAILED = "account.sign_in_failed", "account.sign_in_failed"
+    ACCOUNT_NEW_DEVICE = "account.new_device", "account.new_device"
+    ACCOUNT_SESSION_ENDED = "account.session_ended", "account.session_ended"
+    ACCOUNT_SESSIONS_ENDED = "account.sessions_ended", "account.sessions_ended"
+    ACCOUNT_PASSWORD_CHANGED = "account.password_changed", "account.password_changed"
+    ACCOUNT_PASSWORD_RESET_REQUESTED = "account.password_reset_requested", "account.password_reset_requested"
+    ACCOUNT_COMPROMISE_REPORTED = "account.compromise_reported", "account.compromise_reported"
+    ACCOUNT_LOCKED_OUT = "account.locked_out", "account.locked_out"
+    ACCOUNT_UNLOCKED = "account.unlocked", "account.unlocked"
+    ACCOUNT_LANGUAGE_CHANGED = "account.language_changed", "account.language_changed"
 
 
 class AuditEntry(models.Model):
@@ -128,6 +155,92 @@ class StaffApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class AccountApiToken(models.Model):
+    """Any user's API token, issued by `POST /api/v1/auth/token/` or on the security page (`Authorization:
+    Token cka_…`). Only its SHA-256 digest is stored. It works where its user works: buyer endpoints,
+    the merchant API for a merchant's owner (within `scopes`), the staff API for staff (issued only
+    after a second factor)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="account_api_tokens")
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    # What a merchant's token may do in the merchant API ("read", "stock", "orders", "money"); empty
+    # for staff and buyers, whose endpoints do not ask.
+    scopes = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField()
+    created_ip = models.GenericIPAddressField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class SignInMethod(models.TextChoices):
+    PAGE = "page", _("Sign-in page")
+    API = "api", _("API token")
+    SIGNUP = "signup", _("Sign-up")
+
+
+class SignIn(models.Model):
+    """One sign-in attempt on a known account, good or bad: the login history and the risk engine's
+    "new device / new network" signal read it. Written only by `accounts.services.sign_in_record`."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="sign_ins")
+    at = models.DateTimeField()
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    network = models.CharField(max_length=64, blank=True)  # the /24 or /48 (core.device.network_of)
+    user_agent = models.CharField(max_length=512, blank=True)
+    device = models.CharField(max_length=64, blank=True)  # the device cookie's id; "" for API clients
+    method = models.CharField(max_length=16, choices=SignInMethod.choices)
+    success = models.BooleanField()
+    reason = models.CharField(max_length=32, blank=True)  # why a failure failed ("bad_password", "locked_out", …)
+    new_place = models.BooleanField(default=False)  # device and network both never seen: an alert went out
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["user", "at"])]
+        verbose_name = _("sign-in")
+        verbose_name_plural = _("sign-ins")
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.at:%Y-%m-%d %H:%M:%S} {'ok' if self.success else 'failed'}"
+
+
+class UserSession(models.Model):
+    """A signed-in browser session, so its owner can see it and end it. The session holds `public_id`
+    (it survives the key change at the second factor); `accounts.sessions.SessionTrackingMiddleware`
+    signs out any session whose row is ended or missing."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tracked_sessions")
+    public_id = models.CharField(max_length=32, unique=True)
+    created_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    device = models.CharField(max_length=64, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen_at", "-pk"]
+        indexes = [models.Index(fields=["user", "ended_at"])]
+        verbose_name = _("session")
+        verbose_name_plural = _("sessions")
+
+    def __str__(self) -> str:
+        return f"session {self.public_id[:6]}… of {self.user_id}"
 
 
 class Alert(models.Model):

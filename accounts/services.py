@@ -399,14 +399,6 @@ def alert_acknowledge(*, alert: Alert, actor: User, now: datetime) -> bool:
     return bool(changed)
 
 
-@transaction.atomic
-def user_language_set(*, user: User, language: str) -> None:
-    """Remember the language the user chose (a code of settings.LANGUAGES; anything else is ignored)."""
-    if language in dict(settings.LANGUAGES) and user.language != language:
-        User.objects.filter(pk=user.pk).update(language=language)
-        user.language = language
-
-
 # --- staff API tokens -------------------------------------------------------------------------------
 
 STAFF_TOKEN_PREFIX = "cks_staff_"  # noqa: S105 - a label, not a secret; tells a staff token from a merchant's

@@ -86,6 +86,7 @@ MIDDLEWARE = [
     "accounts.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "core.device.DeviceCookieMiddleware",
+    "accounts.sessions.SessionTrackingMiddleware",  # after the device cookie: new sessions record it
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -131,7 +132,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "accounts.backends.EmailOrUsernameBackend",  # Django's ModelBackend, also by e-mail address
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -170,6 +171,16 @@ EMAIL_BACKEND = os.environ.get(
     "EMAIL_BACKEND",
     "django.core.mail.backends.smtp.EmailBackend" if PRODUCTION else "django.core.mail.backends.console.EmailBackend",
 )
+# For EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend: one file per message in this folder.
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+# SMTP (the production default backend).
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "10"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "shop@localhost")
 # Where buyers and merchants write with a complaint (the contact page and the footer link to it).
 SUPPORT_EMAIL = os.environ.get("SUPPORT_EMAIL", DEFAULT_FROM_EMAIL)
@@ -240,6 +251,7 @@ CELERY_TIMEZONE = "UTC"
 # --- REST API -------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.AccountTokenAuthentication",  # any user's `Token cka_…` (issue 11)
         "rest_framework.authentication.SessionAuthentication",
         "shop.authentication.MerchantTokenAuthentication",  # `Authorization: Token <token>` (issue 3)
     ],
@@ -348,6 +360,8 @@ CACHES = {
 TRUSTED_PROXIES = [c.strip() for c in os.environ.get("TRUSTED_PROXIES", "").split(",") if c.strip()]
 # Per client IP (and, for reveals, per order): see core/ratelimit.py. The API and the web forms share them.
 RATE_LIMITS = {
+    "signup": os.environ.get("SIGNUP_RATE_LIMIT", "20/hour"),
+    "email_link": os.environ.get("EMAIL_LINK_RATE_LIMIT", "5/hour"),  # "send the verification link again"
     "checkout": os.environ.get("CHECKOUT_RATE_LIMIT", "10/min"),
     "key_reveal": os.environ.get("KEY_REVEAL_RATE_LIMIT", "30/min"),
 }
@@ -358,12 +372,22 @@ RESERVATION_MAX_KEYS_PER_IP = int(os.environ.get("RESERVATION_MAX_KEYS_PER_IP", 
 ORDER_MAX_QUANTITY = int(os.environ.get("ORDER_MAX_QUANTITY", "20"))
 # Login: AXES_FAILURE_LIMIT wrong passwords lock one username from one address; a password sprayed
 # over many usernames from one address locks that address after LOGIN_FAILURE_LIMIT_PER_IP.
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]  # this order: accounts/lockout.py
+# A guess spread over many addresses locks the account after LOGIN_FAILURE_LIMIT_PER_ACCOUNT; its owner
+# gets an unlock link by e-mail (accounts/lockout.py).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address", "username"]  # this order: accounts/lockout.py
 AXES_HANDLER = "accounts.lockout.UserThenAddressHandler"
+AXES_USERNAME_CALLABLE = "accounts.lockout.username_of"  # the username, whether typed or found by e-mail
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+LOGIN_FAILURE_LIMIT_PER_ACCOUNT = int(os.environ.get("LOGIN_FAILURE_LIMIT_PER_ACCOUNT", "20"))
 AXES_CLIENT_IP_CALLABLE = "core.client_ip.client_ip"
 LOGIN_FAILURE_LIMIT_PER_IP = int(os.environ.get("LOGIN_FAILURE_LIMIT_PER_IP", "30"))
 # Wrong second-factor codes double the wait (django-otp); it stops doubling before this many seconds.
 OTP_THROTTLE_MAX_DELAY_SECONDS = 60
+# Signed links: e-mail verification and unlock (3 days), "this wasn't me" in a new-device alert (7 days).
+ACCOUNT_LINK_MAX_AGE_SECONDS = int(os.environ.get("ACCOUNT_LINK_MAX_AGE_SECONDS", str(3 * 24 * 3600)))
+ACCOUNT_ALERT_LINK_MAX_AGE_SECONDS = int(os.environ.get("ACCOUNT_ALERT_LINK_MAX_AGE_SECONDS", str(7 * 24 * 3600)))
+# The security page's login history reaches back this far.
+ACCOUNT_HISTORY_DAYS = 90
 # No inline script or style anywhere (the API docs page loosens style only for itself).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {

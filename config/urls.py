@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts import api as accounts_api
 from accounts import views as accounts_views
 from core import api as core_api
 from disputes import api as disputes_api
@@ -15,6 +16,8 @@ from shop import api as shop_api
 from shop import merchant_api as shop_merchant_api
 
 api_v1 = [
+    path("auth/signup/", accounts_api.SignUp.as_view(), name="auth_signup"),
+    path("auth/token/", accounts_api.TokenIssue.as_view(), name="auth_token"),
     path("products/", shop_api.ProductList.as_view(), name="products"),
     path("products/<int:pk>/", shop_api.ProductDetail.as_view(), name="product"),
     path("orders/", escrow_api.OrderCreate.as_view(), name="orders"),

@@ -138,7 +138,7 @@ class DisputeOpen(APIView):
                 {
                     400: ["invalid", "bad_keys", "too_long"],
                     404: ["not_found"],
-                    409: ["outside_window", "already_disputed", "bad_state"],
+                    409: ["outside_window", "already_disputed", "bad_state", "email_unverified"],
                 }
             ),
         },

@@ -50,7 +50,27 @@ class DisputeError(Refused):
         "reopened_already": 409,
         "not_staff": 403,
         "deadline_passed": 409,
+        "email_unverified": 409,
     }
+
+
+def _unverified_buyer_limit_check(*, order_pk: int) -> None:
+    """An account whose e-mail is unverified buys as a guest would, but keeps one dispute open at a time
+    (a throw-away account must not flood merchants with disputes). Guests' orders have no account."""
+    buyer_pk = Order.objects.filter(pk=order_pk).values_list("buyer_id", flat=True).first()
+    if buyer_pk is None:
+        return
+    buyer = User.objects.select_for_update().filter(pk=buyer_pk).first()
+    if buyer is None or buyer.is_email_verified:
+        return
+    if Dispute.objects.filter(order__buyer_id=buyer_pk).exclude(status=DisputeStatus.RESOLVED).exists():
+        raise DisputeError(
+            _(
+                "You already have a dispute open. Confirm your e-mail address (use the link we sent you, or "
+                "ask for a new one on your security page) to open another before that one is resolved."
+            ),
+            code="email_unverified",
+        )
 
 
 def _hours(name: str) -> timedelta:
@@ -188,7 +208,9 @@ def dispute_open(
     stays in escrow. `key_pks` names the disputed keys among the order's delivered keys (all of them
     when omitted). The merchant then has `DISPUTE_MERCHANT_HOURS` to answer. One dispute per order:
     refused `already_disputed`; also `outside_window`, `bad_state`, `bad_keys`, `invalid`, `too_long`,
-    with nothing changed.
+    with nothing changed. A buyer whose account e-mail is not verified yet may have one unresolved
+    dispute at a time (`email_unverified`); the check holds the buyer's row, so two openings at once
+    cannot both pass it.
     """
     if reason not in DisputeReason.values:
         raise DisputeError(_("Choose one of the listed reasons."), code="bad_reason")
@@ -206,6 +228,7 @@ def dispute_open(
         raise DisputeError(_("This order is already disputed."), code="already_disputed")
     try:
         with transaction.atomic():
+            _unverified_buyer_limit_check(order_pk=order_pk)
             # The row first: its unique order is what lets only one of two racing openings through.
             dispute = Dispute.objects.create(
                 order_id=order_pk,

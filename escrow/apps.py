@@ -7,4 +7,10 @@ class EscrowConfig(AppConfig):
     verbose_name = _("Escrow")
 
     def ready(self) -> None:
-        from escrow import checks  # noqa: F401  (registers the system checks)
+        from accounts import hooks
+        from escrow import activity, checks, services  # noqa: F401  (checks registers the system checks)
+
+        hooks.on_email_verified(services.guest_orders_attach)
+        hooks.activity_section("orders", activity.orders_rows)
+        hooks.activity_section("key_reveals", activity.key_reveals_rows)
+        hooks.activity_section("withdrawals", activity.withdrawals_rows)

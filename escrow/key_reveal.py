@@ -4,12 +4,13 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from core.client_ip import client_ip
+from core.device import device_id
 from escrow import services
 from escrow.models import Order
 
 
 def keys_reveal_for_request(request: HttpRequest, order: Order, *, channel: str) -> list[str]:
-    """Reveal `order`'s keys to whoever sent `request`, recorded with their address, browser and account.
+    """Reveal `order`'s keys to whoever sent `request`, recorded with their address, browser, device and account.
 
     Raises what `services.order_keys_reveal` raises (`KeysNotDelivered`, `RateLimited`); nothing is
     recorded then."""
@@ -20,4 +21,5 @@ def keys_reveal_for_request(request: HttpRequest, order: Order, *, channel: str)
         ip=client_ip(request) or None,
         user_agent=request.headers.get("User-Agent", ""),
         user=request.user,
+        device=device_id(request),
     )

@@ -164,6 +164,7 @@ class KeyReveal(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
+    device = models.CharField(max_length=64, blank=True)  # the device cookie's id (core.device); "" for the API
     channel = models.CharField(max_length=16)  # "page" or "api"
 
     def __str__(self) -> str:

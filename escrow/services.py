@@ -534,7 +534,14 @@ def orders_expire_due(*, now: datetime, batch: int = 1000) -> int:
 
 @transaction.atomic(durable=True)
 def order_keys_reveal(
-    *, order: Order, now: datetime, channel: str, ip: str | None, user_agent: str, user: User | None
+    *,
+    order: Order,
+    now: datetime,
+    channel: str,
+    ip: str | None,
+    user_agent: str,
+    user: User | None,
+    device: str | None = None,
 ) -> list[str]:
     """Open the order's keys for its owner, recording who saw them, when and from where.
 
@@ -554,6 +561,33 @@ def order_keys_reveal(
         channel=channel,
         ip=ip,
         user_agent=user_agent[:512],
+        device=device or "",
         user=user if user is not None and user.is_authenticated else None,
     )
     return order_keys_plaintext(order_pk=order.pk)
+
+
+# --- accounts: a verified e-mail claims its guest orders ----------------------------------------------
+
+
+@transaction.atomic
+def guest_orders_attach(*, user: User, now: datetime) -> int:
+    """Give `user` the guest orders placed with their (just verified) e-mail address, any case; orders
+    that already have a buyer stay theirs. Registered in `accounts.hooks.EMAIL_VERIFIED`, so it runs in
+    the verification's transaction. Returns how many orders were attached."""
+    if not user.email:
+        return 0
+    pks = list(
+        Order.objects.select_for_update()
+        .filter(buyer__isnull=True, email__iexact=user.email)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not pks:
+        return 0
+    Order.objects.filter(pk__in=pks, buyer__isnull=True).update(buyer=user)
+    audit_record(
+        action=AuditAction.ACCOUNT_GUEST_ORDERS_ATTACHED, subject=user, now=now, actor=user, data={"orders": pks}
+    )
+    logger.info("escrow.guest_orders_attached", extra={"user": user.pk, "orders": len(pks)})
+    return len(pks)

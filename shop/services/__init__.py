@@ -55,6 +55,7 @@ from shop.services.tokens import (
     merchant_api_token_create_unchecked,
     merchant_api_token_revoke,
     merchant_api_token_touch,
+    merchant_api_tokens_revoke_all,
 )
 from shop.services.uploads import (
     MAX_KEY_LENGTH,
@@ -92,6 +93,7 @@ __all__ = [
     "merchant_api_token_create_unchecked",
     "merchant_api_token_revoke",
     "merchant_api_token_touch",
+    "merchant_api_tokens_revoke_all",
     "merchant_approve",
     "merchant_create",
     "merchant_data_key",

@@ -72,3 +72,10 @@ def merchant_api_token_touch(*, token: MerchantApiToken, now: datetime) -> None:
     """Note the token's use, at most once a minute (no write on every request)."""
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         MerchantApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+
+
+def merchant_api_tokens_revoke_all(*, user: User, now: datetime) -> int:
+    """Revoke every merchant API token of `user`'s shop at once; returns how many. A step of accounts'
+    "every credential ends" transaction (password change, "this wasn't me"), which writes the audit line;
+    registered in `accounts.hooks.CREDENTIALS_REVOKED`."""
+    return MerchantApiToken.objects.filter(merchant__user=user, revoked_at__isnull=True).update(revoked_at=now)

@@ -148,5 +148,7 @@ class Command(BaseCommand):
     def _user(self, username: str, email: str, **flags) -> User:
         user = User.objects.filter(username=username).first()
         if user is None:
-            user = User.objects.create_user(username=username, email=email, password=DEMO_PASSWORD, **flags)
+            user = User.objects.create_user(
+                username=username, email=email, password=DEMO_PASSWORD, email_verified_at=timezone.now(), **flags
+            )
         return user
