@@ -52,6 +52,7 @@ class AuditAction(models.TextChoices):
     ORDER_COMPLETED = "order.completed", "order.completed"
     ORDER_EXPIRED = "order.expired", "order.expired"
     ORDER_REFUNDED = "order.refunded", "order.refunded"
+    ORDER_HELD = "order.held_for_review", "order.held_for_review"
     ORDER_REVIEW_APPROVED = "order.review_approved", "order.review_approved"
     ORDER_REVIEW_REJECTED = "order.review_rejected", "order.review_rejected"
     ORDER_DISPUTED = "order.disputed", "order.disputed"
@@ -77,6 +78,13 @@ class AuditAction(models.TextChoices):
     WITHDRAWAL_REQUESTED = "withdrawal.requested", "withdrawal.requested"
     WITHDRAWAL_PAID = "withdrawal.paid", "withdrawal.paid"
     WITHDRAWAL_REJECTED = "withdrawal.rejected", "withdrawal.rejected"
+    WITHDRAWAL_HELD = "withdrawal.held_for_review", "withdrawal.held_for_review"
+    RISK_RULE_CHANGED = "risk.rule_changed", "risk.rule_changed"
+    RISK_BLOCK_LIST_CHANGED = "risk.block_list_changed", "risk.block_list_changed"
+    RISK_REVIEW_OPENED = "risk.review_opened", "risk.review_opened"
+    RISK_REVIEW_APPROVED = "risk.review_approved", "risk.review_approved"
+    RISK_REVIEW_REJECTED = "risk.review_rejected", "risk.review_rejected"
+    RISK_RESERVE_RAISED = "risk.reserve_raised", "risk.reserve_raised"
 
 
 class AuditEntry(models.Model):

@@ -7,4 +7,19 @@ class EscrowConfig(AppConfig):
     verbose_name = _("Escrow")
 
     def ready(self) -> None:
-        from escrow import checks  # noqa: F401  (registers the system checks)
+        import risk
+        from escrow import (
+            checks,  # noqa: F401  (registers the system checks)
+            reviews,
+            withdrawals,
+        )
+
+        # The review queue (risk) approves and rejects escrow's subjects through escrow's services.
+        risk.review_handler_register(
+            "order", approve=reviews.order_review_item_approve, reject=reviews.order_review_item_reject
+        )
+        risk.review_handler_register(
+            "withdrawal",
+            approve=withdrawals.withdrawal_review_item_approve,
+            reject=withdrawals.withdrawal_review_item_reject,
+        )
