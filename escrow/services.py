@@ -212,7 +212,18 @@ def order_place_assessed(
     when the order is then refused) before anything is reserved. A block, or a challenge the buyer has
     not just passed, raises `risk.RiskRefused` (403 with the decision's id) and places nothing; a
     `review` places the order, which is held for staff once paid (`payment_succeeded`)."""
-    context = dataclasses.replace(risk_context, quantity=order.get("quantity"), product_id=order.get("product_pk"))
+    quantity = order.get("quantity")
+    price = (
+        products_on_sale().filter(pk=order.get("product_pk")).values_list("price", "currency", "merchant_id").first()
+    )
+    context = dataclasses.replace(
+        risk_context,
+        quantity=quantity,
+        product_id=order.get("product_pk"),
+        amount=price[0] * quantity if price and isinstance(quantity, int) else None,
+        currency=price[1] if price else "",
+        merchant_id=price[2] if price else None,
+    )
     decision = risk.assess(event="checkout", context=context, now=order["now"])
     risk.decision_enforce(decision=decision, challenge_passed=challenge_passed)
     placed = order_place(**order)
