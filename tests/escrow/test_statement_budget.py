@@ -79,14 +79,21 @@ BUDGET = {
     # BEGIN; product on sale (with its merchant); both identities' advisory locks in one SELECT; both
     # reservation-cap sums in one SELECT; INSERT order; pick keys FOR UPDATE SKIP LOCKED; UPDATE them
     # reserved; INSERT payment; INSERT audit order.placed; COMMIT. (Was 12: a lock and a sum each.)
-    "checkout": 10,
+    # The risk engine's checkout assessment before it (risk/README.md), 11 more: the product's price
+    # (the amount signal); BEGIN; INSERT velocity hits (none with a Redis cache: sorted sets there);
+    # active rules of the event; the actor's seen devices and networks; the actor's last 50 amounts
+    # (anomaly); live block-list entries; INSERT decision; UPSERT seen identities; COMMIT; and after
+    # the order, UPDATE the decision's subject.
+    "checkout": 21,
     # payment by gateway id (outside the transaction: a bad one is refused without one); BEGIN;
     # INSERT webhook event ON CONFLICT DO NOTHING RETURNING (replay check, no savepoint); payment FOR
     # UPDATE; order FOR UPDATE; UPDATE payment; UPDATE order; INSERT audit payment.succeeded;
     # clearing + escrow + merchant + fee accounts in one SELECT; SAVEPOINT, INSERT the three
     # transfers, RELEASE (ledger.transfers: a duplicate transfer id is told apart from other errors);
     # SELECT the transfers back; lock the four accounts; four balance UPDATEs; COMMIT. (Was 22.)
-    "webhook": 19,
+    # The risk engine's `payment` assessment before delivery, 4 more: the checkout's decisions of the
+    # order (who, from where, whether it was flagged); active rules; block list; INSERT decision.
+    "webhook": 23,
     # BEGIN; order FOR UPDATE with product and merchant; UPDATE keys sold; UPDATE order delivered;
     # INSERT audit order.delivered; count available stock up to the low-stock threshold; COMMIT.
     # (Was 10: the low-stock check read the product again inside a savepoint of its own.)
