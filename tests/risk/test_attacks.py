@@ -19,7 +19,7 @@ from risk.services import RiskRefused
 from shop.models import CardKey, CardKeyStatus
 from tests import factories
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_rules")]
 
 
 def api_order(client: Client, product, email: str, quantity: int = 1):

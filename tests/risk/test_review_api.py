@@ -15,7 +15,7 @@ from shop.models import CardKey, CardKeyStatus
 from tests import factories
 from tests.risk.conftest import rule
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_rules")]
 
 
 @pytest.fixture
