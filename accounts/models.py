@@ -69,6 +69,7 @@ class AuditAction(models.TextChoices):
     ORDER_COMPLETED = "order.completed", "order.completed"
     ORDER_EXPIRED = "order.expired", "order.expired"
     ORDER_REFUNDED = "order.refunded", "order.refunded"
+    ORDER_HELD = "order.held_for_review", "order.held_for_review"
     ORDER_REVIEW_APPROVED = "order.review_approved", "order.review_approved"
     ORDER_REVIEW_REJECTED = "order.review_rejected", "order.review_rejected"
     ORDER_DISPUTED = "order.disputed", "order.disputed"
@@ -111,6 +112,13 @@ class AuditAction(models.TextChoices):
     ACCOUNT_LOCKED_OUT = "account.locked_out", "account.locked_out"
     ACCOUNT_UNLOCKED = "account.unlocked", "account.unlocked"
     ACCOUNT_LANGUAGE_CHANGED = "account.language_changed", "account.language_changed"
+    WITHDRAWAL_HELD = "withdrawal.held_for_review", "withdrawal.held_for_review"
+    RISK_RULE_CHANGED = "risk.rule_changed", "risk.rule_changed"
+    RISK_BLOCK_LIST_CHANGED = "risk.block_list_changed", "risk.block_list_changed"
+    RISK_REVIEW_OPENED = "risk.review_opened", "risk.review_opened"
+    RISK_REVIEW_APPROVED = "risk.review_approved", "risk.review_approved"
+    RISK_REVIEW_REJECTED = "risk.review_rejected", "risk.review_rejected"
+    RISK_RESERVE_RAISED = "risk.reserve_raised", "risk.reserve_raised"
 
 
 class AuditEntry(models.Model):

@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 from django.views.i18n import set_language
 
+import risk
 from accounts import account_services
 from accounts.forms import ShopPasswordResetForm, SignUpForm
 from accounts.lockout import username_of
@@ -52,8 +53,22 @@ class SignInView(auth_views.LoginView):
         return {"username": self.request.GET.get("username", "")}
 
     def form_valid(self, form):
+        # The risk engine assesses each sign-in (`login`) and learns the device and network the person
+        # uses (what "a withdrawal from a new device" is measured against). A block or a frozen account
+        # refuses with a neutral message; a challenge is the second factor users with a device get anyway.
+        user = form.get_user()
+        decision = risk.assess(
+            event="login", context=risk.context_from_request(self.request, user=user), now=timezone.now()
+        )
+        try:
+            risk.decision_enforce(decision=decision, challenge_passed=True)
+        except risk.RiskRefused as refusal:
+            form.add_error(None, str(refusal))
+            sign_in_note(self.request, user=user, method=SignInMethod.PAGE, success=False, reason="risk")
+            return super().form_invalid(form)
+        risk.decision_subject_set(decision=decision, subject=("user", user.pk))
         response = super().form_valid(form)
-        sign_in_note(self.request, user=form.get_user(), method=SignInMethod.PAGE, success=True)
+        sign_in_note(self.request, user=user, method=SignInMethod.PAGE, success=True)
         return response
 
     def form_invalid(self, form):

@@ -71,6 +71,8 @@ INSTALLED_APPS = [
     "shop",
     "escrow",
     "disputes",
+    "risk",
+    "captcha",  # django-simple-captcha: the self-hosted challenge of a risky checkout (no third party)
 ]
 
 MIDDLEWARE = [
@@ -401,6 +403,23 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 # --- end of abuse limits ------------------------------------------------------------------------------
+
+# --- the risk engine (risk/README.md) ---------------------------------------------------------------
+# Risk imports none of our apps: config wires in the audit trail and the staff API's authentication.
+RISK_AUDIT_RECORD = "accounts.services.audit_record"
+RISK_STAFF_AUTHENTICATION_CLASSES = [
+    "accounts.authentication.StaffTokenAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+# A merchant with at least this many orders in 30 days is judged on their dispute rate; flagged, their
+# rolling reserve becomes RISK_RAISED_RESERVE_PERCENT of each release (whatever their age) until staff
+# approve them in the review queue. The rate itself is a rule (signal merchant_used_dispute_rate).
+RISK_MERCHANT_MIN_ORDERS = int(os.environ.get("RISK_MERCHANT_MIN_ORDERS", "10"))
+RISK_RAISED_RESERVE_PERCENT = Decimal(os.environ.get("RISK_RAISED_RESERVE_PERCENT", "30"))
+# The checkout captcha: drawn by the server from the package's own font, nothing fetched at run time.
+CAPTCHA_LENGTH = 5
+CAPTCHA_TIMEOUT = 10  # minutes
+CAPTCHA_IMAGE_SIZE = (150, 50)
 
 # --- deployment protections -----------------------------------------------------------------------
 if PRODUCTION:

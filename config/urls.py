@@ -12,6 +12,7 @@ from disputes import api as disputes_api
 from escrow import api as escrow_api
 from escrow import merchant_views as escrow_merchant_views
 from escrow.gateways import SANDBOX, gateway_enabled
+from risk import api as risk_api
 from shop import api as shop_api
 from shop import merchant_api as shop_merchant_api
 
@@ -48,6 +49,10 @@ api_v1 = [
     ),
     path("staff/disputes/", disputes_api.StaffDisputeQueue.as_view(), name="staff_disputes"),
     path("staff/disputes/<int:pk>/decide/", disputes_api.StaffDisputeDecide.as_view(), name="staff_dispute_decide"),
+    path("staff/review-queue/", risk_api.ReviewQueue.as_view(), name="staff_review_queue"),
+    path("staff/review-queue/<int:pk>/approve/", risk_api.ReviewApprove.as_view(), name="staff_review_approve"),
+    path("staff/review-queue/<int:pk>/reject/", risk_api.ReviewReject.as_view(), name="staff_review_reject"),
+    path("staff/risk-decisions/", risk_api.DecisionList.as_view(), name="staff_risk_decisions"),
     path("merchant/products/", shop_merchant_api.MerchantProductList.as_view(), name="merchant_products"),
     path("merchant/products/<int:pk>/stock/", shop_merchant_api.StockUploadCreate.as_view(), name="merchant_stock"),
     path("merchant/stock-uploads/<int:pk>/", shop_merchant_api.StockUploadDetail.as_view(), name="merchant_upload"),
@@ -63,6 +68,7 @@ urlpatterns = [
     path("", include("disputes.evidence_urls")),
     path("staff/disputes/", include("disputes.staff_urls")),
     path("staff/", include("staff.urls")),
+    path("staff/risk/", include("risk.urls")),
     path("", include("disputes.urls")),
     path("accounts/", include("accounts.urls")),
     path("account/security/", include("accounts.security_urls")),
@@ -96,6 +102,7 @@ urlpatterns = [
         ),
         name="contact",
     ),
+    path("captcha/", include("captcha.urls")),  # the checkout challenge's images, drawn here
     path("admin/", admin.site.urls),
 ]
 

@@ -47,6 +47,7 @@ def _as_api_exception(exc: Exception) -> Exception:
 def exception_handler(exc, context):
     """Every API error as `{"detail", "code"}`: DRF's own, and any `Refused`, `RateLimited` (429) or
     `StateError` (409) a view lets through, so views do not translate errors one by one."""
+    extra = exc.extra if isinstance(exc, Refused) else {}
     exc = _as_api_exception(exc)
     response = drf_exception_handler(exc, context)
     if response is None:
@@ -55,7 +56,7 @@ def exception_handler(exc, context):
         message, code = _first_message(exc.detail)
         if isinstance(exc, exceptions.ValidationError):
             code = code if code not in {"invalid", "required", "null", "blank"} else "invalid"
-        response.data = {"detail": message, "code": code}
+        response.data = {"detail": message, "code": code, **extra}
     return response
 
 

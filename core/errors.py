@@ -8,6 +8,8 @@ class Refused(Exception):
     # Codes that mean the same in every app; a subclass extends this with `{**Refused.code_statuses, …}`.
     code_statuses: dict[str, int] = {"not_found": 404, "bad_state": 409, "out_of_stock": 409}
     code_fields: dict[str, str] = {}
+    # More fields for the API's error body (e.g. the risk decision's id); an instance sets its own.
+    extra: dict[str, object] = {}  # read only; an instance sets its own
 
     def __init__(self, message: str, code: str = "invalid"):
         super().__init__(message)

@@ -15,8 +15,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+import risk
 from accounts.models import AuditAction, User
-from accounts.services import audit_record
+from accounts.services import alert_raise, audit_record
 from core.errors import Refused
 from disputes.models import (
     BUYER_CLOCK,
@@ -255,7 +256,71 @@ def dispute_open(
             raise DisputeError(_("This order is already disputed."), code="already_disputed") from None
         raise
     logger.info("disputes.opened", extra={"dispute": dispute.pk, "order": order_pk})
+    _dispute_risk_check(dispute=dispute, now=now)
     return dispute
+
+
+RISK_WINDOW = timedelta(days=30)
+DELIVERED_ONCE = [
+    OrderStatus.DELIVERED,
+    OrderStatus.COMPLETED,
+    OrderStatus.DISPUTED,
+    OrderStatus.REFUNDED,
+    OrderStatus.PARTIALLY_REFUNDED,
+]
+
+
+@transaction.atomic
+def _dispute_risk_check(*, dispute: Dispute, now: datetime) -> None:
+    """Ask the risk engine about both sides of a new dispute. The buyer: disputes per e-mail and
+    account, and of them those whose keys the buyer had revealed (`dispute_revealed`); a `review`
+    flags the dispute in the review queue (it goes on as usual). The merchant: their dispute and
+    "already used" rates over 30 days; flagged, their rolling reserve is raised and staff alerted."""
+    from escrow.models import KeyReveal
+
+    order = Order.objects.get(pk=dispute.order_id)
+    revealed = KeyReveal.objects.filter(order_id=order.pk).exists()
+    decision = risk.assess(
+        event="dispute",
+        context=risk.RiskContext(
+            actor_id=order.buyer_id,
+            email=order.email,
+            amount=order.amount,
+            currency=order.currency,
+            quantity=order.quantity,
+            product_id=order.product_id,
+            merchant_id=order.merchant_id,
+            extra={"revealed": int(revealed), "key_used": int(dispute.reason == DisputeReason.KEY_USED)},
+            count_as=("dispute_revealed",) if revealed else (),
+        ),
+        subject=("dispute", dispute.pk),
+        now=now,
+    )
+    if decision.outcome != risk.Outcome.ALLOW and decision.outcome != risk.Outcome.CHALLENGE:
+        risk.review_open(kind="dispute", subject_id=dispute.pk, email=order.email, decision=decision, now=now)
+    since = now - RISK_WINDOW
+    disputes = Dispute.objects.filter(order__merchant_id=order.merchant_id, created_at__gte=since)
+    check = risk.merchant_dispute_check(
+        merchant_pk=order.merchant_id,
+        orders_30d=Order.objects.filter(
+            merchant_id=order.merchant_id, delivered_at__gte=since, status__in=DELIVERED_ONCE
+        ).count(),
+        disputes_30d=disputes.count(),
+        used_disputes_30d=disputes.filter(reason=DisputeReason.KEY_USED).count(),
+        now=now,
+    )
+    if check.flagged:
+        alert_raise(
+            key=f"risk.merchant_flagged:{order.merchant_id}:{check.decision.pk}",
+            kind="risk.merchant_flagged",
+            message=_(
+                "Merchant %(merchant)s has too many disputed orders (see risk decision %(decision)s): their rolling "
+                "reserve was raised and they wait in the review queue."
+            )
+            % {"merchant": order.merchant_id, "decision": check.decision.pk},
+            now=now,
+            data={"merchant": order.merchant_id, "decision": check.decision.pk},
+        )
 
 
 @transaction.atomic

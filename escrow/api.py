@@ -6,6 +6,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+import risk
 from core.api import error_responses
 from core.client_ip import client_ip
 from core.money import to_major
@@ -95,6 +96,8 @@ class OrderCreate(APIView):
                         "gateway_unavailable",
                         "gateway_currency",
                     ],
+                    # With "decision": the id of the stored risk decision staff can read.
+                    403: ["challenge_required", "risk_blocked"],
                     409: ["out_of_stock", "reservation_limit"],
                     429: ["throttled"],
                     503: ["no_gateway"],
@@ -105,10 +108,13 @@ class OrderCreate(APIView):
     def post(self, request):
         data = OrderCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        placed = services.order_place(
+        email = data.validated_data["email"]
+        # An API client cannot answer a captcha: a challenge is a 403 "challenge_required" here.
+        placed = services.order_place_assessed(
+            risk_context=risk.context_from_request(request, email=email),
             product_pk=data.validated_data["product"],
             quantity=data.validated_data["quantity"],
-            email=data.validated_data["email"],
+            email=email,
             buyer=request.user,
             now=timezone.now(),
             ip=client_ip(request) or None,

@@ -1,3 +1,4 @@
+from captcha.fields import CaptchaField
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
@@ -35,6 +36,25 @@ class CheckoutForm(forms.Form):
         if quantity > self.max_quantity:
             raise forms.ValidationError(_("At most %(max)d per order."), params={"max": self.max_quantity})
         return quantity
+
+
+class CaptchaChallengeForm(forms.Form):
+    """The risk engine's challenge for a guest (or a user without a second factor): a captcha drawn by
+    this server (django-simple-captcha), nothing loaded from a third party."""
+
+    prefix = "challenge"
+    captcha = CaptchaField(label=_("Type the letters in the picture"))
+
+
+class CodeChallengeForm(forms.Form):
+    """The challenge for a signed-in user who has a second factor: a fresh code from their app."""
+
+    prefix = "challenge"
+    code = forms.CharField(
+        label=_("Code from your authenticator app (or a backup code)"),
+        max_length=16,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
 
 
 class StatementFilterForm(forms.Form):

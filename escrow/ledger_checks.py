@@ -118,7 +118,9 @@ def _reserve_problems() -> list[str]:
 def _withdrawal_problems() -> list[str]:
     """Payouts pending = withdrawals waiting; payouts posted = withdrawals paid."""
     problems = []
-    waiting = _sums(Withdrawal.objects.filter(status=WithdrawalStatus.REQUESTED), "currency")
+    # A withdrawal held by risk (pending_review) holds its money exactly as a request does.
+    holding = [WithdrawalStatus.REQUESTED, WithdrawalStatus.PENDING_REVIEW]
+    waiting = _sums(Withdrawal.objects.filter(status__in=holding), "currency")
     paid = _sums(Withdrawal.objects.filter(status=WithdrawalStatus.PAID), "currency")
     for account in LedgerAccount.objects.filter(kind=AccountKind.PAYOUTS):
         key = (account.currency,)
@@ -130,7 +132,7 @@ def _withdrawal_problems() -> list[str]:
     resolutions = Transfer.objects.filter(code="withdrawal").exclude(kind=TransferKind.PENDING)
     resolved = set(resolutions.values_list("transfer_id", flat=True))
     suffix = {WithdrawalStatus.PAID: "post", WithdrawalStatus.REJECTED: "void"}
-    for pk, status in Withdrawal.objects.exclude(status=WithdrawalStatus.REQUESTED).values_list("pk", "status"):
+    for pk, status in Withdrawal.objects.exclude(status__in=holding).values_list("pk", "status"):
         if f"withdrawal:{pk}:{suffix[status]}" not in resolved:
             problems.append(f"Withdrawal {pk} is {status} but its pending transfer was not resolved that way.")
     return problems

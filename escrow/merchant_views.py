@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+import risk
 from core.money import to_major
 from escrow import liabilities, refunds, withdrawals
 from escrow.forms import (
@@ -118,8 +119,9 @@ def withdrawal_list(request):
                 currency=form.cleaned_data["currency"],
                 code=form.cleaned_data["code"],
                 now=timezone.now(),
+                risk_context=risk.context_from_request(request),
             )
-        except withdrawals.WithdrawalRefused as error:
+        except (withdrawals.WithdrawalRefused, risk.RiskRefused) as error:
             form.add_error(None, str(error))
         else:
             messages.success(request, _("Your withdrawal is requested; staff will review it."))
@@ -145,9 +147,13 @@ def payout_account_add(request):
     if form.is_valid():
         try:
             withdrawals.payout_account_add(
-                merchant=request.merchant, actor=request.user, now=timezone.now(), **form.cleaned_data
+                merchant=request.merchant,
+                actor=request.user,
+                now=timezone.now(),
+                risk_context=risk.context_from_request(request),
+                **form.cleaned_data,
             )
-        except withdrawals.WithdrawalRefused as error:
+        except (withdrawals.WithdrawalRefused, risk.RiskRefused) as error:
             messages.error(request, str(error))
         else:
             messages.success(request, _("Payout account saved."))

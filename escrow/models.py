@@ -407,9 +407,17 @@ class WithdrawalStatus(models.TextChoices):
     REQUESTED = "requested", _("Waiting for approval")
     PAID = "paid", _("Paid")
     REJECTED = "rejected", _("Rejected")
+    # Held by the risk engine (a new device or network, a fresh payout account, a security change):
+    # the money is held as for a request; staff clear it in the review queue (→ requested) or reject it.
+    PENDING_REVIEW = "pending_review", _("Held for review")
 
 
-WITHDRAWAL_TRANSITIONS = Transitions({WithdrawalStatus.REQUESTED: {WithdrawalStatus.PAID, WithdrawalStatus.REJECTED}})
+WITHDRAWAL_TRANSITIONS = Transitions(
+    {
+        WithdrawalStatus.PENDING_REVIEW: {WithdrawalStatus.REQUESTED, WithdrawalStatus.REJECTED},
+        WithdrawalStatus.REQUESTED: {WithdrawalStatus.PAID, WithdrawalStatus.REJECTED},
+    }
+)
 
 
 class Withdrawal(models.Model):

@@ -13,6 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+import risk
 from accounts.models import AuditAction, AuditEntry
 from accounts.services import audit_record, audit_record_many
 from core.money import percent_of
@@ -36,11 +37,27 @@ def fee_percent_for(merchant: Merchant) -> Decimal:
     return merchant.fee_percent if merchant.fee_percent is not None else settings.PLATFORM_FEE_PERCENT
 
 
-def reserve_amount_for(*, merchant: Merchant, share: int, now: datetime) -> int:
-    """The part of a released share that goes into the rolling reserve (0 for established merchants)."""
+_ASK_RISK = object()
+
+
+def reserve_percent_for(*, merchant: Merchant, now: datetime, raised_percent=_ASK_RISK) -> Decimal:
+    """The share of each release this merchant puts in the rolling reserve now: what risk raised it to
+    (a dispute rate over the threshold; never below the usual), else `RESERVE_PERCENT` for merchants
+    younger than `RESERVE_MERCHANT_AGE_DAYS` and 0 for established ones. The merchant balance API shows
+    it as `reserve_percent`."""
+    raised = risk.merchant_reserve_percent(merchant.pk) if raised_percent is _ASK_RISK else raised_percent
+    if raised is not None:
+        return max(Decimal(raised), settings.RESERVE_PERCENT)
     if merchant.created_at <= now - timedelta(days=settings.RESERVE_MERCHANT_AGE_DAYS):
-        return 0
-    return percent_of(share, settings.RESERVE_PERCENT)
+        return Decimal(0)
+    return settings.RESERVE_PERCENT
+
+
+def reserve_amount_for(*, merchant: Merchant, share: int, now: datetime, raised_percent=_ASK_RISK) -> int:
+    """The part of a released share that goes into the rolling reserve (0 for established merchants
+    whose reserve risk has not raised)."""
+    percent = reserve_percent_for(merchant=merchant, now=now, raised_percent=raised_percent)
+    return percent_of(share, percent) if percent else 0
 
 
 def reserve_hold_open(*, order: Order, share: int, now: datetime) -> ReserveHold | None:
@@ -110,6 +127,7 @@ def _release_batch_rollback_unsafe(*, pks: list[int], now: datetime) -> int:
     if changed != len(pks):
         raise IntegrityError("an order in the batch changed state under the lock")
     orders = {o.pk: o for o in Order.objects.filter(pk__in=pks).select_related("merchant")}
+    raised = risk.merchant_reserve_percents({order.merchant_id for order in orders.values()})
     pendings = list(
         Transfer.objects.filter(order_id__in=pks, kind=TransferKind.PENDING, resolutions__isnull=True).order_by("pk")
     )
@@ -131,7 +149,9 @@ def _release_batch_rollback_unsafe(*, pks: list[int], now: datetime) -> int:
         if pending.code != "share":
             continue
         order = orders[pending.order_id]
-        amount = reserve_amount_for(merchant=order.merchant, share=pending.amount, now=now)
+        amount = reserve_amount_for(
+            merchant=order.merchant, share=pending.amount, now=now, raised_percent=raised.get(order.merchant_id)
+        )
         if amount <= 0:
             continue
         rows.append(

@@ -159,3 +159,90 @@ def order_review_reject(*, order_pk: int, staff: User, now: datetime, note: str 
     )
     logger.info("escrow.order_review_rejected", extra={"order": order.pk, "refund": refund.pk})
     return refund
+
+
+# --- orders held by the risk engine (the money is in escrow, the keys reserved, nothing delivered) ---
+
+
+def _held_by_risk(order_pk: int) -> tuple[Payment, Order] | None:
+    """The locked succeeded payment and order of an order the risk engine held; None if it moved on."""
+    payment = Payment.objects.filter(order_id=order_pk, status=PaymentStatus.SUCCEEDED).order_by("pk").first()
+    if payment is None:
+        return None
+    payment = payment_lock(payment.pk)
+    order = order_lock(order_pk)
+    return (payment, order) if order.status == OrderStatus.HELD_FOR_REVIEW else None
+
+
+@transaction.atomic(durable=True)
+def order_risk_release(*, order_pk: int, staff: User, now: datetime, note: str = "") -> Order:
+    """Staff clear an order the risk engine held after payment: it is paid again and delivered on
+    commit, exactly once. An order already past the hold is returned as it is (a retry)."""
+    held = _held_by_risk(order_pk)
+    if held is None:
+        order = Order.objects.get(pk=order_pk)
+        if order.status in {OrderStatus.HELD_FOR_REVIEW, OrderStatus.REFUNDED}:
+            raise ReviewRefused(_("This order is not held by the risk engine."), code="not_held")
+        return order
+    _payment, order = held
+    _keys_reserved(order)
+    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID)
+    audit_record(
+        action=AuditAction.ORDER_REVIEW_APPROVED, subject=order, now=now, actor=staff, data={"by": "risk", "note": note}
+    )
+    from escrow.tasks import order_deliver_task
+
+    transaction.on_commit(lambda: order_deliver_task.delay(order_pk=order.pk))
+    order.refresh_from_db()
+    return order
+
+
+@transaction.atomic(durable=True)
+def order_risk_refund(*, order_pk: int, staff: User, now: datetime, note: str = "") -> Order:
+    """Staff reject an order the risk engine held: refunded in full through the gateway, its reserved
+    keys (never delivered) back in stock, exactly once; a refunded order is returned as it is."""
+    held = _held_by_risk(order_pk)
+    if held is None:
+        order = Order.objects.get(pk=order_pk)
+        if order.status != OrderStatus.REFUNDED:
+            raise ReviewRefused(_("This order is not held by the risk engine."), code="not_held")
+        return order
+    payment, order = held
+    # Back to paid (it never left it in substance: paid, not delivered), then the ordinary full refund.
+    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, mirror=order)
+    with ledger.balances_deferred():
+        refunds.order_refund_book(
+            order=order,
+            payment=payment,
+            now=now,
+            key_pks=None,
+            disposition="restock",
+            reason="risk_rejected",
+            actor=staff,
+            note=note,
+        )
+    audit_record(
+        action=AuditAction.ORDER_REVIEW_REJECTED, subject=order, now=now, actor=staff, data={"by": "risk", "note": note}
+    )
+    order.refresh_from_db()
+    return order
+
+
+def order_review_item_approve(*, item, staff: User, note: str, now: datetime) -> None:
+    """The review queue's approve for an order: a mismatched payment goes through `order_review_approve`
+    (which may refuse: underpaid, other currency), a risk hold through `order_risk_release`."""
+    order_pk = int(item.subject_id)
+    if Payment.objects.filter(order_id=order_pk, status=PaymentStatus.MISMATCHED).exists():
+        order_review_approve(order_pk=order_pk, staff=staff, now=now)
+    else:
+        order_risk_release(order_pk=order_pk, staff=staff, now=now, note=note)
+
+
+def order_review_item_reject(*, item, staff: User, note: str, now: datetime) -> None:
+    order_pk = int(item.subject_id)
+    if Order.objects.filter(pk=order_pk, status=OrderStatus.REFUNDED).exists():
+        return  # a retry after the refund was booked
+    if Payment.objects.filter(order_id=order_pk, status=PaymentStatus.MISMATCHED).exists():
+        order_review_reject(order_pk=order_pk, staff=staff, now=now, note=note)
+    else:
+        order_risk_refund(order_pk=order_pk, staff=staff, now=now, note=note)

@@ -1,5 +1,6 @@
 """Every write of the escrow app: orders, payments, delivery, the money held and released."""
 
+import dataclasses
 import inspect
 import logging
 import operator
@@ -17,6 +18,7 @@ from django.db.models import Q, Sum
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
+import risk
 from accounts.models import AuditAction, User
 from accounts.services import audit_record
 from core.errors import Refused
@@ -260,6 +262,32 @@ def _pay_url(gateway: Gateway, *, payment: Payment, return_url: str, method: str
     return gateway.pay_url(payment=payment, return_url=return_url)
 
 
+def order_place_assessed(
+    *, risk_context: risk.RiskContext, challenge_passed: bool = False, **order: object
+) -> PlacedOrder:
+    """`order_place` behind the risk engine: the checkout is assessed (and the decision stored, even
+    when the order is then refused) before anything is reserved. A block, or a challenge the buyer has
+    not just passed, raises `risk.RiskRefused` (403 with the decision's id) and places nothing; a
+    `review` places the order, which is held for staff once paid (`payment_succeeded`)."""
+    quantity = order.get("quantity")
+    price = (
+        products_on_sale().filter(pk=order.get("product_pk")).values_list("price", "currency", "merchant_id").first()
+    )
+    context = dataclasses.replace(
+        risk_context,
+        quantity=quantity,
+        product_id=order.get("product_pk"),
+        amount=price[0] * quantity if price and isinstance(quantity, int) else None,
+        currency=price[1] if price else "",
+        merchant_id=price[2] if price else None,
+    )
+    decision = risk.assess(event="checkout", context=context, now=order["now"])
+    risk.decision_enforce(decision=decision, challenge_passed=challenge_passed)
+    placed = order_place(**order)
+    risk.decision_subject_set(decision=decision, subject=("order", placed.order.pk), challenge_passed=challenge_passed)
+    return placed
+
+
 def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -> str:
     """Handle one gateway webhook: verify, find the payment, drop replays, then act exactly once.
 
@@ -353,6 +381,20 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
             data={"expected": [payment.amount, payment.currency], "received": [event.amount, event.currency]},
         )
         logger.warning("escrow.payment_mismatched", extra={"order": order.pk, "payment": payment.pk})
+        risk.review_open(
+            kind="order",
+            subject_id=order.pk,
+            email=order.email,
+            now=now,
+            reasons=[
+                {
+                    "rule": "amount_mismatch",
+                    "signal": "received",
+                    "value": f"{event.amount} {event.currency}",
+                    "threshold": f"{payment.amount} {payment.currency}",
+                }
+            ],
+        )
         return order
 
     PAYMENT_TRANSITIONS.apply(
@@ -399,9 +441,31 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     ledger.transfers(
         moves=[paid_in, *_holds(order=order, escrow=escrow, available=available, fees=fees)], order=order, now=now
     )
+    if _payment_held_by_risk(order=order, now=now):
+        return order
     # Never raises after the commit: if the broker is down the sweeper delivers (escrow/delivery.py).
     transaction.on_commit(lambda: order_delivery_enqueue(order_pk=order.pk))
     return order
+
+
+def _payment_held_by_risk(*, order: Order, now: datetime) -> bool:
+    """The `payment` assessment, after the money is booked and before delivery. Money that arrived is
+    never turned away here: anything but allow (or challenge, which a paid buyer already passed at
+    checkout) holds the paid order for staff (`held_for_review`), who deliver or refund it in full."""
+    context = risk.subject_context(("order", order.pk), amount=order.amount, currency=order.currency) or (
+        risk.RiskContext(actor_id=order.buyer_id, email=order.email, amount=order.amount, currency=order.currency)
+    )
+    context = dataclasses.replace(
+        context, quantity=order.quantity, product_id=order.product_id, merchant_id=order.merchant_id
+    )
+    decision = risk.assess(event="payment", context=context, subject=("order", order.pk), now=now)
+    if decision.outcome in {risk.Outcome.ALLOW, risk.Outcome.CHALLENGE}:
+        return False
+    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.HELD_FOR_REVIEW)
+    risk.review_open(kind="order", subject_id=order.pk, email=order.email, decision=decision, now=now)
+    audit_record(action=AuditAction.ORDER_HELD, subject=order, now=now, data={"decision": decision.pk})
+    logger.info("escrow.order_held_by_risk", extra={"order": order.pk, "decision": decision.pk})
+    return True
 
 
 def _reserve_again(order: Order) -> bool:
@@ -446,6 +510,8 @@ def payment_failed(*, payment_pk: int, now: datetime) -> None:
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.CANCELLED)
         shop_services.keys_release(order_pk=order.pk)
     audit_record(action=AuditAction.PAYMENT_FAILED, subject=order, now=now, data={"payment": payment.pk})
+    # Counted against the device, address and e-mail that checked out: card testing shows here.
+    risk.outcome_note(counter="payment_failed", subject=("order", order.pk), now=now)
 
 
 def _payment_succeeded_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:

@@ -7,11 +7,13 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+import risk
+from accounts.services import TwoFactorInvalid, TwoFactorRequired, otp_fresh_code_check, totp_device_confirmed
 from core.client_ip import client_ip
 from core.ratelimit import RateLimited, rate_limit_check
 from core.transitions import StateError
 from escrow import services
-from escrow.forms import CheckoutForm
+from escrow.forms import CaptchaChallengeForm, CheckoutForm, CodeChallengeForm
 from escrow.gateways import gateways_for_currency
 from escrow.key_reveal import keys_reveal_for_request
 from escrow.selectors import order_for_viewer, orders_of_buyer
@@ -60,22 +62,57 @@ def checkout(request, product_pk: int):
         response = render(request, "escrow/product.html", {"product": product, "form": form}, status=429)
         response["Retry-After"] = str(limited.retry_after)
         return response
+    challenge, challenge_passed = _challenge_answer(request)
+    context = {"product": product, "form": form}
     if form.is_valid():
+        email = form.cleaned_data["email"]
         try:
-            placed = services.order_place(
+            placed = services.order_place_assessed(
+                risk_context=risk.context_from_request(request, email=email),
+                challenge_passed=challenge_passed,
                 product_pk=product.pk,
                 quantity=form.cleaned_data["quantity"],
-                email=form.cleaned_data["email"],
+                email=email,
                 buyer=request.user,
                 now=timezone.now(),
                 ip=client_ip(request) or None,
                 gateway_name=form.cleaned_data.get("gateway") or None,
             )
+        except risk.RiskRefused as refusal:
+            if refusal.code == "challenge_required":
+                # A wrong answer keeps its error; a first challenge starts with an empty form.
+                context["challenge"] = challenge if challenge is not None else _challenge_form(request)
+            form.add_error(None, str(refusal))
+            return render(request, "escrow/product.html", context, status=403)
         except services.CheckoutError as error:
             form.add_error(None, str(error))
         else:
             return redirect(placed.pay_url)
-    return render(request, "escrow/product.html", {"product": product, "form": form}, status=400)
+    return render(request, "escrow/product.html", context, status=400)
+
+
+def _challenge_form(request, data=None):
+    """A code from their app for a signed-in user with a second factor, a captcha for anyone else."""
+    user = request.user
+    if user.is_authenticated and totp_device_confirmed(user) is not None:
+        return CodeChallengeForm(data)
+    return CaptchaChallengeForm(data)
+
+
+def _challenge_answer(request):
+    """The challenge form the buyer answered with this checkout (None if none), and whether it passed."""
+    if not any(name.startswith("challenge-") for name in request.POST):
+        return None, False
+    challenge = _challenge_form(request, request.POST)
+    if not challenge.is_valid():
+        return challenge, False
+    if isinstance(challenge, CodeChallengeForm):
+        try:
+            otp_fresh_code_check(user=request.user, code=challenge.cleaned_data["code"])
+        except (TwoFactorInvalid, TwoFactorRequired):
+            challenge.add_error("code", _("That code is wrong or was already used. Enter a fresh code from your app."))
+            return challenge, False
+    return challenge, True
 
 
 def _too_many_reveals(limited: RateLimited) -> str:

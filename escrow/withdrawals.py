@@ -5,15 +5,17 @@ on the merchant's available account, so two requests at the same moment can neve
 approve (the pending transfer is posted: paid out) or reject (voided: the money is available again).
 """
 
+import dataclasses
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from accounts.models import AuditAction, User
+import risk
+from accounts.models import AuditAction, AuditEntry, User
 from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record, otp_fresh_code_check
 from core.errors import Refused
 from core.mail import mail_send
@@ -28,6 +30,7 @@ from escrow.models import (
     Withdrawal,
     WithdrawalStatus,
 )
+from risk.models import Decision
 from shop.models import Merchant
 
 logger = logging.getLogger(__name__)
@@ -63,14 +66,28 @@ def payout_account_add(
     code: str,
     actor: User,
     now: datetime,
+    risk_context: risk.RiskContext | None = None,
 ) -> PayoutAccount:
     """Save an account the merchant can withdraw to, after a fresh second factor from `actor`.
 
     Refused (`WithdrawalRefused`, nothing saved) without a confirmed TOTP device or with a wrong or
     reused code: whoever holds only a stolen session cannot send the merchant's money elsewhere.
+    Assessed by the risk engine (`payout_account_change`): a block refuses it (`risk.RiskRefused`),
+    a review (a new device or network, a fresh security change) saves it and alerts the merchant.
     """
     _fresh_code_check(user=actor, code=code, what=_("Adding a payout account"))
-    return payout_account_add_unchecked(
+    decision = _risk_assess(
+        event="payout_account_change",
+        user=actor,
+        merchant=merchant,
+        context=risk_context,
+        now=now,
+        payout_account=account_number,
+    )
+    risk.decision_enforce(decision=decision, challenge_passed=True)  # the fresh code was the challenge
+    if decision.outcome == risk.Outcome.REVIEW:
+        _risk_alert_send(merchant=merchant, what=_("A payout account was added"), now=now)
+    account = payout_account_add_unchecked(
         merchant=merchant,
         label=label,
         holder_name=holder_name,
@@ -78,6 +95,65 @@ def payout_account_add(
         provider=provider,
         actor=actor,
         now=now,
+    )
+    risk.decision_subject_set(decision=decision, subject=("merchant", merchant.pk))
+    return account
+
+
+# Audit actions after which an account is "fresh from a security change" for a day.
+SECURITY_ACTIONS = ("2fa.enrolled", "2fa.backup_codes_regenerated", "password.changed", "password.reset")
+
+
+def _risk_assess(
+    *,
+    event: str,
+    user: User,
+    merchant: Merchant,
+    context: risk.RiskContext | None,
+    now: datetime,
+    amount: int | None = None,
+    currency: str = "",
+    payout_account: str = "",
+    extra: dict | None = None,
+) -> Decision:
+    """The risk engine's view of a money-out act: who (and from where, when the caller knows), how
+    much, to which payout account, and when the account's password or second factor last changed."""
+    changed = (
+        AuditEntry.objects.filter(
+            subject_type="accounts.user", subject_id=str(user.pk), action__in=SECURITY_ACTIONS, at__lte=now
+        )
+        .order_by("-at")
+        .values_list("at", flat=True)
+        .first()
+    )
+    context = context or risk.RiskContext(actor_id=user.pk, actor_created_at=user.date_joined, email=user.email)
+    context = dataclasses.replace(
+        context,
+        actor_id=user.pk,
+        merchant_id=merchant.pk,
+        amount=amount,
+        currency=currency,
+        payout_account=payout_account,
+        security_changed_at=changed,
+        extra={**context.extra, **(extra or {})},
+    )
+    return risk.assess(event=event, context=context, now=now)
+
+
+def _risk_alert_send(*, merchant: Merchant, what: str, now: datetime) -> None:
+    """Tell the merchant's owner, on commit, that a money change was held for a security review."""
+    to = [merchant.user.email] if merchant.user.email else []
+    if not to:
+        return
+    body = _(
+        "%(what)s on your merchant account from a new device or network, or just after a security change. "
+        "For your protection staff will review it before any money leaves. If this was not you, change your "
+        "password and contact support at once."
+    ) % {"what": what}
+    transaction.on_commit(
+        lambda: mail_send(
+            event="risk.money_change_held", subject=_("Security review: %(what)s") % {"what": what}, body=body, to=to
+        )
     )
 
 
@@ -122,11 +198,16 @@ def withdrawal_request(
     currency: str,
     code: str,
     now: datetime,
+    risk_context: risk.RiskContext | None = None,
 ) -> Withdrawal:
     """Ask to withdraw `amount` to a saved payout account.
 
     Refused (raising `WithdrawalRefused`, nothing moved) below the minimum, above what is available,
     without a confirmed TOTP device (code "two_factor_required") or with a wrong or reused code.
+    Assessed by the risk engine (`withdrawal`, with `risk_context` from the request when the caller has
+    one): a block or a frozen account refuses it (`risk.RiskRefused`, nothing moved); a review (a new
+    device or network, a password or second-factor change within a day) holds the money as usual but
+    the withdrawal waits in `pending_review` for the review queue, and the merchant gets an alert.
     """
     if amount < settings.WITHDRAWAL_MINIMUM:
         raise WithdrawalRefused(
@@ -149,14 +230,45 @@ def withdrawal_request(
     if amount > available:
         raise WithdrawalRefused(_("That is more than your available balance."), code="insufficient_funds")
     _fresh_code_check(user=user, code=code, what=_("Withdrawing"))
-    return _withdrawal_hold(
-        merchant=merchant, user=user, payout_account=payout_account, amount=amount, currency=currency, now=now
+    decision = _risk_assess(
+        event="withdrawal",
+        user=user,
+        merchant=merchant,
+        context=risk_context,
+        now=now,
+        amount=amount,
+        currency=currency,
+        payout_account=payout_account.number_plaintext(),
+        extra={"payout_account_age_hours": (now - payout_account.created_at) / timedelta(hours=1)},
     )
+    risk.decision_enforce(decision=decision, challenge_passed=True)  # the fresh code was the challenge
+    held = decision.outcome == risk.Outcome.REVIEW
+    withdrawal = _withdrawal_hold(
+        merchant=merchant,
+        user=user,
+        payout_account=payout_account,
+        amount=amount,
+        currency=currency,
+        now=now,
+        status=WithdrawalStatus.PENDING_REVIEW if held else WithdrawalStatus.REQUESTED,
+    )
+    risk.decision_subject_set(decision=decision, subject=("withdrawal", withdrawal.pk))
+    if held:
+        risk.review_open(kind="withdrawal", subject_id=withdrawal.pk, email=user.email, decision=decision, now=now)
+        _risk_alert_send(merchant=merchant, what=_("A withdrawal was requested"), now=now)
+    return withdrawal
 
 
 @transaction.atomic
 def _withdrawal_hold(
-    *, merchant: Merchant, user: User, payout_account: PayoutAccount, amount: int, currency: str, now: datetime
+    *,
+    merchant: Merchant,
+    user: User,
+    payout_account: PayoutAccount,
+    amount: int,
+    currency: str,
+    now: datetime,
+    status: str = WithdrawalStatus.REQUESTED,
 ) -> Withdrawal:
     available = ledger.merchant_account(AccountKind.MERCHANT_AVAILABLE, currency, merchant.pk)
     payouts = ledger.platform_account(AccountKind.PAYOUTS, currency)
@@ -171,6 +283,7 @@ def _withdrawal_hold(
         currency=currency,
         requested_by=user,
         requested_at=now,
+        status=status,
     )
     ledger.transfer(
         transfer_id=f"withdrawal:{withdrawal.pk}",
@@ -182,7 +295,13 @@ def _withdrawal_hold(
         pending=True,
     )
     audit_record(
-        action=AuditAction.WITHDRAWAL_REQUESTED, subject=withdrawal, now=now, actor=user, data={"amount": amount}
+        action=AuditAction.WITHDRAWAL_REQUESTED
+        if status == WithdrawalStatus.REQUESTED
+        else AuditAction.WITHDRAWAL_HELD,
+        subject=withdrawal,
+        now=now,
+        actor=user,
+        data={"amount": amount},
     )
     from escrow.tasks import withdrawal_requested_notify_task
 
@@ -265,3 +384,36 @@ def withdrawal_reject(*, withdrawal_pk: int, staff: User, now: datetime, note: s
     audit_record(action=AuditAction.WITHDRAWAL_REJECTED, subject=withdrawal, now=now, actor=staff, data={"note": note})
     withdrawal.refresh_from_db()
     return withdrawal
+
+
+# --- the review queue (risk): withdrawals the engine held -------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def withdrawal_review_clear(*, withdrawal_pk: int, staff: User, now: datetime, note: str = "") -> Withdrawal:
+    """Staff clear a withdrawal the risk engine held: pending_review → requested, where it waits for the
+    payout like any other. Already cleared (or paid): returned as it is."""
+    withdrawal = withdrawal_lock(withdrawal_pk)
+    if withdrawal.status != WithdrawalStatus.PENDING_REVIEW:
+        if withdrawal.status == WithdrawalStatus.REJECTED:
+            raise WithdrawalRefused(_("This withdrawal was rejected."), code="bad_state")
+        return withdrawal
+    WITHDRAWAL_TRANSITIONS.apply(model=Withdrawal, pk=withdrawal.pk, to=WithdrawalStatus.REQUESTED, mirror=withdrawal)
+    audit_record(
+        action=AuditAction.WITHDRAWAL_REQUESTED, subject=withdrawal, now=now, actor=staff, data={"cleared": note[:200]}
+    )
+    return withdrawal
+
+
+def withdrawal_review_item_approve(*, item, staff: User, note: str, now: datetime, payout_reference: str = "") -> None:
+    """Approve from the review queue: cleared, and paid out at once when staff give the payout reference."""
+    withdrawal = withdrawal_review_clear(withdrawal_pk=int(item.subject_id), staff=staff, now=now, note=note)
+    if payout_reference and withdrawal.status == WithdrawalStatus.REQUESTED:
+        withdrawal_approve(withdrawal_pk=withdrawal.pk, staff=staff, payout_reference=payout_reference, now=now)
+
+
+def withdrawal_review_item_reject(*, item, staff: User, note: str, now: datetime, **_params) -> None:
+    """Reject from the review queue: the money is available to the merchant again (once)."""
+    if Withdrawal.objects.filter(pk=int(item.subject_id), status=WithdrawalStatus.REJECTED).exists():
+        return
+    withdrawal_reject(withdrawal_pk=int(item.subject_id), staff=staff, now=now, note=note)

@@ -85,7 +85,12 @@ BUDGET = {
     # BEGIN; product on sale (with its merchant); both identities' advisory locks in one SELECT; both
     # reservation-cap sums in one SELECT; INSERT order; pick keys FOR UPDATE SKIP LOCKED; UPDATE them
     # reserved; INSERT payment; INSERT audit order.placed; COMMIT. (Was 12: a lock and a sum each.)
-    "checkout": 10,
+    # The risk engine's checkout assessment before it (risk/README.md), 11 more: the product's price
+    # (the amount signal); BEGIN; INSERT velocity hits (none with a Redis cache: sorted sets there);
+    # active rules of the event; the actor's seen devices and networks; the actor's last 50 amounts
+    # (anomaly); live block-list entries; INSERT decision; UPSERT seen identities; COMMIT; and after
+    # the order, UPDATE the decision's subject.
+    "checkout": 21,
     # payment by gateway id (outside the transaction: a bad one is refused without one); BEGIN;
     # INSERT webhook event ON CONFLICT DO NOTHING RETURNING (replay check, no savepoint); payment FOR
     # UPDATE; order FOR UPDATE; UPDATE payment; UPDATE order; INSERT audit payment.succeeded;
@@ -93,7 +98,9 @@ BUDGET = {
     # DO NOTHING RETURNING (a replayed transfer id is skipped, not a savepoint's rollback); one UPDATE
     # of the four balances that locks them in pk order first (ledger._apply_in_one_statement); COMMIT.
     # (Was 22, then 19: a savepoint, its release, the transfers read back, a lock and four UPDATEs.)
-    "webhook": 12,
+    # The risk engine's `payment` assessment before delivery, 4 more: the checkout's decisions of the
+    # order (who, from where, whether it was flagged); active rules; block list; INSERT decision.
+    "webhook": 16,
     # BEGIN; order FOR UPDATE with product and merchant; UPDATE keys sold; UPDATE order delivered;
     # INSERT audit order.delivered; count available stock up to the low-stock threshold; COMMIT.
     # (Was 10: the low-stock check read the product again inside a savepoint of its own.)

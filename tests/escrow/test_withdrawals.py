@@ -1,6 +1,7 @@
 """Withdrawals: a fresh second factor, the minimum, never more than available, staff decide."""
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -15,6 +16,8 @@ from tests import factories
 from tests.conftest import requires_postgres
 
 pytestmark = pytest.mark.django_db
+
+DAYS_2 = timedelta(days=2)
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +118,8 @@ def test_backup_code_works_once(run_on_commit):
 def test_staff_approve_pays_and_reject_returns_the_money(run_on_commit):
     merchant, payout = merchant_with_balance(run_on_commit)
     device = totp_enrol_start(user=merchant.user, now=timezone.now())
-    codes = totp_enrol_confirm(user=merchant.user, code=factories.totp_code(device), now=timezone.now())
+    # Enrolled two days ago: a withdrawal within a day of a 2FA change is held for review (risk).
+    codes = totp_enrol_confirm(user=merchant.user, code=factories.totp_code(device), now=timezone.now() - DAYS_2)
     staff = factories.user_create(is_staff=True)
     first = request(merchant, payout, 4000, codes[0])
     second = request(merchant, payout, 3000, codes[1])
@@ -144,7 +148,7 @@ def test_staff_approve_pays_and_reject_returns_the_money(run_on_commit):
 def test_two_concurrent_withdrawals_of_80_percent_exactly_one_succeeds(run_on_commit):
     merchant, payout = merchant_with_balance(run_on_commit)  # 9500 available
     device = totp_enrol_start(user=merchant.user, now=timezone.now())
-    backup = totp_enrol_confirm(user=merchant.user, code=factories.totp_code(device), now=timezone.now())
+    backup = totp_enrol_confirm(user=merchant.user, code=factories.totp_code(device), now=timezone.now() - DAYS_2)
     # Two different valid factors, so that only the balance lock can decide between them.
     codes = [factories.totp_code(device, offset_steps=1), backup[0]]
     amount = 9500 * 80 // 100

@@ -1,0 +1,114 @@
+"""Checkout assessments against 50 active rules with velocity signals, on PostgreSQL and Redis.
+
+    DATABASE_URL=postgres://…/cardshop CACHE_URL=redis://127.0.0.1:6379/3 .venv/bin/python bench/risk_assess.py [N]
+
+Creates a scratch test database (test_<name>, dropped at the end) and flushes the Redis db in CACHE_URL.
+Each assessment is what `order_place_assessed` adds to a checkout: `risk.assess(event="checkout")`
+(velocity hits and counts in Redis sorted sets; rules, seen identities, the actor's history and the
+block list from PostgreSQL; the decision stored) plus the subject update. 300 buyers with their own
+devices and networks place N checkouts (default 3000) one after the other; the script prints p50/p99
+of the added latency and assessments per second.
+"""
+
+import os
+import random
+import statistics
+import sys
+import time
+from datetime import timedelta
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("CACHE_URL", "").startswith(
+    "redis"
+):
+    sys.exit("Set DATABASE_URL=postgres://… and CACHE_URL=redis://… (the benchmark measures those).")
+
+import django
+
+django.setup()
+
+from django.core.cache import cache  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+SIGNALS = [
+    "count.checkout.device.10m",
+    "count.checkout.ip.10m",
+    "count.checkout.email.1h",
+    "count.checkout.network.1h",
+    "count.checkout.account.1d",
+    "keys.checkout.email.1h",
+    "keys.checkout.device.1d",
+    "emails.device.1d",
+    "emails.ip.1h",
+    "emails.network.1d",
+    "count.payment_failed.device.1h",
+    "count.payment_failed.ip.1h",
+    "amount",
+    "quantity",
+    "anomaly_score",
+    "new_device",
+    "account_age_days",
+]
+
+
+def main(n: int) -> None:
+    name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    try:
+        run(n)
+    finally:
+        connection.creation.destroy_test_db(name, verbosity=0)
+
+
+def run(n: int) -> None:
+    import risk
+    from risk.models import Rule
+
+    cache._cache.get_client(write=True).flushdb()
+    Rule.objects.filter(event="checkout").delete()
+    generator = random.Random(1)
+    outcomes = ["block", "review", "challenge", "allow"]
+    for i in range(50):
+        Rule.objects.create(
+            event="checkout",
+            signal=SIGNALS[i % len(SIGNALS)],
+            comparison="gte",
+            threshold=10_000_000 + i,  # never matches: every rule is evaluated, the worst case
+            outcome=outcomes[i % 4],
+        )
+    assert Rule.objects.filter(event="checkout", is_active=True).count() == 50
+    buyers = [
+        {
+            "email": f"b{i}@example.com",
+            "ip": f"10.{i // 200}.{i % 200}.7",
+            "device": f"dev-{i}",
+            "actor_id": i if i % 2 else None,
+        }
+        for i in range(300)
+    ]
+    now = timezone.now()
+    timings = []
+    for warm in range(200):  # connections, caches, plans
+        risk.assess(event="checkout", context=risk.RiskContext(**buyers[warm % 300], amount=1000, quantity=1), now=now)
+    started = time.perf_counter()
+    for i in range(n):
+        buyer = buyers[generator.randrange(300)]
+        context = risk.RiskContext(**buyer, amount=generator.choice([600, 1000, 3000]), quantity=1, currency="CNY")
+        at = now + timedelta(seconds=i * 0.2)
+        t0 = time.perf_counter()
+        decision = risk.assess(event="checkout", context=context, now=at)
+        risk.decision_subject_set(decision=decision, subject=("order", i))
+        timings.append((time.perf_counter() - t0) * 1000)
+    elapsed = time.perf_counter() - started
+    timings.sort()
+    p50 = statistics.median(timings)
+    p99 = timings[int(len(timings) * 0.99) - 1]
+    print(f"checkout assessments: {n}, 50 active rules, {len(buyers)} buyers, PostgreSQL + Redis")
+    print(f"added latency per checkout: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {timings[-1]:.2f} ms")
+    print(f"assessments per second (one process, one after another): {n / elapsed:.0f}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000)

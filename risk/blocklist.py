@@ -1,0 +1,60 @@
+"""The block list: e-mails (exact or a wildcard pattern), IPs and CIDR ranges, devices and payout
+accounts, each with a reason and an optional expiry. The engine consults it before any rule."""
+
+from datetime import datetime
+from fnmatch import fnmatchcase
+from ipaddress import ip_address, ip_network
+
+from django.db.models import Q
+
+from core import crypto
+from risk.context import RiskContext
+from risk.models import BlockEntry, BlockKind
+
+
+def payout_digest(number: str) -> str:
+    """A payout account number as the block list keeps it: a keyed hash, never the number itself."""
+    normalised = "".join(number.split()).upper()
+    return crypto.keyed_hash(crypto.index_subkey(b"risk.payout_account"), normalised.encode()).hex()
+
+
+def normalise(kind: str, value: str) -> str:
+    """How an entry is stored: e-mails lower-cased, CIDRs canonical, payout numbers hashed."""
+    value = value.strip()
+    if kind == BlockKind.EMAIL:
+        return value.lower()
+    if kind == BlockKind.IP:
+        return str(ip_network(value, strict=False)) if "/" in value else str(ip_address(value))
+    if kind == BlockKind.PAYOUT_ACCOUNT and len(value) != 64:
+        return payout_digest(value)
+    return value
+
+
+def _ip_in(address: str, cidr: str) -> bool:
+    try:
+        return ip_address(address) in ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+
+
+def blocklist_match(*, context: RiskContext, now: datetime) -> tuple[BlockEntry, str] | None:
+    """The first live entry the act matches, with the value it matched (None: nothing matches)."""
+    email = context.email.strip().lower()
+    payout = payout_digest(context.payout_account) if context.payout_account else ""
+    wanted = Q(kind=BlockKind.EMAIL, value__contains="*") | Q(kind=BlockKind.IP, value__contains="/")
+    exact = {BlockKind.EMAIL: email, BlockKind.IP: context.ip, BlockKind.DEVICE: context.device}
+    exact[BlockKind.PAYOUT_ACCOUNT] = payout
+    for kind, value in exact.items():
+        if value:
+            wanted |= Q(kind=kind, value=value)
+    live = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    for entry in BlockEntry.objects.filter(wanted).filter(live).order_by("pk"):
+        if entry.kind == BlockKind.EMAIL and email and (entry.value == email or fnmatchcase(email, entry.value)):
+            return entry, email
+        if entry.kind == BlockKind.IP and context.ip and (entry.value == context.ip or _ip_in(context.ip, entry.value)):
+            return entry, context.ip
+        if entry.kind == BlockKind.DEVICE and entry.value == context.device:
+            return entry, context.device
+        if entry.kind == BlockKind.PAYOUT_ACCOUNT and entry.value == payout:
+            return entry, "…" + context.payout_account[-4:]
+    return None

@@ -1,0 +1,294 @@
+"""The signals: small named functions of one act, each cheap, each value stored with the decision.
+
+A rule names a signal by its name. Three families are parsed from the name:
+
+- `count.<counter>.<dimension>.<window>`  acts of that kind by this identity in the window (this one
+  included), e.g. `count.checkout.device.10m`, `count.signup.ip.1h`, `count.payment_failed.device.1h`
+- `keys.<counter>.<dimension>.<window>`   the keys (quantities) those acts took, e.g. `keys.checkout.email.1h`
+- `emails.<dimension>.<window>`           distinct e-mails seen from this device, IP or network
+
+counters: the events, plus `payment_failed` and `dispute_revealed`; dimensions: account, email, ip,
+network, device; windows: 10m, 1h, 1d, 30d. Every other signal is in `NAMED` below. `extra.<name>` reads
+a fact the caller passed in `RiskContext.extra` as it is.
+"""
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from risk.context import EVENTS, RiskContext
+from risk.velocity import WINDOWS, Velocity, counter_key
+
+COUNTERS = (*EVENTS, "payment_failed", "dispute_revealed")
+DIMENSIONS = ("account", "email", "ip", "network", "device")
+EMAIL_DIMENSIONS = ("device", "ip", "network")
+# Acts whose e-mail counts towards "distinct e-mails per device / IP / network".
+EMAIL_EVENTS = frozenset({"signup", "login", "checkout"})
+VELOCITY = re.compile(
+    rf"^(?P<what>count|keys)\.(?P<counter>{'|'.join(COUNTERS)})\.(?P<dimension>{'|'.join(DIMENSIONS)})"
+    rf"\.(?P<window>{'|'.join(WINDOWS)})$"
+    rf"|^emails\.(?P<edimension>{'|'.join(EMAIL_DIMENSIONS)})\.(?P<ewindow>{'|'.join(WINDOWS)})$"
+)
+NEW_HOURS = 24  # a device or network first seen this recently is "new"
+
+
+@dataclass(frozen=True)
+class Named:
+    function: Callable[["Signals"], float | None]
+    description: str
+
+
+class Signals:
+    """The signal values of one act, computed on first use and kept for the decision."""
+
+    def __init__(self, *, event: str, context: RiskContext, subject: tuple[str, str] | None, now: datetime):
+        self.event, self.context, self.subject, self.now = event, context, subject, now
+        self.identities = context.identities()
+        self.values: dict[str, float | None] = {}
+        self._seen: dict[tuple[str, str], datetime] | None = None
+        self._history: list[dict] | None = None
+
+    def get(self, name: str) -> float | None:
+        if name not in self.values:
+            self.prefetch([name])
+        return self.values[name]
+
+    def prefetch(self, names) -> None:
+        """Compute `names`, the velocity ones in one round trip."""
+        asks, wanted = [], []
+        for name in dict.fromkeys(names):
+            if name in self.values:
+                continue
+            match = VELOCITY.match(name)
+            if match is None:
+                self.values[name] = self._named(name)
+                continue
+            if match["edimension"]:
+                value = self.identities.get(match["edimension"])
+                key = value and counter_key("e", "any", match["edimension"], value)
+                ask = ("distinct", key, WINDOWS[match["ewindow"]])
+            else:
+                value = self.identities.get(match["dimension"])
+                key = value and counter_key("v", match["counter"], match["dimension"], value)
+                ask = ("weight" if match["what"] == "keys" else "count", key, WINDOWS[match["window"]])
+            if not key:
+                self.values[name] = None  # no such identity (a guest has no account, an API client no device)
+                continue
+            asks.append(ask)
+            wanted.append(name)
+        for name, value in zip(wanted, Velocity(self.now).answer(asks), strict=True):
+            self.values[name] = value
+
+    def _named(self, name: str) -> float | None:
+        if name.startswith("extra."):
+            value = self.context.extra.get(name.removeprefix("extra."))
+            return float(value) if isinstance(value, int | float) else None
+        named = NAMED.get(name)
+        if named is None:
+            raise KeyError(f"unknown risk signal {name!r}")
+        value = named.function(self)
+        return round(float(value), 4) if value is not None else None
+
+    # --- what several signals read, fetched once ---
+    def seen(self) -> dict[tuple[str, str], datetime]:
+        """When this actor first used this act's device and network (missing: never), and under
+        ("history", kind) the first use of any device or network of theirs older than a day."""
+        if self._seen is None:
+            from risk.models import SeenIdentity
+
+            wanted = {(kind, self.identities[kind]) for kind in ("device", "network") if kind in self.identities}
+            actor = self.context.actor_key
+            cutoff = self.now - timedelta(hours=NEW_HOURS)
+            rows = (
+                SeenIdentity.objects.filter(actor=actor)
+                .filter(Q(value__in=[value for _, value in wanted]) | Q(first_seen__lte=cutoff))
+                .values_list("kind", "value", "first_seen")[:50]
+                if actor and wanted
+                else []
+            )
+            self._seen = {}
+            for kind, value, first in rows:
+                if (kind, value) in wanted:
+                    self._seen[(kind, value)] = first
+                if first <= cutoff:
+                    self._seen[("history", kind)] = first
+        return self._seen
+
+    def history(self) -> list[dict]:
+        """The actor's own earlier acts of this kind (the latest 50): what the anomaly score compares with."""
+        if self._history is None:
+            from risk.models import Decision
+
+            actor = self.context.actor_key
+            self._history = (
+                list(
+                    Decision.objects.filter(actor=actor, event=self.event, at__lt=self.now)
+                    .order_by("-at")
+                    .values("amount", "at")[:50]
+                )
+                if actor
+                else []
+            )
+        return self._history
+
+
+def _new(signals: Signals, kind: str) -> float | None:
+    """1 when an actor with an established history (a device or network used over a day ago) acts from
+    one first used within the last day; 0 otherwise. Someone risk has never seen before has no "usual"
+    device: that is what account age is for, not this signal."""
+    value = signals.identities.get(kind)
+    if value is None or not signals.context.actor_key:
+        return None
+    seen = signals.seen()
+    if ("history", kind) not in seen:
+        return 0.0
+    first = seen.get((kind, value))
+    return 1.0 if first is None or first > signals.now - timedelta(hours=NEW_HOURS) else 0.0
+
+
+def _account_age_days(signals: Signals) -> float | None:
+    created = signals.context.actor_created_at
+    return None if created is None else (signals.now - created).total_seconds() / 86400
+
+
+def _hours_since_security_change(signals: Signals) -> float | None:
+    changed = signals.context.security_changed_at
+    return None if changed is None else (signals.now - changed).total_seconds() / 3600
+
+
+def _subject_flagged(signals: Signals) -> float | None:
+    from risk.models import Decision
+
+    if "subject_flagged" in signals.context.extra:  # the caller read it with the subject's context
+        return float(signals.context.extra["subject_flagged"])
+    if signals.subject is None:
+        return None
+    kind, pk = signals.subject
+    return float(
+        Decision.objects.filter(subject_type=kind, subject_id=str(pk), outcome__in=["review", "freeze"]).exists()
+    )
+
+
+def _merchant_rate(signals: Signals, key: str) -> float | None:
+    orders = signals.context.extra.get("merchant_orders_30d")
+    if not isinstance(orders, int) or orders < settings.RISK_MERCHANT_MIN_ORDERS:
+        return None
+    return 100.0 * (signals.context.extra.get(key) or 0) / orders
+
+
+# --- the anomaly score: this act against the actor's own history, in explainable parts ---------------
+
+
+def _amount_z(signals: Signals) -> float | None:
+    amounts = [row["amount"] for row in signals.history() if row["amount"] is not None]
+    if signals.context.amount is None or len(amounts) < 5:
+        return None
+    mean = sum(amounts) / len(amounts)
+    spread = math.sqrt(sum((a - mean) ** 2 for a in amounts) / len(amounts))
+    # A buyer who always spends the same has no spread: a tenth of the mean stands in for it.
+    return (signals.context.amount - mean) / max(spread, mean * 0.1, 1)
+
+
+def _unusual_hour(signals: Signals) -> float | None:
+    hours = [row["at"].hour for row in signals.history()]
+    if len(hours) < 10:
+        return None
+    now = signals.now.hour
+    near = sum(1 for hour in hours if min((hour - now) % 24, (now - hour) % 24) <= 1)
+    return 1.0 if near == 0 else 0.0
+
+
+def _anomaly_new_network(signals: Signals) -> float | None:
+    return _new(signals, "network")
+
+
+def _burst(signals: Signals) -> float | None:
+    recent = sum(1 for row in signals.history() if row["at"] > signals.now - timedelta(minutes=10))
+    return float(recent)
+
+
+ANOMALY_WEIGHTS = {"anomaly.amount_z": 40, "anomaly.unusual_hour": 20, "anomaly.new_network": 20, "anomaly.burst": 20}
+
+
+def _anomaly_part(name: str, value: float | None) -> float:
+    if value is None:
+        return 0.0
+    scale = {"anomaly.amount_z": 4.0, "anomaly.burst": 5.0}.get(name, 1.0)
+    shift = 2.0 if name == "anomaly.burst" else 0.0  # two quick acts are normal; the third starts a burst
+    return ANOMALY_WEIGHTS[name] * min(max(value - shift, 0.0) / scale, 1.0)
+
+
+def _anomaly_score(signals: Signals) -> float:
+    signals.prefetch(ANOMALY_WEIGHTS)
+    return round(sum(_anomaly_part(name, signals.values[name]) for name in ANOMALY_WEIGHTS))
+
+
+NAMED: dict[str, Named] = {
+    "amount": Named(lambda s: s.context.amount, _("the amount, in minor units (cents, fen)")),
+    "quantity": Named(lambda s: s.context.quantity, _("how many keys the order takes")),
+    "account_age_days": Named(_account_age_days, _("days since the account was created (none for guests)")),
+    "new_device": Named(lambda s: _new(s, "device"), _("1 if the actor first used this device in the last day")),
+    "new_network": Named(lambda s: _new(s, "network"), _("1 if the actor first used this network in the last day")),
+    "hours_since_security_change": Named(
+        _hours_since_security_change, _("hours since the account's password or second factor changed")
+    ),
+    "subject_flagged": Named(_subject_flagged, _("1 if an earlier decision held this same order for review")),
+    "payout_account_age_hours": Named(
+        lambda s: s.context.extra.get("payout_account_age_hours"), _("hours since the payout account was added")
+    ),
+    "merchant_dispute_rate": Named(
+        lambda s: _merchant_rate(s, "merchant_disputes_30d"),
+        _("percent of the merchant's orders of the last 30 days disputed (with enough orders)"),
+    ),
+    "merchant_used_dispute_rate": Named(
+        lambda s: _merchant_rate(s, "merchant_used_disputes_30d"),
+        _("percent of the merchant's orders of the last 30 days disputed as 'already used'"),
+    ),
+    "anomaly.amount_z": Named(_amount_z, _("how many spreads the amount is from the actor's usual amounts")),
+    "anomaly.unusual_hour": Named(_unusual_hour, _("1 if the actor never acted at this hour before")),
+    "anomaly.new_network": Named(_anomaly_new_network, _("1 if an actor with a history acts from a new network")),
+    "anomaly.burst": Named(_burst, _("the actor's acts of this kind in the last 10 minutes")),
+    "anomaly_score": Named(_anomaly_score, _("0 to 100: the anomaly parts above, weighted 40/20/20/20")),
+}
+
+
+def signal_names() -> list[str]:
+    """Every signal a rule may name (the velocity families spelled out)."""
+    names = list(NAMED)
+    for what in ("count", "keys"):
+        names += [f"{what}.{c}.{d}.{w}" for c in COUNTERS for d in DIMENSIONS for w in WINDOWS]
+    names += [f"emails.{d}.{w}" for d in EMAIL_DIMENSIONS for w in WINDOWS]
+    return names
+
+
+def signal_is_known(name: str) -> bool:
+    return name in NAMED or VELOCITY.match(name) is not None or re.fullmatch(r"extra\.[a-z0-9_]+", name) is not None
+
+
+def signal_describe(name: str) -> str:
+    """The signal in plain words, for the staff page."""
+    if name in NAMED:
+        return str(NAMED[name].description)
+    if name.startswith("extra."):
+        return str(_("the caller's fact “%(name)s”")) % {"name": name.removeprefix("extra.")}
+    match = VELOCITY.match(name)
+    if match is None:
+        return name
+    if match["edimension"]:
+        return str(_("distinct e-mail addresses seen from this %(dimension)s in the last %(window)s")) % {
+            "dimension": match["edimension"],
+            "window": match["ewindow"],
+        }
+    words = {"count": _("acts"), "keys": _("keys taken by acts")}[match["what"]]
+    return str(_("%(what)s of kind “%(counter)s” by this %(dimension)s in the last %(window)s")) % {
+        "what": words,
+        "counter": match["counter"],
+        "dimension": match["dimension"],
+        "window": match["window"],
+    }

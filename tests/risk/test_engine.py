@@ -1,0 +1,325 @@
+"""The engine: each signal, each outcome, rule order and first match, the block list and its expiry,
+the stored decision, and the velocity counters on Redis as well as in the database."""
+
+from datetime import timedelta
+
+import pytest
+from django.conf import settings as django_settings
+
+import risk
+from risk.blocklist import payout_digest
+from risk.models import BlockEntry, Decision, ReviewItem, SeenIdentity
+from risk.services import RiskRefused, decision_enforce
+from risk.signals import Signals, signal_is_known, signal_names
+from tests.risk.conftest import rule
+
+pytestmark = pytest.mark.django_db
+
+
+def ctx(**fields) -> risk.RiskContext:
+    base = {"email": "buyer@example.com", "ip": "203.0.113.7", "device": "dev-1", "amount": 1000, "quantity": 1}
+    return risk.RiskContext(**{**base, **fields})
+
+
+def assess(event="checkout", *, now, subject=None, **fields) -> Decision:
+    return risk.assess(event=event, context=ctx(**fields), subject=subject, now=now)
+
+
+# --- outcomes, order, first match ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outcome", ["allow", "challenge", "review", "block", "freeze"])
+def test_each_outcome_is_what_the_matching_rule_says(no_rules, now, outcome):
+    matching = rule("checkout", "amount", "gte", 500, outcome)
+    decision = assess(now=now)
+    assert (decision.outcome, decision.rule_id) == (outcome, matching.pk)
+    assert decision.reasons == [
+        {
+            "rule": matching.pk,
+            "signal": "amount",
+            "value": 1000.0,
+            "threshold": 500.0,
+            "comparison": "gte",
+            "description": "",
+        }
+    ]
+
+
+def test_nothing_matching_allows_with_no_reason(no_rules, now):
+    rule("checkout", "amount", "gt", 5000, "block")
+    decision = assess(now=now)
+    assert (decision.outcome, decision.rule, decision.reasons) == ("allow", None, [])
+
+
+def test_rules_run_block_then_review_then_challenge_then_allow_whatever_their_order(no_rules, now):
+    allow = rule("checkout", "quantity", "gte", 1, "allow")
+    challenge = rule("checkout", "quantity", "gte", 1, "challenge")
+    review = rule("checkout", "quantity", "gte", 1, "review")
+    assert assess(now=now).rule_id == review.pk
+    block = rule("checkout", "quantity", "gte", 1, "block")
+    assert assess(now=now).rule_id == block.pk
+    block.delete()
+    review.delete()
+    assert assess(now=now).rule_id == challenge.pk
+    challenge.delete()
+    assert assess(now=now).rule_id == allow.pk
+
+
+def test_first_match_wins_within_one_outcome_by_pk(no_rules, now):
+    first = rule("checkout", "amount", "gte", 1, "review", description="first")
+    rule("checkout", "quantity", "gte", 1, "review", description="second")
+    assert assess(now=now).rule_id == first.pk
+
+
+def test_inactive_rules_and_other_events_are_ignored(no_rules, now):
+    rule("checkout", "amount", "gte", 1, "block", is_active=False)
+    rule("login", "amount", "gte", 1, "block")
+    assert assess(now=now).outcome == "allow"
+
+
+@pytest.mark.parametrize(
+    "comparison, threshold, matches",
+    [("gte", 1000, True), ("gt", 1000, False), ("lte", 1000, True), ("lt", 1000, False), ("eq", 1000, True)],
+)
+def test_comparisons(no_rules, now, comparison, threshold, matches):
+    rule("checkout", "amount", comparison, threshold, "review")
+    assert (assess(now=now).outcome == "review") is matches
+
+
+def test_a_missing_signal_never_matches(no_rules, now):
+    rule("checkout", "account_age_days", "lt", 1, "block")  # a guest has no account
+    assert assess(now=now).outcome == "allow"
+
+
+def test_the_decision_stores_event_score_subject_and_every_signal(no_rules, now):
+    rule("checkout", "count.checkout.ip.1h", "gte", 100, "block")
+    decision = assess(now=now, subject=("order", 7))
+    stored = Decision.objects.get(pk=decision.pk)
+    assert (stored.event, stored.subject_type, stored.subject_id) == ("checkout", "order", "7")
+    assert stored.signals["count.checkout.ip.1h"] == 1
+    assert {"amount", "quantity", "anomaly_score", "anomaly.amount_z", "new_device"} <= set(stored.signals)
+    assert 0 <= stored.score <= 100
+
+
+def test_an_unknown_event_is_an_error(now):
+    with pytest.raises(ValueError):
+        risk.assess(event="teleport", context=ctx(), now=now)
+
+
+# --- enforcing ----------------------------------------------------------------------------------------
+
+
+def test_enforce_refuses_block_freeze_and_an_unanswered_challenge(no_rules, now):
+    rule("checkout", "amount", "gte", 1, "challenge")
+    challenged = assess(now=now)
+    with pytest.raises(RiskRefused) as refused:
+        decision_enforce(decision=challenged)
+    assert (refused.value.code, refused.value.status, refused.value.extra) == (
+        "challenge_required",
+        403,
+        {"decision": challenged.pk},
+    )
+    assert decision_enforce(decision=challenged, challenge_passed=True) == challenged
+    rule("checkout", "amount", "gte", 1, "block")
+    with pytest.raises(RiskRefused) as refused:
+        decision_enforce(decision=assess(now=now), challenge_passed=True)
+    assert refused.value.code == "risk_blocked"
+
+
+def test_freeze_opens_a_review_item_and_keeps_the_account_from_buying(no_rules, now):
+    rule("checkout", "amount", "gte", 5000, "freeze")
+    assert assess(now=now, actor_id=42, amount=9000).outcome == "freeze"
+    assert ReviewItem.objects.filter(kind="user", subject_id="42", status="open").count() == 1
+    later = assess(now=now + timedelta(minutes=1), actor_id=42, amount=10)  # no rule matches this one
+    assert (later.outcome, later.reasons[0]["rule"]) == ("freeze", "account_frozen")
+    assert ReviewItem.objects.filter(kind="user", subject_id="42").count() == 1
+    assert assess("login", now=now, actor_id=42, amount=10).outcome == "allow"  # may still sign in
+
+
+# --- the block list ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind, value, fields",
+    [
+        ("email", "buyer@example.com", {}),
+        ("email", "*@example.com", {}),
+        ("email", "*@*.example.net", {"email": "x@mail.example.net"}),
+        ("ip", "203.0.113.7", {}),
+        ("ip", "203.0.113.0/24", {}),
+        ("ip", "2001:db8::/32", {"ip": "2001:db8::5"}),
+        ("device", "dev-1", {}),
+        ("payout_account", payout_digest("6222 0000 1111"), {"payout_account": "622200001111"}),
+    ],
+)
+def test_the_block_list_blocks_before_any_rule(no_rules, now, kind, value, fields):
+    rule("checkout", "amount", "gte", 1, "allow")
+    entry = BlockEntry.objects.create(kind=kind, value=value, reason="chargebacks")
+    decision = assess(now=now, **fields)
+    assert decision.outcome == "block"
+    assert decision.reasons[0]["rule"] == f"block_list:{entry.pk}"
+    assert decision.rule is None
+
+
+def test_a_block_list_entry_stops_at_its_expiry_and_others_do_not_match(no_rules, now):
+    BlockEntry.objects.create(kind="email", value="buyer@example.com", reason="x", expires_at=now + timedelta(hours=1))
+    BlockEntry.objects.create(kind="ip", value="198.51.100.0/24", reason="x")
+    BlockEntry.objects.create(kind="email", value="*@other.example", reason="x")
+    assert assess(now=now).outcome == "block"
+    assert assess(now=now + timedelta(hours=2)).outcome == "allow"
+
+
+# --- signals -----------------------------------------------------------------------------------------
+
+
+def signals_of(event="checkout", *, now, subject=None, **fields) -> Signals:
+    return Signals(event=event, context=ctx(**fields), subject=subject, now=now)
+
+
+@pytest.mark.parametrize(
+    "dimension, field, other",
+    [
+        ("account", "actor_id", 2),
+        ("email", "email", "b@example.com"),
+        ("ip", "ip", "198.51.100.1"),
+        ("network", "ip", "198.51.101.1"),
+        ("device", "device", "dev-2"),
+    ],
+)
+def test_velocity_counts_per_identity_in_its_window_never_shop_wide(no_rules, now, dimension, field, other):
+    same = {"actor_id": 1} if field != "actor_id" else {}
+    for minutes in (0, 5, 30):
+        assess(
+            now=now - timedelta(minutes=minutes), **{field: 1 if field == "actor_id" else ctx().__dict__[field]}, **same
+        )
+    assess(now=now, **{field: other}, **same)  # someone else: not counted for this identity
+    values = signals_of(now=now, **{field: 1 if field == "actor_id" else ctx().__dict__[field]}, **same)
+    assert values.get(f"count.checkout.{dimension}.10m") == 2
+    assert values.get(f"count.checkout.{dimension}.1h") == 3
+
+
+def test_keys_sum_quantities_and_emails_count_distinct_addresses(no_rules, now):
+    for email, quantity in (("a@example.com", 5), ("b@example.com", 7), ("a@example.com", 1)):
+        assess(now=now, email=email, quantity=quantity)
+    values = signals_of(now=now, email="a@example.com")
+    assert values.get("keys.checkout.email.1h") == 6
+    assert values.get("keys.checkout.device.1h") == 13
+    assert values.get("emails.device.1d") == 2
+    assert values.get("emails.ip.1h") == 2
+
+
+def test_signups_per_ip_and_network_per_hour(no_rules, now):
+    for n in range(3):
+        risk.assess(event="signup", context=risk.RiskContext(email=f"s{n}@example.com", ip=f"198.51.100.{n}"), now=now)
+    values = Signals(event="signup", context=risk.RiskContext(ip="198.51.100.0"), subject=None, now=now)
+    assert values.get("count.signup.ip.1h") == 1
+    assert values.get("count.signup.network.1h") == 3
+
+
+def test_failed_payments_count_against_the_checkout_device(no_rules, now):
+    decision = assess(now=now)
+    risk.decision_subject_set(decision=decision, subject=("order", 99))
+    risk.outcome_note(counter="payment_failed", subject=("order", 99), now=now)
+    risk.outcome_note(counter="payment_failed", subject=("order", 99), now=now)
+    assert signals_of(now=now).get("count.payment_failed.device.1h") == 2
+    assert signals_of(now=now, device="dev-other").get("count.payment_failed.device.1h") == 0
+
+
+def test_account_age_amount_quantity_security_change(no_rules, now):
+    values = signals_of(
+        now=now, actor_id=1, actor_created_at=now - timedelta(days=3), security_changed_at=now - timedelta(hours=2)
+    )
+    assert values.get("account_age_days") == pytest.approx(3)
+    assert values.get("hours_since_security_change") == pytest.approx(2)
+    assert (values.get("amount"), values.get("quantity")) == (1000, 1)
+
+
+def test_new_device_and_network_only_against_an_established_history(no_rules, now):
+    # Never seen before: nothing to compare with (account age covers brand-new actors).
+    assert signals_of("login", now=now, actor_id=5).get("new_device") == 0
+    assess("login", now=now - timedelta(days=5), actor_id=5)
+    assert SeenIdentity.objects.filter(actor="user:5").count() == 2
+    same = signals_of("withdrawal", now=now, actor_id=5)
+    assert (same.get("new_device"), same.get("new_network")) == (0, 0)
+    moved = signals_of("withdrawal", now=now, actor_id=5, device="dev-9", ip="192.0.2.10")
+    assert (moved.get("new_device"), moved.get("new_network")) == (1, 1)
+
+
+def test_the_anomaly_score_is_explained_by_its_parts(no_rules, now):
+    start = now - timedelta(days=20)
+    for day in range(12):  # a buyer who spends about 10.00 around the same hour
+        assess(now=start + timedelta(days=day), actor_id=8, amount=1000 + day)
+    usual = signals_of(now=start + timedelta(days=13), actor_id=8, amount=1005)
+    assert usual.get("anomaly_score") == 0
+    odd_time = start + timedelta(days=13, hours=12)
+    odd = signals_of(now=odd_time, actor_id=8, amount=50000, device="dev-new", ip="192.0.2.50")
+    parts = {name: odd.get(name) for name in ("anomaly.amount_z", "anomaly.unusual_hour", "anomaly.new_network")}
+    assert parts["anomaly.amount_z"] > 4 and parts["anomaly.unusual_hour"] == 1 and parts["anomaly.new_network"] == 1
+    assert odd.get("anomaly_score") == 80
+
+
+def test_burst_counts_the_actors_acts_of_the_last_ten_minutes(no_rules, now):
+    for seconds in (10, 20, 30, 40):
+        assess(now=now - timedelta(seconds=seconds), actor_id=3)
+    assert signals_of(now=now, actor_id=3).get("anomaly.burst") == 4
+
+
+def test_merchant_rates_need_enough_orders(no_rules, now):
+    few = Signals(
+        event="dispute",
+        context=risk.RiskContext(extra={"merchant_orders_30d": 9, "merchant_used_disputes_30d": 5}),
+        subject=None,
+        now=now,
+    )
+    assert few.get("merchant_used_dispute_rate") is None
+    many = Signals(
+        event="dispute",
+        context=risk.RiskContext(extra={"merchant_orders_30d": 10, "merchant_used_disputes_30d": 3}),
+        subject=None,
+        now=now,
+    )
+    assert many.get("merchant_used_dispute_rate") == 30
+
+
+def test_every_listed_signal_is_known_and_computable(no_rules, now):
+    values = signals_of(now=now, actor_id=1)
+    names = signal_names()
+    assert all(signal_is_known(name) for name in names)
+    values.prefetch(names)
+    assert set(names) <= set(values.values)
+    assert not signal_is_known("count.checkout.shop.1h")  # never shop-wide
+    assert not signal_is_known("count.checkout.product.1h")  # never product-wide
+
+
+# --- Redis ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_cache(settings):
+    """The velocity counters in Redis sorted sets (the broker's test db), as in production."""
+    url = django_settings.CELERY_BROKER_URL if str(django_settings.CELERY_BROKER_URL).startswith("redis") else ""
+    import os
+
+    url = os.environ.get("TEST_CELERY_BROKER_URL", url)
+    if not url.startswith("redis"):
+        pytest.skip("needs Redis (TEST_CELERY_BROKER_URL=redis://…)")
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    from django.core.cache import cache
+
+    cache._cache.get_client(write=True).flushdb()
+    yield
+    cache._cache.get_client(write=True).flushdb()
+
+
+def test_velocity_on_redis_counts_weights_distinct_and_slides(no_rules, now, redis_cache):
+    from risk.models import VelocityHit
+
+    for minutes, email, quantity in ((0, "a@example.com", 2), (5, "b@example.com", 3), (70, "c@example.com", 4)):
+        assess(now=now - timedelta(minutes=minutes), email=email, quantity=quantity)
+    values = signals_of(now=now)
+    assert values.get("count.checkout.device.10m") == 2
+    assert values.get("count.checkout.device.1d") == 3
+    assert values.get("keys.checkout.device.1h") == 5
+    assert values.get("emails.device.1d") == 3
+    assert values.get("emails.device.1h") == 2
+    assert VelocityHit.objects.count() == 0  # nothing in the database
