@@ -1,6 +1,7 @@
 from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from core import api as core_api
@@ -58,10 +59,12 @@ urlpatterns = [
     path("", include("disputes.urls")),
     path("accounts/", include("accounts.urls")),
     path("account/security/", include("accounts.security_urls")),
+    path("account/limits/", include("escrow.limits_urls")),
     path("merchant/", include("shop.merchant_urls")),
     path("merchant/money/", include("escrow.merchant_urls")),
     path("merchant/disputes/", include("disputes.merchant_urls")),
     path("transparency/", include("escrow.transparency_urls")),
+    path("security/", TemplateView.as_view(template_name="security_tips.html"), name="security_tips"),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file (no inline script); its page keeps

@@ -75,6 +75,7 @@ class OrderCreate(APIView):
             **error_responses(
                 {
                     400: ["invalid", "not_for_sale", "bad_quantity", "bad_email"],
+                    403: ["spending_limit"],
                     409: ["out_of_stock", "reservation_limit"],
                     429: ["throttled"],
                     503: ["no_gateway"],

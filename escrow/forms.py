@@ -1,6 +1,8 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from core.money import Currency
+
 
 class CheckoutForm(forms.Form):
     email = forms.EmailField(label=_("E-mail for your receipt and order link"))
@@ -101,3 +103,15 @@ class WithdrawalApproveForm(forms.Form):
 
 class ProofUploadForm(forms.Form):
     proof = forms.FileField(label=_("Your proof file (JSON)"))
+
+
+class SpendingLimitForm(forms.Form):
+    currency = forms.ChoiceField(label=_("Currency"), choices=Currency.choices)
+    amount = forms.DecimalField(
+        label=_("Daily limit"),
+        required=False,
+        min_value=0,
+        decimal_places=2,
+        max_digits=14,
+        help_text=_("Leave empty for no limit."),
+    )
