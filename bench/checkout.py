@@ -18,7 +18,9 @@ running beside it.
 
 On a shared machine the load of others moves from second to second, so the two modes alternate
 (off, on, off, on, … `--rounds` times each, after an unmeasured warm-up) and the script prints each
-round, the median per mode, and the cost of the chain (1 - on/off). At the end it seals what is left
+round, the median per mode, and the cost of the chain (1 - on/off), with the CPU milliseconds per
+checkout of gunicorn (all workers) and of the sealer (from /proc), which a busy machine moves far less
+than it moves throughput. At the end it seals what is left
 and walks the chain (`verify_audit`'s check): exit 1 if it is broken or if any order lacks its one
 `order.placed` entry. The database (name must contain "bench") is dropped and created first; the
 Redis database (cache and broker: the order e-mails are queued there, no worker runs) is flushed.
@@ -109,9 +111,12 @@ from bench._harness import (  # noqa: E402
     VENV_BIN,
     Processes,
     cpu_busy_percent,
+    cpu_used,
     database_prepare,
     interrupt_on_signals,
     log,
+    process_cpu_seconds,
+    process_group,
     product_with_keys,
     settle,
     wait_until,
@@ -170,6 +175,7 @@ def main() -> int:
     product = product_with_keys(keys=ARGS.keys, max_per_order=1)
     settle(["shop_cardkey", "accounts_auditentry"])
     results: dict[str, list[float]] = {"off": [], "on": []}
+    cpu_ms: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     processes = Processes()
     try:
         for round_number in range(ARGS.rounds):
@@ -186,13 +192,19 @@ def main() -> int:
                 if ARGS.warmup:
                     buyers_run(port=port, product_pk=product.pk, seconds=ARGS.warmup, tag=f"warm{tag}")
                 busy = cpu_busy_percent(0.5)
+                groups = {name: process_group(processes.pgid(name)) for name in ("gunicorn", "sealer")}
+                before = {name: process_cpu_seconds(pids) for name, pids in groups.items()}
                 created, failed, elapsed = buyers_run(port=port, product_pk=product.pk, seconds=ARGS.seconds, tag=tag)
                 processes.check_alive()
+                spent = {name: cpu_used(before[name], process_cpu_seconds(pids)) for name, pids in groups.items()}
                 rate = created / elapsed
                 results[mode].append(rate)
+                per = {name: 1000 * seconds / max(1, created) for name, seconds in spent.items()}
+                cpu_ms[mode].append(per)
                 log(
                     f"round {round_number + 1} chain {mode:>3}: {rate:7.1f} checkouts/s "
-                    f"({created} in {elapsed:.1f} s, {failed} refused or failed; machine {busy:.0f}% busy before)"
+                    f"({created} in {elapsed:.1f} s, {failed} refused or failed; machine {busy:.0f}% busy before); "
+                    f"CPU per checkout: web {per['gunicorn']:.1f} ms, sealer {per['sealer']:.2f} ms"
                 )
                 processes.stop_all()
     finally:
@@ -216,6 +228,10 @@ def main() -> int:
     print(f"chain off: median {off:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['off'])})")
     print(f"chain on:  median {on:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['on'])})")
     print(f"cost of the chain: {100 * (1 - on / off):+.1f} % of throughput (limit: 10 %)" if off else "no checkouts")
+    for mode in ("off", "on"):
+        web = statistics.median(r["gunicorn"] for r in cpu_ms[mode])
+        sealer = statistics.median(r["sealer"] for r in cpu_ms[mode])
+        print(f"CPU per checkout, chain {mode:>3}: web {web:.1f} ms, sealer {sealer:.2f} ms (medians)")
     print(f"audit chain: {report.sealed} entries sealed, {orders} orders, problem: {report.problem or 'none'}")
     if report.problem or missing:
         print(f"FAILED: {missing} orders without exactly one order.placed entry; chain: {report.problem}")
