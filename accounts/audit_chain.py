@@ -69,6 +69,7 @@ class ChainReport:
     problem: str | None = None
 
 
+CONTENT_FIELDS = ("pk", "at", "actor_id", "action", "subject_type", "subject_id", "data")
 CHAIN_FIELDS = ("pk", "seq", "prev_hash", "hash", "at", "actor_id", "action", "subject_type", "subject_id", "data")
 
 

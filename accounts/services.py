@@ -108,14 +108,47 @@ def _audit_chain_seal_batch(*, batch_size: int) -> int:
                 return 0
     head = AuditEntry.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
     seq, prev_hash = head or (0, audit_chain.GENESIS_HASH)
-    unsealed = AuditEntry.objects.filter(seq__isnull=True).order_by("pk").only(*audit_chain.CHAIN_FIELDS)
-    entries = list(unsealed[:batch_size])
-    for entry in entries:
+    unsealed = AuditEntry.objects.filter(seq__isnull=True).order_by("pk").values_list(*audit_chain.CONTENT_FIELDS)
+    sealed = []
+    for pk, at, actor_id, action, subject_type, subject_id, data in unsealed[:batch_size]:
         seq += 1
-        entry.seq, entry.prev_hash = seq, prev_hash
-        entry.hash = prev_hash = audit_chain.row_hash(entry, seq=seq, prev_hash=entry.prev_hash)
-    AuditEntry.objects.bulk_update(entries, ["seq", "prev_hash", "hash"], batch_size=500)
-    return len(entries)
+        content = audit_chain.entry_content(
+            seq=seq,
+            pk=pk,
+            at=at,
+            actor_id=actor_id,
+            action=action,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            data=data,
+        )
+        entry_hash = audit_chain.entry_hash(prev_hash=prev_hash, content=content)
+        sealed.append((pk, seq, prev_hash, entry_hash))
+        prev_hash = entry_hash
+    _audit_chain_write(sealed)
+    return len(sealed)
+
+
+def _audit_chain_write(sealed: list[tuple[int, int, str, str]]) -> None:
+    """Fill in (pk, seq, prev_hash, hash) of entries still unsealed; one statement on PostgreSQL."""
+    if not sealed:
+        return
+    if connection.vendor != "postgresql":
+        entries = [AuditEntry(pk=pk, seq=seq, prev_hash=prev, hash=hash_) for pk, seq, prev, hash_ in sealed]
+        AuditEntry.objects.bulk_update(entries, ["seq", "prev_hash", "hash"], batch_size=500)
+        return
+    from psycopg2.extras import execute_values  # the PostgreSQL driver: only on PostgreSQL
+
+    table = AuditEntry._meta.db_table
+    with connection.cursor() as cursor:
+        execute_values(
+            cursor.cursor,
+            f"UPDATE {table} AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash "  # noqa: S608 - our table
+            "FROM (VALUES %s) AS v (id, seq, prev_hash, hash) WHERE e.id = v.id AND e.seq IS NULL",
+            sealed,
+            template="(%s::bigint, %s::bigint, %s, %s)",
+            page_size=1000,
+        )
 
 
 @transaction.atomic
