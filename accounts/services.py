@@ -29,6 +29,7 @@ from accounts.models import (
 from core import crypto
 from core.errors import Refused
 from core.mail import mail_send
+from core.money import Currency
 from core.money import display as money_display
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,8 @@ def spending_limit_set(*, user: User, currency: str, amount: int | None, now: da
     from now; until then the limit in force stays. Audited either way."""
     if amount is not None and amount < 0:
         raise Refused(_("A limit cannot be negative."), code="invalid")
+    if currency not in Currency.values:
+        raise Refused(_("Unknown currency."), code="invalid")
     limit, _created = SpendingLimit.objects.select_for_update().get_or_create(
         user=user, currency=currency, defaults={"updated_at": now}
     )

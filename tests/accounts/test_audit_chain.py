@@ -181,3 +181,19 @@ def test_an_entry_that_commits_late_is_sealed_by_the_next_run_not_skipped():
     assert late.seq == early.seq + 1
     assert late.prev_hash == early.hash
     assert "2 sealed entries" in verify()
+
+
+def test_beat_seals_and_publishes_through_the_tasks(flows):
+    from accounts.tasks import audit_chain_seal_task, audit_checkpoint_publish_task
+    from config.celery import app
+
+    schedule = app.conf.beat_schedule
+    assert schedule["accounts.audit_chain_seal"]["task"] == audit_chain_seal_task.name
+    assert schedule["accounts.audit_checkpoint_publish"]["task"] == audit_checkpoint_publish_task.name
+    entries = AuditEntry.objects.count()
+    assert audit_chain_seal_task.delay().get() == entries
+    product = product_create()
+    audit_record(action=AuditAction.PRODUCT_PAUSED, subject=product, now=timezone.now())
+    # The hourly task seals what is pending first, so the checkpoint is the newest head.
+    assert audit_checkpoint_publish_task.delay().get() == AuditEntry.objects.count()
+    assert "1 published checkpoints match" in verify()

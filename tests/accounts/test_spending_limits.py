@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import AuditEntry, SpendingLimit
 from accounts.services import spending_limit_set
+from core.errors import Refused
 from escrow import services as escrow_services
 from escrow.models import Order, OrderStatus
 from tests.conftest import requires_postgres
@@ -44,6 +45,11 @@ def test_lowering_applies_at_once_and_raising_after_24_hours(buyer):
     assert limit.effective_amount(now + timedelta(hours=3)) == 5000
     assert limit.effective_amount(now + timedelta(hours=26)) is None
     assert AuditEntry.objects.filter(action="spending_limit.changed", subject_id=str(buyer.pk)).count() == 4
+    for amount, currency in ((-1, "CNY"), (100, "XXX")):
+        with pytest.raises(Refused):
+            spending_limit_set(user=buyer, currency=currency, amount=amount, now=now + timedelta(hours=3))
+    assert AuditEntry.objects.filter(action="spending_limit.changed", subject_id=str(buyer.pk)).count() == 4
+    assert SpendingLimit.objects.filter(user=buyer).count() == 1
 
 
 def test_a_checkout_over_the_limit_is_refused_saying_the_limit_and_what_is_left(buyer, product):
