@@ -197,3 +197,39 @@ def test_beat_seals_and_publishes_through_the_tasks(flows):
     # The hourly task seals what is pending first, so the checkpoint is the newest head.
     assert audit_checkpoint_publish_task.delay().get() == AuditEntry.objects.count()
     assert "1 published checkpoints match" in verify()
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_manage_py_verify_audit_exits_0_clean_and_1_naming_the_entry():
+    """The command as monitoring runs it: its own process on the (committed) test database."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.processes import test_database_url
+
+    user = user_create()
+    for _ in range(3):
+        audit_record(action=AuditAction.ALERT_RAISED, subject=user, now=timezone.now())
+    audit_chain_seal()
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", "verify_audit"],
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "DATABASE_URL": test_database_url()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    clean = run()
+    assert clean.returncode == 0, clean.stderr
+    assert clean.stdout.count("\n") == 1 and "3 sealed entries" in clean.stdout
+    victim = sealed_entries()[1]
+    AuditEntry.objects.filter(pk=victim.pk).update(action=AuditAction.ORDER_REFUNDED)
+    broken = run()
+    assert broken.returncode == 1
+    assert f"entry {victim.pk} (seq {victim.seq}) was edited" in broken.stderr
