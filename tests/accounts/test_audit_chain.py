@@ -121,6 +121,23 @@ def test_swapped_entries_are_named(flows):
     assert f"entry {second.pk} (seq {first.seq}) is out of order" in message
 
 
+def test_entries_whose_contents_were_swapped_are_named(flows):
+    """Swapping what two rows say (ids and chain columns left in place) is an edit of the earlier one."""
+    audit_chain_seal()
+    chain = sealed_entries()
+    first, second = chain[1], chain[6]
+    assert (first.action, first.subject_id) != (second.action, second.subject_id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE accounts_auditentry AS e SET action = o.action, subject_type = o.subject_type, "
+            "subject_id = o.subject_id, data = o.data, at = o.at, actor_id = o.actor_id "
+            "FROM accounts_auditentry AS o WHERE (e.id, o.id) IN ((%s, %s), (%s, %s))",
+            [first.pk, second.pk, second.pk, first.pk],
+        )
+    message = verify_fails()
+    assert f"entry {first.pk} (seq {first.seq}) was edited" in message
+
+
 def test_a_rewritten_chain_no_longer_matches_its_published_checkpoint(flows):
     audit_chain_seal()
     checkpoint = audit_checkpoint_publish(now=timezone.now())
