@@ -90,6 +90,7 @@ class AuditAction(models.TextChoices):
     REFUND_PAID_BY_HAND = "refund.paid_by_hand", "refund.paid_by_hand"
     REFUND_DECLINED = "refund.declined", "refund.declined"
     RESERVE_RELEASED = "reserve.released", "reserve.released"
+    SPENDING_LIMIT_CHANGED = "spending_limit.changed", "spending_limit.changed"
     STOCK_UPLOAD_STARTED = "stock.upload_started", "stock.upload_started"
     STOCK_UPLOAD_DONE = "stock.upload_done", "stock.upload_done"
     STOCK_UPLOAD_FAILED = "stock.upload_failed", "stock.upload_failed"
@@ -134,14 +135,71 @@ class AuditEntry(models.Model):
     subject_type = models.CharField(max_length=64)
     subject_id = models.CharField(max_length=64)
     data = models.JSONField(default=dict, blank=True)
+    # The hash chain, filled in once by the sealing task (`audit_chain_seal`), never by the writer: `seq`
+    # is the entry's place in the chain (1, 2, …; the order in which entries were sealed, which is id
+    # order within each run), `hash` the SHA-256 of `prev_hash` and the entry's canonical content
+    # (accounts/audit_chain.py). Empty until sealed.
+    seq = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
+    prev_hash = models.CharField(max_length=64, blank=True, editable=False)
+    hash = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
-        indexes = [models.Index(fields=["subject_type", "subject_id"])]
+        indexes = [
+            models.Index(fields=["subject_type", "subject_id"]),
+            # What the sealer reads every few seconds: the few entries not chained yet.
+            models.Index(fields=["id"], condition=models.Q(seq__isnull=True), name="accounts_audit_unsealed"),
+        ]
         verbose_name = _("audit entry")
         verbose_name_plural = _("audit entries")
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action} {self.subject_type}:{self.subject_id}"
+
+
+class AuditCheckpoint(models.Model):
+    """The chain's head at one moment (`seq`, `hash`), published on /transparency/: once someone has
+    copied it, rewriting the trail up to that entry (even recomputing every hash) no longer matches."""
+
+    seq = models.BigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    entry = models.ForeignKey(AuditEntry, on_delete=models.PROTECT, related_name="+")
+    published_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-seq"]
+        verbose_name = _("audit checkpoint")
+        verbose_name_plural = _("audit checkpoints")
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.hash[:16]}…"
+
+
+class SpendingLimit(models.Model):
+    """A buyer's own daily limit in one currency (minor units; `amount` None means no limit).
+
+    A lower limit applies at once; a higher one (or removing the limit) is kept in `pending_amount` and
+    applies from `pending_from`, 24 hours later, so whoever takes over a session cannot raise it and
+    spend at once. Read it through `effective_amount(now)`."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="spending_limits")
+    currency = models.CharField(_("currency"), max_length=3)
+    amount = models.PositiveBigIntegerField(null=True, blank=True)
+    pending_amount = models.PositiveBigIntegerField(null=True, blank=True)
+    pending_from = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "currency"], name="accounts_spending_limit_one")]
+        verbose_name = _("spending limit")
+        verbose_name_plural = _("spending limits")
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.currency} {self.amount}"
+
+    def effective_amount(self, now) -> int | None:
+        if self.pending_from is not None and self.pending_from <= now:
+            return self.pending_amount
+        return self.amount
 
 
 class StaffApiToken(models.Model):

@@ -9,7 +9,7 @@ from django.db.models import Q, QuerySet
 
 from accounts import hooks
 from accounts.hooks import ActivityRow
-from accounts.models import AccountApiToken, AuditAction, AuditEntry, SignIn, User, UserSession
+from accounts.models import AccountApiToken, AuditAction, AuditCheckpoint, AuditEntry, SignIn, User, UserSession
 
 # Audit lines that are the person's own security changes (sign-ins have their own section).
 SECURITY_ACTIONS = [
@@ -127,3 +127,11 @@ def activity_csv_write(*, rows: Iterable[ActivityRow], out) -> None:
         writer.writerow(
             [_cell(value) for value in (row.section, at, row.reference, row.what, row.details, row.ip, row.device)]
         )
+
+
+TRANSPARENCY_CHECKPOINTS = 24
+
+
+def audit_checkpoints_published(*, limit: int = TRANSPARENCY_CHECKPOINTS) -> list[AuditCheckpoint]:
+    """The newest published heads of the audit chain, newest first (the public transparency page)."""
+    return list(AuditCheckpoint.objects.order_by("-seq")[:limit])

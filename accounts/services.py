@@ -3,29 +3,35 @@ import logging
 import math
 import os
 import secrets
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts import sealing
+from accounts import audit_chain, sealing
 from accounts.models import (
     Alert,
     AuditAction,
+    AuditCheckpoint,
     AuditEntry,
     AuthenticatorDevice,
     BackupCode,
     BackupCodeDevice,
     Notification,
+    SpendingLimit,
     StaffApiToken,
     User,
 )
 from core import crypto
 from core.errors import Refused
 from core.mail import mail_send
+from core.money import Currency
+from core.money import display as money_display
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +69,171 @@ def audit_record_many(*, entries: list[AuditEntry]) -> None:
     for entry in entries:
         _action_check(entry.action)
     AuditEntry.objects.bulk_create(entries, batch_size=1000)
+
+
+# --- the audit trail's hash chain (accounts/audit_chain.py) -----------------------------------------
+
+# One sealer at a time (a PostgreSQL advisory lock, taken only by the sealer; writers never wait on it).
+# Elsewhere (SQLite, one writer at a time anyway) the unique `seq` refuses a second sealer's batch.
+AUDIT_SEAL_LOCK_KEY = 0x61756474  # "audt"
+
+
+def audit_chain_seal(*, batch_size: int = 1000, max_batches: int = 200) -> int:
+    """Chain every audit entry not sealed yet, oldest id first, each batch in its own transaction;
+    returns how many were sealed. Safe to run twice or concurrently (a second sealer seals nothing).
+
+    An entry committed after younger ones were sealed still has `seq` NULL, so the next run chains it
+    (later in the chain than its id suggests): nothing is ever skipped. Does nothing when
+    `AUDIT_CHAIN_ENABLED` is off."""
+    if not settings.AUDIT_CHAIN_ENABLED:
+        return 0
+    total = 0
+    for _batch in range(max_batches):
+        try:
+            sealed = _audit_chain_seal_batch(batch_size=batch_size)
+        except IntegrityError:  # another sealer took these seqs first (SQLite): the next run goes on
+            break
+        total += sealed
+        if sealed < batch_size:
+            break
+    if total:
+        logger.info("accounts.audit_sealed", extra={"entries": total})
+    return total
+
+
+@transaction.atomic(durable=True)
+def _audit_chain_seal_batch(*, batch_size: int) -> int:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [AUDIT_SEAL_LOCK_KEY])
+            if not cursor.fetchone()[0]:
+                return 0
+    head = AuditEntry.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
+    seq, prev_hash = head or (0, audit_chain.GENESIS_HASH)
+    unsealed = AuditEntry.objects.filter(seq__isnull=True).order_by("pk").values_list(*audit_chain.CONTENT_FIELDS)
+    sealed = []
+    for pk, at, actor_id, action, subject_type, subject_id, data in unsealed[:batch_size]:
+        seq += 1
+        content = audit_chain.entry_content(
+            seq=seq,
+            pk=pk,
+            at=at,
+            actor_id=actor_id,
+            action=action,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            data=data,
+        )
+        entry_hash = audit_chain.entry_hash(prev_hash=prev_hash, content=content)
+        sealed.append((pk, seq, prev_hash, entry_hash))
+        prev_hash = entry_hash
+    _audit_chain_write(sealed)
+    return len(sealed)
+
+
+def _audit_chain_write(sealed: list[tuple[int, int, str, str]]) -> None:
+    """Fill in (pk, seq, prev_hash, hash) of entries still unsealed; one statement on PostgreSQL."""
+    if not sealed:
+        return
+    if connection.vendor != "postgresql":
+        entries = [AuditEntry(pk=pk, seq=seq, prev_hash=prev, hash=hash_) for pk, seq, prev, hash_ in sealed]
+        AuditEntry.objects.bulk_update(entries, ["seq", "prev_hash", "hash"], batch_size=500)
+        return
+    from psycopg2.extras import execute_values  # the PostgreSQL driver: only on PostgreSQL
+
+    table = AuditEntry._meta.db_table
+    with connection.cursor() as cursor:
+        execute_values(
+            cursor.cursor,
+            f"UPDATE {table} AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash "  # noqa: S608 - our table
+            "FROM (VALUES %s) AS v (id, seq, prev_hash, hash) WHERE e.id = v.id AND e.seq IS NULL",
+            sealed,
+            template="(%s::bigint, %s::bigint, %s, %s)",
+            page_size=1000,
+        )
+
+
+@transaction.atomic
+def audit_checkpoint_publish(*, now: datetime) -> AuditCheckpoint | None:
+    """Publish the chain's head as a checkpoint (shown on /transparency/), unless it has not moved since
+    the last one. Safe to run twice: one checkpoint per `seq`."""
+    head = AuditEntry.objects.filter(seq__isnull=False).order_by("-seq").only("pk", "seq", "hash").first()
+    if head is None or AuditCheckpoint.objects.filter(seq__gte=head.seq).exists():
+        return None
+    checkpoint, _created = AuditCheckpoint.objects.get_or_create(
+        seq=head.seq, defaults={"hash": head.hash, "entry": head, "published_at": now}
+    )
+    return checkpoint
+
+
+# --- spending limits --------------------------------------------------------------------------------
+
+SPENDING_LIMIT_RAISE_DELAY = timedelta(hours=24)
+
+
+def spending_day_start(now: datetime) -> datetime:
+    """Midnight of `now`'s day in the shop's time zone (`SPENDING_LIMIT_TIME_ZONE`): a limit is per day."""
+    zone = ZoneInfo(settings.SPENDING_LIMIT_TIME_ZONE)
+    return now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@transaction.atomic
+def spending_limit_set(*, user: User, currency: str, amount: int | None, now: datetime) -> SpendingLimit:
+    """Set `user`'s daily limit in `currency` (minor units; None removes it). Lower than the limit in
+    force: applies at once, and cancels a raise still waiting. Higher (or removed): applies 24 hours
+    from now; until then the limit in force stays. Audited either way."""
+    if amount is not None and amount < 0:
+        raise Refused(_("A limit cannot be negative."), code="invalid")
+    if currency not in Currency.values:
+        raise Refused(_("Unknown currency."), code="invalid")
+    limit, _created = SpendingLimit.objects.select_for_update().get_or_create(
+        user=user, currency=currency, defaults={"updated_at": now}
+    )
+    current = limit.effective_amount(now)
+    lowers = amount is not None and (current is None or amount <= current)
+    if lowers:
+        limit.amount, limit.pending_amount, limit.pending_from = amount, None, None
+    else:
+        limit.amount = current
+        limit.pending_amount, limit.pending_from = amount, now + SPENDING_LIMIT_RAISE_DELAY
+    limit.updated_at = now
+    limit.save(update_fields=["amount", "pending_amount", "pending_from", "updated_at"])
+    audit_record(
+        action=AuditAction.SPENDING_LIMIT_CHANGED,
+        subject=user,
+        now=now,
+        actor=user,
+        data={
+            "currency": currency,
+            "amount": amount,
+            "applies_from": (now if lowers else limit.pending_from).isoformat(),
+        },
+    )
+    return limit
+
+
+def spending_limit_refusal(
+    *, user: User | None, currency: str, amount: int, now: datetime, spent_since: Callable[[datetime], int]
+) -> str | None:
+    """Inside a checkout's transaction: the message for the buyer if spending `amount` more would cross
+    their daily limit in `currency` (saying the limit and what is left today), else None.
+    `spent_since(day_start)` is what the buyer has spent today (the caller knows orders; accounts does not).
+
+    It locks the buyer's limit row first and counts after, so two concurrent checkouts of one buyer
+    count one after the other: the second sees the first's order once the first commits."""
+    if user is None or not user.is_authenticated:
+        return None
+    limit = SpendingLimit.objects.select_for_update().filter(user=user, currency=currency).first()
+    daily = limit.effective_amount(now) if limit is not None else None
+    if daily is None:
+        return None
+    left = max(0, daily - spent_since(spending_day_start(now)))
+    if amount <= left:
+        return None
+    return _(
+        "This order would cross your daily spending limit of %(limit)s: %(left)s is left today. "
+        "You can change the limit on your account's limits page (a higher limit applies after 24 hours)."
+    ) % {"limit": money_display(daily, currency), "left": money_display(left, currency)}
 
 
 # --- two-factor authentication (django-otp) ---------------------------------------------------------

@@ -49,5 +49,11 @@ app.conf.beat_schedule = {
     "escrow.reserves_release": {"task": "escrow.reserves_release", "schedule": 3600.0},
     # Reconciliation compares whole (UTC) days with the gateway's books, so once a day, after midnight
     # plus a margin for late webhooks.
+    # The audit trail's hash chain (accounts/README.md): an entry is provable only once sealed, so
+    # seal every 10 s; an idle run is one indexed query, and writers never wait for it.
+    "accounts.audit_chain_seal": {"task": "accounts.audit_chain_seal", "schedule": 10.0},
+    # A checkpoint of the chain's head on /transparency/ each hour: often enough that a rewrite of the
+    # trail shows against a published head within the hour, few enough rows to list.
+    "accounts.audit_checkpoint_publish": {"task": "accounts.audit_checkpoint_publish", "schedule": 3600.0},
     "escrow.reconcile_gateways": {"task": "escrow.reconcile_gateways", "schedule": crontab(hour=1, minute=30)},
 }

@@ -326,6 +326,13 @@ SANDBOX_WEBHOOK_TOLERANCE_SECONDS = 300
 PLATFORM_FEE_PERCENT = Decimal(os.environ.get("PLATFORM_FEE_PERCENT", "5"))
 RESERVATION_MINUTES = int(os.environ.get("RESERVATION_MINUTES", "15"))
 
+# --- accounts (issue 11): the audit hash chain, spending limits ---------------------------------------
+# The sealing task chains audit entries (accounts/README.md); off, entries are still written but stay
+# unsealed (bench/checkout.py measures the difference).
+AUDIT_CHAIN_ENABLED = os.environ.get("AUDIT_CHAIN_ENABLED", "1").lower() not in {"0", "false", "no", "off"}
+# A buyer's daily spending limit counts from midnight in this zone (most buyers are in China).
+SPENDING_LIMIT_TIME_ZONE = os.environ.get("SPENDING_LIMIT_TIME_ZONE", "Asia/Shanghai")
+
 # --- escrow money lifecycle (issue 4): reserves, withdrawals, two factors ---------------------------
 # Rolling reserve: this share of each release is held this many days for merchants younger than
 # RESERVE_MERCHANT_AGE_DAYS, then released by a periodic task.

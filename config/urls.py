@@ -74,11 +74,13 @@ urlpatterns = [
     path("account/security/", include("accounts.security_urls")),
     # The dashboard reads orders, money and disputes, so it is escrow's; the rest of /merchant/ is shop's.
     path("merchant/", escrow_merchant_views.dashboard, name="merchant_dashboard"),
+    path("account/limits/", include("escrow.limits_urls")),
     path("merchant/", include("shop.merchant_urls")),
     path("merchant/money/", include("escrow.merchant_urls")),
     path("merchant/orders/", include("escrow.merchant_order_urls")),
     path("merchant/disputes/", include("disputes.merchant_urls")),
     path("transparency/", include("escrow.transparency_urls")),
+    path("security/", TemplateView.as_view(template_name="security_tips.html"), name="security_tips"),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file (no inline script); its page keeps

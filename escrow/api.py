@@ -97,7 +97,7 @@ class OrderCreate(APIView):
                         "gateway_currency",
                     ],
                     # With "decision": the id of the stored risk decision staff can read.
-                    403: ["challenge_required", "risk_blocked"],
+                    403: ["challenge_required", "risk_blocked", "spending_limit"],
                     409: ["out_of_stock", "reservation_limit"],
                     429: ["throttled"],
                     503: ["no_gateway"],

@@ -2,6 +2,8 @@ from captcha.fields import CaptchaField
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from core.money import Currency
+
 GATEWAY_LABELS = {
     "sandbox": _("Sandbox (test payments)"),
     "epay": _("Alipay / WeChat Pay / QQ Wallet (epay)"),
@@ -162,3 +164,15 @@ class MerchantOrderFilterForm(forms.Form):
 class RefundPaidByHandForm(forms.Form):
     refund = forms.IntegerField(widget=forms.HiddenInput)
     reference = forms.CharField(label=_("Reference of the payment you made to the buyer"), max_length=64)
+
+
+class SpendingLimitForm(forms.Form):
+    currency = forms.ChoiceField(label=_("Currency"), choices=Currency.choices)
+    amount = forms.DecimalField(
+        label=_("Daily limit"),
+        required=False,
+        min_value=0,
+        decimal_places=2,
+        max_digits=14,
+        help_text=_("Leave empty for no limit."),
+    )

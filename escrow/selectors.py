@@ -1,10 +1,12 @@
-from django.db.models import QuerySet
+from datetime import datetime
+
+from django.db.models import QuerySet, Sum
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from escrow import ledger
-from escrow.models import Order, token_hash
+from escrow.models import Order, OrderStatus, token_hash
 
 
 def order_for_viewer(*, pk: int, token: str | None, user: User | None) -> Order:
@@ -22,6 +24,21 @@ def order_for_viewer(*, pk: int, token: str | None, user: User | None) -> Order:
     if order is None:
         raise Http404
     return order
+
+
+# What a buyer's daily spending limit counts: every order placed, paid or not yet paid, except the ones
+# that ended without the buyer's money (expired, cancelled) or gave all of it back (refunded).
+SPENDING_STATUSES_NOT_COUNTED = (OrderStatus.EXPIRED, OrderStatus.CANCELLED, OrderStatus.REFUNDED)
+
+
+def buyer_spent_since(*, buyer: User, currency: str, since: datetime) -> int:
+    """What `buyer` has spent in `currency` on orders placed since `since` (minor units)."""
+    spent = (
+        Order.objects.filter(buyer=buyer, currency=currency, created_at__gte=since)
+        .exclude(status__in=SPENDING_STATUSES_NOT_COUNTED)
+        .aggregate(total=Sum("amount"))["total"]
+    )
+    return spent or 0
 
 
 def orders_of_buyer(user: User) -> QuerySet[Order]:

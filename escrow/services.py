@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 
 import risk
 from accounts.models import AuditAction, User
-from accounts.services import audit_record
+from accounts.services import audit_record, spending_limit_refusal
 from core.errors import Refused
 from core.money import percent_of
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
@@ -71,6 +71,7 @@ from escrow.releases import (  # noqa: F401
     orders_release_due,
     reserves_release_due,
 )
+from escrow.selectors import buyer_spent_since
 from shop import services as shop_services
 from shop.selectors import order_keys_plaintext, products_on_sale
 
@@ -80,7 +81,7 @@ logger = logging.getLogger(__name__)
 class CheckoutError(Refused):
     """A checkout that cannot go ahead; `code` is the API's machine code, the message is for people."""
 
-    code_statuses = {**Refused.code_statuses, "reservation_limit": 409, "no_gateway": 503}
+    code_statuses = {**Refused.code_statuses, "reservation_limit": 409, "spending_limit": 403, "no_gateway": 503}
     code_fields = {
         "not_for_sale": "product",
         "unknown_gateway": "gateway",
@@ -209,6 +210,14 @@ def order_place(
             _("An e-mail address can be at most %(max)d characters long.") % {"max": email_max}, code="bad_email"
         )
     _reservation_caps_check(email=email, ip=ip or None, quantity=quantity)
+    if refusal := spending_limit_refusal(
+        user=buyer,
+        currency=product.currency,
+        amount=product.price * quantity,
+        now=now,
+        spent_since=lambda since: buyer_spent_since(buyer=buyer, currency=product.currency, since=since),
+    ):
+        raise CheckoutError(refusal, code="spending_limit")
 
     access_token = secrets.token_urlsafe(24)
     order = Order.objects.create(

@@ -2,6 +2,7 @@
 
 from django.shortcuts import render
 
+from accounts.selectors import audit_checkpoints_published
 from escrow import liabilities
 from escrow.forms import ProofUploadForm
 from escrow.models import LiabilityPublication
@@ -17,4 +18,13 @@ def transparency(request):
     result = None
     if request.method == "POST" and form.is_valid():
         result = liabilities.proof_verify(proof_text=form.cleaned_data["proof"].read(MAX_PROOF_BYTES))
-    return render(request, "escrow/transparency/index.html", {"publications": latest, "form": form, "result": result})
+    return render(
+        request,
+        "escrow/transparency/index.html",
+        {
+            "publications": latest,
+            "form": form,
+            "result": result,
+            "audit_checkpoints": audit_checkpoints_published(),
+        },
+    )

@@ -102,3 +102,64 @@ def test_seed_demo_prints_a_working_staff_token_and_is_idempotent(settings, tmp_
         "/api/v1/staff/disputes/999999/decide/", {}, content_type="application/json"
     )
     assert response.status_code == 404
+
+
+def _seed_json(capsys, *args) -> dict:
+    import json
+
+    call_command("seed_demo", "--json", *args)
+    return json.loads(capsys.readouterr().out)  # stdout is the JSON object and nothing else
+
+
+def test_seed_demo_json_gives_scripts_every_login_token_and_product(settings, tmp_path, capsys):
+    settings.VAR_DIR = tmp_path
+    data = _seed_json(capsys, "--merchants", "2")
+    roles = [user["role"] for user in data["users"]]
+    assert sorted(roles) == ["buyer", "merchant", "merchant", "staff"]
+    for user in data["users"]:
+        assert set(user) == {"role", "username", "email", "password", "otpauth", "backup_codes", "token"}
+        assert Client().login(username=user["username"], password=user["password"])
+        if user["role"] in ("merchant", "staff"):
+            assert user["otpauth"].startswith("otpauth://totp/")
+            assert len(user["backup_codes"]) == 5
+            assert user["token"]
+    merchants = [user for user in data["users"] if user["role"] == "merchant"]
+    assert len({m["username"] for m in merchants}) == 2
+    for merchant in merchants:
+        response = Client(HTTP_AUTHORIZATION=f"Token {merchant['token']}").get("/api/v1/merchant/products/")
+        assert response.status_code == 200
+        theirs = {p["id"] for p in data["products"] if p["merchant"] == merchant["username"]}
+        assert {p["id"] for p in response.json()["results"]} == theirs
+        assert len(theirs) == 3
+    staff = next(user for user in data["users"] if user["role"] == "staff")
+    assert Client(HTTP_AUTHORIZATION=f"Token {staff['token']}").get("/api/v1/staff/disputes/").status_code == 200
+    on_sale = {p["id"]: p["stock"] for p in Client().get("/api/v1/products/").json()["results"]}
+    for product in data["products"]:
+        assert product["stock"] > 0
+        assert on_sale[product["id"]] == product["stock"]
+
+    again = _seed_json(capsys, "--merchants", "2")
+    assert again == data  # idempotent: the same users, tokens, codes and products
+    assert MerchantApiToken.objects.filter(revoked_at=None).count() == 2
+
+
+def test_seed_demo_json_defaults_to_one_merchant_and_refuses_a_bad_count(settings, tmp_path, capsys):
+    from django.core.management import CommandError
+
+    settings.VAR_DIR = tmp_path
+    data = _seed_json(capsys)
+    assert [user["role"] for user in data["users"]] == ["merchant", "buyer", "staff"]
+    assert len(data["products"]) == 3
+    with pytest.raises(CommandError, match="--merchants must be between 1 and"):
+        call_command("seed_demo", "--json", "--merchants", "0")
+
+
+def test_seed_demo_restocks_a_sold_out_demo_product(settings, tmp_path, capsys):
+    from shop.models import CardKey, CardKeyStatus
+
+    settings.VAR_DIR = tmp_path
+    data = _seed_json(capsys)
+    sold_out = data["products"][0]["id"]
+    CardKey.objects.filter(product_id=sold_out).update(status=CardKeyStatus.REVOKED)
+    again = _seed_json(capsys)
+    assert next(p for p in again["products"] if p["id"] == sold_out)["stock"] > 0

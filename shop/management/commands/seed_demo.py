@@ -3,13 +3,14 @@ import secrets
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count
 from django.utils import timezone
 
 from accounts import services as accounts_services
 from accounts.models import StaffApiToken, User
 from shop import selectors, services
-from shop.models import CardKey, Merchant, MerchantApiToken, MerchantStatus, Product
+from shop.models import CardKey, CardKeyStatus, Merchant, MerchantApiToken, MerchantStatus, Product
 
 DEMO_PASSWORD = "demo-pass-123"  # noqa: S105 - printed for the demo on purpose
 DEMO_TOKEN_NAME = "demo (seed_demo)"  # noqa: S105 - a label
@@ -23,8 +24,12 @@ KEYS_PER_PRODUCT = 25
 DEMO_BACKUP_CODES = 5
 
 
-def demo_token_file() -> Path:
-    return Path(settings.VAR_DIR) / "demo-merchant-token.txt"
+MAX_MERCHANTS = 50
+
+
+def demo_token_file(number: int = 1) -> Path:
+    """Merchant 1's token file keeps its old name; the others (`--merchants N`) get their own."""
+    return Path(settings.VAR_DIR) / ("demo-merchant-token.txt" if number == 1 else f"demo-merchant{number}-token.txt")
 
 
 def demo_staff_token_file() -> Path:
@@ -36,24 +41,78 @@ def demo_backup_codes_file() -> Path:
 
 
 class Command(BaseCommand):
-    help = "Create the demo merchant, products with stock, a buyer and a staff user (idempotent)."
+    help = (
+        "Create the demo merchant(s), products with stock, a buyer and a staff user (idempotent). "
+        "--json prints them (passwords, OTP URIs, backup codes, API tokens) as one JSON object for scripts."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help='print one JSON object: {"users": [{"role", "username", "email", "password", "otpauth", '
+            '"backup_codes", "token"}], "products": [{"id", "merchant", "title", "stock"}]}',
+        )
+        parser.add_argument(
+            "--merchants",
+            type=int,
+            default=1,
+            help=f"approved demo merchants, each with the demo products in stock (default 1, at most {MAX_MERCHANTS})",
+        )
 
     # No transaction around the whole run: each step is a service with its own (durable) transaction,
     # and each is skipped when its result is already there, so a run that stops half-way is finished
     # by the next one.
     def handle(self, *args, **options):
+        count = options["merchants"]
+        if not 1 <= count <= MAX_MERCHANTS:
+            raise CommandError(f"--merchants must be between 1 and {MAX_MERCHANTS}, not {count}.")
         now = timezone.now()
-        merchant_user = self._user("merchant", "merchant@example.com")
+        merchant_users = [
+            self._user(f"merchant{'' if n == 1 else n}", f"merchant{'' if n == 1 else n}@example.com")
+            for n in range(1, count + 1)
+        ]
         buyer = self._user("buyer", "buyer@example.com")
         staff = self._user("staff", "staff@example.com", is_staff=True, is_superuser=True)
 
-        merchant = Merchant.objects.filter(user=merchant_user).first() or services.merchant_create(
-            user=merchant_user,
-            name="Demo Card Store",
-            contact="merchant@example.com",
+        merchants = [self._merchant(user, number, now) for number, user in enumerate(merchant_users, start=1)]
+        products = [product for merchant in merchants for product in self._products(merchant, now)]
+        tokens = [self._demo_token(merchant, now, number=n) for n, merchant in enumerate(merchants, start=1)]
+        staff_token = self._demo_staff_token(staff, now)
+        two_factor = self._demo_two_factor({user.username: user for user in merchant_users} | {"staff": staff}, now)
+        if options["json"]:
+            self._json_print(merchant_users, buyer, staff, tokens, staff_token, two_factor, products)
+            return
+        merchant_user, token = merchant_users[0], tokens[0]
+
+        self.stdout.write(f"Demo data is ready. Logins (password for all: {DEMO_PASSWORD}):")
+        for role, user in (("merchant", merchant_user), ("buyer", buyer), ("staff", staff)):
+            self.stdout.write(f"  {role:<9} {user.username}")
+        for user, other_token in zip(merchant_users[1:], tokens[1:], strict=True):
+            self.stdout.write(f"  {'merchant':<9} {user.username} (API token {other_token})")
+        self.stdout.write(f"Demo merchant API token (header 'Authorization: Token …'): {token}")
+        self.stdout.write(f"Demo staff API token (disputes arbitration, same header): {staff_token}")
+        self.stdout.write("Merchant and staff sign-ins then ask for a code: add the URI to an authenticator app,")
+        self.stdout.write("or use a backup code (each works once):")
+        for role, (uri, codes) in two_factor.items():
+            if role not in ("merchant", "staff"):
+                continue  # the extra merchants: in --json
+            self.stdout.write(f"  {role:<9} {uri}")
+            self.stdout.write(f"  {'':<9} backup codes: {' '.join(codes)}")
+
+    def _merchant(self, user: User, number: int, now) -> Merchant:
+        return Merchant.objects.filter(user=user).first() or services.merchant_create(
+            user=user,
+            name="Demo Card Store" if number == 1 else f"Demo Card Store {number}",
+            contact=user.email,
             now=now,
             status=MerchantStatus.APPROVED,
         )
+
+    def _products(self, merchant: Merchant, now) -> list[Product]:
+        """The demo products of `merchant`, each with keys in stock: a product sold out since the last
+        run (a load test) gets a new batch."""
+        products = []
         for title, price, currency, category, description in PRODUCTS:
             product = Product.objects.filter(merchant=merchant, title=title).first() or services.product_create(
                 merchant=merchant,
@@ -64,32 +123,53 @@ class Command(BaseCommand):
                 category=category,
                 description=description,
             )
-            if not CardKey.objects.filter(product=product).exists():
+            if not CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).exists():
                 keys = [
                     f"DEMO-{secrets.token_hex(2).upper()}-{secrets.token_hex(4).upper()}"
                     for _ in range(KEYS_PER_PRODUCT)
                 ]
                 services.keys_import_batch(product=product, keys=keys, now=now)
-        token = self._demo_token(merchant, now)
-        staff_token = self._demo_staff_token(staff, now)
-        two_factor = self._demo_two_factor({"merchant": merchant_user, "staff": staff}, now)
+            products.append(product)
+        return products
 
-        self.stdout.write(f"Demo data is ready. Logins (password for all: {DEMO_PASSWORD}):")
-        for role, user in (("merchant", merchant_user), ("buyer", buyer), ("staff", staff)):
-            self.stdout.write(f"  {role:<9} {user.username}")
-        self.stdout.write(f"Demo merchant API token (header 'Authorization: Token …'): {token}")
-        self.stdout.write(f"Demo staff API token (disputes arbitration, same header): {staff_token}")
-        self.stdout.write("Merchant and staff sign-ins then ask for a code: add the URI to an authenticator app,")
-        self.stdout.write("or use a backup code (each works once):")
-        for role, (uri, codes) in two_factor.items():
-            self.stdout.write(f"  {role:<9} {uri}")
-            self.stdout.write(f"  {'':<9} backup codes: {' '.join(codes)}")
+    def _json_print(self, merchant_users, buyer, staff, tokens, staff_token, two_factor, products) -> None:
+        def user_row(role: str, user: User, token: str | None) -> dict:
+            otpauth, codes = two_factor.get(user.username if role == "merchant" else role, (None, []))
+            return {
+                "role": role,
+                "username": user.username,
+                "email": user.email,
+                "password": DEMO_PASSWORD,
+                "otpauth": otpauth,
+                "backup_codes": codes,
+                "token": token,
+            }
 
-    def _demo_token(self, merchant: Merchant, now) -> str:
+        users = [user_row("merchant", user, token) for user, token in zip(merchant_users, tokens, strict=True)]
+        # Buyers have no API token yet (buyer tokens come with sign-in by token, issue 11 item 2).
+        users += [user_row("buyer", buyer, None), user_row("staff", staff, staff_token)]
+        owners = {user.pk: user.username for user in merchant_users}
+        stock = dict(
+            CardKey.objects.filter(product__in=products, status=CardKeyStatus.AVAILABLE)
+            .values_list("product")
+            .annotate(n=Count("pk"))
+        )
+        rows = [
+            {
+                "id": product.pk,
+                "merchant": owners[product.merchant.user_id],
+                "title": product.title,
+                "stock": stock.get(product.pk, 0),
+            }
+            for product in products
+        ]
+        self.stdout.write(json.dumps({"users": users, "products": rows}, ensure_ascii=False, indent=2))
+
+    def _demo_token(self, merchant: Merchant, now, *, number: int = 1) -> str:
         """The database keeps only a token's hash, so the demo token's secret is kept in var/ (ignored by
         git, like var/local.env); a rerun prints the same token, and makes a new one if the file is gone
         or no longer matches an active token."""
-        path = demo_token_file()
+        path = demo_token_file(number)
         if path.exists():
             saved = path.read_text().strip()
             found = selectors.api_token_active(token=saved)

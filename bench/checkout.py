@@ -1,0 +1,243 @@
+"""Checkout throughput through the API with the audit hash chain on, against the same run with it off
+(issue 11).
+
+    .venv/bin/python bench/checkout.py --buyers 8 --seconds 20 --rounds 2
+
+Each checkout is `POST /api/v1/orders/` (one key reserved, one order, one payment, one `order.placed`
+audit entry), by `--buyers` closed-loop buyers (threads), each on its own address (X-Forwarded-For, the
+script trusted as the proxy) and a new connection per request, against `gunicorn config.wsgi`
+(`--web-workers` x `--web-threads`, gthread) on PostgreSQL, with the abuse limits out of reach (one
+buyer here checks out far faster than a person).
+
+A sealer process calls `audit_chain_seal` every `--seal-interval` seconds (default 1 s: ten times as
+often as the beat schedule's 10 s, so its cost is overstated if anything). Chain on:
+`AUDIT_CHAIN_ENABLED=1`; chain off: `AUDIT_CHAIN_ENABLED=0`, and the same sealer finds nothing to do.
+The checkout path itself is the same either way (an entry is a plain insert in the checkout's
+transaction; the chain is built afterwards), so the difference is what sealing costs the checkouts
+running beside it.
+
+On a shared machine the load of others moves from second to second, so the two modes alternate
+(off, on, off, on, … `--rounds` times each, after an unmeasured warm-up) and the script prints each
+round, the median per mode, and the cost of the chain (1 - on/off), with the CPU milliseconds per
+checkout of gunicorn (all workers) and of the sealer (from /proc), which a busy machine moves far less
+than it moves throughput. At the end it seals what is left
+and walks the chain (`verify_audit`'s check): exit 1 if it is broken or if any order lacks its one
+`order.placed` entry. The database (name must contain "bench") is dropped and created first; the
+Redis database (cache and broker: the order e-mails are queued there, no worker runs) is flushed.
+Subprocess output goes to var/bench/.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/cardshop_bench_checkout"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
+ORDERS_PATH = "/api/v1/orders/"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--buyers", type=int, default=8, help="concurrent buyers (default 8)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds per round (default 20)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per mode, alternating (default 2)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first (default 5)")
+    parser.add_argument("--keys", type=int, default=40000, help="keys in stock at the start (default 40000)")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    parser.add_argument("--web-threads", type=int, default=2, help="threads per gunicorn worker (default 2)")
+    parser.add_argument("--seal-interval", type=float, default=1.0, help="seconds between two seals (default 1)")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_BROKER_URL", DEFAULT_REDIS_URL))
+    args = parser.parse_args()
+    if min(args.buyers, args.rounds, args.keys, args.web_workers, args.web_threads) < 1:
+        parser.error("--buyers, --rounds, --keys, --web-workers and --web-threads must be at least 1")
+    if args.seconds <= 0 or args.seal_interval <= 0 or args.warmup < 0:
+        parser.error("--seconds and --seal-interval must be above 0, --warmup at least 0")
+    if not args.database_url.startswith(("postgres://", "postgresql://")) or not args.redis_url.startswith("redis://"):
+        parser.error("the benchmark runs on PostgreSQL and Redis: give postgres:// and redis:// URLs")
+    if "bench" not in args.database_url.rsplit("/", 1)[-1]:
+        parser.error("the database is dropped first, and its name has no 'bench' in it")
+    return args
+
+
+ARGS = parse_args()
+os.environ.update(
+    DATABASE_URL=ARGS.database_url,
+    CELERY_BROKER_URL=ARGS.redis_url,
+    CELERY_TASK_ALWAYS_EAGER="0",
+    DEBUG="0",
+    LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
+    EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+    DJANGO_SETTINGS_MODULE="config.settings",
+)
+OUT_OF_REACH = "1000000/s"
+APP_ENV = {
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    "CACHE_URL": ARGS.redis_url,
+    "TRUSTED_PROXIES": "127.0.0.1/32",
+    "CHECKOUT_RATE_LIMIT": OUT_OF_REACH,
+    "RESERVATION_MAX_KEYS_PER_IP": "1000000",
+    "RESERVATION_MAX_KEYS_PER_EMAIL": "1000000",
+}
+SEALER = """
+import os, sys, time, django
+django.setup()
+from accounts.services import audit_chain_seal
+interval = float(sys.argv[1])
+print("ready", flush=True)
+while True:
+    started = time.monotonic()
+    audit_chain_seal()
+    time.sleep(max(0.0, interval - (time.monotonic() - started)))
+"""
+
+import django  # noqa: E402
+import redis  # noqa: E402
+
+django.setup()
+
+from bench._harness import (  # noqa: E402
+    LOG_DIR,
+    VENV_BIN,
+    Processes,
+    cpu_busy_percent,
+    cpu_used,
+    database_prepare,
+    interrupt_on_signals,
+    log,
+    process_cpu_seconds,
+    process_group,
+    product_with_keys,
+    settle,
+    wait_until,
+    web_start,
+)
+
+
+def checkout(port: int, product_pk: int, email: str, address: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(
+            "POST",
+            ORDERS_PATH,
+            body=json.dumps({"product": product_pk, "quantity": 1, "email": email}).encode(),
+            headers={"Content-Type": "application/json", "X-Forwarded-For": address},
+        )
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        conn.close()
+
+
+def buyers_run(*, port: int, product_pk: int, seconds: float, tag: str) -> tuple[int, int, float]:
+    """(checkouts answered 201, other answers, elapsed seconds) of `ARGS.buyers` closed loops."""
+    created, failed = [0] * ARGS.buyers, [0] * ARGS.buyers
+    start = time.monotonic()
+    end = start + seconds
+
+    def buyer(number: int) -> None:
+        address = f"10.1.{number // 250}.{number % 250 + 1}"
+        count = 0
+        while time.monotonic() < end:
+            status = checkout(port, product_pk, f"{tag}-{number}-{count}@example.com", address)
+            count += 1
+            if status == 201:
+                created[number] += 1
+            else:
+                failed[number] += 1
+
+    threads = [threading.Thread(target=buyer, args=(n,), daemon=True) for n in range(ARGS.buyers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(created), sum(failed), time.monotonic() - start
+
+
+def main() -> int:
+    interrupt_on_signals()
+    redis.Redis.from_url(ARGS.redis_url).flushdb()
+    database_prepare(ARGS.database_url, fresh=True)
+    log(f"stocking one product with {ARGS.keys} keys")
+    product = product_with_keys(keys=ARGS.keys, max_per_order=1)
+    settle(["shop_cardkey", "accounts_auditentry"])
+    results: dict[str, list[float]] = {"off": [], "on": []}
+    cpu_ms: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    processes = Processes()
+    try:
+        for round_number in range(ARGS.rounds):
+            for mode in ("off", "on"):
+                env = {**APP_ENV, "AUDIT_CHAIN_ENABLED": "1" if mode == "on" else "0"}
+                port = web_start(processes, workers=ARGS.web_workers, threads=ARGS.web_threads, env=env)
+                processes.start("sealer", [str(VENV_BIN / "python"), "-c", SEALER, str(ARGS.seal_interval)], env=env)
+                wait_until(
+                    lambda: processes.check_alive() or "ready" in (LOG_DIR / "sealer.log").read_text(),
+                    seconds=60,
+                    what="the sealer to start",
+                )
+                tag = uuid.uuid4().hex[:6]
+                if ARGS.warmup:
+                    buyers_run(port=port, product_pk=product.pk, seconds=ARGS.warmup, tag=f"warm{tag}")
+                busy = cpu_busy_percent(0.5)
+                groups = {name: process_group(processes.pgid(name)) for name in ("gunicorn", "sealer")}
+                before = {name: process_cpu_seconds(pids) for name, pids in groups.items()}
+                created, failed, elapsed = buyers_run(port=port, product_pk=product.pk, seconds=ARGS.seconds, tag=tag)
+                processes.check_alive()
+                spent = {name: cpu_used(before[name], process_cpu_seconds(pids)) for name, pids in groups.items()}
+                rate = created / elapsed
+                results[mode].append(rate)
+                per = {name: 1000 * seconds / max(1, created) for name, seconds in spent.items()}
+                cpu_ms[mode].append(per)
+                log(
+                    f"round {round_number + 1} chain {mode:>3}: {rate:7.1f} checkouts/s "
+                    f"({created} in {elapsed:.1f} s, {failed} refused or failed; machine {busy:.0f}% busy before); "
+                    f"CPU per checkout: web {per['gunicorn']:.1f} ms, sealer {per['sealer']:.2f} ms"
+                )
+                processes.stop_all()
+    finally:
+        processes.stop_all()
+
+    from django.db.models import Count
+
+    from accounts.audit_chain import chain_verify
+    from accounts.models import AuditEntry
+    from accounts.services import audit_chain_seal
+    from escrow.models import Order
+
+    audit_chain_seal()
+    report = chain_verify()
+    orders = Order.objects.count()
+    placed = AuditEntry.objects.filter(action="order.placed").values("subject_id").annotate(n=Count("pk"))
+    missing = orders - sum(1 for row in placed if row["n"] == 1)
+    off, on = statistics.median(results["off"]), statistics.median(results["on"])
+    print()
+    print(f"buyers {ARGS.buyers}, gunicorn {ARGS.web_workers}x{ARGS.web_threads} gthread, {ARGS.seconds:g} s rounds")
+    print(f"chain off: median {off:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['off'])})")
+    print(f"chain on:  median {on:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['on'])})")
+    print(f"cost of the chain: {100 * (1 - on / off):+.1f} % of throughput (limit: 10 %)" if off else "no checkouts")
+    for mode in ("off", "on"):
+        web = statistics.median(r["gunicorn"] for r in cpu_ms[mode])
+        sealer = statistics.median(r["sealer"] for r in cpu_ms[mode])
+        print(f"CPU per checkout, chain {mode:>3}: web {web:.1f} ms, sealer {sealer:.2f} ms (medians)")
+    print(f"audit chain: {report.sealed} entries sealed, {orders} orders, problem: {report.problem or 'none'}")
+    if report.problem or missing:
+        print(f"FAILED: {missing} orders without exactly one order.placed entry; chain: {report.problem}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
