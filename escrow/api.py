@@ -1,4 +1,4 @@
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -32,6 +32,7 @@ class OrderCreateSerializer(serializers.Serializer):
     product = serializers.IntegerField()
     quantity = serializers.IntegerField()
     email = serializers.EmailField()
+    coupon = serializers.CharField(required=False, allow_blank=True, max_length=32, default="")
 
 
 class OrderSerializer(serializers.ModelSerializer):
@@ -74,8 +75,8 @@ class OrderCreate(APIView):
             ),
             **error_responses(
                 {
-                    400: ["invalid", "not_for_sale", "bad_quantity", "bad_email"],
-                    409: ["out_of_stock", "reservation_limit"],
+                    400: ["invalid", "not_for_sale", "bad_quantity", "bad_email", "coupon_unknown", "coupon_expired"],
+                    409: ["out_of_stock", "reservation_limit", "coupon_used_up"],
                     429: ["throttled"],
                     503: ["no_gateway"],
                 }
@@ -92,6 +93,8 @@ class OrderCreate(APIView):
             buyer=request.user,
             now=timezone.now(),
             ip=client_ip(request) or None,
+            coupon_code=data.validated_data["coupon"],
+            language=translation.get_language() or "",
         )
         payment = placed.payment
         return Response(

@@ -5,6 +5,14 @@ from django.utils.translation import gettext_lazy as _
 class CheckoutForm(forms.Form):
     email = forms.EmailField(label=_("E-mail for your receipt and order link"))
     quantity = forms.IntegerField(label=_("Quantity"), min_value=1)
+    # Checked and counted on the server at checkout (escrow.services.order_place); the page never
+    # sends a price or a total, and one it did send would not be read.
+    coupon = forms.CharField(
+        label=_("Coupon code (optional)"),
+        max_length=32,
+        required=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}),
+    )
 
     def __init__(self, *args, max_quantity: int, **kwargs):
         super().__init__(*args, **kwargs)

@@ -59,6 +59,7 @@ from escrow.releases import (  # noqa: F401
     reserves_release_due,
 )
 from shop import services as shop_services
+from shop.pricing import price_for
 from shop.selectors import order_keys_plaintext, products_on_sale
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,8 @@ logger = logging.getLogger(__name__)
 class CheckoutError(Refused):
     """A checkout that cannot go ahead; `code` is the API's machine code, the message is for people."""
 
-    code_statuses = {**Refused.code_statuses, "reservation_limit": 409, "no_gateway": 503}
-    code_fields = {"not_for_sale": "product"}
+    code_statuses = {**Refused.code_statuses, "reservation_limit": 409, "no_gateway": 503, "coupon_used_up": 409}
+    code_fields = {"not_for_sale": "product", "coupon_unknown": "coupon", "coupon_expired": "coupon"}
 
 
 class KeysNotDelivered(Refused):
@@ -126,13 +127,26 @@ def _reservation_caps_check(*, email: str, ip: str | None, quantity: int) -> Non
 
 @transaction.atomic(durable=True)
 def order_place(
-    *, product_pk: int, quantity: int, email: str, buyer: User | None, now: datetime, ip: str | None = None
+    *,
+    product_pk: int,
+    quantity: int,
+    email: str,
+    buyer: User | None,
+    now: datetime,
+    ip: str | None = None,
+    coupon_code: str = "",
+    language: str = "",
 ) -> PlacedOrder:
     """Create an order, reserve its keys for the payment window, and open a payment at the gateway.
 
-    Either all of it happens or nothing does: out of stock, no gateway to pay through, or a buyer (by
-    e-mail or by `ip`) already holding the most keys allowed in unpaid orders, leaves no order behind
-    and reserves nothing.
+    The price is the server's alone (`shop.pricing`): the product's wholesale tier for `quantity`, less
+    the coupon `coupon_code` if it is valid for the product now; its use is counted in this transaction
+    (`coupon_redeem`), so a coupon is never taken past its limit and a refused checkout uses none.
+    `language` (the page's, at checkout) is kept for every e-mail about the order.
+
+    Either all of it happens or nothing does: out of stock, no gateway to pay through, a coupon that is
+    unknown, expired or used up, or a buyer (by e-mail or by `ip`) already holding the most keys allowed
+    in unpaid orders, leaves no order behind and reserves nothing.
     """
     gateway = gateway_for_checkout()
     if gateway is None:
@@ -156,7 +170,14 @@ def order_place(
         raise CheckoutError(
             _("An e-mail address can be at most %(max)d characters long.") % {"max": email_max}, code="bad_email"
         )
+    coupon = None
+    if coupon_code.strip():
+        try:
+            coupon = shop_services.coupon_for_checkout(product=product, code=coupon_code, now=now)
+        except shop_services.ShopError as refused:
+            raise CheckoutError(str(refused), code=refused.code) from None
     _reservation_caps_check(email=email, ip=ip or None, quantity=quantity)
+    price = price_for(product, quantity=quantity, coupon=coupon)
 
     access_token = secrets.token_urlsafe(24)
     order = Order.objects.create(
@@ -165,11 +186,14 @@ def order_place(
         product=product,
         merchant=product.merchant,
         quantity=quantity,
-        unit_price=product.price,
-        amount=product.price * quantity,
+        unit_price=price.unit_price,
+        discount=price.discount,
+        coupon=coupon,
+        amount=price.total,
         currency=product.currency,
         access_token_hash=token_hash(access_token),
         checkout_ip=ip or None,
+        language=(language or "")[:16],
         created_at=now,
         expires_at=now + timedelta(minutes=settings.RESERVATION_MINUTES),
     )
@@ -177,6 +201,12 @@ def order_place(
         shop_services.keys_reserve(product=product, quantity=quantity, order_pk=order.pk)
     except shop_services.OutOfStock:
         raise CheckoutError(_("Sorry, not enough stock left for this quantity."), code="out_of_stock") from None
+    if coupon is not None:
+        # Last: the coupon's row stays locked by its UPDATE only until this transaction commits.
+        try:
+            shop_services.coupon_redeem(coupon=coupon, now=now)
+        except shop_services.ShopError as refused:
+            raise CheckoutError(str(refused), code=refused.code) from None
 
     payment = Payment.objects.create(
         order=order,
@@ -187,7 +217,10 @@ def order_place(
         created_at=now,
     )
     page = order_page_path(order, access_token)
-    audit_record(action=AuditAction.ORDER_PLACED, subject=order, now=now, actor=buyer, data={"quantity": quantity})
+    placed_data = {"quantity": quantity}
+    if coupon is not None:
+        placed_data |= {"coupon": coupon.code, "discount": price.discount}
+    audit_record(action=AuditAction.ORDER_PLACED, subject=order, now=now, actor=buyer, data=placed_data)
     link = settings.SHOP_BASE_URL.rstrip("/") + page
 
     from escrow.tasks import order_link_email_task

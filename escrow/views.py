@@ -2,7 +2,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -14,6 +14,7 @@ from escrow import services
 from escrow.forms import CheckoutForm
 from escrow.key_reveal import keys_reveal_for_request
 from escrow.selectors import order_for_viewer, orders_of_buyer
+from shop.pricing import tiers_display
 from shop.selectors import products_on_sale
 
 
@@ -31,14 +32,24 @@ def _order_urls(order, token: str | None) -> dict[str, str]:
     )
 
 
+def _product_context(product, form) -> dict:
+    return {"product": product, "form": form, "tiers": tiers_display(product)}
+
+
 def product_page(request, pk: int):
-    """A product on sale and its checkout form, which posts to `checkout` below."""
+    """A product on sale and its checkout form, which posts to `checkout` below. `?quantity=` and
+    `?coupon=` fill the form in (the order page's "order again" link uses them)."""
     product = get_object_or_404(products_on_sale(), pk=pk)
-    initial = {"quantity": 1}
+    most = services.order_max_quantity(product)
+    try:
+        quantity = min(max(int(request.GET.get("quantity", 1)), 1), most)
+    except ValueError:
+        quantity = 1
+    initial = {"quantity": quantity, "coupon": request.GET.get("coupon", "")[:32]}
     if request.user.is_authenticated and request.user.email:
         initial["email"] = request.user.email
-    form = CheckoutForm(initial=initial, max_quantity=services.order_max_quantity(product))
-    return render(request, "escrow/product.html", {"product": product, "form": form})
+    form = CheckoutForm(initial=initial, max_quantity=most)
+    return render(request, "escrow/product.html", _product_context(product, form))
 
 
 @require_POST
@@ -51,7 +62,7 @@ def checkout(request, product_pk: int):
     except RateLimited as limited:
         form.is_valid()  # keep what the buyer typed, with its own errors
         form.add_error(None, _("Too many checkouts from your address. Please try again in a minute."))
-        response = render(request, "escrow/product.html", {"product": product, "form": form}, status=429)
+        response = render(request, "escrow/product.html", _product_context(product, form), status=429)
         response["Retry-After"] = str(limited.retry_after)
         return response
     if form.is_valid():
@@ -63,12 +74,14 @@ def checkout(request, product_pk: int):
                 buyer=request.user,
                 now=timezone.now(),
                 ip=client_ip(request) or None,
+                coupon_code=form.cleaned_data["coupon"],
+                language=translation.get_language() or "",
             )
         except services.CheckoutError as error:
-            form.add_error(None, str(error))
+            form.add_error("coupon" if error.code.startswith("coupon_") else None, str(error))
         else:
             return redirect(placed.pay_url)
-    return render(request, "escrow/product.html", {"product": product, "form": form}, status=400)
+    return render(request, "escrow/product.html", _product_context(product, form), status=400)
 
 
 def _too_many_reveals(limited: RateLimited) -> str:

@@ -9,15 +9,22 @@ from django.utils import timezone
 from accounts import services as accounts_services
 from accounts.models import StaffApiToken, User
 from shop import selectors, services
-from shop.models import CardKey, Merchant, MerchantApiToken, MerchantStatus, Product
+from shop.models import CardKey, Category, Merchant, MerchantApiToken, MerchantStatus, Product
 
 DEMO_PASSWORD = "demo-pass-123"  # noqa: S105 - printed for the demo on purpose
 DEMO_TOKEN_NAME = "demo (seed_demo)"  # noqa: S105 - a label
 PRODUCTS = [
-    # title, price in minor units, currency, category, description
-    ("Steam Wallet ¥100", 10000, "CNY", "game cards", "A ¥100 Steam wallet code, redeemable in mainland China."),
-    ("App Store $25 gift card", 2500, "USD", "gift cards", "A US App Store & iTunes gift card."),
+    # title, price in minor units, currency, category slug, description
+    ("Steam Wallet ¥100", 10000, "CNY", "game-cards", "A ¥100 Steam wallet code, redeemable in mainland China."),
+    ("App Store $25 gift card", 2500, "USD", "gift-cards", "A US App Store & iTunes gift card."),
     ("Office 2021 Pro Plus licence", 19900, "CNY", "licences", "One lifetime licence key for one PC."),
+]
+# The staff-defined catalogue sections: slug, English name, Chinese name, position.
+CATEGORIES = [
+    ("game-cards", "Game cards", "游戏点卡", 1),
+    ("gift-cards", "Gift cards", "礼品卡", 2),
+    ("licences", "Software licences", "软件授权", 3),
+    ("memberships", "Memberships", "会员", 4),
 ]
 KEYS_PER_PRODUCT = 25
 DEMO_BACKUP_CODES = 5
@@ -54,6 +61,12 @@ class Command(BaseCommand):
             now=now,
             status=MerchantStatus.APPROVED,
         )
+        categories = {
+            slug: Category.objects.get_or_create(
+                slug=slug, defaults={"name": name, "name_zh_hans": name_zh, "position": position}
+            )[0]
+            for slug, name, name_zh, position in CATEGORIES
+        }
         for title, price, currency, category, description in PRODUCTS:
             product = Product.objects.filter(merchant=merchant, title=title).first() or services.product_create(
                 merchant=merchant,
@@ -61,7 +74,7 @@ class Command(BaseCommand):
                 price=price,
                 currency=currency,
                 now=now,
-                category=category,
+                category=categories[category],
                 description=description,
             )
             if not CardKey.objects.filter(product=product).exists():
