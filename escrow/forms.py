@@ -26,6 +26,11 @@ class CheckoutForm(forms.Form):
         return quantity
 
 
+class OrderLookupForm(forms.Form):
+    email = forms.EmailField(label=_("E-mail you ordered with"), max_length=254)
+    order_number = forms.IntegerField(label=_("Order number"), min_value=1, max_value=2**63 - 1)
+
+
 class StatementFilterForm(forms.Form):
     since = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(label=_("To (inclusive)"), required=False, widget=forms.DateInput(attrs={"type": "date"}))

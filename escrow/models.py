@@ -30,7 +30,8 @@ ORDER_TRANSITIONS = Transitions(
         S.AWAITING_PAYMENT: {S.PAID, S.EXPIRED, S.CANCELLED, S.HELD_FOR_REVIEW},
         # A payment that arrives after expiry still counts: delivered if stock is there, else refunded.
         S.EXPIRED: {S.PAID, S.HELD_FOR_REVIEW},
-        S.CANCELLED: {S.PAID, S.HELD_FOR_REVIEW},
+        # A failed payment cancels; "pay again" inside the payment window takes the keys back (order_pay_again).
+        S.CANCELLED: {S.PAID, S.HELD_FOR_REVIEW, S.AWAITING_PAYMENT},
         S.PAID: {S.DELIVERED, S.REFUNDED, S.HELD_FOR_REVIEW},
         # Staff review (escrow/reviews.py): approved → paid, then delivered as usual; rejected → refunded.
         S.HELD_FOR_REVIEW: {S.PAID, S.DELIVERED, S.REFUNDED},

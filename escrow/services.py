@@ -68,8 +68,18 @@ logger = logging.getLogger(__name__)
 class CheckoutError(Refused):
     """A checkout that cannot go ahead; `code` is the API's machine code, the message is for people."""
 
-    code_statuses = {**Refused.code_statuses, "reservation_limit": 409, "no_gateway": 503, "coupon_used_up": 409}
+    code_statuses = {
+        **Refused.code_statuses,
+        "reservation_limit": 409,
+        "no_gateway": 503,
+        "coupon_used_up": 409,
+        "window_passed": 409,
+    }
     code_fields = {"not_for_sale": "product", "coupon_unknown": "coupon", "coupon_expired": "coupon"}
+
+
+class PayAgainError(CheckoutError):
+    """`order_pay_again` refused (its codes are not checkout's: the API never pays again)."""
 
 
 class KeysNotDelivered(Refused):
@@ -236,6 +246,71 @@ def order_place(
     )
 
 
+ORDER_LOOKUP_MAX_PK = 2**63 - 1
+
+
+def order_lookup_request(*, email: str, order_number: int, now: datetime) -> None:
+    """A buyer without the link asks for it: if order `order_number` was placed with `email` (any
+    case), a fresh signed link to it is e-mailed to that address, after the commit. The caller says the
+    same thing whatever happened and never shows the link, so nobody reads another's order by guessing
+    an address, and nobody learns whether an order exists. The caller rate-limits."""
+    if not 0 < order_number <= ORDER_LOOKUP_MAX_PK:
+        return
+    order_pk = Order.objects.filter(pk=order_number, email__iexact=email.strip()).values_list("pk", flat=True).first()
+    if order_pk is None:
+        logger.info("escrow.order_lookup_unmatched")
+        return
+    from escrow.tasks import order_email_task
+
+    transaction.on_commit(lambda: order_email_task.delay(order_pk=order_pk, event="lookup"), robust=True)
+    logger.info("escrow.order_lookup_sent", extra={"order": order_pk, "at": now.isoformat()})
+
+
+@transaction.atomic(durable=True)
+def order_pay_again(*, order_pk: int, now: datetime, return_url: str = "") -> PlacedOrder:
+    """A new payment for an order whose payment failed, while its payment window is still open.
+
+    The failure cancelled the order and put its keys back; here they are taken again (`SKIP LOCKED`, as
+    at checkout) and the order awaits payment once more until its original `expires_at`, with a new
+    payment at the gateway for the same amount (tier and coupon as placed: the coupon's use stays
+    counted once). Refuses, changing nothing: `bad_state` (not an order whose payments all failed),
+    `window_passed` (start a fresh checkout), `out_of_stock`, `no_gateway`.
+    """
+    gateway = gateway_for_checkout()
+    if gateway is None:
+        raise PayAgainError(_("Payments are not available right now. Please try again later."), code="no_gateway")
+    order = order_lock(order_pk)
+    payments = list(order.payments.all())
+    if order.status != OrderStatus.CANCELLED or any(p.status != PaymentStatus.FAILED for p in payments):
+        raise PayAgainError(_("This order cannot be paid again."), code="bad_state")
+    if order.expires_at <= now:
+        raise PayAgainError(_("The time to pay for this order has passed. Please order again."), code="window_passed")
+    try:
+        with transaction.atomic():
+            shop_services.keys_reserve(product=order.product, quantity=order.quantity, order_pk=order.pk)
+    except shop_services.OutOfStock:
+        raise PayAgainError(_("Sorry, not enough stock left for this quantity."), code="out_of_stock") from None
+    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.AWAITING_PAYMENT, from_=[OrderStatus.CANCELLED])
+    payment = Payment.objects.create(
+        order=order,
+        gateway=gateway.name,
+        payment_id=gateway.payment_id_new(),
+        amount=order.amount,
+        currency=order.currency,
+        created_at=now,
+    )
+    audit_record(
+        action=AuditAction.PAYMENT_RETRIED, subject=order, now=now, data={"payment": payment.pk, "after": len(payments)}
+    )
+    order.refresh_from_db(fields=["status"])
+    return PlacedOrder(
+        order=order,
+        access_token="",
+        payment=payment,
+        pay_url=gateway.pay_url(payment_id=payment.payment_id, return_url=return_url),
+    )
+
+
 def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -> str:
     """Handle one gateway webhook: verify, find the payment, drop replays, then act exactly once.
 
@@ -292,6 +367,11 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         return order
     if payment.status == PaymentStatus.FAILED:
         logger.warning("escrow.payment_succeeded_after_failure", extra={"order": order.pk, "payment": payment.pk})
+    if order.status not in ORDER_PAYABLE:
+        # Another payment of this order paid it first (a failed payment succeeding after "pay again"
+        # opened a new one): this money was never the order's, so all of it goes straight back.
+        _payment_duplicate_refund(payment=payment, order=order, event=event, now=now)
+        return order
 
     if event.amount != payment.amount or event.currency != payment.currency:
         clearing, suspense = ledger.accounts(
@@ -372,6 +452,45 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     return order
 
 
+# An order a payment may still pay: unpaid, or lapsed or cancelled (a late payment).
+ORDER_PAYABLE = {OrderStatus.AWAITING_PAYMENT, OrderStatus.EXPIRED, OrderStatus.CANCELLED}
+
+
+def _payment_duplicate_refund(*, payment: Payment, order: Order, event: GatewayEvent, now: datetime) -> None:
+    """Book a second successful payment of an already paid order into suspense and refund it in full."""
+    clearing, suspense = ledger.accounts(
+        (AccountKind.GATEWAY_CLEARING, event.currency, None), (AccountKind.SUSPENSE, event.currency, None)
+    )
+    PAYMENT_TRANSITIONS.apply(
+        model=Payment,
+        pk=payment.pk,
+        to=PaymentStatus.MISMATCHED,
+        settled_at=now,
+        received_amount=event.amount,
+        received_currency=event.currency,
+    )
+    payment.refresh_from_db(fields=["status", "received_amount", "received_currency"])
+    ledger.transfer(
+        transfer_id=f"payment:{payment.pk}",
+        debit=clearing,
+        credit=suspense,
+        amount=event.amount,
+        code="payment_mismatch",
+        order=order,
+        now=now,
+    )
+    audit_record(
+        action=AuditAction.PAYMENT_MISMATCHED,
+        subject=order,
+        now=now,
+        data={"payment": payment.pk, "duplicate": True, "received": [event.amount, event.currency]},
+    )
+    refunds.received_refund_book(
+        order=order, payment=payment, amount=event.amount, reason="duplicate_payment", actor=None, note="", now=now
+    )
+    logger.warning("escrow.payment_duplicate_refunded", extra={"order": order.pk, "payment": payment.pk})
+
+
 def _reserve_again(order: Order) -> bool:
     """A late payment: take the order's keys again if stock is there (its reservation had lapsed)."""
     try:
@@ -447,6 +566,9 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     shop_services.product_low_stock_check(
         product_pk=order.product_id, product=order.product, now=now
     )  # e-mails after commit
+    from escrow.tasks import order_email_task
+
+    transaction.on_commit(lambda: order_email_task.delay(order_pk=order.pk, event="delivered"), robust=True)
     logger.info("escrow.order_delivered", extra={"order": order.pk})
     return order
 
