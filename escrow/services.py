@@ -35,6 +35,7 @@ from escrow.disputes_front import (  # noqa: F401
     split_amounts,
 )
 from escrow.gateways import GatewayEvent, WebhookRejected, gateway_for_checkout, gateway_get
+from escrow.links import order_link  # noqa: F401  (re-exported: the buyer's link in others' e-mails)
 from escrow.locks import checkout_identities_lock, order_lock, payment_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
