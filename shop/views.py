@@ -14,7 +14,8 @@ def catalog(request):
     `sort`, `in_stock`, `page`), so a search can be linked; a bad value is ignored, never an error."""
     category_rows = list(categories())
     form = CatalogFilterForm(request.GET or None, categories=category_rows)
-    wanted = form.cleaned_data if form.is_valid() else {}
+    form.is_valid()  # a field with a bad value drops out of cleaned_data; the others still apply
+    wanted = getattr(form, "cleaned_data", {})
     products = catalog_products(
         q=wanted.get("q", ""),
         category=wanted.get("category", ""),
