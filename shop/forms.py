@@ -247,7 +247,7 @@ class CouponForm(forms.Form):
         min_value=Decimal("0.01"),
         max_digits=12,
         decimal_places=2,
-        help_text=_("10 for 10 % off, or the amount off in the currency below."),
+        help_text=_("Write 10 for ten percent off, or the amount off in the currency below."),
     )
     currency = forms.ChoiceField(label=_("Currency (fixed amounts)"), choices=Currency.choices, required=False)
     product = forms.ModelChoiceField(
