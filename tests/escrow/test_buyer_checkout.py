@@ -378,3 +378,21 @@ def test_the_timeline_shows_each_step_with_its_date(run_on_commit):
     services.order_confirm_receipt(order=Order.objects.get(), now=timezone.now())
     timeline = Client().get(url).text.split('data-testid="timeline"')[1].split("</ol>")[0]
     assert "You confirmed receipt" in timeline and timeline.count("<time") == 5
+
+
+def test_merchants_set_wholesale_tiers_in_the_product_form_and_bad_rows_are_refused(client_for, merchant):
+    client = client_for(merchant)
+    fields = {"title": "Steam", "price": "10.00", "currency": "CNY", "inspection_hours": 24}
+    fields |= {"max_per_order": 10, "low_stock_threshold": 1, "description": "", "category": ""}
+    made = client.post("/merchant/products/new/", {**fields, "price_tiers": "10 9.00\n20=8.50\n"})
+    assert made.status_code == 302
+    product = merchant.products.get()
+    assert product.price_tiers == [[10, 900], [20, 850]]
+    assert "10 9.00" in client.get(f"/merchant/products/{product.pk}/edit/").text
+    for bad in ("10 11.00", "1 9.00", "20 8.00\n10 9.00", "ten nine"):
+        refused = client.post(f"/merchant/products/{product.pk}/edit/", {**fields, "price_tiers": bad})
+        assert refused.status_code == 200, bad
+        assert merchant.products.get().price_tiers == [[10, 900], [20, 850]]
+    with pytest.raises(shop_services.ShopError):  # lowering the price under a tier is refused too
+        shop_services.product_update(product=product, actor=None, now=timezone.now(), price=800)
+    assert merchant.products.get().price == 1000

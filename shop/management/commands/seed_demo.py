@@ -9,7 +9,7 @@ from django.utils import timezone
 from accounts import services as accounts_services
 from accounts.models import StaffApiToken, User
 from shop import selectors, services
-from shop.models import CardKey, Category, Merchant, MerchantApiToken, MerchantStatus, Product
+from shop.models import CardKey, Category, Coupon, CouponKind, Merchant, MerchantApiToken, MerchantStatus, Product
 
 DEMO_PASSWORD = "demo-pass-123"  # noqa: S105 - printed for the demo on purpose
 DEMO_TOKEN_NAME = "demo (seed_demo)"  # noqa: S105 - a label
@@ -19,6 +19,9 @@ PRODUCTS = [
     ("App Store $25 gift card", 2500, "USD", "gift-cards", "A US App Store & iTunes gift card."),
     ("Office 2021 Pro Plus licence", 19900, "CNY", "licences", "One lifetime licence key for one PC."),
 ]
+# Wholesale tiers of the first product (10 or more at ¥95.00 each) and a shop-wide coupon, to try both.
+DEMO_TIERS = [[10, 9500]]
+DEMO_COUPON = "WELCOME10"  # 10 % off anything of the demo merchant's
 # The staff-defined catalogue sections: slug, English name, Chinese name, position.
 CATEGORIES = [
     ("game-cards", "Game cards", "游戏点卡", 1),
@@ -67,7 +70,7 @@ class Command(BaseCommand):
             )[0]
             for slug, name, name_zh, position in CATEGORIES
         }
-        for title, price, currency, category, description in PRODUCTS:
+        for index, (title, price, currency, category, description) in enumerate(PRODUCTS):
             product = Product.objects.filter(merchant=merchant, title=title).first() or services.product_create(
                 merchant=merchant,
                 title=title,
@@ -76,6 +79,7 @@ class Command(BaseCommand):
                 now=now,
                 category=categories[category],
                 description=description,
+                price_tiers=DEMO_TIERS if index == 0 else [],
             )
             if not CardKey.objects.filter(product=product).exists():
                 keys = [
@@ -83,6 +87,10 @@ class Command(BaseCommand):
                     for _ in range(KEYS_PER_PRODUCT)
                 ]
                 services.keys_import_batch(product=product, keys=keys, now=now)
+        if not Coupon.objects.filter(merchant=merchant, code=DEMO_COUPON).exists():
+            services.coupon_create(
+                merchant=merchant, code=DEMO_COUPON, kind=CouponKind.PERCENT, value=10, actor=None, now=now
+            )
         token = self._demo_token(merchant, now)
         staff_token = self._demo_staff_token(staff, now)
         two_factor = self._demo_two_factor({"merchant": merchant_user, "staff": staff}, now)
@@ -90,6 +98,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Demo data is ready. Logins (password for all: {DEMO_PASSWORD}):")
         for role, user in (("merchant", merchant_user), ("buyer", buyer), ("staff", staff)):
             self.stdout.write(f"  {role:<9} {user.username}")
+        self.stdout.write(f"Demo coupon (10 % off the demo merchant's products): {DEMO_COUPON}")
         self.stdout.write(f"Demo merchant API token (header 'Authorization: Token …'): {token}")
         self.stdout.write(f"Demo staff API token (disputes arbitration, same header): {staff_token}")
         self.stdout.write("Merchant and staff sign-ins then ask for a code: add the URI to an authenticator app,")
