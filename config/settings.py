@@ -373,6 +373,9 @@ RATE_LIMITS = {
     "email_link": os.environ.get("EMAIL_LINK_RATE_LIMIT", "5/hour"),  # "send the verification link again"
     "checkout": os.environ.get("CHECKOUT_RATE_LIMIT", "10/min"),
     "key_reveal": os.environ.get("KEY_REVEAL_RATE_LIMIT", "30/min"),
+    # The order lookup mails a link: per client address, and per e-mail address so nobody's inbox is flooded.
+    "order_lookup": os.environ.get("ORDER_LOOKUP_RATE_LIMIT", "5/min"),
+    "order_lookup_email": os.environ.get("ORDER_LOOKUP_EMAIL_RATE_LIMIT", "5/hour"),
 }
 # Keys one buyer may hold in unpaid (awaiting_payment) orders, per e-mail and per checkout IP.
 RESERVATION_MAX_KEYS_PER_EMAIL = int(os.environ.get("RESERVATION_MAX_KEYS_PER_EMAIL", "20"))

@@ -3,7 +3,7 @@
 import logging
 from typing import NoReturn
 
-from django.core.mail import EmailMessage
+from django.core.mail import EmailMessage, EmailMultiAlternatives
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +24,16 @@ def subject_line(text: str) -> str:
     return " ".join("".join(char if char.isprintable() else " " for char in text).split())
 
 
-def mail_send(*, event: str, subject: str, body: str, to: list[str]) -> None:
-    """Send one e-mail now; raises what the backend raises (see `MAIL_ERRORS` for what may pass)."""
-    EmailMessage(subject=subject_line(subject), body=body, to=to, headers={EVENT_HEADER: event}).send()
+def mail_send(*, event: str, subject: str, body: str, to: list[str], html: str | None = None) -> None:
+    """Send one e-mail now; raises what the backend raises (see `MAIL_ERRORS` for what may pass).
+    With `html`, the message is multipart: `body` as its plain text, `html` as the alternative."""
+    headers = {EVENT_HEADER: event}
+    if html is None:
+        EmailMessage(subject=subject_line(subject), body=body, to=to, headers=headers).send()
+        return
+    message = EmailMultiAlternatives(subject=subject_line(subject), body=body, to=to, headers=headers)
+    message.attach_alternative(html, "text/html")
+    message.send()
 
 
 def mail_retry(task, error: Exception, *, log: str, **fields: object) -> NoReturn:

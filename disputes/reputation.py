@@ -137,5 +137,24 @@ def merchant_reputation(merchant_pk: int, now: datetime) -> Reputation:
     )
 
 
+@dataclass(frozen=True)
+class RatingSummary:
+    average: float
+    count: int
+
+
+def ratings_of_merchants(merchant_pks: set[int]) -> dict[int, RatingSummary]:
+    """Average stars and count per merchant, for the merchants that have ratings, in one query."""
+    if not merchant_pks:
+        return {}
+    rows = (
+        Rating.objects.filter(merchant_id__in=merchant_pks)
+        .values("merchant_id")
+        .annotate(average=Avg("stars"), count=Count("pk"))
+        .order_by()
+    )
+    return {row["merchant_id"]: RatingSummary(float(row["average"]), row["count"]) for row in rows}
+
+
 def latest_ratings(merchant_pk: int, *, limit: int = 20):
     return Rating.objects.filter(merchant_id=merchant_pk).order_by("-created_at", "-pk")[:limit]

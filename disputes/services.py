@@ -644,10 +644,30 @@ def _refund_keys(dispute: Dispute, *, now: datetime, actor: User | None, full: b
 def dispute_notify(*, dispute_pk: int, event: str) -> None:
     """E-mail the buyer and the merchant that something happened on their dispute (sent after the
     commit that made it happen, by `disputes.tasks.dispute_notify_task`); the message itself stays on
-    the dispute, so a lost e-mail loses nothing."""
+    the dispute, so a lost e-mail loses nothing. The buyer's copy is in the language they checked out
+    in, as text and HTML, with a fresh link to their order page."""
+    from django.utils import translation
+    from django.utils.html import escape, linebreaks
+
     from core.mail import mail_send
 
-    dispute = Dispute.objects.select_related("order__merchant__user").get(pk=dispute_pk)
+    dispute = Dispute.objects.select_related("order__merchant__user", "order__product").get(pk=dispute_pk)
+    order = dispute.order
+    header_event = f"dispute.{event.split(':')[0]}"
+    if order.email:
+        link = escrow_services.order_link(order.pk)
+        with translation.override(order.language or settings.LANGUAGE_CODE):
+            subject, body = _dispute_mail(dispute, event)
+            body += "\n\n" + _("Your order and the dispute:") + "\n" + link
+            html = linebreaks(escape(body)).replace(escape(link), f'<a href="{escape(link)}">{escape(link)}</a>')
+        mail_send(event=header_event, subject=subject, body=body, html=html, to=[order.email])
+    if order.merchant.user.email:
+        subject, body = _dispute_mail(dispute, event)
+        mail_send(event=header_event, subject=subject, body=body, to=[order.merchant.user.email])
+
+
+def _dispute_mail(dispute: Dispute, event: str) -> tuple[str, str]:
+    """Subject and text of a dispute e-mail, in the active language."""
     order = dispute.order
     subjects = {
         "opened": _("A dispute was opened on order %(order)s"),
@@ -666,6 +686,4 @@ def dispute_notify(*, dispute_pk: int, event: str) -> None:
         body += "\n" + _("Outcome: %(outcome)s.") % {"outcome": dispute.get_outcome_display()}
         if dispute.decision_reason:
             body += "\n" + dispute.decision_reason
-    recipients = [address for address in (order.email, order.merchant.user.email) if address]
-    for address in recipients:
-        mail_send(event=f"dispute.{event.split(':')[0]}", subject=subject, body=body, to=[address])
+    return subject, body

@@ -1,4 +1,4 @@
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -45,6 +45,7 @@ class OrderCreateSerializer(serializers.Serializer):
         help_text="For epay: alipay / wxpay / qqpay (left out: the provider's cashier asks). For alipay: wap "
         "(phone pay) instead of page pay.",
     )
+    coupon = serializers.CharField(required=False, allow_blank=True, max_length=32, default="")
 
 
 class OrderSerializer(serializers.ModelSerializer):
@@ -95,10 +96,12 @@ class OrderCreate(APIView):
                         "unknown_gateway",
                         "gateway_unavailable",
                         "gateway_currency",
+                        "coupon_unknown",
+                        "coupon_expired",
                     ],
                     # With "decision": the id of the stored risk decision staff can read.
                     403: ["challenge_required", "risk_blocked", "spending_limit"],
-                    409: ["out_of_stock", "reservation_limit"],
+                    409: ["out_of_stock", "reservation_limit", "coupon_used_up"],
                     429: ["throttled"],
                     503: ["no_gateway"],
                 }
@@ -120,6 +123,8 @@ class OrderCreate(APIView):
             ip=client_ip(request) or None,
             gateway_name=data.validated_data.get("gateway"),
             pay_method=data.validated_data.get("pay_method", ""),
+            coupon_code=data.validated_data["coupon"],
+            language=translation.get_language() or "",
         )
         payment = placed.payment
         return Response(

@@ -17,6 +17,14 @@ class CheckoutForm(forms.Form):
     quantity = forms.IntegerField(label=_("Quantity"), min_value=1)
     # The gateways that can take this product's currency; shown as a choice only when there are two or more.
     gateway = forms.ChoiceField(label=_("Pay with"), required=False, widget=forms.RadioSelect)
+    # Checked and counted on the server at checkout (escrow.services.order_place); the page never
+    # sends a price or a total, and one it did send would not be read.
+    coupon = forms.CharField(
+        label=_("Coupon code (optional)"),
+        max_length=32,
+        required=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}),
+    )
 
     def __init__(self, *args, max_quantity: int, gateways: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -57,6 +65,11 @@ class CodeChallengeForm(forms.Form):
         max_length=16,
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
     )
+
+
+class OrderLookupForm(forms.Form):
+    email = forms.EmailField(label=_("E-mail you ordered with"), max_length=254)
+    order_number = forms.IntegerField(label=_("Order number"), min_value=1, max_value=2**63 - 1)
 
 
 class StatementFilterForm(forms.Form):

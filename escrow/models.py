@@ -30,7 +30,8 @@ ORDER_TRANSITIONS = Transitions(
         S.AWAITING_PAYMENT: {S.PAID, S.EXPIRED, S.CANCELLED, S.HELD_FOR_REVIEW},
         # A payment that arrives after expiry still counts: delivered if stock is there, else refunded.
         S.EXPIRED: {S.PAID, S.HELD_FOR_REVIEW},
-        S.CANCELLED: {S.PAID, S.HELD_FOR_REVIEW},
+        # A failed payment cancels; "pay again" inside the payment window takes the keys back (order_pay_again).
+        S.CANCELLED: {S.PAID, S.HELD_FOR_REVIEW, S.AWAITING_PAYMENT},
         S.PAID: {S.DELIVERED, S.REFUNDED, S.HELD_FOR_REVIEW},
         # Staff review (escrow/reviews.py): approved → paid, then delivered as usual; rejected → refunded.
         S.HELD_FOR_REVIEW: {S.PAID, S.DELIVERED, S.REFUNDED},
@@ -57,7 +58,12 @@ class Order(models.Model):
     product = models.ForeignKey("shop.Product", on_delete=models.PROTECT, related_name="orders")
     merchant = models.ForeignKey("shop.Merchant", on_delete=models.PROTECT, related_name="orders")
     quantity = models.PositiveIntegerField()
+    # The unit price at this quantity (the product's wholesale tier, shop/pricing.py), and the coupon's
+    # discount on unit_price x quantity: amount = unit_price x quantity - discount is what the buyer
+    # pays, and all the ledger ever splits.
     unit_price = models.PositiveBigIntegerField()
+    discount = models.PositiveBigIntegerField(default=0)
+    coupon = models.ForeignKey("shop.Coupon", null=True, blank=True, on_delete=models.PROTECT, related_name="orders")
     amount = models.PositiveBigIntegerField()
     currency = models.CharField(max_length=3, choices=Currency.choices)
     status = models.CharField(
@@ -67,6 +73,8 @@ class Order(models.Model):
     access_token_hash = models.CharField(max_length=64, db_index=True)
     # Where the checkout came from (core.client_ip): the cap on keys held unpaid per address reads it.
     checkout_ip = models.GenericIPAddressField(null=True, blank=True)
+    # The language the buyer checked out in: every e-mail about the order is written in it.
+    language = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
     paid_at = models.DateTimeField(null=True, blank=True)

@@ -254,6 +254,10 @@ def order_refund_book(
     from escrow.tasks import refund_submit_task
 
     transaction.on_commit(lambda: refund_submit_task.delay(refund_pk=refund.pk))
+    from escrow.tasks import order_email_task
+
+    # The buyer hears of it once it is booked (the gateway's confirmation follows on its own time).
+    transaction.on_commit(lambda: order_email_task.delay(order_pk=order.pk, event="refunded"), robust=True)
     logger.info("escrow.order_refunded", extra={"order": order.pk, "refund": refund.pk, "reason": reason})
     return refund
 

@@ -6,17 +6,21 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from escrow import ledger
+from escrow.links import order_link_token_opens
 from escrow.models import Order, OrderStatus, token_hash
 
 
 def order_for_viewer(*, pk: int, token: str | None, user: User | None) -> Order:
-    """The order, if this viewer owns it: by its access token, or as its signed-in buyer.
+    """The order, if this viewer owns it: by its access token (the checkout's, or a signed one from a
+    later e-mail, see escrow/links.py), or as its signed-in buyer.
 
     Anything else raises Http404, so a guessed id and a wrong token look the same as a missing order.
     """
     orders = Order.objects.select_related("product", "merchant")
     if token:
         order = orders.filter(pk=pk, access_token_hash=token_hash(token)).first()
+        if order is None and order_link_token_opens(token, pk):
+            order = orders.filter(pk=pk).first()
     elif user is not None and user.is_authenticated:
         order = orders.filter(pk=pk, buyer=user).first()
     else:
@@ -39,6 +43,57 @@ def buyer_spent_since(*, buyer: User, currency: str, since: datetime) -> int:
         .aggregate(total=Sum("amount"))["total"]
     )
     return spent or 0
+
+
+def order_timeline(order: Order) -> list[dict]:
+    """The order's story for its buyer, oldest first: each step's `label`, `at` (None while it has not
+    happened) and `state` ("done", "pending" or "problem"). Two small queries (refunds, the dispute's
+    opening); the rest is on the order row."""
+    from django.utils.translation import gettext as _
+
+    from escrow.models import DisputeActionKind, OrderStatus
+
+    status = order.status
+    steps = [{"label": _("Placed"), "at": order.created_at, "state": "done"}]
+    if order.paid_at is None and status in {OrderStatus.EXPIRED, OrderStatus.CANCELLED}:
+        failed = status == OrderStatus.CANCELLED
+        label = _("Payment failed") if failed else _("Not paid in time")
+        return [*steps, {"label": label, "at": None if failed else order.expires_at, "state": "problem"}]
+    steps.append({"label": _("Paid"), "at": order.paid_at, "state": "done" if order.paid_at else "pending"})
+    if status == OrderStatus.HELD_FOR_REVIEW:
+        steps.append({"label": _("Being checked by staff"), "at": None, "state": "problem"})
+    steps.append(
+        {"label": _("Delivered"), "at": order.delivered_at, "state": "done" if order.delivered_at else "pending"}
+    )
+    opened = order.dispute_actions.filter(kind=DisputeActionKind.OPEN).values_list("created_at", flat=True).first()
+    if opened is not None:
+        steps.append({"label": _("Disputed"), "at": opened, "state": "problem"})
+    refunds = list(order.refunds.order_by("pk").values_list("created_at", flat=True))
+    if status in {OrderStatus.REFUNDED, OrderStatus.PARTIALLY_REFUNDED} or refunds:
+        label = _("Refunded") if status == OrderStatus.REFUNDED else _("Partly refunded")
+        steps.append({"label": label, "at": refunds[-1] if refunds else order.completed_at, "state": "done"})
+        return steps
+    if status == OrderStatus.COMPLETED:
+        confirmed = order.inspection_ends_at is not None and order.completed_at < order.inspection_ends_at
+        accepted = _("You confirmed receipt") if confirmed or opened else _("Inspection window ended")
+        if opened is None:
+            steps.append({"label": accepted, "at": order.completed_at, "state": "done"})
+        steps.append({"label": _("Released to the merchant"), "at": order.completed_at, "state": "done"})
+    elif opened is None:
+        steps.append({"label": _("Accepted"), "at": None, "state": "pending"})
+        steps.append({"label": _("Released to the merchant"), "at": None, "state": "pending"})
+    return steps
+
+
+def order_pay_link(order: Order, *, return_url: str) -> str | None:
+    """Where the buyer pays an unpaid order: its pending payment's page at the gateway (None if none)."""
+    from escrow.gateways import gateway_get
+    from escrow.models import PaymentStatus
+
+    payment = order.payments.filter(status=PaymentStatus.PENDING).order_by("-pk").first()
+    if payment is None:
+        return None
+    return gateway_get(payment.gateway).pay_url(payment=payment, return_url=return_url)
 
 
 def orders_of_buyer(user: User) -> QuerySet[Order]:

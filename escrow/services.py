@@ -47,6 +47,7 @@ from escrow.gateways import (
     gateway_get,
     gateways_enabled,
 )
+from escrow.links import order_link  # noqa: F401  (re-exported: the buyer's link in others' e-mails)
 from escrow.locks import checkout_identities_lock, order_lock, payment_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
@@ -62,7 +63,7 @@ from escrow.models import (
     WebhookEvent,
     token_hash,
 )
-from escrow.notifications import order_paid_notify_after_delivery
+from escrow.notifications import order_delivered_notify
 
 # Re-exported so callers find every escrow write through this module.
 from escrow.releases import (  # noqa: F401
@@ -73,6 +74,7 @@ from escrow.releases import (  # noqa: F401
 )
 from escrow.selectors import buyer_spent_since
 from shop import services as shop_services
+from shop.pricing import price_for
 from shop.selectors import order_keys_plaintext, products_on_sale
 
 logger = logging.getLogger(__name__)
@@ -81,13 +83,26 @@ logger = logging.getLogger(__name__)
 class CheckoutError(Refused):
     """A checkout that cannot go ahead; `code` is the API's machine code, the message is for people."""
 
-    code_statuses = {**Refused.code_statuses, "reservation_limit": 409, "spending_limit": 403, "no_gateway": 503}
+    code_statuses = {
+        **Refused.code_statuses,
+        "reservation_limit": 409,
+        "spending_limit": 403,
+        "no_gateway": 503,
+        "coupon_used_up": 409,
+        "window_passed": 409,
+    }
     code_fields = {
         "not_for_sale": "product",
         "unknown_gateway": "gateway",
         "gateway_unavailable": "gateway",
         "gateway_currency": "gateway",
+        "coupon_unknown": "coupon",
+        "coupon_expired": "coupon",
     }
+
+
+class PayAgainError(CheckoutError):
+    """`order_pay_again` refused (its codes are not checkout's: the API never pays again)."""
 
 
 class KeysNotDelivered(Refused):
@@ -178,14 +193,23 @@ def order_place(
     ip: str | None = None,
     gateway_name: str | None = None,
     pay_method: str = "",
+    coupon_code: str = "",
+    language: str = "",
 ) -> PlacedOrder:
     """Create an order, reserve its keys for the payment window, and open a payment at the gateway.
 
     `gateway_name` chooses the gateway (default: the first enabled one that takes the product's
     currency); `pay_method` is passed to it (epay's alipay / wxpay / qqpay, Alipay's "wap" for phones).
+    The price is the server's alone (`shop.pricing`): the product's wholesale tier for `quantity`, less
+    the coupon `coupon_code` if it is valid for the product now; its use is counted in this transaction
+    (`coupon_redeem`), so a coupon is never taken past its limit and a refused checkout uses none.
+    `language` (the page's, at checkout) is kept for every e-mail about the order. A signed-in buyer's
+    daily spending limit is checked against that price.
+
     Either all of it happens or nothing does: out of stock, no gateway to pay through (or not the one
-    asked for), or a buyer (by e-mail or by `ip`) already holding the most keys allowed in unpaid
-    orders, leaves no order behind and reserves nothing.
+    asked for), a coupon that is unknown, expired or used up, a spending limit crossed, or a buyer (by
+    e-mail or by `ip`) already holding the most keys allowed in unpaid orders, leaves no order behind
+    and reserves nothing.
     """
     if not gateways_enabled():
         raise CheckoutError(
@@ -209,11 +233,18 @@ def order_place(
         raise CheckoutError(
             _("An e-mail address can be at most %(max)d characters long.") % {"max": email_max}, code="bad_email"
         )
+    coupon = None
+    if coupon_code.strip():
+        try:
+            coupon = shop_services.coupon_for_checkout(product=product, code=coupon_code, now=now)
+        except shop_services.ShopError as refused:
+            raise CheckoutError(str(refused), code=refused.code) from None
     _reservation_caps_check(email=email, ip=ip or None, quantity=quantity)
+    price = price_for(product, quantity=quantity, coupon=coupon)
     if refusal := spending_limit_refusal(
         user=buyer,
         currency=product.currency,
-        amount=product.price * quantity,
+        amount=price.total,
         now=now,
         spent_since=lambda since: buyer_spent_since(buyer=buyer, currency=product.currency, since=since),
     ):
@@ -226,11 +257,14 @@ def order_place(
         product=product,
         merchant=product.merchant,
         quantity=quantity,
-        unit_price=product.price,
-        amount=product.price * quantity,
+        unit_price=price.unit_price,
+        discount=price.discount,
+        coupon=coupon,
+        amount=price.total,
         currency=product.currency,
         access_token_hash=token_hash(access_token),
         checkout_ip=ip or None,
+        language=(language or "")[:16],
         created_at=now,
         expires_at=now + timedelta(minutes=settings.RESERVATION_MINUTES),
     )
@@ -238,6 +272,12 @@ def order_place(
         shop_services.keys_reserve(product=product, quantity=quantity, order_pk=order.pk)
     except shop_services.OutOfStock:
         raise CheckoutError(_("Sorry, not enough stock left for this quantity."), code="out_of_stock") from None
+    if coupon is not None:
+        # Last: the coupon's row stays locked by its UPDATE only until this transaction commits.
+        try:
+            shop_services.coupon_redeem(coupon=coupon, now=now)
+        except shop_services.ShopError as refused:
+            raise CheckoutError(str(refused), code=refused.code) from None
 
     payment = Payment.objects.create(
         order=order,
@@ -248,7 +288,10 @@ def order_place(
         created_at=now,
     )
     page = order_page_path(order, access_token)
-    audit_record(action=AuditAction.ORDER_PLACED, subject=order, now=now, actor=buyer, data={"quantity": quantity})
+    placed_data = {"quantity": quantity}
+    if coupon is not None:
+        placed_data |= {"coupon": coupon.code, "discount": price.discount}
+    audit_record(action=AuditAction.ORDER_PLACED, subject=order, now=now, actor=buyer, data=placed_data)
     link = settings.SHOP_BASE_URL.rstrip("/") + page
 
     from escrow.tasks import order_link_email_task
@@ -295,6 +338,73 @@ def order_place_assessed(
     placed = order_place(**order)
     risk.decision_subject_set(decision=decision, subject=("order", placed.order.pk), challenge_passed=challenge_passed)
     return placed
+
+
+ORDER_LOOKUP_MAX_PK = 2**63 - 1
+
+
+def order_lookup_request(*, email: str, order_number: int, now: datetime) -> None:
+    """A buyer without the link asks for it: if order `order_number` was placed with `email` (any
+    case), a fresh signed link to it is e-mailed to that address, after the commit. The caller says the
+    same thing whatever happened and never shows the link, so nobody reads another's order by guessing
+    an address, and nobody learns whether an order exists. The caller rate-limits."""
+    if not 0 < order_number <= ORDER_LOOKUP_MAX_PK:
+        return
+    order_pk = Order.objects.filter(pk=order_number, email__iexact=email.strip()).values_list("pk", flat=True).first()
+    if order_pk is None:
+        logger.info("escrow.order_lookup_unmatched")
+        return
+    from escrow.tasks import order_email_task
+
+    transaction.on_commit(lambda: order_email_task.delay(order_pk=order_pk, event="lookup"), robust=True)
+    logger.info("escrow.order_lookup_sent", extra={"order": order_pk, "at": now.isoformat()})
+
+
+@transaction.atomic(durable=True)
+def order_pay_again(*, order_pk: int, now: datetime, return_url: str = "") -> PlacedOrder:
+    """A new payment for an order whose payment failed, while its payment window is still open.
+
+    The failure cancelled the order and put its keys back; here they are taken again (`SKIP LOCKED`, as
+    at checkout) and the order awaits payment once more until its original `expires_at`, with a new
+    payment at the gateway for the same amount (tier and coupon as placed: the coupon's use stays
+    counted once). Refuses, changing nothing: `bad_state` (not an order whose payments all failed),
+    `window_passed` (start a fresh checkout), `out_of_stock`, `no_gateway`.
+    """
+    order = order_lock(order_pk)
+    payments = list(order.payments.order_by("pk"))
+    # The way the buyer chose last time, if it is still on offer; else the first that takes the currency.
+    tried = payments[-1].gateway if payments else None
+    gateway = gateway_for_checkout(tried, currency=order.currency) or gateway_for_checkout(currency=order.currency)
+    if gateway is None:
+        raise PayAgainError(_("Payments are not available right now. Please try again later."), code="no_gateway")
+    if order.status != OrderStatus.CANCELLED or any(p.status != PaymentStatus.FAILED for p in payments):
+        raise PayAgainError(_("This order cannot be paid again."), code="bad_state")
+    if order.expires_at <= now:
+        raise PayAgainError(_("The time to pay for this order has passed. Please order again."), code="window_passed")
+    try:
+        with transaction.atomic():
+            shop_services.keys_reserve(product=order.product, quantity=order.quantity, order_pk=order.pk)
+    except shop_services.OutOfStock:
+        raise PayAgainError(_("Sorry, not enough stock left for this quantity."), code="out_of_stock") from None
+    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.AWAITING_PAYMENT, from_=[OrderStatus.CANCELLED])
+    payment = Payment.objects.create(
+        order=order,
+        gateway=gateway.name,
+        payment_id=gateway.payment_id_new(),
+        amount=order.amount,
+        currency=order.currency,
+        created_at=now,
+    )
+    audit_record(
+        action=AuditAction.PAYMENT_RETRIED, subject=order, now=now, data={"payment": payment.pk, "after": len(payments)}
+    )
+    order.refresh_from_db(fields=["status"])
+    return PlacedOrder(
+        order=order,
+        access_token="",
+        payment=payment,
+        pay_url=gateway.pay_url(payment=payment, return_url=return_url),
+    )
 
 
 def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -> str:
@@ -359,6 +469,11 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         return order
     if payment.status == PaymentStatus.FAILED:
         logger.warning("escrow.payment_succeeded_after_failure", extra={"order": order.pk, "payment": payment.pk})
+    if order.status not in ORDER_PAYABLE:
+        # Another payment of this order paid it first (a failed payment succeeding after "pay again"
+        # opened a new one): this money was never the order's, so all of it goes straight back.
+        _payment_duplicate_refund(payment=payment, order=order, event=event, now=now)
+        return order
 
     if event.amount != payment.amount or event.currency != payment.currency:
         clearing, suspense = ledger.accounts(
@@ -477,6 +592,45 @@ def _payment_held_by_risk(*, order: Order, now: datetime) -> bool:
     return True
 
 
+# An order a payment may still pay: unpaid, or lapsed or cancelled (a late payment).
+ORDER_PAYABLE = {OrderStatus.AWAITING_PAYMENT, OrderStatus.EXPIRED, OrderStatus.CANCELLED}
+
+
+def _payment_duplicate_refund(*, payment: Payment, order: Order, event: GatewayEvent, now: datetime) -> None:
+    """Book a second successful payment of an already paid order into suspense and refund it in full."""
+    clearing, suspense = ledger.accounts(
+        (AccountKind.GATEWAY_CLEARING, event.currency, None), (AccountKind.SUSPENSE, event.currency, None)
+    )
+    PAYMENT_TRANSITIONS.apply(
+        model=Payment,
+        pk=payment.pk,
+        to=PaymentStatus.MISMATCHED,
+        settled_at=now,
+        received_amount=event.amount,
+        received_currency=event.currency,
+    )
+    payment.refresh_from_db(fields=["status", "received_amount", "received_currency"])
+    ledger.transfer(
+        transfer_id=f"payment:{payment.pk}",
+        debit=clearing,
+        credit=suspense,
+        amount=event.amount,
+        code="payment_mismatch",
+        order=order,
+        now=now,
+    )
+    audit_record(
+        action=AuditAction.PAYMENT_MISMATCHED,
+        subject=order,
+        now=now,
+        data={"payment": payment.pk, "duplicate": True, "received": [event.amount, event.currency]},
+    )
+    refunds.received_refund_book(
+        order=order, payment=payment, amount=event.amount, reason="duplicate_payment", actor=None, note="", now=now
+    )
+    logger.warning("escrow.payment_duplicate_refunded", extra={"order": order.pk, "payment": payment.pk})
+
+
 def _reserve_again(order: Order) -> bool:
     """A late payment: take the order's keys again if stock is there (its reservation had lapsed)."""
     try:
@@ -564,9 +718,10 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     shop_services.product_low_stock_check(
         product_pk=order.product_id, product=order.product, now=now
     )  # e-mails after commit
-    # The merchant hears of the sale from the worker that delivered it, after the commit: no second task
-    # per purchase (issue 9), and a delivery the sweeper makes notifies too.
-    transaction.on_commit(lambda: order_paid_notify_after_delivery(order_pk=order.pk))
+    # The buyer's "keys ready" e-mail and the merchant's notice of the sale are sent by the worker that
+    # delivered, after the commit: no more tasks per purchase (issue 9), and the sweeper's deliveries
+    # send them too. Either falls back to a retrying task if it fails there.
+    transaction.on_commit(lambda: order_delivered_notify(order_pk=order.pk))
     logger.info("escrow.order_delivered", extra={"order": order.pk})
     return order
 

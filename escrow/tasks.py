@@ -2,12 +2,10 @@
 
 from celery import shared_task
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
-from core.mail import MAIL_ERRORS, mail_retry, mail_send
+from core.mail import MAIL_ERRORS, mail_retry
 from escrow import delivery, notifications, reconciliation, refunds, services, withdrawals
 from escrow.gateways.sandbox.tasks import sandbox_refund_webhook_send_task  # noqa: F401  (registers it)
-from escrow.models import Order
 
 
 @shared_task(name="escrow.deliver_order", acks_late=True, autoretry_for=(ConnectionError,), max_retries=5)
@@ -58,18 +56,8 @@ def reconcile_gateways_task() -> int:
 @shared_task(name="escrow.order_link_email", bind=True, acks_late=True, max_retries=8)
 def order_link_email_task(self, *, order_pk: int, link: str) -> None:
     """Send the guest the link to their order (it holds the access token, which only they have)."""
-    order = Order.objects.select_related("product").get(pk=order_pk)
     try:
-        mail_send(
-            event="order.placed",
-            subject=_("Your order %(pk)s: %(title)s") % {"pk": order.pk, "title": order.product.title},
-            body=_(
-                "Thank you for your order.\n\nYour keys appear on this page as soon as the payment is "
-                "confirmed, and stay there:\n%(link)s\n\nKeep this link private: anyone who has it can see your keys."
-            )
-            % {"link": link},
-            to=[order.email],
-        )
+        notifications.order_email(order_pk=order_pk, event="placed", link=link)
     except MAIL_ERRORS as error:
         mail_retry(self, error, log="escrow.email_failed", order=order_pk)  # never the link: it is the key
 
@@ -81,3 +69,12 @@ def order_paid_notify_task(self, *, order_pk: int) -> None:
         notifications.order_paid_notify(order_pk=order_pk)
     except MAIL_ERRORS as error:
         mail_retry(self, error, log="escrow.email_failed", order=order_pk)
+
+
+@shared_task(name="escrow.order_email", bind=True, acks_late=True, max_retries=8)
+def order_email_task(self, *, order_pk: int, event: str) -> None:
+    """One of the buyer's e-mails about their order (escrow/notifications.py), with a fresh signed link."""
+    try:
+        notifications.order_email(order_pk=order_pk, event=event)
+    except MAIL_ERRORS as error:
+        mail_retry(self, error, log="escrow.email_failed", order=order_pk, event=event)

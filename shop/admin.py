@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy
 from core.money import MoneyError, from_major, money_column, to_major
 from core.transitions import StateError
 from shop import services
-from shop.models import CardKey, Merchant, MerchantApiToken, Product, StockUpload
+from shop.models import CardKey, Category, Coupon, Merchant, MerchantApiToken, Product, StockUpload
 
 
 class RejectionForm(forms.Form):
@@ -132,8 +132,8 @@ class ProductAdminForm(forms.ModelForm):
 class ProductAdmin(admin.ModelAdmin):
     form = ProductAdminForm
     list_display = ("title", "merchant", money_column("price", label=gettext_lazy("price")), "status")
-    list_filter = ("status", "currency")
-    readonly_fields = ("status", "description_html", "low_stock_notified_at", "created_at")
+    list_filter = ("status", "currency", "category")
+    readonly_fields = ("status", "description_html", "price_tiers", "low_stock_notified_at", "created_at")
 
     # A product never moves to another merchant: its keys are sealed under its merchant's data key.
     def get_readonly_fields(self, request, obj=None):
@@ -157,6 +157,35 @@ class ProductAdmin(admin.ModelAdmin):
             )
             obj.pk = created.pk
         obj.refresh_from_db()
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    """Staff define the catalogue's sections here; merchants pick one per product. A category that
+    products use cannot be deleted (PROTECT): rename it or move its products first."""
+
+    list_display = ("name", "name_zh_hans", "slug", "position")
+    list_editable = ("position",)
+    prepopulated_fields = {"slug": ("name",)}
+    search_fields = ("name", "name_zh_hans", "slug")
+
+
+@admin.register(Coupon)
+class CouponAdmin(admin.ModelAdmin):
+    """Read-only: merchants make and switch off coupons in their area (through the services)."""
+
+    list_display = ("code", "merchant", "product", "kind", "value", "currency", "uses", "max_uses", "is_active")
+    list_filter = ("kind", "is_active")
+    search_fields = ("code", "merchant__name")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(StockUpload)

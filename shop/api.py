@@ -1,10 +1,10 @@
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 
 from core.api import error_responses
 from core.money import to_major
 from shop.models import Product
-from shop.selectors import products_on_sale
+from shop.selectors import CATALOG_SORTS, catalog_products, products_on_sale
 
 
 class ProductSerializer(serializers.ModelSerializer):
@@ -28,9 +28,28 @@ class ProductDetailSerializer(ProductSerializer):
         fields = [*ProductSerializer.Meta.fields, "description"]
 
 
+CATALOG_PARAMETERS = [
+    OpenApiParameter("q", str, description="Search titles and descriptions (full-text on PostgreSQL)."),
+    OpenApiParameter("category", str, description="A category's slug."),
+    OpenApiParameter("sort", str, enum=list(CATALOG_SORTS), description="Without it: by id (oldest first)."),
+    OpenApiParameter("in_stock", bool, description="Only products with a key to sell."),
+]
+
+
+@extend_schema_view(get=extend_schema(parameters=CATALOG_PARAMETERS))
 class ProductList(generics.ListAPIView):
+    """The catalogue, filtered as the catalogue page filters it (an unknown `sort` is ignored)."""
+
     serializer_class = ProductSerializer
-    queryset = products_on_sale()
+
+    def get_queryset(self):
+        params = self.request.query_params
+        return catalog_products(
+            q=params.get("q", ""),
+            category=params.get("category", ""),
+            sort=params.get("sort", ""),
+            in_stock=params.get("in_stock", "").lower() in {"1", "true", "yes", "on"},
+        )
 
 
 @extend_schema_view(

@@ -9,7 +9,35 @@ from django.utils.translation import gettext_lazy as _
 from accounts import services as accounts_services
 from core.money import Currency, MoneyError, from_major, to_major
 from shop import services as shop_services
-from shop.models import DESCRIPTION_MAX_LENGTH, StockDelimiter
+from shop.models import DESCRIPTION_MAX_LENGTH, Category, CouponKind, StockDelimiter
+from shop.selectors import CATALOG_SEARCH_MAX_LENGTH
+
+
+class CatalogFilterForm(forms.Form):
+    """The catalogue's address parameters; a field with a bad value is dropped, the others still apply."""
+
+    q = forms.CharField(
+        label=_("Search"),
+        required=False,
+        max_length=CATALOG_SEARCH_MAX_LENGTH,
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": _("Game cards, gift cards, licences…")}),
+    )
+    category = forms.ChoiceField(label=_("Category"), required=False)
+    sort = forms.ChoiceField(
+        label=_("Sort by"),
+        required=False,
+        choices=[
+            ("newest", _("Newest")),
+            ("price_asc", _("Price: low to high")),
+            ("price_desc", _("Price: high to low")),
+            ("bestselling", _("Best-selling")),
+        ],
+    )
+    in_stock = forms.BooleanField(label=_("In stock only"), required=False)
+
+    def __init__(self, *args, categories, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["category"].choices = [("", _("All categories"))] + [(c.slug, c.label) for c in categories]
 
 
 class MerchantSignupForm(forms.Form):
@@ -47,7 +75,18 @@ class ProductForm(forms.Form):
     )
     price = forms.DecimalField(label=_("Price"), min_value=Decimal("0.01"), max_digits=12, decimal_places=2)
     currency = forms.ChoiceField(label=_("Currency"), choices=Currency.choices)
-    category = forms.CharField(label=_("Category"), max_length=64, required=False)
+    category = forms.ModelChoiceField(
+        label=_("Category"), queryset=Category.objects.order_by("position", "pk"), required=False
+    )
+    price_tiers = forms.CharField(
+        label=_("Wholesale prices"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "10 9.00\n50 8.50"}),
+        help_text=_(
+            "Optional. One row per tier: the quantity it starts at and the unit price from there, "
+            'e.g. "10 9.00" (10 or more at 9.00 each).'
+        ),
+    )
     inspection_hours = forms.IntegerField(label=_("Inspection window (hours)"), min_value=1, max_value=720, initial=24)
     max_per_order = forms.IntegerField(label=_("Maximum quantity per order"), min_value=1, initial=10)
     low_stock_threshold = forms.IntegerField(label=_("Low-stock threshold"), min_value=0, initial=10)
@@ -74,7 +113,8 @@ class ProductForm(forms.Form):
             "description": product.description,
             "price": to_major(product.price, product.currency),
             "currency": product.currency,
-            "category": product.category,
+            "category": product.category_id,
+            "price_tiers": "\n".join(f"{q} {to_major(p, product.currency)}" for q, p in product.price_tiers or ()),
             "inspection_hours": product.inspection_hours,
             "max_per_order": min(product.max_per_order, settings.ORDER_MAX_QUANTITY),
             "low_stock_threshold": product.low_stock_threshold,
@@ -88,7 +128,28 @@ class ProductForm(forms.Form):
                 cleaned["price"] = from_major(str(cleaned["price"]), cleaned["currency"])
             except MoneyError as error:
                 self.add_error("price", str(error))
+        if "price_tiers" in cleaned:
+            cleaned["price_tiers"] = self._tiers(cleaned)
         return cleaned
+
+    def _tiers(self, cleaned) -> list[list[int]]:
+        """ "10 9.00" rows → [[10, 900]], checked by the service's own rule (shown as this field's error)."""
+        rows = []
+        for line in cleaned["price_tiers"].splitlines():
+            parts = line.replace("=", " ").replace(":", " ").replace("@", " ").split()
+            if not parts:
+                continue
+            try:
+                rows.append([int(parts[0]), from_major(parts[1], cleaned.get("currency", Currency.CNY))])
+            except (ValueError, IndexError, MoneyError):
+                self.add_error("price_tiers", _('Write each row as a quantity and a price, e.g. "10 9.00".'))
+                return []
+        if isinstance(cleaned.get("price"), int):
+            try:
+                return shop_services.price_tiers_check(rows, price=cleaned["price"])
+            except shop_services.ShopError as error:
+                self.add_error("price_tiers", str(error))
+        return rows
 
 
 class StockUploadForm(forms.Form):
@@ -183,3 +244,50 @@ class MerchantSettingsForm(forms.Form):
     notify_paid_orders = forms.BooleanField(
         label=_("E-mail me and add an inbox line for each newly paid order"), required=False
     )
+
+
+class CouponForm(forms.Form):
+    code = forms.CharField(
+        label=_("Code"), max_length=32, help_text=_("Letters and digits; buyers may type it in any case.")
+    )
+    kind = forms.ChoiceField(label=_("Discount"), choices=CouponKind.choices)
+    value = forms.DecimalField(
+        label=_("Percentage or amount"),
+        min_value=Decimal("0.01"),
+        max_digits=12,
+        decimal_places=2,
+        help_text=_("Write 10 for ten percent off, or the amount off in the currency below."),
+    )
+    currency = forms.ChoiceField(label=_("Currency (fixed amounts)"), choices=Currency.choices, required=False)
+    product = forms.ModelChoiceField(
+        label=_("Product"), queryset=None, required=False, empty_label=_("Every product of my shop")
+    )
+    expires_at = forms.DateTimeField(
+        label=_("Expires at (UTC, optional)"),
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    max_uses = forms.IntegerField(label=_("Use limit (optional)"), min_value=1, required=False)
+
+    def __init__(self, *args, merchant, **kwargs):
+        from shop.models import Product
+
+        super().__init__(*args, **kwargs)
+        self.fields["product"].queryset = Product.objects.filter(merchant=merchant).order_by("pk")
+
+    def clean(self):
+        cleaned = super().clean()
+        kind, value = cleaned.get("kind"), cleaned.get("value")
+        if kind == CouponKind.PERCENT and value is not None:
+            if value != value.to_integral_value():
+                self.add_error("value", _("A percentage is a whole number from 1 to 99."))
+            else:
+                cleaned["value"] = int(value)
+        elif kind == CouponKind.FIXED and value is not None:
+            currency = cleaned.get("currency") or Currency.CNY
+            cleaned["currency"] = currency
+            try:
+                cleaned["value"] = from_major(str(value), currency)
+            except MoneyError as error:
+                self.add_error("value", str(error))
+        return cleaned

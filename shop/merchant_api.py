@@ -56,6 +56,8 @@ StockCountsSerializer = inline_serializer(
 class MerchantProductSerializer(serializers.ModelSerializer):
     price = serializers.SerializerMethodField()
     stock = serializers.SerializerMethodField()
+    # The category's slug ("" without one): a string, as when categories were free text.
+    category = serializers.SerializerMethodField()
 
     class Meta:
         model = Product
@@ -63,6 +65,9 @@ class MerchantProductSerializer(serializers.ModelSerializer):
 
     def get_price(self, product: Product) -> str:
         return to_major(product.price, product.currency)
+
+    def get_category(self, product: Product) -> str:
+        return product.category.slug if product.category else ""
 
     @extend_schema_field(StockCountsSerializer)
     def get_stock(self, product: Product) -> dict:

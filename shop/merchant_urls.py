@@ -22,6 +22,8 @@ urlpatterns = [
     path("uploads/<int:pk>/status/", views.upload_status, name="upload_status"),
     path("uploads/<int:pk>/rejected.csv", views.upload_report, name="upload_report"),
     path("settings/", views.merchant_settings, name="settings"),
+    path("coupons/", views.coupons, name="coupons"),
+    path("coupons/<int:pk>/deactivate/", views.coupon_deactivate, name="coupon_deactivate"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
 ]

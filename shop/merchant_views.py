@@ -14,6 +14,7 @@ from core.transitions import StateError
 from shop import selectors, services
 from shop.forms import (
     ApiTokenForm,
+    CouponForm,
     KeyExportForm,
     MerchantAccountSignupForm,
     MerchantSettingsForm,
@@ -22,7 +23,7 @@ from shop.forms import (
     RevokeForm,
     StockUploadForm,
 )
-from shop.models import Merchant, MerchantApiToken, RejectionReason, StockUploadSource
+from shop.models import Coupon, Merchant, MerchantApiToken, RejectionReason, StockUploadSource
 from shop.permissions import merchant_required
 from shop.stock_files import StockFileError
 
@@ -160,6 +161,48 @@ def _product_status(request, pk, service, message):
     except StateError:
         messages.error(request, _("Nothing changed: the product was already in that state."))
     return redirect("merchant:products")
+
+
+# --- coupons ----------------------------------------------------------------------------------------------
+
+
+@merchant_required
+def coupons(request):
+    """The merchant's coupons, and the form for a new one."""
+    form = CouponForm(request.POST or None, merchant=request.merchant)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            coupon = services.coupon_create(
+                merchant=request.merchant,
+                code=data["code"],
+                kind=data["kind"],
+                value=data["value"],
+                currency=data.get("currency") or "",
+                product=data["product"],
+                expires_at=data["expires_at"],
+                max_uses=data["max_uses"],
+                actor=request.user,
+                now=timezone.now(),
+            )
+        except services.ShopError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, _("Coupon %(code)s created.") % {"code": coupon.code})
+            return redirect("merchant:coupons")
+    rows = Coupon.objects.filter(merchant=request.merchant).select_related("product").order_by("-pk")[:200]
+    return render(request, "merchant/coupons.html", {"form": form, "coupons": rows, "now": timezone.now()})
+
+
+@merchant_required
+@require_POST
+def coupon_deactivate(request, pk: int):
+    coupon = Coupon.objects.filter(merchant=request.merchant, pk=pk).first()
+    if coupon is None:
+        raise Http404
+    services.coupon_deactivate(coupon=coupon, actor=request.user, now=timezone.now())
+    messages.success(request, _("Coupon %(code)s switched off.") % {"code": coupon.code})
+    return redirect("merchant:coupons")
 
 
 # --- stock: upload, revoke, export -----------------------------------------------------------------------

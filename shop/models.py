@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from core.money import Currency
@@ -53,6 +54,33 @@ class Merchant(models.Model):
         return self.status == MerchantStatus.APPROVED
 
 
+class Category(models.Model):
+    """A catalogue section, defined by staff (in the admin); a merchant puts each product in one.
+
+    Staff write the name in both languages: it is data, not a message in the translation catalogue.
+    """
+
+    slug = models.SlugField(_("slug"), max_length=64, unique=True, help_text=_("In the catalogue's address."))
+    name = models.CharField(_("name (English)"), max_length=64)
+    name_zh_hans = models.CharField(_("name (Simplified Chinese)"), max_length=64, blank=True)
+    position = models.PositiveSmallIntegerField(_("position"), default=0)
+
+    class Meta:
+        ordering = ["position", "pk"]
+        verbose_name = _("category")
+        verbose_name_plural = _("categories")
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """The name in the reader's language (the English one where no Chinese name was given)."""
+        if (get_language() or "").lower().startswith("zh") and self.name_zh_hans:
+            return self.name_zh_hans
+        return self.name
+
+
 class ProductStatus(models.TextChoices):
     ACTIVE = "active", _("On sale")
     PAUSED = "paused", _("Paused")
@@ -73,7 +101,12 @@ class Product(models.Model):
     description_html = models.TextField(blank=True, editable=False)
     price = models.PositiveBigIntegerField(_("price (minor units)"))
     currency = models.CharField(_("currency"), max_length=3, choices=Currency.choices, default=Currency.CNY)
-    category = models.CharField(_("category"), max_length=64, blank=True)
+    category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.PROTECT, related_name="products", verbose_name=_("category")
+    )
+    # Wholesale prices: [[min_quantity, unit_price], …] ascending, each from min_quantity keys up (see
+    # shop/pricing.py). Empty: one price whatever the quantity. Checked by services.price_tiers_check.
+    price_tiers = models.JSONField(_("wholesale price tiers"), default=list, blank=True)
     inspection_hours = models.PositiveIntegerField(_("inspection window (hours)"), default=24)
     max_per_order = models.PositiveIntegerField(_("maximum quantity per order"), default=10)
     low_stock_threshold = models.PositiveIntegerField(_("low-stock threshold"), default=10)
@@ -292,3 +325,53 @@ class MerchantApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+# --- coupons ---------------------------------------------------------------------------------------
+
+
+class CouponKind(models.TextChoices):
+    PERCENT = "percent", _("Percentage off")
+    FIXED = "fixed", _("Fixed amount off")
+
+
+class Coupon(models.Model):
+    """A merchant's discount code: a percentage or a fixed amount off one product or the whole shop.
+
+    `uses` counts orders that took it; the check constraint makes "at most `max_uses`" the database's
+    rule, and services.coupon_redeem counts a use by one conditional UPDATE inside the checkout's
+    transaction, so racing checkouts take it exactly up to the limit.
+    """
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="coupons")
+    # Empty: every product of the merchant.
+    product = models.ForeignKey(
+        Product, null=True, blank=True, on_delete=models.PROTECT, related_name="coupons", verbose_name=_("product")
+    )
+    code = models.CharField(_("code"), max_length=32)  # stored upper case: buyers type it any way
+    kind = models.CharField(_("kind"), max_length=8, choices=CouponKind.choices)
+    # Percent (1-99: an order always costs something) or an amount in minor units of `currency`.
+    value = models.PositiveBigIntegerField(_("value"))
+    currency = models.CharField(_("currency"), max_length=3, choices=Currency.choices, blank=True)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
+    max_uses = models.PositiveIntegerField(_("use limit"), null=True, blank=True)
+    uses = models.PositiveIntegerField(default=0)
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-pk"]
+        verbose_name = _("coupon")
+        verbose_name_plural = _("coupons")
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "code"], name="coupon_code_unique_per_merchant"),
+            models.CheckConstraint(
+                condition=Q(max_uses__isnull=True) | Q(uses__lte=F("max_uses")), name="coupon_uses_within_limit"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="fixed") | Q(value__gte=1, value__lte=99), name="coupon_percent_1_to_99"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.code

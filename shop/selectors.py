@@ -1,12 +1,14 @@
 from collections.abc import Iterator
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet
 
 from shop import crypto
 from shop.models import (
     CardKey,
     CardKeyStatus,
+    Category,
     Merchant,
     MerchantApiToken,
     MerchantStatus,
@@ -25,6 +27,73 @@ def products_on_sale() -> QuerySet[Product]:
         .annotate(stock=Count("card_keys", filter=Q(card_keys__status=CardKeyStatus.AVAILABLE)))
         .order_by("pk")
     )
+
+
+# The catalogue's sorts, by their value in the address (`?sort=`).
+CATALOG_SORTS = {
+    "newest": ("-created_at", "-pk"),
+    "price_asc": ("price", "pk"),
+    "price_desc": ("-price", "pk"),
+    "bestselling": ("-sold", "-created_at", "-pk"),
+}
+CATALOG_SEARCH_MAX_LENGTH = 100
+
+
+def _has_cjk(text: str) -> bool:
+    return any("\u3040" <= char <= "\u9fff" or "\uac00" <= char <= "\ud7af" for char in text)
+
+
+def _search(products: QuerySet[Product], q: str) -> tuple[QuerySet[Product], bool]:
+    """Products whose title or description match `q`, and whether they carry a `rank` to sort by.
+
+    PostgreSQL: full-text search ('simple' configuration, websearch syntax: words, "phrases", -not)
+    over the expression the GIN index `shop_product_search_gin` holds (migration 0009). Its parser
+    cannot split Chinese into words, so a query with Chinese (or Japanese, Korean) characters also
+    matches titles containing it as written. Other databases: `icontains` on title and description.
+    """
+    if connection.vendor != "postgresql":
+        return products.filter(Q(title__icontains=q) | Q(description__icontains=q)), False
+    from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+
+    vector = SearchVector("title", "description", config="simple")
+    query = SearchQuery(q, config="simple", search_type="websearch")
+    matches = Q(search=query)
+    if _has_cjk(q):
+        matches |= Q(title__icontains=q) | Q(description__icontains=q)
+    return products.annotate(search=vector, rank=SearchRank(vector, query)).filter(matches), True
+
+
+def catalog_products(*, q: str = "", category: str = "", sort: str = "", in_stock: bool = False) -> QuerySet[Product]:
+    """The catalogue as a buyer asked for it, each product with `stock` (available keys) and `sold`.
+
+    `q` searches titles and descriptions (see `_search`); `category` is a category's slug (an unknown one
+    matches nothing); `sort` one of CATALOG_SORTS, "" for the most relevant first when searching on
+    PostgreSQL, else the oldest first (the API's order); `in_stock` keeps products with a key to sell.
+    Merchant and category come in the same query: a page of cards costs one query, plus its count.
+    """
+    products = (
+        Product.objects.filter(status=ProductStatus.ACTIVE, merchant__status=MerchantStatus.APPROVED)
+        .select_related("merchant", "category")
+        .annotate(
+            stock=Count("card_keys", filter=Q(card_keys__status=CardKeyStatus.AVAILABLE)),
+            sold=Count("card_keys", filter=Q(card_keys__status=CardKeyStatus.SOLD)),
+        )
+    )
+    q = " ".join(q.split())[:CATALOG_SEARCH_MAX_LENGTH]
+    ranked = False
+    if q:
+        products, ranked = _search(products, q)
+    if category:
+        products = products.filter(category__slug=category)
+    if in_stock:
+        products = products.filter(stock__gt=0)
+    if sort in CATALOG_SORTS:
+        return products.order_by(*CATALOG_SORTS[sort])
+    return products.order_by("-rank", "pk") if ranked else products.order_by("pk")
+
+
+def categories() -> QuerySet[Category]:
+    return Category.objects.order_by("position", "pk")
 
 
 def order_keys_plaintext(*, order_pk: int) -> list[str]:
@@ -52,7 +121,7 @@ def merchant_products_with_stock(*, merchant: Merchant) -> QuerySet[Product]:
         status.value: Count("card_keys", filter=Q(card_keys__status=status))
         for status in (CardKeyStatus.AVAILABLE, CardKeyStatus.RESERVED, CardKeyStatus.SOLD, CardKeyStatus.REVOKED)
     }
-    return Product.objects.filter(merchant=merchant).annotate(**counts).order_by("pk")
+    return Product.objects.filter(merchant=merchant).select_related("category").annotate(**counts).order_by("pk")
 
 
 def merchant_product(*, merchant: Merchant, pk: int) -> Product | None:

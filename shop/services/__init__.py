@@ -10,10 +10,18 @@
 | `stock.py` | importing a batch of keys, revoking unsold keys, recording an export |
 | `uploads.py` | stock uploads: start (checked whole), batched import, finish |
 | `tokens.py` | merchant API tokens: create after a fresh second factor, revoke, touch |
+| `coupons.py` | coupons: create, switch off, the checkout's check and its atomic use |
 
 Callers may import from the concern modules too; private steps are reached only there.
 """
 
+from shop.services.coupons import (
+    coupon_code_normalise,
+    coupon_create,
+    coupon_deactivate,
+    coupon_for_checkout,
+    coupon_redeem,
+)
 from shop.services.errors import ShopError
 from shop.services.keys import (
     KeyNotReplaceable,
@@ -39,6 +47,7 @@ from shop.services.merchants import (
 )
 from shop.services.products import (
     PRODUCT_FIELDS,
+    price_tiers_check,
     product_create,
     product_low_stock_check,
     product_pause,
@@ -80,6 +89,11 @@ __all__ = [
     "StockUploadTakenOver",
     "api_token_digest",
     "card_keys_insert_skipping_duplicates",
+    "coupon_code_normalise",
+    "coupon_create",
+    "coupon_deactivate",
+    "coupon_for_checkout",
+    "coupon_redeem",
     "key_replace",
     "keys_export_record",
     "keys_import_batch",
@@ -103,6 +117,7 @@ __all__ = [
     "merchant_signup_visitor",
     "merchant_signup_with_account",
     "merchant_update",
+    "price_tiers_check",
     "product_create",
     "product_low_stock_check",
     "product_pause",

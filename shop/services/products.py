@@ -29,6 +29,38 @@ def product_title_check(title: str) -> str:
     return title
 
 
+PRICE_TIERS_MAX = 5
+
+
+def price_tiers_check(tiers: object, *, price: int) -> list[list[int]]:
+    """Wholesale tiers as stored: `[[min_quantity, unit_price], …]`, at most five, minimums from 2 and
+    rising, each price in minor units below the one before (the product's price first). Anything else
+    is `ShopError` `bad_price_tiers`, with nothing saved."""
+    refused = ShopError(
+        _(
+            "Wholesale prices: at most %(most)d rows, quantities from 2 upwards, each row's price lower "
+            "than the price before it."
+        )
+        % {"most": PRICE_TIERS_MAX},
+        "bad_price_tiers",
+    )
+    if not isinstance(tiers, list | tuple) or len(tiers) > PRICE_TIERS_MAX:
+        raise refused
+    checked: list[list[int]] = []
+    last_quantity, last_price = 1, price
+    for tier in tiers:
+        if not isinstance(tier, list | tuple) or len(tier) != 2:
+            raise refused
+        quantity, unit_price = tier
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (quantity, unit_price)):
+            raise refused
+        if quantity <= last_quantity or not 0 < unit_price < last_price:
+            raise refused
+        checked.append([quantity, unit_price])
+        last_quantity, last_price = quantity, unit_price
+    return checked
+
+
 # Not durable: the admin's change form calls it inside the transaction Django opens for the form.
 @transaction.atomic
 def product_create(
@@ -38,6 +70,7 @@ def product_create(
     `description_too_long` and nothing is created) is rendered to HTML here, once."""
     product_title_check(title)
     fields["description_html"] = _description_html(str(fields.get("description") or ""))
+    fields["price_tiers"] = price_tiers_check(fields.get("price_tiers") or [], price=price)
     return Product.objects.create(
         merchant=merchant, title=title, price=price, currency=currency, created_at=now, **fields
     )
@@ -58,6 +91,7 @@ PRODUCT_FIELDS = {
     "price",
     "currency",
     "category",
+    "price_tiers",
     "inspection_hours",
     "max_per_order",
     "low_stock_threshold",
@@ -79,13 +113,20 @@ def product_update(*, product: Product, actor: User | None, now: datetime, **fie
     updates = dict(fields)
     if "description" in fields:
         updates["description_html"] = _description_html(str(fields["description"] or ""))
+    if "price_tiers" in fields or "price" in fields:
+        # Tiers must stay below the price: checked against the row as it is (the caller's copy may be a stub).
+        current = Product.objects.values("price", "price_tiers").get(pk=product.pk)
+        price = fields.get("price", current["price"])
+        tiers = fields.get("price_tiers", current["price_tiers"]) or []
+        updates["price_tiers"] = price_tiers_check(tiers, price=price)  # type: ignore[arg-type]
     Product.objects.filter(pk=product.pk).update(**updates)
     audit_record(
         action=AuditAction.PRODUCT_UPDATED,
         subject=product,
         now=now,
         actor=actor,
-        data={"fields": sorted(fields), "old": old, "new": fields},
+        # A category is a row: the audit (JSON) keeps its pk, as `values()` gives for the old one.
+        data={"fields": sorted(fields), "old": old, "new": {k: getattr(v, "pk", v) for k, v in fields.items()}},
     )
     product.refresh_from_db()
     product_low_stock_check(product_pk=product.pk, now=now)

@@ -107,4 +107,4 @@ def test_every_kind_of_mail_names_its_event(run_on_commit):
     with run_on_commit():
         alert_raise(key="test:1", kind="reconciliation", message="A difference.", now=timezone.now())
     events = sorted(sent.message()["X-Shop-Event"] for sent in mail.outbox)
-    assert events == ["alert.raised", "order.paid", "order.placed", "product.low_stock"]
+    assert events == ["alert.raised", "order.delivered", "order.paid", "order.placed", "product.low_stock"]

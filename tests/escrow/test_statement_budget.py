@@ -35,9 +35,11 @@ def queued(monkeypatch):
     calls = []
     monkeypatch.setattr(tasks.order_deliver_task, "delay", lambda **kwargs: calls.append(kwargs))
     monkeypatch.setattr(tasks.order_link_email_task, "delay", lambda **kwargs: None)
-    # The merchant's paid-order notice runs after the delivery commits, in the same worker: counted as
-    # a step of its own, so the delivery's budget is the delivery transaction's.
-    monkeypatch.setattr(services, "order_paid_notify_after_delivery", lambda **kwargs: calls.append(("notice", kwargs)))
+    # The buyer's "keys ready" e-mail and the merchant's notice run after the delivery commits, in the
+    # same worker: counted as a step of their own, so the delivery's budget is the delivery transaction's.
+    monkeypatch.setattr(services, "order_delivered_notify", lambda **kwargs: calls.append(("notice", kwargs)))
+    # The buyer's e-mails are tasks of their own, after the commit.
+    monkeypatch.setattr(tasks.order_email_task, "delay", lambda **kwargs: None)
     return calls
 
 
@@ -71,7 +73,7 @@ def _purchase_steps(queued) -> dict[str, int]:
     _, delivery = _counted("delivery task", lambda: tasks.order_deliver_task.apply(kwargs=queued[0], throw=True))
     assert Order.objects.get(pk=order.pk).status == OrderStatus.DELIVERED
     assert queued[1] == ("notice", {"order_pk": order.pk})
-    _, notice = _counted("merchant notice", lambda: notifications.order_paid_notify_after_delivery(order_pk=order.pk))
+    _, notice = _counted("merchant notice", lambda: notifications.order_delivered_notify(order_pk=order.pk))
     token = {"X-Order-Token": created.json()["access_token"]}
     keys, reveal = _counted("key reveal", lambda: api.get(f"/api/v1/orders/{order.pk}/keys/", headers=token))
     assert keys.status_code == 200 and len(keys.json()["keys"]) == 1

@@ -29,7 +29,7 @@ def product_form(product: Product, **changes) -> dict:
         "description": product.description,
         "price": "100.00",
         "currency": product.currency,
-        "category": product.category,
+        "category": product.category_id or "",
         "inspection_hours": product.inspection_hours,
         "max_per_order": product.max_per_order,
         "low_stock_threshold": product.low_stock_threshold,

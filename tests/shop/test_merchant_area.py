@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.models import AuditEntry, AuthenticatorDevice, User
 from escrow.services import CheckoutError
 from shop import services
-from shop.models import CardKey, Merchant, MerchantApiToken, Product, StockUpload
+from shop.models import CardKey, Category, Merchant, MerchantApiToken, Product, StockUpload
 from tests import factories
 from tests.shop.helpers import plaintext_keys, upload
 
@@ -96,6 +96,7 @@ def test_reject_needs_a_reason(admin_client):
 
 
 def test_product_crud_pause_resume_and_safe_markdown(client_for, merchant, client):
+    gift = Category.objects.create(slug="gift", name="Gift cards")
     merchant_client = client_for(merchant)
     response = merchant_client.post(
         "/merchant/products/new/",
@@ -104,7 +105,7 @@ def test_product_crud_pause_resume_and_safe_markdown(client_for, merchant, clien
             "description": "**Bold** <script>alert(1)</script> [x](javascript:alert(1))",
             "price": "12.50",
             "currency": "USD",
-            "category": "gift",
+            "category": gift.pk,
             "inspection_hours": 48,
             "max_per_order": 3,
             "low_stock_threshold": 5,
@@ -121,7 +122,7 @@ def test_product_crud_pause_resume_and_safe_markdown(client_for, merchant, clien
             "description": product.description,
             "price": "12.5",
             "currency": "USD",
-            "category": "gift",
+            "category": gift.pk,
             "inspection_hours": 24,
             "max_per_order": 3,
             "low_stock_threshold": 5,

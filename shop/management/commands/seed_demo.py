@@ -10,15 +10,35 @@ from django.utils import timezone
 from accounts import services as accounts_services
 from accounts.models import StaffApiToken, User
 from shop import selectors, services
-from shop.models import CardKey, CardKeyStatus, Merchant, MerchantApiToken, MerchantStatus, Product
+from shop.models import (
+    CardKey,
+    CardKeyStatus,
+    Category,
+    Coupon,
+    CouponKind,
+    Merchant,
+    MerchantApiToken,
+    MerchantStatus,
+    Product,
+)
 
 DEMO_PASSWORD = "demo-pass-123"  # noqa: S105 - printed for the demo on purpose
 DEMO_TOKEN_NAME = "demo (seed_demo)"  # noqa: S105 - a label
 PRODUCTS = [
-    # title, price in minor units, currency, category, description
-    ("Steam Wallet ¥100", 10000, "CNY", "game cards", "A ¥100 Steam wallet code, redeemable in mainland China."),
-    ("App Store $25 gift card", 2500, "USD", "gift cards", "A US App Store & iTunes gift card."),
+    # title, price in minor units, currency, category slug, description
+    ("Steam Wallet ¥100", 10000, "CNY", "game-cards", "A ¥100 Steam wallet code, redeemable in mainland China."),
+    ("App Store $25 gift card", 2500, "USD", "gift-cards", "A US App Store & iTunes gift card."),
     ("Office 2021 Pro Plus licence", 19900, "CNY", "licences", "One lifetime licence key for one PC."),
+]
+# Wholesale tiers of the first product (10 or more at ¥95.00 each) and a shop-wide coupon, to try both.
+DEMO_TIERS = [[10, 9500]]
+DEMO_COUPON = "WELCOME10"  # 10 % off anything of the demo merchant's
+# The staff-defined catalogue sections: slug, English name, Chinese name, position.
+CATEGORIES = [
+    ("game-cards", "Game cards", "游戏点卡", 1),
+    ("gift-cards", "Gift cards", "礼品卡", 2),
+    ("licences", "Software licences", "软件授权", 3),
+    ("memberships", "Memberships", "会员", 4),
 ]
 KEYS_PER_PRODUCT = 25
 DEMO_BACKUP_CODES = 5
@@ -90,6 +110,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {role:<9} {user.username}")
         for user, other_token in zip(merchant_users[1:], tokens[1:], strict=True):
             self.stdout.write(f"  {'merchant':<9} {user.username} (API token {other_token})")
+        self.stdout.write(f"Demo coupon (10 % off the demo merchants' products): {DEMO_COUPON}")
         self.stdout.write(f"Demo merchant API token (header 'Authorization: Token …'): {token}")
         self.stdout.write(f"Demo staff API token (disputes arbitration, same header): {staff_token}")
         self.stdout.write("Merchant and staff sign-ins then ask for a code: add the URI to an authenticator app,")
@@ -111,17 +132,24 @@ class Command(BaseCommand):
 
     def _products(self, merchant: Merchant, now) -> list[Product]:
         """The demo products of `merchant`, each with keys in stock: a product sold out since the last
-        run (a load test) gets a new batch."""
+        run (a load test) gets a new batch. Each merchant also gets the demo coupon."""
         products = []
-        for title, price, currency, category, description in PRODUCTS:
+        categories = {
+            slug: Category.objects.get_or_create(
+                slug=slug, defaults={"name": name, "name_zh_hans": name_zh, "position": position}
+            )[0]
+            for slug, name, name_zh, position in CATEGORIES
+        }
+        for index, (title, price, currency, category, description) in enumerate(PRODUCTS):
             product = Product.objects.filter(merchant=merchant, title=title).first() or services.product_create(
                 merchant=merchant,
                 title=title,
                 price=price,
                 currency=currency,
                 now=now,
-                category=category,
+                category=categories[category],
                 description=description,
+                price_tiers=DEMO_TIERS if index == 0 else [],
             )
             if not CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).exists():
                 keys = [
@@ -130,6 +158,10 @@ class Command(BaseCommand):
                 ]
                 services.keys_import_batch(product=product, keys=keys, now=now)
             products.append(product)
+        if not Coupon.objects.filter(merchant=merchant, code=DEMO_COUPON).exists():
+            services.coupon_create(
+                merchant=merchant, code=DEMO_COUPON, kind=CouponKind.PERCENT, value=10, actor=None, now=now
+            )
         return products
 
     def _json_print(self, merchant_users, buyer, staff, tokens, staff_token, two_factor, products) -> None:
