@@ -51,7 +51,12 @@ def order_delivered_notify(*, order_pk: int) -> None:
     from escrow.tasks import order_email_task
 
     try:
-        order_email(order_pk=order_pk, event="delivered")
+        order = _order_for_messages(order_pk)  # read once for both messages
+    except Exception:
+        logger.warning("escrow.order_delivered_notify_failed", extra={"order": order_pk}, exc_info=True)
+        order = None
+    try:
+        order_email(order_pk=order_pk, event="delivered", order=order)
     except Exception:
         logger.warning("escrow.order_email_failed", extra={"order": order_pk}, exc_info=True)
         try:
@@ -59,16 +64,20 @@ def order_delivered_notify(*, order_pk: int) -> None:
         except Exception:  # the page has the keys: a lost e-mail loses nothing
             logger.warning("escrow.order_email_enqueue_failed", extra={"order": order_pk}, exc_info=True)
     try:
-        order_paid_notify(order_pk=order_pk)
+        order_paid_notify(order_pk=order_pk, order=order)
     except Exception:
         logger.warning("escrow.order_paid_notify_failed", extra={"order": order_pk}, exc_info=True)
         order_paid_notify_enqueue(order_pk=order_pk)
 
 
-def order_paid_notify(*, order_pk: int) -> bool:
+def _order_for_messages(order_pk: int) -> Order:
+    return Order.objects.select_related("merchant__user", "product").get(pk=order_pk)
+
+
+def order_paid_notify(*, order_pk: int, order: Order | None = None) -> bool:
     """E-mail the merchant and post the inbox line, in the merchant's language; False if they switched
     it off or were already told. A mail error propagates (the task retries) and writes no line."""
-    order = Order.objects.select_related("merchant__user", "product").get(pk=order_pk)
+    order = order if order is not None and order.pk == order_pk else _order_for_messages(order_pk)
     merchant = order.merchant
     user = merchant.user
     key = f"order:{order.pk}:paid"
@@ -137,11 +146,11 @@ def _content(order: Order, event: str) -> tuple[str, list[str]]:
     raise ValueError(f"No e-mail for the event {event!r}.")
 
 
-def order_email(*, order_pk: int, event: str, link: str | None = None) -> None:
+def order_email(*, order_pk: int, event: str, link: str | None = None, order: Order | None = None) -> None:
     """Send the buyer the e-mail for `event` (one of ORDER_EMAIL_EVENTS), with `X-Shop-Event:
     order.<event>`. `link` is the order's address (the checkout passes the one with its own token);
     without it a fresh signed link is made."""
-    order = Order.objects.select_related("product", "merchant").get(pk=order_pk)
+    order = order if order is not None and order.pk == order_pk else _order_for_messages(order_pk)
     link = link or order_link(order.pk)
     with translation.override(order.language or settings.LANGUAGE_CODE):
         subject, paragraphs = _content(order, event)
