@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from core import api as core_api
 from disputes import api as disputes_api
 from escrow import api as escrow_api
+from escrow import merchant_api as escrow_merchant_api
 from escrow.gateways import SANDBOX, gateway_enabled
 from shop import api as shop_api
 from shop import merchant_api as shop_merchant_api
@@ -41,9 +42,32 @@ api_v1 = [
     ),
     path("staff/disputes/", disputes_api.StaffDisputeQueue.as_view(), name="staff_disputes"),
     path("staff/disputes/<int:pk>/decide/", disputes_api.StaffDisputeDecide.as_view(), name="staff_dispute_decide"),
+    path("merchant/tokens/", shop_merchant_api.MerchantTokenList.as_view(), name="merchant_tokens"),
+    path("merchant/tokens/<int:pk>/", shop_merchant_api.MerchantTokenDetail.as_view(), name="merchant_token"),
     path("merchant/products/", shop_merchant_api.MerchantProductList.as_view(), name="merchant_products"),
+    path("merchant/products/<int:pk>/", shop_merchant_api.MerchantProductDetail.as_view(), name="merchant_product"),
+    path(
+        "merchant/products/<int:pk>/revoke/",
+        shop_merchant_api.MerchantProductRevoke.as_view(),
+        name="merchant_product_revoke",
+    ),
     path("merchant/products/<int:pk>/stock/", shop_merchant_api.StockUploadCreate.as_view(), name="merchant_stock"),
     path("merchant/stock-uploads/<int:pk>/", shop_merchant_api.StockUploadDetail.as_view(), name="merchant_upload"),
+    path("merchant/orders/", escrow_merchant_api.MerchantOrderList.as_view(), name="merchant_orders"),
+    path("merchant/orders/<int:pk>/", escrow_merchant_api.MerchantOrderDetail.as_view(), name="merchant_order"),
+    path(
+        "merchant/orders/<int:pk>/refund/",
+        escrow_merchant_api.MerchantOrderRefund.as_view(),
+        name="merchant_order_refund",
+    ),
+    path("merchant/balance/", escrow_merchant_api.MerchantBalance.as_view(), name="merchant_balance"),
+    path("merchant/statement/", escrow_merchant_api.MerchantStatement.as_view(), name="merchant_statement"),
+    path(
+        "merchant/payout-accounts/",
+        escrow_merchant_api.MerchantPayoutAccounts.as_view(),
+        name="merchant_payout_accounts",
+    ),
+    path("merchant/withdrawals/", escrow_merchant_api.MerchantWithdrawals.as_view(), name="merchant_withdrawals"),
     # Last: a non-integer id or an unknown path ending in "/" answers the JSON 404. Paths without the
     # slash are left unmatched so that CommonMiddleware still redirects `/api/v1/products` to the list.
     re_path(r"^(?:.*/)?$", core_api.not_found),

@@ -83,3 +83,24 @@ def statement_line(transfer, merchant_accounts: set[int]) -> dict:
         "currency": transfer.currency,
         "order": transfer.order_id,
     }
+
+
+# --- the merchant API ---------------------------------------------------------------------------------
+
+
+def merchant_orders(*, merchant, status: str | None = None, since=None) -> QuerySet[Order]:
+    """The merchant's orders, optionally in one status and created at or after `since`."""
+    orders = Order.objects.filter(merchant=merchant).select_related("product")
+    if status:
+        orders = orders.filter(status=status)
+    if since is not None:
+        orders = orders.filter(created_at__gte=since)
+    return orders.order_by("-pk")
+
+
+def merchant_order(*, merchant, pk: int) -> Order:
+    """One of the merchant's orders; anyone else's (or none) raises Http404."""
+    order = Order.objects.filter(merchant=merchant, pk=pk).select_related("product").first()
+    if order is None:
+        raise Http404
+    return order

@@ -40,6 +40,7 @@ from shop.services.merchants import (
 from shop.services.products import (
     PRODUCT_FIELDS,
     product_create,
+    product_edit,
     product_low_stock_check,
     product_pause,
     product_resume,
@@ -50,6 +51,7 @@ from shop.services.stock import ImportCounts, keys_export_record, keys_import_ba
 from shop.services.stock_copy import card_keys_insert_skipping_duplicates
 from shop.services.tokens import (
     API_TOKEN_PREFIX,
+    api_scopes_check,
     api_token_digest,
     merchant_api_token_create,
     merchant_api_token_create_unchecked,
@@ -77,6 +79,7 @@ __all__ = [
     "ShopError",
     "StockFileError",
     "StockUploadTakenOver",
+    "api_scopes_check",
     "api_token_digest",
     "card_keys_insert_skipping_duplicates",
     "key_replace",
@@ -102,6 +105,7 @@ __all__ = [
     "merchant_signup_with_account",
     "merchant_update",
     "product_create",
+    "product_edit",
     "product_low_stock_check",
     "product_pause",
     "product_resume",
