@@ -6,9 +6,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from escrow import services as escrow_services
 from escrow import withdrawals
 from escrow.models import Order, OrderStatus, PayoutAccount, Refund, Withdrawal
-from escrow import services as escrow_services
 from shop.models import CardKey, CardKeyStatus
 from tests import factories
 from tests.merchant_api_helpers import post_json, token_client
