@@ -4,6 +4,7 @@
 
 from drf_spectacular import openapi
 from drf_spectacular.utils import OpenApiParameter
+from rest_framework.pagination import CursorPagination
 
 from core.idempotency import IDEMPOTENCY_HEADER, KEY_MAX_LENGTH
 from core.scopes import scopes_description, scopes_needed
@@ -38,7 +39,26 @@ class AutoSchema(openapi.AutoSchema):
 
     def get_operation(self, *args, **kwargs):
         operation = super().get_operation(*args, **kwargs)
+        if operation is None:
+            return None
         scopes = scopes_needed(self.view, self.method)
-        if operation is not None and scopes:
+        if scopes:
             operation["x-token-scopes"] = list(scopes)
+        self._document_page_errors(operation)
         return operation
+
+    def _document_page_errors(self, operation: dict) -> None:
+        """A paginated list refuses a cursor it did not make (400 `invalid_cursor`) or answers 404 for a
+        page past the end (page numbers): say so, in the one error shape."""
+        paginator = self._get_paginator()
+        if paginator is None or self.method != "GET" or not self._is_list_view():
+            return
+        status, code = ("400", "invalid_cursor") if isinstance(paginator, CursorPagination) else ("404", "not_found")
+        response = operation["responses"].get(status)
+        if response is None:
+            operation["responses"][status] = {
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}},
+                "description": f"Codes: `{code}`",
+            }
+        elif f"`{code}`" not in response.get("description", ""):
+            response["description"] = f"{response.get('description', 'Codes:')}, `{code}`"
