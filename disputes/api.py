@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import StaffTokenAuthentication
 from core.api import error_responses
+from core.scopes import ScopeRequired
 from disputes import selectors, services
 from disputes.models import (
     BUYER_CLOCK,
@@ -296,7 +297,8 @@ class MerchantDisputeSerializer(DisputeSerializer):
 )
 class MerchantDisputeList(generics.ListAPIView):
     authentication_classes = [MerchantTokenAuthentication, SessionAuthentication]
-    permission_classes = [IsApprovedMerchant]
+    permission_classes = [IsApprovedMerchant, ScopeRequired]
+    required_scopes = {"GET": "orders"}  # a merchant token's scope (core.scopes)
     serializer_class = MerchantDisputeSerializer
 
     def get_queryset(self):
@@ -305,7 +307,8 @@ class MerchantDisputeList(generics.ListAPIView):
 
 class _MerchantAction(APIView):
     authentication_classes = [MerchantTokenAuthentication, SessionAuthentication]
-    permission_classes = [IsApprovedMerchant]
+    permission_classes = [IsApprovedMerchant, ScopeRequired]
+    required_scopes = {"POST": "orders"}  # a merchant token's scope (core.scopes)
 
     def dispute(self, pk: int) -> Dispute:
         dispute = selectors.disputes_of_merchant(merchant=self.request.merchant).filter(pk=pk).first()

@@ -77,7 +77,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Demo data is ready. Logins (password for all: {DEMO_PASSWORD}):")
         for role, user in (("merchant", merchant_user), ("buyer", buyer), ("staff", staff)):
             self.stdout.write(f"  {role:<9} {user.username}")
-        self.stdout.write(f"Demo merchant API token (header 'Authorization: Token …'): {token}")
+        self.stdout.write(f"Demo merchant API token, every scope (header 'Authorization: Token …'): {token}")
         self.stdout.write(f"Demo staff API token (disputes arbitration, same header): {staff_token}")
         self.stdout.write("Merchant and staff sign-ins then ask for a code: add the URI to an authenticator app,")
         self.stdout.write("or use a backup code (each works once):")
