@@ -70,7 +70,7 @@ api_v1 = [
     path("merchant/withdrawals/", escrow_merchant_api.MerchantWithdrawals.as_view(), name="merchant_withdrawals"),
     # Last: a non-integer id or an unknown path ending in "/" answers the JSON 404. Paths without the
     # slash are left unmatched so that CommonMiddleware still redirects `/api/v1/products` to the list.
-    re_path(r"^(?:.*/)?$", core_api.not_found),
+    re_path(r"^(?:[\s\S]*/)?$", core_api.not_found),  # [\s\S]: a path with a newline in it too
 ]
 
 urlpatterns = [
