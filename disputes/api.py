@@ -37,6 +37,8 @@ ORDER_TOKEN = OpenApiParameter(
 )
 PARTIES = [StaffTokenAuthentication, MerchantTokenAuthentication, SessionAuthentication]
 STATE_ERRORS = {404: ["not_found"], 409: ["bad_state"]}
+# A merchant's token needs the `orders` scope for the merchant's dispute calls (core.scopes).
+MERCHANT_ACCESS = {**ACCESS_ERRORS, 403: ["permission_denied", "scope"]}
 
 
 class DisputeMessageSerializer(serializers.ModelSerializer):
@@ -293,7 +295,7 @@ class MerchantDisputeSerializer(DisputeSerializer):
 
 
 @extend_schema_view(
-    get=extend_schema(responses={200: MerchantDisputeSerializer(many=True), **error_responses(ACCESS_ERRORS)})
+    get=extend_schema(responses={200: MerchantDisputeSerializer(many=True), **error_responses(MERCHANT_ACCESS)})
 )
 class MerchantDisputeList(generics.ListAPIView):
     authentication_classes = [MerchantTokenAuthentication, SessionAuthentication]
@@ -317,7 +319,7 @@ class _MerchantAction(APIView):
         return dispute
 
 
-MERCHANT_ERRORS = {**ACCESS_ERRORS, **STATE_ERRORS}
+MERCHANT_ERRORS = {**MERCHANT_ACCESS, **STATE_ERRORS}
 
 
 class MerchantDisputeReplace(_MerchantAction):

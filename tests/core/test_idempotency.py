@@ -124,6 +124,10 @@ def test_after_24_hours_the_key_is_free_again(merchant):
     assert not again.has_header("Idempotent-Replayed")
     IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
     assert idempotency_keys_purge(now=timezone.now()) == 1 and not IdempotencyKey.objects.exists()
+    from config.celery import app
+    from core.tasks import idempotency_keys_purge_task
+
+    assert app.conf.beat_schedule["core.idempotency_keys_purge"]["task"] == idempotency_keys_purge_task.name
 
 
 @pytest.mark.django_db

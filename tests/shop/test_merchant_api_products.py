@@ -34,8 +34,10 @@ def test_a_call_outside_the_tokens_scope_is_403_scope_and_changes_nothing(mercha
     listed = stocker.get("/api/v1/merchant/products/")
     balance = reader.get("/api/v1/merchant/balance/")
     orders = stocker.get("/api/v1/merchant/orders/")
+    disputes = reader.get("/api/v1/merchant/disputes/")
+    dispute_refund = post_json(reader, "/api/v1/merchant/disputes/1/refund/", {})
 
-    for response in (created, revoked, listed, balance, orders):
+    for response in (created, revoked, listed, balance, orders, disputes, dispute_refund):
         assert response.status_code == 403, response.content
         assert response.json()["code"] == "scope"
     assert Product.objects.filter(merchant=merchant).count() == 1
