@@ -52,7 +52,6 @@ class MerchantOrderSerializer(serializers.ModelSerializer):
             "unit_price",
             "amount",
             "currency",
-            "email",
             "created_at",
             "paid_at",
             "delivered_at",
