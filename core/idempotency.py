@@ -15,6 +15,10 @@ short transaction, whose unique constraint on (caller, key) lets only one reques
 - after 24 hours the key is free again (the old row is replaced; `idempotency_keys_purge` deletes
   the rest).
 
+A process killed between the work and storing its answer leaves the key "in progress" (409) until its
+24 hours pass: the work may have committed, so the shop never guesses and runs it again; the caller
+checks (e.g. lists its withdrawals) and goes on with a new key.
+
 Every answer below 500 is stored, refusals too: a refusal changed nothing, and replaying it is what
 "the first answer" means; a corrected request takes a new key. Without the header nothing changes.
 """
