@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from accounts.authentication import StaffTokenAuthentication
 from core.api import error_responses
 from core.scopes import ScopeRequired
+from core.throttling import TokenAndAddressThrottle
 from disputes import selectors, services
 from disputes.models import (
     BUYER_CLOCK,
@@ -37,8 +38,9 @@ ORDER_TOKEN = OpenApiParameter(
 )
 PARTIES = [StaffTokenAuthentication, MerchantTokenAuthentication, SessionAuthentication]
 STATE_ERRORS = {404: ["not_found"], 409: ["bad_state"]}
-# A merchant's token needs the `orders` scope for the merchant's dispute calls (core.scopes).
-MERCHANT_ACCESS = {**ACCESS_ERRORS, 403: ["permission_denied", "scope"]}
+# A merchant's token needs the `orders` scope for the merchant's dispute calls (core.scopes), within
+# the merchant API's limits per token and address (core.throttling).
+MERCHANT_ACCESS = {**ACCESS_ERRORS, 403: ["permission_denied", "scope"], 429: ["throttled"]}
 
 
 class DisputeMessageSerializer(serializers.ModelSerializer):
@@ -300,6 +302,7 @@ class MerchantDisputeSerializer(DisputeSerializer):
 class MerchantDisputeList(generics.ListAPIView):
     authentication_classes = [MerchantTokenAuthentication, SessionAuthentication]
     permission_classes = [IsApprovedMerchant, ScopeRequired]
+    throttle_classes = [TokenAndAddressThrottle]
     required_scopes = {"GET": "orders"}  # a merchant token's scope (core.scopes)
     serializer_class = MerchantDisputeSerializer
 
@@ -310,6 +313,7 @@ class MerchantDisputeList(generics.ListAPIView):
 class _MerchantAction(APIView):
     authentication_classes = [MerchantTokenAuthentication, SessionAuthentication]
     permission_classes = [IsApprovedMerchant, ScopeRequired]
+    throttle_classes = [TokenAndAddressThrottle]
     required_scopes = {"POST": "orders"}  # a merchant token's scope (core.scopes)
 
     def dispute(self, pk: int) -> Dispute:
