@@ -47,6 +47,9 @@ app.conf.beat_schedule = {
     "disputes.disputes_sweep": {"task": "disputes.disputes_sweep", "schedule": 300.0},
     # Reserve holds last days; releasing them within the hour is plenty and costs one query when idle.
     "escrow.reserves_release": {"task": "escrow.reserves_release", "schedule": 3600.0},
+    # Idempotency keys are replayed for 24 hours; a key past that is replaced when reused anyway, so an
+    # hourly purge only keeps the table small.
+    "core.idempotency_keys_purge": {"task": "core.idempotency_keys_purge", "schedule": 3600.0},
     # Reconciliation compares whole (UTC) days with the gateway's books, so once a day, after midnight
     # plus a margin for late webhooks.
     # The audit trail's hash chain (accounts/README.md): an entry is provable only once sealed, so

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     # which moves their plaintext devices out. Their own tables stay empty.
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
+    "core",  # one table: the API's idempotency keys (core/idempotency.py)
     "accounts",
     "shop",
     "escrow",
@@ -258,7 +259,8 @@ REST_FRAMEWORK = {
         "shop.authentication.MerchantTokenAuthentication",  # `Authorization: Token <token>` (issue 3)
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus each operation's token scopes and its Idempotency-Key header.
+    "DEFAULT_SCHEMA_CLASS": "core.schema.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
@@ -278,6 +280,10 @@ SPECTACULAR_SETTINGS = {
         "DisputeMessageRoleEnum": "disputes.models.MessageRole",
         "DisputeQuestionForEnum": ["buyer", "merchant"],
         "DisputeDecisionEnum": ["refund", "release", "split"],
+        "OrderStatusEnum": "escrow.models.OrderStatus",
+        "ProductStatusEnum": "shop.models.ProductStatus",
+        "WithdrawalStatusEnum": "escrow.models.WithdrawalStatus",
+        "RefundStatusEnum": "escrow.models.RefundStatus",
     },
 }
 
@@ -376,6 +382,10 @@ RATE_LIMITS = {
     # The order lookup mails a link: per client address, and per e-mail address so nobody's inbox is flooded.
     "order_lookup": os.environ.get("ORDER_LOOKUP_RATE_LIMIT", "5/min"),
     "order_lookup_email": os.environ.get("ORDER_LOOKUP_EMAIL_RATE_LIMIT", "5/hour"),
+    # The merchant API (core.throttling.TokenAndAddressThrottle): per token (or signed-in user) and
+    # per client IP, whichever runs out first.
+    "api_token": os.environ.get("API_TOKEN_RATE_LIMIT", "120/min"),
+    "api_ip": os.environ.get("API_IP_RATE_LIMIT", "300/min"),
 }
 # Keys one buyer may hold in unpaid (awaiting_payment) orders, per e-mail and per checkout IP.
 RESERVATION_MAX_KEYS_PER_EMAIL = int(os.environ.get("RESERVATION_MAX_KEYS_PER_EMAIL", "20"))

@@ -10,6 +10,7 @@ from accounts import views as accounts_views
 from core import api as core_api
 from disputes import api as disputes_api
 from escrow import api as escrow_api
+from escrow import merchant_api as escrow_merchant_api
 from escrow import merchant_views as escrow_merchant_views
 from escrow.gateways import SANDBOX, gateway_enabled
 from risk import api as risk_api
@@ -53,12 +54,35 @@ api_v1 = [
     path("staff/review-queue/<int:pk>/approve/", risk_api.ReviewApprove.as_view(), name="staff_review_approve"),
     path("staff/review-queue/<int:pk>/reject/", risk_api.ReviewReject.as_view(), name="staff_review_reject"),
     path("staff/risk-decisions/", risk_api.DecisionList.as_view(), name="staff_risk_decisions"),
+    path("merchant/tokens/", shop_merchant_api.MerchantTokenList.as_view(), name="merchant_tokens"),
+    path("merchant/tokens/<int:pk>/", shop_merchant_api.MerchantTokenDetail.as_view(), name="merchant_token"),
     path("merchant/products/", shop_merchant_api.MerchantProductList.as_view(), name="merchant_products"),
+    path("merchant/products/<int:pk>/", shop_merchant_api.MerchantProductDetail.as_view(), name="merchant_product"),
+    path(
+        "merchant/products/<int:pk>/revoke/",
+        shop_merchant_api.MerchantProductRevoke.as_view(),
+        name="merchant_product_revoke",
+    ),
     path("merchant/products/<int:pk>/stock/", shop_merchant_api.StockUploadCreate.as_view(), name="merchant_stock"),
     path("merchant/stock-uploads/<int:pk>/", shop_merchant_api.StockUploadDetail.as_view(), name="merchant_upload"),
+    path("merchant/orders/", escrow_merchant_api.MerchantOrderList.as_view(), name="merchant_orders"),
+    path("merchant/orders/<int:pk>/", escrow_merchant_api.MerchantOrderDetail.as_view(), name="merchant_order"),
+    path(
+        "merchant/orders/<int:pk>/refund/",
+        escrow_merchant_api.MerchantOrderRefund.as_view(),
+        name="merchant_order_refund",
+    ),
+    path("merchant/balance/", escrow_merchant_api.MerchantBalance.as_view(), name="merchant_balance"),
+    path("merchant/statement/", escrow_merchant_api.MerchantStatement.as_view(), name="merchant_statement"),
+    path(
+        "merchant/payout-accounts/",
+        escrow_merchant_api.MerchantPayoutAccounts.as_view(),
+        name="merchant_payout_accounts",
+    ),
+    path("merchant/withdrawals/", escrow_merchant_api.MerchantWithdrawals.as_view(), name="merchant_withdrawals"),
     # Last: a non-integer id or an unknown path ending in "/" answers the JSON 404. Paths without the
     # slash are left unmatched so that CommonMiddleware still redirects `/api/v1/products` to the list.
-    re_path(r"^(?:.*/)?$", core_api.not_found),
+    re_path(r"^(?:[\s\S]*/)?$", core_api.not_found),  # [\s\S]: a path with a newline in it too
 ]
 
 urlpatterns = [

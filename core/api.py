@@ -94,3 +94,12 @@ def error_responses(codes: dict[int, list[str]]) -> dict[int, OpenApiResponse]:
 def not_found(request, *args, **kwargs):
     """The API's last route: any other path under it (`orders/abc/` too) is a JSON 404, not an HTML page."""
     raise exceptions.NotFound
+
+
+def errors_merge(*codes: dict[int, list[str]]) -> dict[int, list[str]]:
+    """Several `status → codes` maps as one (an endpoint's own codes beside the shared ones)."""
+    merged: dict[int, list[str]] = {}
+    for mapping in codes:
+        for status, names in mapping.items():
+            merged[status] = sorted({*merged.get(status, []), *names})
+    return merged

@@ -12,6 +12,8 @@ from rest_framework.views import APIView
 
 from accounts.authentication import StaffTokenAuthentication
 from core.api import error_responses
+from core.scopes import ScopeRequired
+from core.throttling import TokenAndAddressThrottle
 from disputes import selectors, services
 from disputes.models import (
     BUYER_CLOCK,
@@ -36,6 +38,9 @@ ORDER_TOKEN = OpenApiParameter(
 )
 PARTIES = [StaffTokenAuthentication, MerchantTokenAuthentication, SessionAuthentication]
 STATE_ERRORS = {404: ["not_found"], 409: ["bad_state"]}
+# A merchant's token needs the `orders` scope for the merchant's dispute calls (core.scopes), within
+# the merchant API's limits per token and address (core.throttling).
+MERCHANT_ACCESS = {**ACCESS_ERRORS, 403: ["permission_denied", "scope"], 429: ["throttled"]}
 
 
 class DisputeMessageSerializer(serializers.ModelSerializer):
@@ -292,11 +297,13 @@ class MerchantDisputeSerializer(DisputeSerializer):
 
 
 @extend_schema_view(
-    get=extend_schema(responses={200: MerchantDisputeSerializer(many=True), **error_responses(ACCESS_ERRORS)})
+    get=extend_schema(responses={200: MerchantDisputeSerializer(many=True), **error_responses(MERCHANT_ACCESS)})
 )
 class MerchantDisputeList(generics.ListAPIView):
     authentication_classes = [MerchantTokenAuthentication, SessionAuthentication]
-    permission_classes = [IsApprovedMerchant]
+    permission_classes = [IsApprovedMerchant, ScopeRequired]
+    throttle_classes = [TokenAndAddressThrottle]
+    required_scopes = {"GET": "orders"}  # a merchant token's scope (core.scopes)
     serializer_class = MerchantDisputeSerializer
 
     def get_queryset(self):
@@ -305,7 +312,9 @@ class MerchantDisputeList(generics.ListAPIView):
 
 class _MerchantAction(APIView):
     authentication_classes = [MerchantTokenAuthentication, SessionAuthentication]
-    permission_classes = [IsApprovedMerchant]
+    permission_classes = [IsApprovedMerchant, ScopeRequired]
+    throttle_classes = [TokenAndAddressThrottle]
+    required_scopes = {"POST": "orders"}  # a merchant token's scope (core.scopes)
 
     def dispute(self, pk: int) -> Dispute:
         dispute = selectors.disputes_of_merchant(merchant=self.request.merchant).filter(pk=pk).first()
@@ -314,7 +323,7 @@ class _MerchantAction(APIView):
         return dispute
 
 
-MERCHANT_ERRORS = {**ACCESS_ERRORS, **STATE_ERRORS}
+MERCHANT_ERRORS = {**MERCHANT_ACCESS, **STATE_ERRORS}
 
 
 class MerchantDisputeReplace(_MerchantAction):

@@ -259,9 +259,19 @@ def statement_words(transfer, *, fee: int | None = None) -> str:
 # --- the merchant's orders --------------------------------------------------------------------------
 
 
-def merchant_orders(merchant, *, q: str = "", status: str = "", product: int | None = None, since=None, until=None):
+def merchant_orders(
+    merchant,
+    *,
+    q: str = "",
+    status: str | None = "",
+    product: int | None = None,
+    since=None,
+    until=None,
+    created_after=None,
+):
     """The merchant's orders, newest first, filtered; `q` is an order number (with or without "#") or
-    a buyer's e-mail (whole, any case). Only this merchant's orders, whatever the filters say."""
+    a buyer's e-mail (whole, any case); `since` / `until` are days (the pages), `created_after` a
+    moment (the API). Only this merchant's orders, whatever the filters say."""
     orders = Order.objects.filter(merchant=merchant).select_related("product").order_by("-pk")
     q = q.strip()
     if q:
@@ -275,6 +285,8 @@ def merchant_orders(merchant, *, q: str = "", status: str = "", product: int | N
         orders = orders.filter(created_at__date__gte=since)
     if until:
         orders = orders.filter(created_at__date__lte=until)
+    if created_after is not None:
+        orders = orders.filter(created_at__gte=created_after)
     return orders
 
 

@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts import services as accounts_services
 from core.money import Currency, MoneyError, from_major, to_major
 from shop import services as shop_services
-from shop.models import DESCRIPTION_MAX_LENGTH, Category, CouponKind, StockDelimiter
+from shop.models import DESCRIPTION_MAX_LENGTH, ApiScope, Category, CouponKind, StockDelimiter
 from shop.selectors import CATALOG_SEARCH_MAX_LENGTH
 
 
@@ -230,6 +230,13 @@ class KeyExportForm(PasswordConfirmForm):
 
 class ApiTokenForm(forms.Form):
     name = forms.CharField(label=_("Name"), max_length=100, help_text=_("What uses it, e.g. “supplier sync”."))
+    scopes = forms.MultipleChoiceField(
+        label=_("What it may do"),
+        choices=ApiScope.choices,
+        initial=ApiScope.values,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("Give a script only what it needs. Managing tokens through the API needs every scope."),
+    )
     code = forms.CharField(
         label=_("Code from your authenticator app (or a backup code)"),
         max_length=16,

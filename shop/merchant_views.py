@@ -349,6 +349,7 @@ def tokens(request):
             _record, created = services.merchant_api_token_create(
                 merchant=request.merchant,
                 name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"],
                 actor=request.user,
                 code=form.cleaned_data["code"],
                 now=timezone.now(),

@@ -303,6 +303,20 @@ class StockUploadRejection(models.Model):
         return f"line {self.line}, entry {self.entry}: {self.reason}"
 
 
+class ApiScope(models.TextChoices):
+    """What a merchant API token may do (chosen at its creation; a call outside them answers 403 `scope`)."""
+
+    READ = "read", _("read: see products and stock")
+    STOCK = "stock", _("stock: change products, upload and revoke stock")
+    ORDERS = "orders", _("orders: see orders and refund them")
+    MONEY = "money", _("money: balance, statement, payout accounts and withdrawals")
+
+
+def api_scopes_all() -> list[str]:
+    """Every scope (tokens made before scopes existed were given all of them)."""
+    return list(ApiScope.values)
+
+
 class MerchantApiToken(models.Model):
     """A merchant's API token. Only its SHA-256 digest is stored; the token is shown once, at creation."""
 
@@ -313,6 +327,8 @@ class MerchantApiToken(models.Model):
     created_at = models.DateTimeField()
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # A list of `ApiScope` values: what the token may call (read through `request.auth.scopes`).
+    scopes = models.JSONField(_("scopes"), default=api_scopes_all)
 
     class Meta:
         ordering = ["-pk"]

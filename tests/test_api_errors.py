@@ -125,6 +125,7 @@ def test_stock_upload_for_an_unknown_product_answers_json_404_and_imports_nothin
         ("get", "/api/v1/merchant/stock-uploads/first/"),
         ("get", "/api/v1/no-such-thing/"),
         ("get", "/api/v1/"),
+        ("post", "/api/v1/merchant/products/%0A/revoke/"),  # found by schemathesis: was Django's HTML 404
     ],
 )
 def test_unknown_paths_under_the_api_answer_the_json_404(method, path):
@@ -175,6 +176,17 @@ def test_every_code_the_views_can_raise_is_in_the_schema():
         ("/api/v1/merchant/products/{id}/stock/", "post"): upload_codes
         | {"invalid", "not_authenticated", "authentication_failed", "permission_denied"},
         ("/api/v1/merchant/stock-uploads/{id}/", "get"): {"not_found", "permission_denied"},
+        ("/api/v1/merchant/withdrawals/", "post"): {
+            "below_minimum",
+            "insufficient_funds",
+            "bad_code",
+            "scope",
+            "throttled",
+            "idempotency_mismatch",
+            "idempotency_in_progress",
+        },
+        ("/api/v1/merchant/orders/{id}/refund/", "post"): {"not_found", "bad_keys", "bad_state", "scope"},
+        ("/api/v1/merchant/orders/", "get"): {"invalid_cursor", "scope", "throttled"},
     }
     for (path, method), codes in expected.items():
         descriptions = _schema_codes(schema, path, method)
@@ -199,3 +211,21 @@ def test_an_order_the_caller_does_not_own_answers_the_json_404_with_its_code():
     response = Client(HTTP_X_ORDER_TOKEN="wrong").get("/api/v1/orders/999999/")
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found.", "code": "not_found"}
+
+
+def test_every_merchant_operation_names_its_scopes_and_their_refusal():
+    schema = Client().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    merchant = {
+        (path, method): operation
+        for path, operations in schema["paths"].items()
+        if path.startswith("/api/v1/merchant/") and "/disputes/" not in path
+        for method, operation in operations.items()
+    }
+    assert len(merchant) >= 19
+    for (path, method), operation in merchant.items():
+        assert operation.get("x-token-scopes"), (path, method)
+        assert "Token scope:" in operation.get("description", ""), (path, method)
+        assert "`scope`" in operation["responses"]["403"]["description"], (path, method)
+        assert "429" in operation["responses"], (path, method)
+        if method == "post" and "tokens" not in path:
+            assert any(p["name"] == "Idempotency-Key" for p in operation.get("parameters", [])), path

@@ -49,6 +49,7 @@ from shop.services.products import (
     PRODUCT_FIELDS,
     price_tiers_check,
     product_create,
+    product_edit,
     product_low_stock_check,
     product_pause,
     product_resume,
@@ -59,6 +60,7 @@ from shop.services.stock import ImportCounts, keys_export_record, keys_import_ba
 from shop.services.stock_copy import card_keys_insert_skipping_duplicates
 from shop.services.tokens import (
     API_TOKEN_PREFIX,
+    api_scopes_check,
     api_token_digest,
     merchant_api_token_create,
     merchant_api_token_create_unchecked,
@@ -87,6 +89,7 @@ __all__ = [
     "ShopError",
     "StockFileError",
     "StockUploadTakenOver",
+    "api_scopes_check",
     "api_token_digest",
     "card_keys_insert_skipping_duplicates",
     "coupon_code_normalise",
@@ -119,6 +122,7 @@ __all__ = [
     "merchant_update",
     "price_tiers_check",
     "product_create",
+    "product_edit",
     "product_low_stock_check",
     "product_pause",
     "product_resume",

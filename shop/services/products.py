@@ -136,18 +136,36 @@ def product_update(*, product: Product, actor: User | None, now: datetime, **fie
 @transaction.atomic(durable=True)
 def product_pause(*, product: Product, actor: User | None, now: datetime) -> Product:
     """Take a product off sale; its stock stays."""
-    PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=ProductStatus.PAUSED)
-    audit_record(action=AuditAction.PRODUCT_PAUSED, subject=product, now=now, actor=actor)
-    product.refresh_from_db(fields=["status"])
-    return product
+    return _product_status_set(product=product, status=ProductStatus.PAUSED, actor=actor, now=now)
 
 
 @transaction.atomic(durable=True)
 def product_resume(*, product: Product, actor: User | None, now: datetime) -> Product:
     """Put a paused product back on sale."""
-    PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=ProductStatus.ACTIVE)
-    audit_record(action=AuditAction.PRODUCT_RESUMED, subject=product, now=now, actor=actor)
+    return _product_status_set(product=product, status=ProductStatus.ACTIVE, actor=actor, now=now)
+
+
+def _product_status_set(*, product: Product, status: str, actor: User | None, now: datetime) -> Product:
+    PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=status)
+    action = AuditAction.PRODUCT_PAUSED if status == ProductStatus.PAUSED else AuditAction.PRODUCT_RESUMED
+    audit_record(action=action, subject=product, now=now, actor=actor)
     product.refresh_from_db(fields=["status"])
+    return product
+
+
+@transaction.atomic(durable=True)
+def product_edit(
+    *, product: Product, actor: User | None, now: datetime, status: str | None = None, **fields
+) -> Product:
+    """The API's one edit: listing fields (as `product_update`) and, with `status`, pause or resume, in
+    one transaction, so a refused part changes nothing. Asking for the status it already has is no
+    change (not an error); an unknown status is `ShopError` "bad_status"."""
+    if status is not None and status not in ProductStatus.values:
+        raise ShopError(_("A product is either active or paused."), "bad_status")
+    if fields:
+        product = product_update(product=product, actor=actor, now=now, **fields)
+    if status is not None and Product.objects.filter(pk=product.pk).values_list("status", flat=True).get() != status:
+        product = _product_status_set(product=product, status=status, actor=actor, now=now)
     return product
 
 

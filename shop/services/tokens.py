@@ -4,6 +4,7 @@ is kept), revoked at once, and touched on use at most once a minute.
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import transaction
@@ -11,7 +12,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import AuditAction, User
 from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record, otp_fresh_code_check
-from shop.models import Merchant, MerchantApiToken
+from shop.models import ApiScope, Merchant, MerchantApiToken
 from shop.services.errors import ShopError
 
 API_TOKEN_PREFIX = "cks_"  # noqa: S105 - a label, not a secret
@@ -21,11 +22,35 @@ def api_token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def merchant_api_token_create(*, merchant: Merchant, name: str, actor: User, code: str, now: datetime):
+def api_scopes_check(scopes: Iterable[str] | None) -> list[str]:
+    """The scopes a token is made with, in their canonical order: every scope when None; else at least
+    one, each an `ApiScope` (else `ShopError` "bad_scopes")."""
+    if scopes is None:
+        return list(ApiScope.values)
+    chosen = set(scopes)
+    if not chosen or not chosen <= set(ApiScope.values):
+        raise ShopError(
+            _("Choose one or more scopes among: %(scopes)s.") % {"scopes": ", ".join(ApiScope.values)}, "bad_scopes"
+        )
+    return [scope for scope in ApiScope.values if scope in chosen]
+
+
+def merchant_api_token_create(
+    *,
+    merchant: Merchant,
+    name: str,
+    actor: User,
+    code: str,
+    now: datetime,
+    scopes: Iterable[str] | None = None,
+):
     """Create an API token after a fresh second factor from `actor`; returns it with its secret, shown
-    once and never stored. Refused (`ShopError`, nothing created) without a confirmed TOTP device
-    ("two_factor_required") or with a wrong or reused code ("bad_code"): a token acts for the merchant
-    without any second factor, so a stolen session alone must not be able to mint one."""
+    once and never stored. `scopes` (default: every scope) bound what it may call. Refused (`ShopError`,
+    nothing created) for scopes that are not `ApiScope`s ("bad_scopes", before the code is spent),
+    without a confirmed TOTP device ("two_factor_required") or with a wrong or reused code ("bad_code"):
+    a token acts for the merchant without any second factor, so a stolen session alone must not be
+    able to mint one."""
+    scopes = api_scopes_check(scopes)
     try:
         otp_fresh_code_check(user=actor, code=code)  # commits on its own: a failure must count
     except TwoFactorRequired:
@@ -36,17 +61,24 @@ def merchant_api_token_create(*, merchant: Merchant, name: str, actor: User, cod
         raise ShopError(
             _("That code is wrong or was already used. Enter a fresh code from your app."), "bad_code"
         ) from None
-    return merchant_api_token_create_unchecked(merchant=merchant, name=name, actor=actor, now=now)
+    return merchant_api_token_create_unchecked(merchant=merchant, name=name, actor=actor, now=now, scopes=scopes)
 
 
 @transaction.atomic(durable=True)
 def merchant_api_token_create_unchecked(
-    *, merchant: Merchant, name: str, actor: User | None, now: datetime, token: str | None = None
+    *,
+    merchant: Merchant,
+    name: str,
+    actor: User | None,
+    now: datetime,
+    token: str | None = None,
+    scopes: Iterable[str] | None = None,
 ) -> tuple[MerchantApiToken, str]:
     """Create an API token WITHOUT a fresh second factor; returns it with its secret (shown once).
 
     For `merchant_api_token_create` (which checked one), demo data and tests; a request must never
-    reach it."""
+    reach it. `scopes` default to every scope."""
+    scopes = api_scopes_check(scopes)
     token = token or API_TOKEN_PREFIX + secrets.token_urlsafe(32)
     record = MerchantApiToken.objects.create(
         merchant=merchant,
@@ -54,8 +86,15 @@ def merchant_api_token_create_unchecked(
         prefix=token[:10],
         digest=api_token_digest(token),
         created_at=now,
+        scopes=scopes,
     )
-    audit_record(action=AuditAction.API_TOKEN_CREATED, subject=record, now=now, actor=actor, data={"name": record.name})
+    audit_record(
+        action=AuditAction.API_TOKEN_CREATED,
+        subject=record,
+        now=now,
+        actor=actor,
+        data={"name": record.name, "scopes": scopes},
+    )
     return record, token
 
 

@@ -31,7 +31,7 @@ def test_lists_only_my_products_with_stock_counts(api, merchant):
 
     body = api.get("/api/v1/merchant/products/").json()
 
-    assert body["count"] == 1
+    assert len(body["results"]) == 1 and body["next"] is None  # cursor pages: no count
     assert body["results"][0] == {
         "id": mine.pk,
         "title": mine.title,

@@ -341,7 +341,10 @@ def test_low_stock_email_goes_out_on_commit(merchant, django_capture_on_commit_c
 def test_tokens_are_shown_once_stored_hashed_and_revocable(client_for, merchant):
     merchant_client = client_for(merchant)
     device = AuthenticatorDevice.objects.get(user=merchant.user)
-    page = merchant_client.post("/merchant/tokens/", {"name": "sync", "code": factories.totp_code(device)})
+    page = merchant_client.post(
+        "/merchant/tokens/",
+        {"name": "sync", "scopes": ["read", "stock", "orders", "money"], "code": factories.totp_code(device)},
+    )
     page = page.content.decode()
     token = MerchantApiToken.objects.get(merchant=merchant)
     secret = page.split('data-testid="new-token"')[1].split("<code>")[1].split("</code>")[0]

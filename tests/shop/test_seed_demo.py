@@ -23,7 +23,8 @@ def test_seed_demo_prints_a_working_token_and_is_idempotent(settings, tmp_path, 
     assert MerchantApiToken.objects.filter(revoked_at=None).count() == 1
     response = Client(HTTP_AUTHORIZATION=f"Token {first}").get("/api/v1/merchant/products/")
     assert response.status_code == 200
-    assert response.json()["count"] == 3
+    assert len(response.json()["results"]) == 3
+    assert MerchantApiToken.objects.get(revoked_at=None).scopes == ["read", "stock", "orders", "money"]
 
     (tmp_path / "demo-merchant-token.txt").unlink()  # the secret is lost: a new token replaces the old
     call_command("seed_demo")

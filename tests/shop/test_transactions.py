@@ -23,6 +23,7 @@ TOP_LEVEL = [
     "merchant_reject",
     "product_pause",
     "product_resume",
+    "product_edit",
     "keys_import_batch",
     "stock_upload_start",
     "keys_revoke",

@@ -111,7 +111,7 @@ class Command(BaseCommand):
         for user, other_token in zip(merchant_users[1:], tokens[1:], strict=True):
             self.stdout.write(f"  {'merchant':<9} {user.username} (API token {other_token})")
         self.stdout.write(f"Demo coupon (10 % off the demo merchants' products): {DEMO_COUPON}")
-        self.stdout.write(f"Demo merchant API token (header 'Authorization: Token …'): {token}")
+        self.stdout.write(f"Demo merchant API token, every scope (header 'Authorization: Token …'): {token}")
         self.stdout.write(f"Demo staff API token (disputes arbitration, same header): {staff_token}")
         self.stdout.write("Merchant and staff sign-ins then ask for a code: add the URI to an authenticator app,")
         self.stdout.write("or use a backup code (each works once):")
