@@ -11,6 +11,7 @@
 | `uploads.py` | stock uploads: start (checked whole), batched import, finish |
 | `tokens.py` | merchant API tokens: create after a fresh second factor, revoke, touch |
 | `coupons.py` | coupons: create, switch off, the checkout's check and its atomic use |
+| `webhooks.py` | webhooks to merchants: endpoints, the outbox (`webhook_emit`), delivery with back-off, giving up |
 
 Callers may import from the concern modules too; private steps are reached only there.
 """
@@ -73,6 +74,20 @@ from shop.services.uploads import (
     stock_upload_process,
     stock_upload_start,
 )
+from shop.services.webhooks import (
+    WebhookEndpointRefused,
+    WebhookEventSpec,
+    webhook_deliveries_due,
+    webhook_delivery_attempt,
+    webhook_delivery_resend,
+    webhook_emit,
+    webhook_emit_many,
+    webhook_endpoint_create,
+    webhook_endpoint_delete,
+    webhook_endpoint_enable,
+    webhook_endpoint_secret_rotate,
+    webhook_secrets_reseal,
+)
 from shop.stock_files import StockFileError  # re-exported: callers catch it with ShopError
 
 __all__ = [
@@ -87,6 +102,8 @@ __all__ = [
     "ShopError",
     "StockFileError",
     "StockUploadTakenOver",
+    "WebhookEndpointRefused",
+    "WebhookEventSpec",
     "api_token_digest",
     "card_keys_insert_skipping_duplicates",
     "coupon_code_normalise",
@@ -126,4 +143,14 @@ __all__ = [
     "product_update",
     "stock_upload_process",
     "stock_upload_start",
+    "webhook_deliveries_due",
+    "webhook_delivery_attempt",
+    "webhook_delivery_resend",
+    "webhook_emit",
+    "webhook_emit_many",
+    "webhook_endpoint_create",
+    "webhook_endpoint_delete",
+    "webhook_endpoint_enable",
+    "webhook_endpoint_secret_rotate",
+    "webhook_secrets_reseal",
 ]
