@@ -77,6 +77,9 @@ from shop.services.uploads import (
 from shop.services.webhooks import (
     WebhookEndpointRefused,
     WebhookEventSpec,
+    endpoint_secret,
+    next_attempt_after,
+    secret_aad,
     webhook_deliveries_due,
     webhook_delivery_attempt,
     webhook_delivery_resend,
@@ -87,6 +90,7 @@ from shop.services.webhooks import (
     webhook_endpoint_enable,
     webhook_endpoint_secret_rotate,
     webhook_secrets_reseal,
+    webhook_url_check,
 )
 from shop.stock_files import StockFileError  # re-exported: callers catch it with ShopError
 
@@ -111,6 +115,7 @@ __all__ = [
     "coupon_deactivate",
     "coupon_for_checkout",
     "coupon_redeem",
+    "endpoint_secret",
     "key_replace",
     "keys_export_record",
     "keys_import_batch",
@@ -134,6 +139,7 @@ __all__ = [
     "merchant_signup_visitor",
     "merchant_signup_with_account",
     "merchant_update",
+    "next_attempt_after",
     "price_tiers_check",
     "product_create",
     "product_low_stock_check",
@@ -141,6 +147,7 @@ __all__ = [
     "product_resume",
     "product_title_check",
     "product_update",
+    "secret_aad",
     "stock_upload_process",
     "stock_upload_start",
     "webhook_deliveries_due",
@@ -153,4 +160,5 @@ __all__ = [
     "webhook_endpoint_enable",
     "webhook_endpoint_secret_rotate",
     "webhook_secrets_reseal",
+    "webhook_url_check",
 ]

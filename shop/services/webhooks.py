@@ -441,6 +441,8 @@ def webhook_delivery_resend(*, delivery: WebhookDelivery, now: datetime) -> Webh
     """Send a delivery again now, with a fresh 3-day schedule (the same event id and body: the
     merchant's receiver can tell it is the same event). Refused while its endpoint is disabled."""
     endpoint = WebhookEndpoint.objects.get(pk=delivery.endpoint_id)
+    # Its status as stored now, not as the caller last read it (a worker may have sent it since).
+    delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery.pk)
     if not endpoint.is_active:
         raise WebhookEndpointRefused(_("This endpoint is disabled: enable it first."), "webhook_endpoint_disabled")
     if delivery.status == WebhookDeliveryStatus.PENDING:
