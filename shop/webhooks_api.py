@@ -112,6 +112,7 @@ class WebhookEndpointList(APIView):
                     **SCOPE_ERRORS,
                     400: [
                         "invalid",
+                        "invalid_choice",
                         "webhook_events_invalid",
                         "webhook_url_invalid",
                         "webhook_url_https",
