@@ -582,3 +582,43 @@ def test_the_merchant_page_shows_the_secret_once_and_the_log(receiver):
 
     refused = page.post("/merchant/webhooks/", {"url": "http://169.254.169.254/", "events": ["order.paid"]})
     assert refused.status_code == 400 and WebhookEndpoint.objects.count() == 1
+
+
+def test_a_paid_withdrawal_sends_its_event(receiver, run_on_commit, settings):
+    from accounts.services import totp_enrol_confirm, totp_enrol_start
+    from escrow import withdrawals
+
+    settings.RESERVE_PERCENT = 0
+    settings.WITHDRAWAL_MINIMUM = 1000
+    product = factories.product_create(stock=3, price=10000)
+    merchant = product.merchant
+    with run_on_commit():
+        order = factories.order_delivered(product=product)
+    escrow_services.order_confirm_receipt(order=order, now=timezone.now())
+    payout = factories.payout_account_create(merchant=merchant)
+    device = totp_enrol_start(user=merchant.user, now=timezone.now())
+    # Enrolled two days ago: a withdrawal within a day of a 2FA change is held for review (risk).
+    codes = totp_enrol_confirm(
+        user=merchant.user, code=factories.totp_code(device), now=timezone.now() - timedelta(days=2)
+    )
+    withdrawal = withdrawals.withdrawal_request(
+        merchant=merchant,
+        user=merchant.user,
+        payout_account_pk=payout.pk,
+        amount=4000,
+        currency="CNY",
+        code=codes[0],
+        now=timezone.now(),
+    )
+    endpoint_create(merchant, receiver.url, events=["withdrawal.paid"])
+    with run_on_commit():
+        withdrawals.withdrawal_approve(
+            withdrawal_pk=withdrawal.pk,
+            staff=factories.user_create(is_staff=True),
+            payout_reference="ICBC-1",
+            now=timezone.now(),
+        )
+    [request] = receiver.requests
+    event = json.loads(request["body"])
+    assert event["type"] == "withdrawal.paid"
+    assert event["data"]["withdrawal"] == {"id": withdrawal.pk, "status": "paid", "amount": "40.00", "currency": "CNY"}
