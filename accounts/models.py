@@ -123,6 +123,12 @@ class AuditAction(models.TextChoices):
     RISK_REVIEW_APPROVED = "risk.review_approved", "risk.review_approved"
     RISK_REVIEW_REJECTED = "risk.review_rejected", "risk.review_rejected"
     RISK_RESERVE_RAISED = "risk.reserve_raised", "risk.reserve_raised"
+    WEBHOOK_ENDPOINT_CREATED = "webhook.endpoint_created", "webhook.endpoint_created"
+    WEBHOOK_ENDPOINT_DELETED = "webhook.endpoint_deleted", "webhook.endpoint_deleted"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled", "webhook.endpoint_disabled"
+    WEBHOOK_ENDPOINT_ENABLED = "webhook.endpoint_enabled", "webhook.endpoint_enabled"
+    WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated", "webhook.secret_rotated"
+    WEBHOOK_SECRET_RESEALED = "webhook.secret_resealed", "webhook.secret_resealed"
 
 
 class AuditEntry(models.Model):

@@ -58,5 +58,8 @@ app.conf.beat_schedule = {
     # A checkpoint of the chain's head on /transparency/ each hour: often enough that a rewrite of the
     # trail shows against a published head within the hour, few enough rows to list.
     "accounts.audit_checkpoint_publish": {"task": "accounts.audit_checkpoint_publish", "schedule": 3600.0},
+    # Webhooks to merchants: the first retry is due a minute after a failure, so every 30 s keeps it
+    # within half a minute; the same sweep re-queues sends lost with the broker. Idle, one indexed query.
+    "shop.webhook_deliveries_sweep": {"task": "shop.webhook_deliveries_sweep", "schedule": 30.0},
     "escrow.reconcile_gateways": {"task": "escrow.reconcile_gateways", "schedule": crontab(hour=1, minute=30)},
 }

@@ -329,6 +329,14 @@ if PRODUCTION and "sandbox" in PAYMENT_GATEWAYS:
     )
 SANDBOX_WEBHOOK_SECRET = _secret("SANDBOX_WEBHOOK_SECRET") if "sandbox" in PAYMENT_GATEWAYS else ""
 SANDBOX_WEBHOOK_TOLERANCE_SECONDS = 300
+# --- webhooks to merchants (shop/services/webhooks.py) ------------------------------------------------
+# Only ever for the tests' local HTTP server: lets an endpoint resolve to a loopback address (127.0.0.1,
+# ::1). Private, link-local and the rest stay refused; never allowed with SHOP_ENV=production.
+WEBHOOKS_ALLOW_LOOPBACK = _env_bool("WEBHOOKS_ALLOW_LOOPBACK", False)
+if PRODUCTION and WEBHOOKS_ALLOW_LOOPBACK:
+    raise ImproperlyConfigured("WEBHOOKS_ALLOW_LOOPBACK cannot be set with SHOP_ENV=production.")
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = 3.0
+WEBHOOK_READ_TIMEOUT_SECONDS = 5.0
 PLATFORM_FEE_PERCENT = Decimal(os.environ.get("PLATFORM_FEE_PERCENT", "5"))
 RESERVATION_MINUTES = int(os.environ.get("RESERVATION_MINUTES", "15"))
 

@@ -16,6 +16,7 @@ from escrow.gateways import SANDBOX, gateway_enabled
 from risk import api as risk_api
 from shop import api as shop_api
 from shop import merchant_api as shop_merchant_api
+from shop import webhooks_api as shop_webhooks_api
 
 api_v1 = [
     path("auth/signup/", accounts_api.SignUp.as_view(), name="auth_signup"),
@@ -80,6 +81,29 @@ api_v1 = [
         name="merchant_payout_accounts",
     ),
     path("merchant/withdrawals/", escrow_merchant_api.MerchantWithdrawals.as_view(), name="merchant_withdrawals"),
+    # Webhooks to merchants (shop/webhooks_api.py).
+    path("merchant/webhooks/", shop_webhooks_api.WebhookEndpointList.as_view(), name="merchant_webhooks"),
+    path("merchant/webhooks/<int:pk>/", shop_webhooks_api.WebhookEndpointDetail.as_view(), name="merchant_webhook"),
+    path(
+        "merchant/webhooks/<int:pk>/rotate-secret/",
+        shop_webhooks_api.WebhookSecretRotate.as_view(),
+        name="merchant_webhook_rotate_secret",
+    ),
+    path(
+        "merchant/webhooks/<int:pk>/enable/",
+        shop_webhooks_api.WebhookEndpointEnable.as_view(),
+        name="merchant_webhook_enable",
+    ),
+    path(
+        "merchant/webhooks/<int:pk>/deliveries/",
+        shop_webhooks_api.WebhookDeliveryList.as_view(),
+        name="merchant_webhook_deliveries",
+    ),
+    path(
+        "merchant/webhook-deliveries/<int:pk>/resend/",
+        shop_webhooks_api.WebhookDeliveryResend.as_view(),
+        name="merchant_webhook_delivery_resend",
+    ),
     # Last: a non-integer id or an unknown path ending in "/" answers the JSON 404. Paths without the
     # slash are left unmatched so that CommonMiddleware still redirects `/api/v1/products` to the list.
     re_path(r"^(?:[\s\S]*/)?$", core_api.not_found),  # [\s\S]: a path with a newline in it too
@@ -103,6 +127,7 @@ urlpatterns = [
     path("merchant/money/", include("escrow.merchant_urls")),
     path("merchant/orders/", include("escrow.merchant_order_urls")),
     path("merchant/disputes/", include("disputes.merchant_urls")),
+    path("merchant/webhooks/", include("shop.webhook_urls")),
     path("transparency/", include("escrow.transparency_urls")),
     path("security/", TemplateView.as_view(template_name="security_tips.html"), name="security_tips"),
     path("api/v1/", include((api_v1, "api"))),

@@ -33,7 +33,8 @@ from disputes.models import (
 )
 from escrow import services as escrow_services
 from escrow.models import Order, OrderStatus
-from shop.models import CardKey, CardKeyStatus
+from shop import services as shop_services
+from shop.models import CardKey, CardKeyStatus, WebhookEventType
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,25 @@ def _move(dispute: Dispute, *, to: str, from_: list[str], **fields: object) -> N
             code="bad_state",
         )
     DISPUTE_TRANSITIONS.apply(model=Dispute, pk=dispute.pk, to=to, from_=from_, mirror=dispute, **fields)
+    if to == DisputeStatus.RESOLVED:
+        when = fields.get("resolved_at") or timezone.now()
+        _webhook_emit(dispute, event_type=WebhookEventType.DISPUTE_DECIDED, now=when)
+
+
+def _webhook_emit(dispute: Dispute, *, event_type: str, now: datetime) -> None:
+    """`dispute.opened` / `dispute.decided` for the merchant's webhooks, in the dispute's transaction."""
+    merchant_pk = Order.objects.filter(pk=dispute.order_id).values_list("merchant_id", flat=True).get()
+    data = {
+        "dispute": {
+            "id": dispute.pk,
+            "order_id": dispute.order_id,
+            "status": str(dispute.status),
+            "reason": str(dispute.reason),
+            "outcome": str(dispute.outcome or ""),
+            "buyer_percent": dispute.buyer_percent,
+        }
+    }
+    shop_services.webhook_emit(merchant_pk=merchant_pk, event_type=event_type, data=data, now=now)
 
 
 def _first_answer(dispute: Dispute, *, now: datetime) -> datetime:
@@ -248,6 +268,7 @@ def dispute_open(
             )
             dispute.keys.set(keys)
             _audit(dispute, action=AuditAction.DISPUTE_OPENED, now=now, actor=actor, reason=reason, keys=keys)
+            _webhook_emit(dispute, event_type=WebhookEventType.DISPUTE_OPENED, now=now)
             _notify(dispute, event="opened")
     except IntegrityError:
         raise DisputeError(_("This order is already disputed."), code="already_disputed") from None

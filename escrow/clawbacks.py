@@ -33,7 +33,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import AuditAction, User
 from accounts.services import audit_record
-from escrow import ledger
+from escrow import ledger, webhook_events
 from escrow.gateways import GatewayEvent, WebhookRejected
 from escrow.locks import ledger_accounts_lock, order_lock, payment_lock
 from escrow.models import (
@@ -53,7 +53,7 @@ from escrow.models import (
 )
 from escrow.releases import hold_release
 from shop import services as shop_services
-from shop.models import CardKey, CardKeyStatus
+from shop.models import CardKey, CardKeyStatus, WebhookEventType
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +216,7 @@ def clawback_book(
     target = OrderStatus.REFUNDED if all_back or was_paid_only else OrderStatus.PARTIALLY_REFUNDED
     if target != order.status:
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=target, completed_at=order.completed_at or now)
+        webhook_events.order_event_emit(order=order, event_type=WebhookEventType.ORDER_REFUNDED, status=target, now=now)
     audit_record(
         action=AuditAction.ORDER_CLAWED_BACK,
         subject=order,

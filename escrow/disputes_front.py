@@ -31,7 +31,7 @@ from accounts.models import AuditAction, User
 from accounts.services import audit_record
 from core.errors import Refused
 from core.money import percent_of
-from escrow import ledger
+from escrow import ledger, webhook_events
 from escrow.locks import order_lock, payment_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
@@ -49,6 +49,7 @@ from escrow.models import (
 from escrow.refunds import RefundRefused, order_refund_book
 from escrow.releases import fee_percent_for, hold_release
 from shop import services as shop_services
+from shop.models import WebhookEventType
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +224,9 @@ def _release(*, order: Order, now: datetime) -> None:
         model=Order, pk=order.pk, to=OrderStatus.COMPLETED, from_=[OrderStatus.DISPUTED], completed_at=now
     )
     hold_release(order=order, now=now)
+    webhook_events.order_event_emit(
+        order=order, event_type=WebhookEventType.ORDER_COMPLETED, status=OrderStatus.COMPLETED, now=now
+    )
 
 
 def _refund(*, order: Order, payment: Payment, now: datetime, key_pks: list[int] | None, amount: int | None) -> Refund:

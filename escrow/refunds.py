@@ -17,7 +17,7 @@ from accounts.models import AuditAction, AuditEntry, User
 from accounts.services import audit_record
 from core.errors import Refused
 from core.money import percent_of
-from escrow import clawbacks, ledger
+from escrow import clawbacks, ledger, webhook_events
 from escrow.gateways import GatewayEvent, WebhookRejected, gateway_get
 from escrow.gateways.base import RefundDeclined
 from escrow.locks import order_lock, payment_lock, refund_lock
@@ -36,7 +36,7 @@ from escrow.models import (
 )
 from escrow.releases import fee_percent_for, reserve_hold_open
 from shop import services as shop_services
-from shop.models import CardKey, CardKeyStatus, Merchant
+from shop.models import CardKey, CardKeyStatus, Merchant, WebhookEventType
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +234,9 @@ def order_refund_book(
     shop_services.keys_refund_restock(order_pk=order.pk, key_pks=restock)
     shop_services.keys_refund_revoke(order_pk=order.pk, key_pks=list(revoked))
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=target, completed_at=now)
+    webhook_events.order_event_emit(
+        order=order, event_type=WebhookEventType.ORDER_REFUNDED, status=target, now=now, refund=refund
+    )
     audit_record(
         action=AuditAction.ORDER_REFUNDED,
         subject=order,

@@ -17,7 +17,7 @@ import risk
 from accounts.models import AuditAction, AuditEntry
 from accounts.services import audit_record, audit_record_many
 from core.money import percent_of
-from escrow import ledger
+from escrow import ledger, webhook_events
 from escrow.locks import order_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
@@ -28,7 +28,7 @@ from escrow.models import (
     Transfer,
     TransferKind,
 )
-from shop.models import Merchant
+from shop.models import Merchant, WebhookEventType
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,9 @@ def order_release_lapsed(*, order_pk: int, now: datetime) -> bool:
     with ledger.balances_deferred():  # every balance it touches locked at once, in pk order
         hold_release(order=order, now=now)
     audit_record(action=AuditAction.ORDER_COMPLETED, subject=order, now=now, data={"by": "inspection_lapsed"})
+    webhook_events.order_event_emit(
+        order=order, event_type=WebhookEventType.ORDER_COMPLETED, status=OrderStatus.COMPLETED, now=now
+    )
     return True
 
 
@@ -191,6 +194,7 @@ def _release_batch_rollback_unsafe(*, pks: list[int], now: datetime) -> int:
             for pk in pks
         ]
     )
+    webhook_events.orders_completed_emit(orders=[orders[pk] for pk in sorted(pks)], now=now)
     return changed
 
 

@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 from accounts.models import AuditAction, User
 from accounts.services import audit_record
 from core.errors import Refused
-from escrow import ledger, refunds
+from escrow import ledger, refunds, webhook_events
 from escrow.locks import order_lock, payment_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
@@ -35,7 +35,7 @@ from escrow.models import (
 )
 from escrow.services import _holds as order_holds  # the same holds a matching payment books
 from shop import services as shop_services
-from shop.models import CardKey, CardKeyStatus
+from shop.models import CardKey, CardKeyStatus, WebhookEventType
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,10 @@ def order_review_approve(*, order_pk: int, staff: User, now: datetime) -> Order:
     _keys_reserved(order)
     PAYMENT_TRANSITIONS.apply(model=Payment, pk=payment.pk, to=PaymentStatus.SUCCEEDED)
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID)
+    # Held at payment (amount or currency off), so this is the first time it counts as paid.
+    webhook_events.order_event_emit(
+        order=order, event_type=WebhookEventType.ORDER_PAID, status=OrderStatus.PAID, now=now
+    )
     suspense, escrow, available, fees = ledger.accounts(
         (AccountKind.SUSPENSE, order.currency, None),
         (AccountKind.ESCROW, order.currency, None),
@@ -143,6 +147,9 @@ def order_review_reject(*, order_pk: int, staff: User, now: datetime, note: str 
             now=now,
         )
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.REFUNDED, completed_at=now)
+    webhook_events.order_event_emit(
+        order=order, event_type=WebhookEventType.ORDER_REFUNDED, status=OrderStatus.REFUNDED, now=now, refund=refund
+    )
     released = shop_services.keys_release(order_pk=order.pk)  # reserved, never delivered: nobody saw them
     audit_record(
         action=AuditAction.ORDER_REVIEW_REJECTED,

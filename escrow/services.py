@@ -24,7 +24,7 @@ from accounts.services import audit_record, spending_limit_refusal
 from core.errors import Refused
 from core.money import percent_of
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
-from escrow import clawbacks, ledger, refunds
+from escrow import clawbacks, ledger, refunds, webhook_events
 from escrow.delivery import order_delivery_enqueue
 
 # Escrow's front door for disputes, re-exported with the rest of escrow's writes.
@@ -74,6 +74,7 @@ from escrow.releases import (  # noqa: F401
 )
 from escrow.selectors import buyer_spent_since
 from shop import services as shop_services
+from shop.models import WebhookEventType
 from shop.pricing import price_for
 from shop.selectors import order_keys_plaintext, products_on_sale
 
@@ -532,6 +533,9 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
     )
     late = order.status != OrderStatus.AWAITING_PAYMENT
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, paid_at=now)
+    webhook_events.order_event_emit(
+        order=order, event_type=WebhookEventType.ORDER_PAID, status=OrderStatus.PAID, now=now
+    )
     audit_record(
         action=AuditAction.PAYMENT_SUCCEEDED, subject=order, now=now, data={"payment": payment.pk, "late": late}
     )
@@ -715,6 +719,9 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     delivered = {"delivered_at": now, "inspection_ends_at": now + timedelta(hours=order.product.inspection_hours)}
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DELIVERED, mirror=order, **delivered)
     audit_record(action=AuditAction.ORDER_DELIVERED, subject=order, now=now, data={"keys": order.quantity})
+    webhook_events.order_event_emit(
+        order=order, event_type=WebhookEventType.ORDER_DELIVERED, status=OrderStatus.DELIVERED, now=now
+    )
     shop_services.product_low_stock_check(
         product_pk=order.product_id, product=order.product, now=now
     )  # e-mails after commit
@@ -733,6 +740,9 @@ def order_confirm_receipt(*, order: Order, now: datetime, actor: User | None = N
         model=Order, pk=order.pk, to=OrderStatus.COMPLETED, from_=[OrderStatus.DELIVERED], completed_at=now
     )
     audit_record(action=AuditAction.ORDER_COMPLETED, subject=order, now=now, actor=actor, data={"by": "buyer"})
+    webhook_events.order_event_emit(
+        order=order, event_type=WebhookEventType.ORDER_COMPLETED, status=OrderStatus.COMPLETED, now=now
+    )
     with ledger.balances_deferred():
         hold_release(order=order, now=now)
     logger.info("escrow.order_completed", extra={"order": order.pk})

@@ -20,7 +20,7 @@ from accounts.services import TwoFactorInvalid, TwoFactorRequired, audit_record,
 from core.errors import Refused
 from core.mail import mail_send
 from core.money import display
-from escrow import ledger
+from escrow import ledger, webhook_events
 from escrow.locks import ledger_accounts_lock, withdrawal_lock
 from escrow.models import (
     WITHDRAWAL_TRANSITIONS,
@@ -365,6 +365,7 @@ def withdrawal_approve(*, withdrawal_pk: int, staff: User, payout_reference: str
         },
     )
     withdrawal.refresh_from_db()
+    webhook_events.withdrawal_paid_emit(withdrawal=withdrawal, now=now)
     return withdrawal
 
 

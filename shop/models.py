@@ -391,3 +391,126 @@ class Coupon(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+
+# --- webhooks to merchants ---------------------------------------------------------------------------
+# Here, not in escrow, because shop itself emits `stock.low` and shop may not import escrow; escrow and
+# disputes emit through `shop.services.webhook_emit` (shop/services/webhooks.py).
+
+
+class WebhookEventType(models.TextChoices):
+    ORDER_PAID = "order.paid", _("Order paid")
+    ORDER_DELIVERED = "order.delivered", _("Order delivered")
+    ORDER_COMPLETED = "order.completed", _("Order completed (money released)")
+    ORDER_REFUNDED = "order.refunded", _("Order refunded")
+    DISPUTE_OPENED = "dispute.opened", _("Dispute opened")
+    DISPUTE_DECIDED = "dispute.decided", _("Dispute decided")
+    STOCK_LOW = "stock.low", _("Stock low")
+    WITHDRAWAL_PAID = "withdrawal.paid", _("Withdrawal paid")
+
+
+class WebhookEndpointStatus(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    DISABLED = "disabled", _("Disabled")
+
+
+WEBHOOK_ENDPOINT_TRANSITIONS = Transitions(
+    {
+        WebhookEndpointStatus.ACTIVE: {WebhookEndpointStatus.DISABLED},
+        WebhookEndpointStatus.DISABLED: {WebhookEndpointStatus.ACTIVE},
+    }
+)
+
+
+class WebhookEndpoint(models.Model):
+    """A merchant's URL that receives signed events. The signing secret is sealed (we must sign with it,
+    so it cannot be hashed); it is shown once, at creation and at each rotation."""
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="webhook_endpoints")
+    url = models.CharField(_("URL"), max_length=500)
+    events = models.JSONField(_("events"), default=list)
+    description = models.CharField(_("description"), max_length=100, blank=True)
+    secret_sealed = models.BinaryField()
+    status = models.CharField(
+        max_length=16, choices=WebhookEndpointStatus.choices, default=WebhookEndpointStatus.ACTIVE
+    )
+    disabled_reason = models.CharField(max_length=32, blank=True)  # "failing" or "merchant"
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    secret_rotated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        verbose_name = _("webhook endpoint")
+        verbose_name_plural = _("webhook endpoints")
+        # Emitting asks "which active endpoints does this merchant have?" on every order event.
+        indexes = [models.Index(fields=["merchant"], condition=Q(status="active"), name="webhook_endpoint_active_idx")]
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == WebhookEndpointStatus.ACTIVE
+
+
+class WebhookEvent(models.Model):
+    """One event as sent: `body` is the exact JSON every delivery of it posts (and signs)."""
+
+    public_id = models.CharField(max_length=40, unique=True)  # "evt_…", the body's "id"
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="+")
+    type = models.CharField(max_length=32, choices=WebhookEventType.choices)
+    body = models.TextField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} {self.type}"
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SUCCEEDED = "succeeded", _("Delivered")
+    FAILED = "failed", _("Failed")
+
+
+WEBHOOK_DELIVERY_TRANSITIONS = Transitions(
+    {
+        WebhookDeliveryStatus.PENDING: {WebhookDeliveryStatus.SUCCEEDED, WebhookDeliveryStatus.FAILED},
+        # "Resend" from the log.
+        WebhookDeliveryStatus.SUCCEEDED: {WebhookDeliveryStatus.PENDING},
+        WebhookDeliveryStatus.FAILED: {WebhookDeliveryStatus.PENDING},
+    }
+)
+
+
+class WebhookDelivery(models.Model):
+    """One event to one endpoint: the outbox row, written in the transaction of the event itself. A
+    pending row is due at `next_attempt_at`; the sweeper re-queues due rows, so nothing is lost."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(
+        max_length=16, choices=WebhookDeliveryStatus.choices, default=WebhookDeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    give_up_at = models.DateTimeField()
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-pk"]
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        constraints = [models.UniqueConstraint(fields=["endpoint", "event"], name="webhook_delivery_once")]
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="webhook_delivery_due_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} → {self.endpoint_id}: {self.status}"

@@ -11,6 +11,7 @@
 | `uploads.py` | stock uploads: start (checked whole), batched import, finish |
 | `tokens.py` | merchant API tokens: create after a fresh second factor, revoke, touch |
 | `coupons.py` | coupons: create, switch off, the checkout's check and its atomic use |
+| `webhooks.py` | webhooks to merchants: endpoints, the outbox (`webhook_emit`), delivery with back-off, giving up |
 
 Callers may import from the concern modules too; private steps are reached only there.
 """
@@ -75,6 +76,24 @@ from shop.services.uploads import (
     stock_upload_process,
     stock_upload_start,
 )
+from shop.services.webhooks import (
+    WebhookEndpointRefused,
+    WebhookEventSpec,
+    endpoint_secret,
+    next_attempt_after,
+    secret_aad,
+    webhook_deliveries_due,
+    webhook_delivery_attempt,
+    webhook_delivery_resend,
+    webhook_emit,
+    webhook_emit_many,
+    webhook_endpoint_create,
+    webhook_endpoint_delete,
+    webhook_endpoint_enable,
+    webhook_endpoint_secret_rotate,
+    webhook_secrets_reseal,
+    webhook_url_check,
+)
 from shop.stock_files import StockFileError  # re-exported: callers catch it with ShopError
 
 __all__ = [
@@ -89,6 +108,8 @@ __all__ = [
     "ShopError",
     "StockFileError",
     "StockUploadTakenOver",
+    "WebhookEndpointRefused",
+    "WebhookEventSpec",
     "api_scopes_check",
     "api_token_digest",
     "card_keys_insert_skipping_duplicates",
@@ -97,6 +118,7 @@ __all__ = [
     "coupon_deactivate",
     "coupon_for_checkout",
     "coupon_redeem",
+    "endpoint_secret",
     "key_replace",
     "keys_export_record",
     "keys_import_batch",
@@ -120,6 +142,7 @@ __all__ = [
     "merchant_signup_visitor",
     "merchant_signup_with_account",
     "merchant_update",
+    "next_attempt_after",
     "price_tiers_check",
     "product_create",
     "product_edit",
@@ -128,6 +151,18 @@ __all__ = [
     "product_resume",
     "product_title_check",
     "product_update",
+    "secret_aad",
     "stock_upload_process",
     "stock_upload_start",
+    "webhook_deliveries_due",
+    "webhook_delivery_attempt",
+    "webhook_delivery_resend",
+    "webhook_emit",
+    "webhook_emit_many",
+    "webhook_endpoint_create",
+    "webhook_endpoint_delete",
+    "webhook_endpoint_enable",
+    "webhook_endpoint_secret_rotate",
+    "webhook_secrets_reseal",
+    "webhook_url_check",
 ]

@@ -18,8 +18,10 @@ from shop.models import (
     Merchant,
     Product,
     ProductStatus,
+    WebhookEventType,
 )
 from shop.services.errors import ShopError
+from shop.services.webhooks import webhook_emit
 
 
 def product_title_check(title: str) -> str:
@@ -195,6 +197,19 @@ def product_low_stock_check(*, product_pk: int, now: datetime, product: Product 
     if armed != 1:
         return False
     audit_record(action=AuditAction.PRODUCT_LOW_STOCK, subject=product, now=now, data={"available": available})
+    webhook_emit(
+        merchant_pk=product.merchant_id,
+        event_type=WebhookEventType.STOCK_LOW,
+        data={
+            "product": {
+                "id": product.pk,
+                "title": product.title,
+                "available": available,
+                "threshold": product.low_stock_threshold,
+            }
+        },
+        now=now,
+    )
     from shop.tasks import product_low_stock_email_task
 
     # robust: it runs after a delivery commits; a broker hiccup must not turn that into a failed task.

@@ -102,11 +102,14 @@ BUDGET = {
     # (Was 22, then 19: a savepoint, its release, the transfers read back, a lock and four UPDATEs.)
     # The risk engine's `payment` assessment before delivery, 4 more: the checkout's decisions of the
     # order (who, from where, whether it was flagged); active rules; block list; INSERT decision.
-    "webhook": 16,
+    # The merchant's active webhook endpoints for `order.paid`, 1 more (shop/services/webhooks.py:
+    # none, so no event row).
+    "webhook": 17,
     # BEGIN; order FOR UPDATE with product and merchant; UPDATE keys sold; UPDATE order delivered;
     # INSERT audit order.delivered; count available stock up to the low-stock threshold; COMMIT.
     # (Was 10: the low-stock check read the product again inside a savepoint of its own.)
-    "delivery": 7,
+    # The merchant's active webhook endpoints for `order.delivered`, 1 more (none here).
+    "delivery": 8,
     # After the delivery commits, in the worker, off the buyer's path: order with merchant, user and
     # product; is the notice there already; BEGIN; SAVEPOINT, which of the users have the line, INSERT
     # the inbox line, RELEASE (accounts.notification_post, shared with the disputes' inbox); COMMIT.

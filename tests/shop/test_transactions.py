@@ -30,6 +30,9 @@ TOP_LEVEL = [
     "keys_export_record",
     "merchant_api_token_create_unchecked",
     "merchant_api_token_revoke",
+    "webhook_endpoint_delete",
+    "webhook_endpoint_secret_rotate",
+    "webhook_delivery_resend",
 ]
 
 
