@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import error_responses
+from core.idempotency import idempotent
 from core.scopes import ScopeRequired
 from core.throttling import TokenAndAddressThrottle
 from shop import services, webhook_selectors
@@ -118,6 +119,7 @@ class WebhookEndpointList(APIView):
             ),
         },
     )
+    @idempotent
     def post(self, request):
         given = WebhookEndpointCreateSerializer(data=request.data)
         given.is_valid(raise_exception=True)
@@ -167,6 +169,7 @@ class WebhookSecretRotate(APIView):
         request=None,
         responses={200: WebhookSecretSerializer, **error_responses({**SCOPE_ERRORS, 404: ["not_found"]})},
     )
+    @idempotent
     def post(self, request, pk: int):
         endpoint = webhook_selectors.merchant_webhook_endpoint(merchant=request.merchant, pk=pk)
         secret = services.webhook_endpoint_secret_rotate(endpoint=endpoint, now=timezone.now())
@@ -199,6 +202,7 @@ class WebhookEndpointEnable(APIView):
             ),
         },
     )
+    @idempotent
     def post(self, request, pk: int):
         endpoint = webhook_selectors.merchant_webhook_endpoint(merchant=request.merchant, pk=pk)
         endpoint = services.webhook_endpoint_enable(endpoint=endpoint, now=timezone.now())
@@ -248,6 +252,7 @@ class WebhookDeliveryResend(APIView):
             **error_responses({**SCOPE_ERRORS, 404: ["not_found"], 409: ["webhook_endpoint_disabled", "bad_state"]}),
         },
     )
+    @idempotent
     def post(self, request, pk: int):
         delivery = webhook_selectors.merchant_webhook_delivery(merchant=request.merchant, pk=pk)
         delivery = services.webhook_delivery_resend(delivery=delivery, now=timezone.now())
