@@ -36,6 +36,14 @@ app.conf.beat_schedule = {
         "task": "escrow.orders_deliver_stuck",
         "schedule": float(os.environ.get("ESCROW_DELIVERY_SWEEP_SECONDS", "10")),
     },
+    # A stock upload commits a batch every second or two; one that has not moved for
+    # SHOP_STOCK_UPLOAD_STALL_SECONDS (two minutes) lost its worker. Checking every minute resumes it
+    # within three minutes of the crash, which a merchant watching the progress bar accepts, and an
+    # idle run is one query. SHOP_STOCK_UPLOAD_SWEEP_SECONDS shortens it for the fault tests.
+    "shop.stock_uploads_resume": {
+        "task": "shop.stock_uploads_resume",
+        "schedule": float(os.environ.get("SHOP_STOCK_UPLOAD_SWEEP_SECONDS", "60")),
+    },
     # A reservation lapses 15 minutes after checkout; checking every 30 s returns stock to sale
     # at most half a minute late, and each run only touches the orders that are due.
     "escrow.orders_expire": {"task": "escrow.orders_expire", "schedule": 30.0},

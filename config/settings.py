@@ -181,7 +181,11 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # a pasted list of keys is a form field
 SHOP_STOCK_UPLOAD_MAX_BYTES = 50 * 1024 * 1024
 SHOP_STOCK_UPLOAD_MAX_LINES = 1_000_000
-SHOP_STOCK_UPLOAD_BATCH = 5_000
+SHOP_STOCK_UPLOAD_BATCH = int(os.environ.get("SHOP_STOCK_UPLOAD_BATCH", "5000"))
+# A running upload whose last batch committed longer ago than this lost its worker (a batch of 5,000
+# keys takes a second or two): the beat's shop.stock_uploads_resume queues its import again, which
+# resumes after the last committed batch.
+SHOP_STOCK_UPLOAD_STALL_SECONDS = int(os.environ.get("SHOP_STOCK_UPLOAD_STALL_SECONDS", "120"))
 # --- end of uploaded files ------------------------------------------------------------------------
 
 # --- Celery ---------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ from shop.services.uploads import (
     StockUploadTakenOver,
     stock_upload_process,
     stock_upload_start,
+    stock_uploads_resume_stalled,
 )
 from shop.stock_files import StockFileError  # re-exported: callers catch it with ShopError
 
@@ -109,4 +110,5 @@ __all__ = [
     "product_update",
     "stock_upload_process",
     "stock_upload_start",
+    "stock_uploads_resume_stalled",
 ]
