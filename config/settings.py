@@ -235,6 +235,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # requests instead (only the broken ones and those older than CONN_MAX_AGE).
 CELERY_DB_REUSE_MAX = 2**62
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Only the beat holding a lease in Redis sends periodic tasks: a second beat started by mistake waits
+# as a standby (config/beat.py; BEAT_LEASE_SECONDS, BEAT_LEASE_URL).
+CELERY_BEAT_SCHEDULER = "config.beat:SingleBeatScheduler"
 CELERY_TIMEZONE = "UTC"
 
 # --- REST API -------------------------------------------------------------------------------------
