@@ -5,7 +5,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core.mail import MAIL_ERRORS, mail_retry, mail_send
-from escrow import delivery, reconciliation, refunds, services, withdrawals
+from escrow import delivery, ledger_checks, reconciliation, refunds, services, withdrawals
 from escrow.gateways.sandbox.tasks import sandbox_refund_webhook_send_task  # noqa: F401  (registers it)
 from escrow.models import Order
 
@@ -19,6 +19,12 @@ def order_deliver_task(*, order_pk: int) -> None:
 def orders_deliver_stuck_task() -> int:
     """Deliver the paid orders whose delivery task was lost (broker down, worker killed, …)."""
     return delivery.orders_deliver_stuck(now=timezone.now())
+
+
+@shared_task(name="escrow.ledger_verify", acks_late=True)
+def ledger_verify_task() -> int:
+    """Check the ledger's invariants; the result goes to /metrics. Returns how many failed."""
+    return len(ledger_checks.ledger_verify_record(now=timezone.now()))
 
 
 @shared_task(name="escrow.orders_expire", acks_late=True)
