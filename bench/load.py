@@ -16,8 +16,10 @@ abuse limits out of reach, as bench/purchase.py does. For each pair of --web-wor
 - a merchant's round: upload 500 new keys (`POST /api/v1/merchant/products/{id}/stock/`, text/plain,
   `Authorization: Token`) and poll the upload until the worker has imported it.
 
-It prints rounds per second, p50 / p99 per step (reveal is from the webhook sent to the key read),
-errors, and the server's CPU per purchase (gunicorn + Celery + the PostgreSQL cluster, from /proc).
+It prints purchases per second, p50 / p99 per step (reveal is from the webhook sent to the key read),
+errors, and where the server's time goes per purchase: CPU milliseconds of gunicorn, Celery and the
+PostgreSQL cluster (from /proc; merchant uploads included) and SQL statements sent by the web and
+worker processes (bench/_statements.py).
 
 `--scale-out` runs two groups of web processes (each --web-workers, on its own port, buyers split
 between them as a load balancer would) and two Celery worker "hosts" (each --celery-workers processes,
@@ -124,6 +126,7 @@ from bench._harness import (  # noqa: E402
     web_start,
     worker_start,
 )
+from bench._statements import STATEMENTS_KEY  # noqa: E402
 from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header  # noqa: E402
 from shop import services as shop_services  # noqa: E402
 
@@ -277,13 +280,26 @@ def run_load(ports: list[int], product_pk: int, token: str, seconds: float, tag:
     return results, time.monotonic() - started
 
 
-def server_cpu(processes: Processes, postmaster: int | None) -> float:
-    total = 0.0
-    for _name, process in processes.running:
-        total += sum(process_cpu_seconds(process_group(process.pid)).values())
+def server_cpu(processes: Processes, postmaster: int | None) -> dict[str, float]:
+    """CPU seconds so far of the web processes, the Celery processes and the whole PostgreSQL cluster."""
+    totals = {"web": 0.0, "worker": 0.0, "pg": 0.0}
+    for name, process in processes.running:
+        role = "web" if name.startswith("web") else "worker"
+        totals[role] += sum(process_cpu_seconds(process_group(process.pid)).values())
     if postmaster:
-        total += process_tree_cpu_seconds(postmaster)
-    return total
+        totals["pg"] = process_tree_cpu_seconds(postmaster)
+    return totals
+
+
+def statements(broker: redis.Redis) -> dict[str, int]:
+    """SQL statements sent so far, by role (bench/_statements.py, published every 0.2 s)."""
+    time.sleep(0.5)
+    totals = {"web": 0, "worker": 0}
+    for field, value in broker.hgetall(STATEMENTS_KEY).items():
+        role = field.decode().split(":", 1)[0]
+        if role in totals:
+            totals[role] += int(value)
+    return totals
 
 
 def postmaster_pid() -> int | None:
@@ -342,20 +358,25 @@ def main() -> int:
                 tag = f"w{web_workers}c{celery_workers}t{int(time.time())}"
                 warm, _ = run_load(ports, product.pk, token, ARGS.warmup, tag + "warm")
                 all_purchases += warm.purchases
-                cpu_before = server_cpu(processes, postmaster)
+                cpu_before, sql_before = server_cpu(processes, postmaster), statements(broker)
                 results, elapsed = run_load(ports, product.pk, token, ARGS.seconds, tag)
-                cpu_after = server_cpu(processes, postmaster)
+                cpu_after, sql_after = server_cpu(processes, postmaster), statements(broker)
                 processes.check_alive()
             finally:
                 processes.stop_all()
             all_purchases += results.purchases
-            purchases = len(results.purchases)
+            purchases = max(1, len(results.purchases))
+            cpu = {role: 1000 * (cpu_after[role] - cpu_before[role]) / purchases for role in cpu_after}
             row = {
                 "config": label,
-                "purchases/s": purchases / elapsed,
+                "purchases/s": len(results.purchases) / elapsed,
                 "uploads": results.uploads,
                 "errors": sum(results.errors.values()),
-                "cpu ms/purchase": 1000 * (cpu_after - cpu_before) / max(1, purchases),
+                "cpu ms/purchase": sum(cpu.values()),
+                "cpu web/worker/pg": "/".join(f"{cpu[role]:.0f}" for role in ("web", "worker", "pg")),
+                "sql web/worker": "/".join(
+                    f"{(sql_after[role] - sql_before[role]) / purchases:.0f}" for role in ("web", "worker")
+                ),
             }
             for step in STEPS:
                 values = results.latencies.get(step)
@@ -380,6 +401,7 @@ def main() -> int:
     for row in rows:
         cells = [row["config"], f"{row['purchases/s']:.1f}", *[row[step] for step in STEPS]]
         cells += [str(row["uploads"]), str(row["errors"]), f"{row['cpu ms/purchase']:.0f}"]
+        cells += [row["cpu web/worker/pg"], row["sql web/worker"]]
         print("| " + " | ".join(cells) + " |")
 
     problems = exactly_once_problems(all_purchases, 1)
