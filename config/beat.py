@@ -65,8 +65,8 @@ class SingleBeatScheduler(PersistentScheduler):
             return True
         try:
             held = bool(self._redis.eval(_ACQUIRE, 1, LEASE_KEY, self.beat_id, int(self.lease_seconds * 1000)))
-        except (redis.RedisError, OSError):
-            logger.warning("beat.lease_unreachable", extra={"beat": self.beat_id}, exc_info=True)
+        except (redis.RedisError, OSError):  # logged below once, as the lease lost, not every tick
+            logger.debug("beat.lease_unreachable", extra={"beat": self.beat_id}, exc_info=True)
             held = False
         if held != self.is_leader:
             logger.warning("beat.lease_taken" if held else "beat.lease_lost", extra={"beat": self.beat_id})

@@ -48,7 +48,8 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-SWEEPER_FAST = {"ESCROW_DELIVERY_SWEEP_SECONDS": "1", "ESCROW_DELIVERY_GRACE_SECONDS": "1"}
+# A killed worker's embedded beat keeps the beat lease (config/beat.py) until it lapses: 3 s here.
+SWEEPER_FAST = {"ESCROW_DELIVERY_SWEEP_SECONDS": "1", "ESCROW_DELIVERY_GRACE_SECONDS": "1", "BEAT_LEASE_SECONDS": "3"}
 RECOVERY_SECONDS = 40
 
 
@@ -284,7 +285,7 @@ def test_beat_started_twice_sends_once_and_fails_over(broker, tmp_path):
     the lease (3 s here) and its sweeper delivers what was paid meanwhile. Payments here cannot queue
     their delivery (the web's broker address is dead), so only the beat's sweeper delivers."""
     product, orders = _orders_placed(8)
-    beat_env = {**SWEEPER_FAST, "BEAT_LEASE_SECONDS": "3"}
+    beat_env = SWEEPER_FAST
     dead_broker = f"redis://127.0.0.1:{free_port()}/0"
     with (
         worker_running(broker_url=broker.url(), log=tmp_path / "worker.log") as worker,

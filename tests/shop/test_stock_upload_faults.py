@@ -60,7 +60,11 @@ def _upload_row_locked(upload_pk: int):
 def test_upload_killed_mid_file_is_resumed_by_the_sweeper_exactly_once(_fast_and_local, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     env = {"MEDIA_ROOT": str(settings.MEDIA_ROOT), "SHOP_STOCK_UPLOAD_BATCH": str(BATCH)}
-    sweeper_fast = {"SHOP_STOCK_UPLOAD_SWEEP_SECONDS": "1", "SHOP_STOCK_UPLOAD_STALL_SECONDS": "2"}
+    sweeper_fast = {
+        "SHOP_STOCK_UPLOAD_SWEEP_SECONDS": "1",
+        "SHOP_STOCK_UPLOAD_STALL_SECONDS": "2",
+        "BEAT_LEASE_SECONDS": "3",
+    }
     product = factories.product_create(stock=0, low_stock_threshold=0)
     keys = [f"STOCK-{i:06d}-{'x' * 20}" for i in range(UNIQUE)]
     data = "\n".join(keys + keys[:REPEATED]).encode()
