@@ -21,6 +21,9 @@ errors, and where the server's time goes per purchase: CPU milliseconds of gunic
 PostgreSQL cluster (from /proc; merchant uploads included) and SQL statements sent by the web and
 worker processes (bench/_statements.py).
 
+`--pgbouncer` puts PgBouncer in transaction mode (`--pool-size` server connections) between every app
+process and PostgreSQL (DATABASE_TRANSACTION_POOLING=1 in their environment).
+
 `--scale-out` runs two groups of web processes (each --web-workers, on its own port, buyers split
 between them as a load balancer would) and two Celery worker "hosts" (each --celery-workers processes,
 each with its own node name, var directory and log) against the one PostgreSQL and Redis: the shape of
@@ -32,7 +35,10 @@ import argparse
 import http.client
 import json
 import os
+import shutil
+import stat
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -62,6 +68,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--web-threads", type=int, default=2, help="threads per gunicorn worker (default 2)")
     parser.add_argument("--celery-workers", type=counts, default=[2], help="Celery processes per host (e.g. 1,2,4)")
     parser.add_argument("--scale-out", action="store_true", help="two web groups and two worker hosts")
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="put PgBouncer (transaction mode) between the app processes and PostgreSQL (PGBOUNCER_BIN or on PATH)",
+    )
+    parser.add_argument("--pool-size", type=int, default=10, help="PgBouncer's server connections (default 10)")
     parser.add_argument("--buyers", type=int, default=16, help="buyer threads (default 16)")
     parser.add_argument("--merchants", type=int, default=1, help="merchant threads uploading stock (default 1)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per configuration")
@@ -115,6 +127,7 @@ from bench._harness import (  # noqa: E402
     Processes,
     database_prepare,
     exactly_once_problems,
+    free_port,
     interrupt_on_signals,
     log,
     percentile,
@@ -123,6 +136,7 @@ from bench._harness import (  # noqa: E402
     process_tree_cpu_seconds,
     product_with_keys,
     settle,
+    wait_until,
     web_start,
     worker_start,
 )
@@ -284,7 +298,7 @@ def server_cpu(processes: Processes, postmaster: int | None) -> dict[str, float]
     """CPU seconds so far of the web processes, the Celery processes and the whole PostgreSQL cluster."""
     totals = {"web": 0.0, "worker": 0.0, "pg": 0.0}
     for name, process in processes.running:
-        role = "web" if name.startswith("web") else "worker"
+        role = "web" if name.startswith("web") else "worker" if name.startswith("worker") else "pg"
         totals[role] += sum(process_cpu_seconds(process_group(process.pid)).values())
     if postmaster:
         totals["pg"] = process_tree_cpu_seconds(postmaster)
@@ -313,13 +327,55 @@ def postmaster_pid() -> int | None:
     return parent_pid(backend) if process_name(backend) == "postgres" else None
 
 
+def pgbouncer_start(processes: Processes) -> str:
+    """PgBouncer in transaction mode on a free port, in front of the bench database; returns its URL."""
+    import dj_database_url
+
+    binary = os.environ.get("PGBOUNCER_BIN") or shutil.which("pgbouncer")
+    if not binary:
+        raise SystemExit("--pgbouncer: no pgbouncer on PATH (or set PGBOUNCER_BIN)")
+    config = dj_database_url.parse(ARGS.database_url)
+    port = free_port()
+    folder = Path(tempfile.mkdtemp(prefix="bench-pgbouncer-"))
+    folder.chmod(stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO)  # it drops root (-u nobody) and writes here
+    name, user = config["NAME"], config["USER"]
+    (folder / "pgbouncer.ini").write_text(
+        f"[databases]\n{name} = host={config['HOST'] or '127.0.0.1'} port={config['PORT'] or 5432} "
+        f"dbname={name} user={user}\n"
+        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = any\n"
+        f"pool_mode = transaction\ndefault_pool_size = {ARGS.pool_size}\nmax_client_conn = 1000\n"
+        f"unix_socket_dir =\nlogfile = {folder}/pgbouncer.log\npidfile = {folder}/pgbouncer.pid\n"
+    )
+    command = [binary, str(folder / "pgbouncer.ini")]
+    if os.geteuid() == 0:
+        command[1:1] = ["-u", "nobody"]  # PgBouncer refuses to run as root
+    processes.start("pgbouncer", command)
+    url = f"postgres://{user}@127.0.0.1:{port}/{name}"
+
+    def answers() -> bool:
+        import psycopg2
+
+        processes.check_alive()
+        try:
+            psycopg2.connect(url).close()
+            return True
+        except psycopg2.OperationalError:
+            return False
+
+    wait_until(answers, seconds=20, what="PgBouncer to answer")
+    return url
+
+
 def start_servers(processes: Processes, *, web_workers: int, celery_workers: int) -> list[int]:
+    pooled = {}
+    if ARGS.pgbouncer:
+        pooled = {"DATABASE_URL": pgbouncer_start(processes), "DATABASE_TRANSACTION_POOLING": "1"}
     groups = 2 if ARGS.scale_out else 1
     ports = []
     for group in range(groups):
         # Each "host" has its own settings: its own var directory (local files, beat schedule) and name.
         # The secrets come from the environment, the same on every host, as in production.
-        host_env = {**APP_ENV, **SECRETS, "SHOP_VAR_DIR": str(REPO_ROOT / "var" / "bench" / f"host-{group}")}
+        host_env = {**APP_ENV, **SECRETS, **pooled, "SHOP_VAR_DIR": str(REPO_ROOT / "var" / "bench" / f"host-{group}")}
         ports.append(
             web_start(processes, workers=web_workers, threads=ARGS.web_threads, env=host_env, name=f"web-{group}")
         )
@@ -352,7 +408,7 @@ def main() -> int:
             processes = Processes()
             try:
                 label = f"{'2x' if ARGS.scale_out else ''}{web_workers} web / {'2x' if ARGS.scale_out else ''}"
-                label += f"{celery_workers} celery"
+                label += f"{celery_workers} celery" + (" + PgBouncer" if ARGS.pgbouncer else "")
                 log(f"starting {label}")
                 ports = start_servers(processes, web_workers=web_workers, celery_workers=celery_workers)
                 tag = f"w{web_workers}c{celery_workers}t{int(time.time())}"
@@ -394,7 +450,9 @@ def main() -> int:
         *[f"{step} p50/p99 ms" for step in STEPS],
         "uploads",
         "errors",
-        "cpu ms/purchase",
+        "CPU ms/purchase",
+        "of it web/worker/pg",
+        "SQL/purchase web/worker",
     ]
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
