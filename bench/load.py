@@ -24,6 +24,9 @@ worker processes (bench/_statements.py).
 `--pgbouncer` puts PgBouncer in transaction mode (`--pool-size` server connections) between every app
 process and PostgreSQL (DATABASE_TRANSACTION_POOLING=1 in their environment).
 
+`--profile` runs cProfile around every request and task (bench/_profile.py) and prints, per role, the
+functions with the most time (throughput under the profiler is not a figure).
+
 `--scale-out` runs two groups of web processes (each --web-workers, on its own port, buyers split
 between them as a load balancer would) and two Celery worker "hosts" (each --celery-workers processes,
 each with its own node name, var directory and log) against the one PostgreSQL and Redis: the shape of
@@ -74,6 +77,9 @@ def parse_args() -> argparse.Namespace:
         help="put PgBouncer (transaction mode) between the app processes and PostgreSQL (PGBOUNCER_BIN or on PATH)",
     )
     parser.add_argument("--pool-size", type=int, default=10, help="PgBouncer's server connections (default 10)")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the web and worker processes; print where the time goes"
+    )
     parser.add_argument("--buyers", type=int, default=16, help="buyer threads (default 16)")
     parser.add_argument("--merchants", type=int, default=1, help="merchant threads uploading stock (default 1)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per configuration")
@@ -152,6 +158,8 @@ SECRET_NAMES = [
     "EVIDENCE_SIGNING_KEY",
 ]
 SECRETS = {name: getattr(settings, name) for name in SECRET_NAMES}
+PROFILE_DIR = Path(tempfile.mkdtemp(prefix="bench-profile-")) if ARGS.profile else None
+PROFILING = {"BENCH_PROFILE_DIR": str(PROFILE_DIR)} if PROFILE_DIR else {}
 
 
 def call(port: int, method: str, path: str, *, body: bytes | None = None, headers=None) -> tuple[int, bytes]:
@@ -366,6 +374,20 @@ def pgbouncer_start(processes: Processes) -> str:
     return url
 
 
+def profile_report(folder: Path) -> None:
+    """Merge each role's profiles and print the functions with the most time of their own and in total."""
+    import pstats
+
+    for role in ("web", "worker"):
+        files = sorted(str(path) for path in folder.glob(f"{role}-*.prof"))
+        if not files:
+            continue
+        stats = pstats.Stats(*files)
+        for order, title in (("tottime", "own time"), ("cumulative", "time including callees")):
+            print(f"\n=== {role} processes: top 25 functions by {title} ({len(files)} processes) ===")
+            stats.sort_stats(order).print_stats(25)
+
+
 def start_servers(processes: Processes, *, web_workers: int, celery_workers: int) -> list[int]:
     pooled = {}
     if ARGS.pgbouncer:
@@ -375,7 +397,13 @@ def start_servers(processes: Processes, *, web_workers: int, celery_workers: int
     for group in range(groups):
         # Each "host" has its own settings: its own var directory (local files, beat schedule) and name.
         # The secrets come from the environment, the same on every host, as in production.
-        host_env = {**APP_ENV, **SECRETS, **pooled, "SHOP_VAR_DIR": str(REPO_ROOT / "var" / "bench" / f"host-{group}")}
+        host_env = {
+            **APP_ENV,
+            **SECRETS,
+            **pooled,
+            **PROFILING,
+            "SHOP_VAR_DIR": str(REPO_ROOT / "var" / "bench" / f"host-{group}"),
+        }
         ports.append(
             web_start(processes, workers=web_workers, threads=ARGS.web_threads, env=host_env, name=f"web-{group}")
         )
@@ -461,6 +489,9 @@ def main() -> int:
         cells += [str(row["uploads"]), str(row["errors"]), f"{row['cpu ms/purchase']:.0f}"]
         cells += [row["cpu web/worker/pg"], row["sql web/worker"]]
         print("| " + " | ".join(cells) + " |")
+
+    if PROFILE_DIR:
+        profile_report(PROFILE_DIR)
 
     problems = exactly_once_problems(all_purchases, 1)
     # Confirmed purchases are completed, not delivered: exactly_once_problems checks "delivered".
