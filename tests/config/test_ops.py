@@ -58,11 +58,12 @@ def test_readyz_ok_then_503_naming_the_broker_when_redis_is_down(settings, tmp_p
 
 def test_readyz_503_when_a_migration_is_not_applied(monkeypatch):
     monkeypatch.setattr(ops, "_migrations_applied", False)
-    MigrationRecorder.Migration.objects.filter(app="shop", name="0009_stock_upload_progressed_at").delete()
+    latest = MigrationRecorder.Migration.objects.filter(app="shop").order_by("-applied", "-pk").first()
+    latest.delete()  # as if the release's migrate had not run yet
     response = Client().get("/readyz")
     assert response.status_code == 503
     assert response.json()["failed"] == ["migrations"]
-    assert "shop.0009_stock_upload_progressed_at" in response.json()["checks"]["migrations"]
+    assert f"shop.{latest.name}" in response.json()["checks"]["migrations"]
 
 
 @pytest.mark.parametrize(
@@ -182,3 +183,25 @@ probe.apply(task_id="task-123")
     )
     assert "time" in inside
     assert len(lines) == len(done.stderr.strip().splitlines())  # nothing but JSON lines
+
+
+@requires_redis_server
+def test_beat_lease_one_holder_and_a_clean_handover(settings, tmp_path):
+    """Two schedulers on one Redis: the first holds the lease and renews it, the second is refused;
+    when the holder shuts down cleanly it gives the lease back and the standby takes it at once."""
+    from config.beat import SingleBeatScheduler
+    from config.celery import app
+
+    with redis_server(tmp_path) as server:
+        settings.CELERY_BROKER_URL = server.url()
+        first = SingleBeatScheduler(app=app, schedule_filename=str(tmp_path / "first"))
+        second = SingleBeatScheduler(app=app, schedule_filename=str(tmp_path / "second"))
+        assert first.lease_hold() is True
+        assert first.lease_hold() is True  # renewed
+        assert second.lease_hold() is False
+        assert second.tick() == second.lease_seconds / 3  # a standby sends nothing, looks again soon
+        first.close()
+        assert second.lease_hold() is True
+        server.stop(kill=True)
+        assert second.lease_hold() is False  # Redis gone: nobody sends
+        second.close()
