@@ -14,6 +14,7 @@ and the session: a balancer probes each web process over plain HTTP by its addre
   so every web process answers for the whole deployment: scrape one target (or the balancer).
 """
 
+import hashlib
 import hmac
 import logging
 
@@ -111,8 +112,9 @@ def _bearer_ok(request) -> bool | None:
         return None
     given = request.headers.get("Authorization", "")
     scheme, _, token = given.partition(" ")
-    # compare_digest on bytes: constant time for equal lengths, and no early exit on the first difference.
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+    # Digests first, so that the comparison takes the same time whatever the given token's length.
+    given_digest = hashlib.sha256(token.strip().encode()).digest()
+    return scheme.lower() == "bearer" and hmac.compare_digest(given_digest, hashlib.sha256(expected.encode()).digest())
 
 
 class ShopCollector:
@@ -152,12 +154,13 @@ class ShopCollector:
 
     def _counters(self):
         specs = [
-            ("webhooks", "cardshop_webhooks", "Gateway webhooks by outcome (processed, duplicate, rejected).", None),
-            ("task_failures", "cardshop_task_failures", "Celery tasks that raised, by task.", None),
-            ("task_retries", "cardshop_task_retries", "Celery task retries, by task.", None),
-            ("risk_decisions", "cardshop_risk_decisions", "Risk decisions by action and outcome.", None),
+            ("webhooks", "cardshop_webhooks", "Gateway webhooks by outcome (processed, duplicate, rejected)."),
+            ("task_failures", "cardshop_task_failures", "Celery tasks that raised, by task."),
+            ("task_retries", "cardshop_task_retries", "Celery task retries, by task."),
+            # RISK HOOK: filled by core.metrics.risk_decision_count, which the risk app calls per decision.
+            ("risk_decisions", "cardshop_risk_decisions", "Risk decisions by action and outcome."),
         ]
-        for metric, name, documentation, _unused in specs:
+        for metric, name, documentation in specs:
             values = metrics.metric_read(metric)
             labels = sorted({key for field in values for key in metrics.metric_labels(field)})
             family = CounterMetricFamily(name, documentation, labels=labels)
