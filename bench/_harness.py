@@ -274,11 +274,12 @@ def web_start(
     threads: int,
     worker_class: str = "gthread",
     env: dict[str, str] | None = None,
+    name: str = "gunicorn",
 ) -> int:
     """`gunicorn config.wsgi` on a free loopback port, once it answers; returns the port."""
     port = free_port()
     processes.start(
-        "gunicorn",
+        name,
         [
             str(VENV_BIN / "gunicorn"),
             "config.wsgi",
@@ -311,13 +312,20 @@ def web_start(
     return port
 
 
-def worker_start(processes: Processes, *, broker_url: str, concurrency: int, env: dict[str, str] | None = None) -> None:
+def worker_start(
+    processes: Processes,
+    *,
+    broker_url: str,
+    concurrency: int,
+    env: dict[str, str] | None = None,
+    label: str = "celery-worker",
+) -> None:
     """`celery -A config worker` (prefork), once it answers a ping."""
     from celery import Celery
 
     name = f"bench-{uuid.uuid4().hex[:8]}@localhost"
     processes.start(
-        "celery-worker",
+        label,
         [
             str(VENV_BIN / "celery"),
             "-A",

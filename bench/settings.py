@@ -8,6 +8,8 @@ fixed in `REST_FRAMEWORK` (before the shared-cache limiter) gets them lifted her
 the throttles still run, so their cost stays in the figures.
 """
 
+import os
+
 from config import settings as _shop
 from config.settings import *  # noqa: F403
 
@@ -17,3 +19,10 @@ if _shop.REST_FRAMEWORK.get("DEFAULT_THROTTLE_RATES"):
         "DEFAULT_THROTTLE_RATES": dict.fromkeys(_shop.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "1000000/s"),
     }
 INSTALLED_APPS = [*_shop.INSTALLED_APPS, "bench._statements.StatementCounting"]
+
+# bench/load.py --profile: cProfile around every request and task (bench/_profile.py).
+if os.environ.get("BENCH_PROFILE_DIR"):
+    MIDDLEWARE = ["bench._profile.ProfileMiddleware", *_shop.MIDDLEWARE]
+    from bench._profile import install_task_hooks
+
+    install_task_hooks()

@@ -4,7 +4,7 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_failure, task_postrun, task_prerun, task_retry
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -27,6 +27,23 @@ def _database_connections_tidy(sender=None, **kwargs) -> None:
 task_prerun.connect(_database_connections_tidy, weak=False)
 task_postrun.connect(_database_connections_tidy, weak=False)
 
+
+def _task_failure_count(sender=None, **kwargs) -> None:
+    from core.metrics import metric_count
+
+    metric_count("task_failures", {"task": getattr(sender, "name", str(sender))})
+
+
+def _task_retry_count(sender=None, **kwargs) -> None:
+    from core.metrics import metric_count
+
+    metric_count("task_retries", {"task": getattr(sender, "name", str(sender))})
+
+
+# Counted into the shared store for /metrics (config/ops.py): a task that keeps failing is never silent.
+task_failure.connect(_task_failure_count, weak=False)
+task_retry.connect(_task_retry_count, weak=False)
+
 app.conf.beat_schedule = {
     # A paid order is delivered within a second by the task queued at payment; this sweep catches the
     # ones whose task was lost (broker down at the time, Redis restarted empty, a worker killed), so
@@ -35,6 +52,14 @@ app.conf.beat_schedule = {
     "escrow.orders_deliver_stuck": {
         "task": "escrow.orders_deliver_stuck",
         "schedule": float(os.environ.get("ESCROW_DELIVERY_SWEEP_SECONDS", "10")),
+    },
+    # A stock upload commits a batch every second or two; one that has not moved for
+    # SHOP_STOCK_UPLOAD_STALL_SECONDS (two minutes) lost its worker. Checking every minute resumes it
+    # within three minutes of the crash, which a merchant watching the progress bar accepts, and an
+    # idle run is one query. SHOP_STOCK_UPLOAD_SWEEP_SECONDS shortens it for the fault tests.
+    "shop.stock_uploads_resume": {
+        "task": "shop.stock_uploads_resume",
+        "schedule": float(os.environ.get("SHOP_STOCK_UPLOAD_SWEEP_SECONDS", "60")),
     },
     # A reservation lapses 15 minutes after checkout; checking every 30 s returns stock to sale
     # at most half a minute late, and each run only touches the orders that are due.
@@ -45,6 +70,10 @@ app.conf.beat_schedule = {
     # Dispute deadlines are two or three days long; applying each silence rule within five minutes is
     # well inside what anyone notices, and an idle run is one indexed query.
     "disputes.disputes_sweep": {"task": "disputes.disputes_sweep", "schedule": 300.0},
+    # The ledger's invariants are checked hourly and the result shown in /metrics
+    # (cardshop_ledger_verify_ok): a break is seen within the hour, and the check replays the
+    # transfers, which is too heavy to run every minute on a large ledger.
+    "escrow.ledger_verify": {"task": "escrow.ledger_verify", "schedule": 3600.0},
     # Reserve holds last days; releasing them within the hour is plenty and costs one query when idle.
     "escrow.reserves_release": {"task": "escrow.reserves_release", "schedule": 3600.0},
     # Idempotency keys are replayed for 24 hours; a key past that is replaced when reused anyway, so an

@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 from config.local_secrets import load_local_secrets
+from config.log_format import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("SHOP_VAR_DIR", BASE_DIR / "var"))
@@ -77,6 +78,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.ops.OpsEndpointsMiddleware",  # /healthz, /readyz, /metrics: before the HTTPS redirect and host check
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -129,6 +131,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+# Behind PgBouncer in transaction mode (docs/deploy.md): a server-side cursor (`.iterator()` outside a
+# transaction) cannot outlive the transaction the pooler gives the connection for.
+if _env_bool("DATABASE_TRANSACTION_POOLING", False):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- auth -----------------------------------------------------------------------------------------
@@ -199,7 +205,11 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # a pasted list of keys is a form field
 SHOP_STOCK_UPLOAD_MAX_BYTES = 50 * 1024 * 1024
 SHOP_STOCK_UPLOAD_MAX_LINES = 1_000_000
-SHOP_STOCK_UPLOAD_BATCH = 5_000
+SHOP_STOCK_UPLOAD_BATCH = int(os.environ.get("SHOP_STOCK_UPLOAD_BATCH", "5000"))
+# A running upload whose last batch committed longer ago than this lost its worker (a batch of 5,000
+# keys takes a second or two): the beat's shop.stock_uploads_resume queues its import again, which
+# resumes after the last committed batch.
+SHOP_STOCK_UPLOAD_STALL_SECONDS = int(os.environ.get("SHOP_STOCK_UPLOAD_STALL_SECONDS", "120"))
 # --- end of uploaded files ------------------------------------------------------------------------
 
 # --- Celery ---------------------------------------------------------------------------------------
@@ -249,6 +259,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # requests instead (only the broken ones and those older than CONN_MAX_AGE).
 CELERY_DB_REUSE_MAX = 2**62
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Only the beat holding a lease in Redis sends periodic tasks: a second beat started by mistake waits
+# as a standby (config/beat.py; BEAT_LEASE_SECONDS, BEAT_LEASE_URL).
+CELERY_BEAT_SCHEDULER = "config.beat:SingleBeatScheduler"
 CELERY_TIMEZONE = "UTC"
 
 # --- REST API -------------------------------------------------------------------------------------
@@ -463,11 +476,14 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"axes": {"level": "WARNING"}},
-}
+# LOG_FORMAT=json: one JSON object per line with the event's fields (order, payment, upload, task_id…);
+# anything else: plain lines. See config/log_format.py.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
+LOGGING = logging_config(log_format=LOG_FORMAT, level=os.environ.get("LOG_LEVEL", "INFO"))
+# In JSON mode Celery keeps the handlers above instead of installing its own, so workers and beat
+# write JSON too (their level is then LOG_LEVEL, not the -l flag).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
+
+# --- operations: /healthz, /readyz, /metrics (config/ops.py) -----------------------------------------
+# /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it answers 404.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

@@ -1,9 +1,12 @@
 """The ledger's invariants (DESIGN.md), checked from the transfers themselves."""
 
+import logging
 from collections import defaultdict
+from datetime import datetime
 
 from django.db.models import Q, Sum
 
+from core.metrics import metric_set
 from escrow import ledger
 from escrow.models import (
     AccountKind,
@@ -22,6 +25,8 @@ from escrow.models import (
     Withdrawal,
     WithdrawalStatus,
 )
+
+logger = logging.getLogger(__name__)
 
 SETTLED = [OrderStatus.COMPLETED, OrderStatus.REFUNDED, OrderStatus.PARTIALLY_REFUNDED]
 
@@ -97,6 +102,16 @@ def ledger_problems() -> list[str]:
     problems.extend(_refund_problems())
     problems.extend(_dispute_problems())
     problems.extend(_clawback_problems())
+    return problems
+
+
+def ledger_verify_record(*, now: datetime) -> list[str]:
+    """Check the ledger and record the result for /metrics (cardshop_ledger_verify_*); returns the problems."""
+    problems = ledger_problems()
+    metric_set("ledger_verify", {"field": "problems"}, value=len(problems))
+    metric_set("ledger_verify", {"field": "last_run"}, value=now.timestamp())
+    if problems:
+        logger.error("escrow.ledger_verify_failed", extra={"problems": len(problems), "first": problems[0]})
     return problems
 
 

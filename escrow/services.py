@@ -22,6 +22,7 @@ import risk
 from accounts.models import AuditAction, User
 from accounts.services import audit_record, spending_limit_refusal
 from core.errors import Refused
+from core.metrics import DELIVERY_LATENCY_BUCKETS, metric_count, metric_observe
 from core.money import percent_of
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
 from escrow import clawbacks, ledger, refunds, webhook_events
@@ -414,6 +415,16 @@ def webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -
     Raises `WebhookRejected` (answer 400, nothing changed) for a bad signature, body or payment, or an
     event type without a handler in `WEBHOOK_HANDLERS`. Returns "processed" or "duplicate".
     """
+    try:
+        result = _webhook_receive(gateway_name=gateway_name, body=body, headers=headers, now=now)
+    except WebhookRejected:
+        metric_count("webhooks", {"gateway": gateway_name, "outcome": "rejected"})
+        raise
+    metric_count("webhooks", {"gateway": gateway_name, "outcome": result})
+    return result
+
+
+def _webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) -> str:
     gateway = gateway_get(gateway_name)
     event = gateway.webhook_parse(body=body, headers=headers, now=now)
     handler = WEBHOOK_HANDLERS.get(event.type)
@@ -730,6 +741,10 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     # send them too. Either falls back to a retrying task if it fails there.
     transaction.on_commit(lambda: order_delivered_notify(order_pk=order.pk))
     logger.info("escrow.order_delivered", extra={"order": order.pk})
+    latency = max(0.0, (now - (order.paid_at or now)).total_seconds())
+    transaction.on_commit(
+        lambda: metric_observe("delivery_latency", latency, buckets=DELIVERY_LATENCY_BUCKETS), robust=True
+    )
     return order
 
 

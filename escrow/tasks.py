@@ -4,7 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from core.mail import MAIL_ERRORS, mail_retry
-from escrow import delivery, notifications, reconciliation, refunds, services, withdrawals
+from escrow import delivery, ledger_checks, notifications, reconciliation, refunds, services, withdrawals
 from escrow.gateways.sandbox.tasks import sandbox_refund_webhook_send_task  # noqa: F401  (registers it)
 
 
@@ -17,6 +17,12 @@ def order_deliver_task(*, order_pk: int) -> None:
 def orders_deliver_stuck_task() -> int:
     """Deliver the paid orders whose delivery task was lost (broker down, worker killed, …)."""
     return delivery.orders_deliver_stuck(now=timezone.now())
+
+
+@shared_task(name="escrow.ledger_verify", acks_late=True)
+def ledger_verify_task() -> int:
+    """Check the ledger's invariants; the result goes to /metrics. Returns how many failed."""
+    return len(ledger_checks.ledger_verify_record(now=timezone.now()))
 
 
 @shared_task(name="escrow.orders_expire", acks_late=True)

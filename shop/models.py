@@ -262,6 +262,9 @@ class StockUpload(models.Model):
     rejected = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField()
+    # The database's clock at the last committed batch (or when the sweeper last queued the import
+    # again): a running upload that has not moved for SHOP_STOCK_UPLOAD_STALL_SECONDS lost its worker.
+    progressed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

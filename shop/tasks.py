@@ -24,6 +24,12 @@ def stock_upload_process_task(*, upload_pk: int) -> None:
     services.stock_upload_process(upload_pk=upload_pk, now=timezone.now())
 
 
+@shared_task(name="shop.stock_uploads_resume", acks_late=True)
+def stock_uploads_resume_task() -> list[int]:
+    """Queue again the imports of running uploads that stopped moving (their worker was killed)."""
+    return services.stock_uploads_resume_stalled(now=timezone.now())
+
+
 @shared_task(name="shop.product_low_stock_email", bind=True, acks_late=True, max_retries=8)
 def product_low_stock_email_task(self, *, product_pk: int, available: int) -> None:
     """Tell the merchant a product is running low (queued once per dip below the threshold)."""

@@ -207,6 +207,52 @@ def worker_running(**kwargs) -> Iterator[Worker]:
         worker.stop()
 
 
+class Beat:
+    """A `celery -A config beat` subprocess (its own schedule file) on a Redis broker."""
+
+    def __init__(self, *, broker_url: str, log: Path, env: dict[str, str] | None = None):
+        self.broker_url = broker_url
+        self.log = log
+        self.env = env or {}
+        self.process: subprocess.Popen | None = None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "CELERY_BROKER_URL": self.broker_url,
+            **self.env,
+        }
+        command = [str(CELERY_BIN), "-A", "config", "beat", "-l", "info"]
+        command += ["--schedule", str(self.log.with_suffix(".beat-schedule"))]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for(lambda: "beat: Starting" in self.log_text(), seconds=WORKER_START_SECONDS, what=f"{self.log}")
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process is not None:
+            process_group_stop(self.process, kill=kill)
+
+    def sent(self, task_name: str) -> int:
+        """How many times this beat has sent `task_name` (from its log)."""
+        return self.log_text().count(f"Sending due task {task_name} ")
+
+
+@contextlib.contextmanager
+def beat_running(**kwargs) -> Iterator[Beat]:
+    beat = Beat(**kwargs)
+    try:
+        beat.start()
+        yield beat
+    finally:
+        beat.stop()
+
+
 def _reset_broker_connections() -> None:
     # The app caches its connection and producer pools on first use; drop them so the next publish
     # connects to the broker now configured (what Celery itself does after a fork). They are not

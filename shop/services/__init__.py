@@ -75,6 +75,7 @@ from shop.services.uploads import (
     StockUploadTakenOver,
     stock_upload_process,
     stock_upload_start,
+    stock_uploads_resume_stalled,
 )
 from shop.services.webhooks import (
     WebhookEndpointRefused,
@@ -154,6 +155,7 @@ __all__ = [
     "secret_aad",
     "stock_upload_process",
     "stock_upload_start",
+    "stock_uploads_resume_stalled",
     "webhook_deliveries_due",
     "webhook_delivery_attempt",
     "webhook_delivery_resend",

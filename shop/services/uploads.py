@@ -6,12 +6,13 @@ committed on its own, so a killed worker loses nothing and a second run resumes 
 import logging
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Coalesce, Now
 from django.utils.translation import gettext as _
 
 from accounts.models import AuditAction, User
@@ -224,7 +225,43 @@ def _stock_upload_batch_write(
         imported=F("imported") + len(inserted),
         duplicates=F("duplicates") + len(rejections) - rejected,
         rejected=F("rejected") + rejected,
+        progressed_at=Now(),  # the database's clock: web, worker and beat hosts may disagree
     )
+
+
+def stock_uploads_resume_stalled(*, now: datetime) -> list[int]:
+    """Queue the import again of every running upload that has not committed a batch for
+    SHOP_STOCK_UPLOAD_STALL_SECONDS (its worker was killed, or its task lost with the broker); returns
+    their ids.
+
+    Each is claimed by a compare-and-set of `progressed_at`, so two sweeps at once (two beats) queue it
+    once, and a queued run that is lost again is queued again a stall later. The run resumes after the
+    last committed batch; if the first worker was alive after all, the two runs meet at the next batch's
+    row lock and one stands aside (`StockUploadTakenOver`), so every entry is imported exactly once.
+    """
+    from shop.tasks import stock_upload_process_task
+
+    stalled_before = now - timedelta(seconds=settings.SHOP_STOCK_UPLOAD_STALL_SECONDS)
+    candidates = (
+        StockUpload.objects.filter(status=StockUploadStatus.RUNNING)
+        .annotate(last_move=Coalesce("progressed_at", "created_at"))
+        .filter(last_move__lt=stalled_before)
+        .values_list("pk", "progressed_at")
+    )
+    resumed = []
+    for pk, progressed_at in candidates:
+        claimed = StockUpload.objects.filter(
+            pk=pk, status=StockUploadStatus.RUNNING, progressed_at=progressed_at
+        ).update(progressed_at=now)
+        if not claimed:  # another sweep took it, or the import moved on
+            continue
+        logger.warning("shop.stock_upload_resumed", extra={"upload": pk})
+        resumed.append(pk)
+        try:
+            stock_upload_process_task.delay(upload_pk=pk)
+        except Exception:  # the broker is down: the upload is still running, so the next sweep retries
+            logger.warning("shop.stock_upload_resume_failed", extra={"upload": pk}, exc_info=True)
+    return resumed
 
 
 STOCK_UPLOAD_FINISHED = {

@@ -6,10 +6,16 @@ way production breaks (`kill -9` of the worker, Redis stopped or killed, a Postg
 terminated), brings it back, and checks the books: every paid order delivered, each exactly once.
 The beat's delivery sweeper runs every second here (ESCROW_DELIVERY_SWEEP_SECONDS) and picks up
 orders paid more than a second ago (ESCROW_DELIVERY_GRACE_SECONDS).
+
+Each fault prints one line of figures (`pytest -s tests/escrow/test_delivery_faults.py | grep FAULT`):
+orders paid and not yet delivered when the fault hit (in flight), orders never delivered (lost),
+delivered twice (doubled), and seconds from the fault's end to the last delivery (recovery).
+docs/reliability.md records them.
 """
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import psycopg2
@@ -25,6 +31,8 @@ from tests import factories
 from tests.conftest import requires_postgres
 from tests.processes import (
     RedisServer,
+    beat_running,
+    free_port,
     publishing_to,
     redis_server,
     requires_redis_server,
@@ -40,7 +48,8 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-SWEEPER_FAST = {"ESCROW_DELIVERY_SWEEP_SECONDS": "1", "ESCROW_DELIVERY_GRACE_SECONDS": "1"}
+# A killed worker's embedded beat keeps the beat lease (config/beat.py) until it lapses: 3 s here.
+SWEEPER_FAST = {"ESCROW_DELIVERY_SWEEP_SECONDS": "1", "ESCROW_DELIVERY_GRACE_SECONDS": "1", "BEAT_LEASE_SECONDS": "3"}
 RECOVERY_SECONDS = 40
 
 
@@ -117,6 +126,26 @@ def _assert_each_delivered_once(product: Product, orders: list[Order], *, quanti
     assert ledger_problems() == []
 
 
+def _in_flight(orders: list[Order]) -> int:
+    return Order.objects.filter(pk__in=[o.pk for o in orders], status=OrderStatus.PAID).count()
+
+
+def _figures(fault: str, orders: list[Order], *, in_flight: int, fault_over_at: float) -> None:
+    """Print the fault's line of figures (before the assertions, so a failing run shows them too)."""
+    recovery = time.monotonic() - fault_over_at
+    deliveries = Counter(
+        AuditEntry.objects.filter(action="order.delivered", subject_id__in=[str(o.pk) for o in orders]).values_list(
+            "subject_id", flat=True
+        )
+    )
+    lost = sum(1 for o in orders if deliveries[str(o.pk)] == 0)
+    doubled = sum(1 for count in deliveries.values() if count > 1)
+    print(
+        f"\nFAULT {fault}: orders {len(orders)}, in flight {in_flight}, lost {lost}, doubled {doubled}, "
+        f"recovery {recovery:.1f} s"
+    )
+
+
 def test_worker_killed_mid_batch(broker, tmp_path):
     """`kill -9` of the worker while it holds deliveries: acks_late leaves them unacknowledged in
     Redis for its visibility timeout (an hour); the next worker's sweeper delivers them now."""
@@ -127,10 +156,12 @@ def test_worker_killed_mid_batch(broker, tmp_path):
                 _pay(order)
             wait_for(_backend_waiting_for_a_lock, seconds=20, what=f"a delivery in progress\n{first.log_tail()}")
             first.stop(kill=True)
+            in_flight, killed_at = _in_flight(orders), time.monotonic()
         assert Order.objects.get(pk=orders[0].pk).status == OrderStatus.PAID
 
     with _worker(broker, tmp_path, "second") as second:
         _wait_all_delivered(orders, second)
+    _figures("worker kill -9 (new worker started)", orders, in_flight=in_flight, fault_over_at=killed_at)
     _assert_each_delivered_once(product, orders)
 
 
@@ -148,10 +179,13 @@ def test_webhooks_while_redis_is_stopped(broker, tmp_path):
             assert order.payments.get().status == PaymentStatus.SUCCEEDED
         assert Order.objects.filter(pk__in=[o.pk for o in orders], status=OrderStatus.PAID).count() == len(orders)
         time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))  # the outage lasts ten seconds, as in the issue
+        in_flight = _in_flight(orders)
         broker.start()
+        restarted = time.monotonic()
 
         _wait_all_delivered(orders, worker)
         assert worker.is_alive(), worker.log_tail()
+    _figures("Redis stopped 10 s while paying", orders, in_flight=in_flight, fault_over_at=restarted)
     _assert_each_delivered_once(product, orders)
 
 
@@ -163,9 +197,11 @@ def test_redis_killed_without_persistence(broker, tmp_path):
         _pay(order)
     broker.stop(kill=True)
     broker.start()
+    in_flight, restarted = _in_flight(orders), time.monotonic()
 
     with _worker(broker, tmp_path) as worker:
         _wait_all_delivered(orders, worker)
+    _figures("Redis killed, queue lost", orders, in_flight=in_flight, fault_over_at=restarted)
     _assert_each_delivered_once(product, orders, quantity=2)
 
 
@@ -179,12 +215,14 @@ def test_worker_survives_redis_restarting_mid_task(broker, tmp_path):
             wait_for(_backend_waiting_for_a_lock, seconds=20, what=f"a delivery in progress\n{worker.log_tail()}")
             broker.stop(kill=True)
             broker.start()
+            in_flight, restarted = _in_flight(orders), time.monotonic()
         wait_for(lambda: _all_delivered(orders[:1]), seconds=RECOVERY_SECONDS, what="the first delivery")
         for order in orders[1:]:
             _pay(order)
         _wait_all_delivered(orders, worker)
         assert worker.is_alive(), worker.log_tail()
         assert "Unrecoverable error" not in worker.log.read_text()
+    _figures("Redis restarted mid-task", orders, in_flight=in_flight, fault_over_at=restarted)
     _assert_each_delivered_once(product, orders)
 
 
@@ -200,10 +238,12 @@ def test_worker_database_connection_terminated_mid_delivery(broker, tmp_path):
             )
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+            in_flight, terminated = _in_flight(orders), time.monotonic()
         for order in orders[1:]:
             _pay(order)
         _wait_all_delivered(orders, worker)
         assert worker.is_alive(), worker.log_tail()
+    _figures("PostgreSQL backend terminated mid-delivery", orders, in_flight=in_flight, fault_over_at=terminated)
     _assert_each_delivered_once(product, orders)
     assert Payment.objects.filter(order__in=orders, status=PaymentStatus.SUCCEEDED).count() == len(orders)
 
@@ -236,4 +276,41 @@ def test_worker_keeps_its_database_connection_between_tasks(broker, tmp_path):
             assert backends, "the worker closed its connection after the task"
             seen |= backends
         assert len(seen) <= 2, f"{len(seen)} backends for 6 deliveries on 2 worker processes: {sorted(seen)}"
+    _assert_each_delivered_once(product, orders)
+
+
+def test_beat_started_twice_sends_once_and_fails_over(broker, tmp_path):
+    """Two `celery beat` processes on one deployment: only the lease holder sends periodic tasks (the
+    other stays a standby and sends nothing); `kill -9` of the holder and the standby takes over within
+    the lease (3 s here) and its sweeper delivers what was paid meanwhile. Payments here cannot queue
+    their delivery (the web's broker address is dead), so only the beat's sweeper delivers."""
+    product, orders = _orders_placed(8)
+    beat_env = SWEEPER_FAST
+    dead_broker = f"redis://127.0.0.1:{free_port()}/0"
+    with (
+        worker_running(broker_url=broker.url(), log=tmp_path / "worker.log") as worker,
+        beat_running(broker_url=broker.url(), log=tmp_path / "beat-a.log", env=beat_env) as beat_a,
+        beat_running(broker_url=broker.url(), log=tmp_path / "beat-b.log", env=beat_env) as beat_b,
+    ):
+        sweep = "escrow.orders_deliver_stuck"
+        wait_for(lambda: beat_a.sent(sweep) + beat_b.sent(sweep) >= 3, seconds=20, what="three sweeps sent")
+        leader, standby = (beat_a, beat_b) if beat_a.sent(sweep) else (beat_b, beat_a)
+        assert standby.sent(sweep) == 0, "both beats are sending"
+
+        with publishing_to(dead_broker):
+            for order in orders[:4]:
+                _pay(order)
+        _wait_all_delivered(orders[:4], worker)
+        assert standby.sent(sweep) == 0, "both beats are sending"
+
+        leader.stop(kill=True)
+        killed_at = time.monotonic()
+        with publishing_to(dead_broker):
+            for order in orders[4:]:
+                _pay(order)
+        in_flight = _in_flight(orders)
+        _wait_all_delivered(orders, worker)
+        assert standby.sent(sweep) > 0
+        assert "beat.lease_taken" in standby.log_text()
+    _figures("beat started twice, the leader killed", orders, in_flight=in_flight, fault_over_at=killed_at)
     _assert_each_delivered_once(product, orders)
