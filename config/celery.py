@@ -47,13 +47,17 @@ app.conf.beat_schedule = {
     "disputes.disputes_sweep": {"task": "disputes.disputes_sweep", "schedule": 300.0},
     # Reserve holds last days; releasing them within the hour is plenty and costs one query when idle.
     "escrow.reserves_release": {"task": "escrow.reserves_release", "schedule": 3600.0},
-    # Reconciliation compares whole (UTC) days with the gateway's books, so once a day, after midnight
-    # plus a margin for late webhooks.
     # The audit trail's hash chain (accounts/README.md): an entry is provable only once sealed, so
     # seal every 10 s; an idle run is one indexed query, and writers never wait for it.
     "accounts.audit_chain_seal": {"task": "accounts.audit_chain_seal", "schedule": 10.0},
     # A checkpoint of the chain's head on /transparency/ each hour: often enough that a rewrite of the
     # trail shows against a published head within the hour, few enough rows to list.
     "accounts.audit_checkpoint_publish": {"task": "accounts.audit_checkpoint_publish", "schedule": 3600.0},
+    # KYC documents of rejected merchants are kept 90 days (KYC_REJECTED_RETENTION_DAYS) and then deleted.
+    # The promise is counted in days, so a daily run keeps it to within a day; an idle run is one indexed
+    # query. 03:15 UTC, away from the reconciliation at 01:30.
+    "shop.kyc_documents_purge": {"task": "shop.kyc_documents_purge", "schedule": crontab(hour=3, minute=15)},
+    # Reconciliation compares whole (UTC) days with the gateway's books, so once a day, after midnight
+    # plus a margin for late webhooks.
     "escrow.reconcile_gateways": {"task": "escrow.reconcile_gateways", "schedule": crontab(hour=1, minute=30)},
 }

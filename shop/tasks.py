@@ -43,3 +43,9 @@ def product_low_stock_email_task(self, *, product_pk: int, available: int) -> No
         )
     except MAIL_ERRORS as error:
         mail_retry(self, error, log="shop.email_failed", product=product_pk)
+
+
+@shared_task(name="shop.kyc_documents_purge", acks_late=True)
+def kyc_documents_purge_task() -> int:
+    """Delete the KYC documents whose merchant was rejected KYC_REJECTED_RETENTION_DAYS ago (safe twice)."""
+    return services.merchant_kyc_documents_purge(now=timezone.now())
