@@ -92,7 +92,9 @@ def product_create(
     category = fields.get("category")
     reason = product_review_reason(merchant=merchant, category=category if isinstance(category, Category) else None)
     if reason:
-        fields.update(status=ProductStatus.AWAITING_REVIEW, review_reason=reason, review_requested_at=now)
+        # Born awaiting review (a creation, not a move: no transition applies).
+        fields["status"] = ProductStatus.AWAITING_REVIEW
+        fields["review_reason"], fields["review_requested_at"] = reason, now
     product = Product.objects.create(
         merchant=merchant, title=title, price=price, currency=currency, created_at=now, **fields
     )

@@ -12,7 +12,18 @@ MODULES = sorted(info.name for info in pkgutil.iter_modules(services.__path__))
 
 
 def test_the_package_has_its_concerns():
-    assert MODULES == ["coupons", "errors", "keys", "merchants", "products", "stock", "stock_copy", "tokens", "uploads"]
+    assert MODULES == [
+        "coupons",
+        "errors",
+        "keys",
+        "kyc",
+        "merchants",
+        "products",
+        "stock",
+        "stock_copy",
+        "tokens",
+        "uploads",
+    ]
 
 
 @pytest.mark.parametrize("name", MODULES)
