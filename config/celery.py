@@ -79,8 +79,6 @@ app.conf.beat_schedule = {
     # Idempotency keys are replayed for 24 hours; a key past that is replaced when reused anyway, so an
     # hourly purge only keeps the table small.
     "core.idempotency_keys_purge": {"task": "core.idempotency_keys_purge", "schedule": 3600.0},
-    # Reconciliation compares whole (UTC) days with the gateway's books, so once a day, after midnight
-    # plus a margin for late webhooks.
     # The audit trail's hash chain (accounts/README.md): an entry is provable only once sealed, so
     # seal every 10 s; an idle run is one indexed query, and writers never wait for it.
     "accounts.audit_chain_seal": {"task": "accounts.audit_chain_seal", "schedule": 10.0},
@@ -90,5 +88,11 @@ app.conf.beat_schedule = {
     # Webhooks to merchants: the first retry is due a minute after a failure, so every 30 s keeps it
     # within half a minute; the same sweep re-queues sends lost with the broker. Idle, one indexed query.
     "shop.webhook_deliveries_sweep": {"task": "shop.webhook_deliveries_sweep", "schedule": 30.0},
+    # KYC documents of rejected merchants are kept 90 days (KYC_REJECTED_RETENTION_DAYS) and then deleted.
+    # The promise is counted in days, so a daily run keeps it to within a day; an idle run is one indexed
+    # query. 03:15 UTC, away from the reconciliation at 01:30.
+    "shop.kyc_documents_purge": {"task": "shop.kyc_documents_purge", "schedule": crontab(hour=3, minute=15)},
+    # Reconciliation compares whole (UTC) days with the gateway's books, so once a day, after midnight
+    # plus a margin for late webhooks.
     "escrow.reconcile_gateways": {"task": "escrow.reconcile_gateways", "schedule": crontab(hour=1, minute=30)},
 }

@@ -377,6 +377,12 @@ EVIDENCE_SIGNING_KEY = _secret("EVIDENCE_SIGNING_KEY")
 # Dispute screenshots: outside STATIC_ROOT and MEDIA_ROOT, so no web server serves them by path; only
 # `disputes.views.attachment` does, after checking who asks.
 DISPUTE_FILES_ROOT = Path(os.environ.get("DISPUTE_FILES_ROOT", VAR_DIR / "dispute-files"))
+# Merchants' KYC documents (identity cards, business licences): sealed with the merchant's data key, in
+# files outside STATIC_ROOT and MEDIA_ROOT; only `staff.views.kyc_document` serves them, to staff with a
+# verified second factor. Deleted this many days after the merchant's rejection (the beat schedule).
+KYC_FILES_ROOT = Path(os.environ.get("KYC_FILES_ROOT", VAR_DIR / "kyc-files"))
+KYC_DOCUMENT_MAX_BYTES = 5 * 1024 * 1024
+KYC_REJECTED_RETENTION_DAYS = int(os.environ.get("KYC_REJECTED_RETENTION_DAYS", "90"))
 WITHDRAWAL_MINIMUM = int(os.environ.get("WITHDRAWAL_MINIMUM", "1000"))
 OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Card-key shop")
 BACKUP_CODE_COUNT = 10

@@ -75,7 +75,7 @@ def rating_page(request, pk: int, token: str | None = None):
 
 def merchant_page(request, pk: int):
     """A merchant's public page: their figures, products on sale and latest ratings. Approved merchants only."""
-    merchant = get_object_or_404(Merchant, pk=pk, status=MerchantStatus.APPROVED)
+    merchant = get_object_or_404(Merchant.objects.select_related("kyc"), pk=pk, status=MerchantStatus.APPROVED)
     context = {
         "merchant": merchant,
         "reputation": merchant_reputation(merchant.pk, timezone.now()),

@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy
 from core.money import MoneyError, from_major, money_column, to_major
 from core.transitions import StateError
 from shop import services
-from shop.models import CardKey, Category, Coupon, Merchant, MerchantApiToken, Product, StockUpload
+from shop.models import CardKey, Category, Coupon, Merchant, MerchantApiToken, MerchantKyc, Product, StockUpload
 
 
 class RejectionForm(forms.Form):
@@ -25,7 +25,7 @@ class MerchantAdmin(admin.ModelAdmin):
     list_filter = ("status",)
     search_fields = ("name", "user__username", "contact")
     exclude = ("data_key_wrapped", "data_key_version")
-    readonly_fields = ("status", "rejection_reason", "created_at")
+    readonly_fields = ("status", "rejection_reason", "rejected_at", "verified_at", "created_at")
     actions = ["approve", "reject"]
 
     def get_readonly_fields(self, request, obj=None):
@@ -133,7 +133,17 @@ class ProductAdmin(admin.ModelAdmin):
     form = ProductAdminForm
     list_display = ("title", "merchant", money_column("price", label=gettext_lazy("price")), "status")
     list_filter = ("status", "currency", "category")
-    readonly_fields = ("status", "description_html", "price_tiers", "low_stock_notified_at", "created_at")
+    readonly_fields = (
+        "status",
+        "description_html",
+        "price_tiers",
+        "low_stock_notified_at",
+        "review_reason",
+        "review_requested_at",
+        "reviewed_at",
+        "review_note",
+        "created_at",
+    )
 
     # A product never moves to another merchant: its keys are sealed under its merchant's data key.
     def get_readonly_fields(self, request, obj=None):
@@ -164,10 +174,30 @@ class CategoryAdmin(admin.ModelAdmin):
     """Staff define the catalogue's sections here; merchants pick one per product. A category that
     products use cannot be deleted (PROTECT): rename it or move its products first."""
 
-    list_display = ("name", "name_zh_hans", "slug", "position")
-    list_editable = ("position",)
+    list_display = ("name", "name_zh_hans", "slug", "position", "is_sensitive")
+    list_editable = ("position", "is_sensitive")
     prepopulated_fields = {"slug": ("name",)}
     search_fields = ("name", "name_zh_hans", "slug")
+
+
+@admin.register(MerchantKyc)
+class MerchantKycAdmin(admin.ModelAdmin):
+    """Read-only, and never the document itself: staff open that from the staff console's merchant
+    queue (`staff.views.kyc_document`), where each reading is audited."""
+
+    list_display = ("merchant", "kind", "legal_name", "submitted_at", "document_deleted_at")
+    list_filter = ("kind",)
+    search_fields = ("legal_name", "merchant__name")
+    exclude = ("document_name",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Coupon)

@@ -9,8 +9,9 @@ from django.utils.translation import gettext_lazy as _
 from accounts import services as accounts_services
 from core.money import Currency, MoneyError, from_major, to_major
 from shop import services as shop_services
-from shop.models import DESCRIPTION_MAX_LENGTH, ApiScope, Category, CouponKind, StockDelimiter
+from shop.models import DESCRIPTION_MAX_LENGTH, ApiScope, Category, CouponKind, KycKind, StockDelimiter
 from shop.selectors import CATALOG_SEARCH_MAX_LENGTH
+from shop.services.kyc import LEGAL_NAME_MAX_LENGTH
 
 
 class CatalogFilterForm(forms.Form):
@@ -41,12 +42,40 @@ class CatalogFilterForm(forms.Form):
 
 
 class MerchantSignupForm(forms.Form):
+    """The application with its KYC step: `cleaned_data["kyc"]` is the checked `KycSubmission`."""
+
     name = forms.CharField(label=_("Shop name"), max_length=100)
     contact = forms.CharField(
         label=_("Contact (e-mail, phone or IM handle)"),
         max_length=200,
         help_text=_("How staff reach you about your application."),
     )
+    kind = forms.ChoiceField(label=_("You apply as"), choices=KycKind.choices)
+    legal_name = forms.CharField(
+        label=_("Legal or business name"),
+        max_length=LEGAL_NAME_MAX_LENGTH,
+        help_text=_("As written on the document below. A business's name is shown on your public page once verified."),
+    )
+    document = forms.FileField(
+        label=_("Identity document or business licence"),
+        help_text=_(
+            "A photo or scan: PNG, JPEG, WebP or PDF, at most 5 MB. Only staff see it; it is deleted "
+            "90 days after a rejection."
+        ),
+        widget=forms.ClearableFileInput(attrs={"accept": "image/png,image/jpeg,image/webp,application/pdf"}),
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if {"kind", "legal_name", "document"} <= set(cleaned):
+            try:
+                cleaned["kyc"] = shop_services.kyc_submission_check(
+                    kind=cleaned["kind"], legal_name=cleaned["legal_name"], upload=cleaned["document"]
+                )
+            except shop_services.ShopError as refused:
+                field = "legal_name" if refused.code == "bad_legal_name" else "document"
+                self.add_error(field, str(refused))
+        return cleaned
 
 
 class MerchantAccountSignupForm(MerchantSignupForm):
@@ -56,7 +85,7 @@ class MerchantAccountSignupForm(MerchantSignupForm):
     email = forms.EmailField(label=_("E-mail"))
     password = forms.CharField(label=_("Password"), widget=forms.PasswordInput)
 
-    field_order = ["username", "email", "password", "name", "contact"]
+    field_order = ["username", "email", "password", "name", "contact", "kind", "legal_name", "document"]
 
     def clean_password(self):
         password = self.cleaned_data["password"]

@@ -14,6 +14,7 @@ urlpatterns = [
     path("products/<int:pk>/edit/", views.product_edit, name="product_edit"),
     path("products/<int:pk>/pause/", views.product_pause, name="product_pause"),
     path("products/<int:pk>/resume/", views.product_resume, name="product_resume"),
+    path("products/<int:pk>/review/", views.product_review_request, name="product_review_request"),
     path("products/<int:pk>/stock/", views.product_stock, name="product_stock"),
     path("products/<int:pk>/revoke/", views.product_revoke, name="product_revoke"),
     path("products/<int:pk>/export/", views.product_export, name="product_export"),

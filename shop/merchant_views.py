@@ -2,6 +2,7 @@
 
 import csv
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -23,7 +24,7 @@ from shop.forms import (
     RevokeForm,
     StockUploadForm,
 )
-from shop.models import Coupon, Merchant, MerchantApiToken, RejectionReason, StockUploadSource
+from shop.models import Coupon, Merchant, MerchantApiToken, ProductStatus, RejectionReason, StockUploadSource
 from shop.permissions import merchant_required
 from shop.stock_files import StockFileError
 
@@ -58,11 +59,13 @@ def signup(request):
     if request.user.is_authenticated and Merchant.objects.filter(user=request.user).exists():
         return redirect("merchant:status")
     form_class = MerchantSignupForm if request.user.is_authenticated else MerchantAccountSignupForm
-    form = form_class(request.POST or None)
+    form = form_class(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         data, now = form.cleaned_data, timezone.now()
         if request.user.is_authenticated:
-            services.merchant_signup(user=request.user, name=data["name"], contact=data["contact"], now=now)
+            services.merchant_signup(
+                user=request.user, name=data["name"], contact=data["contact"], now=now, kyc=data["kyc"]
+            )
         else:
             # The same answer whether or not the username or e-mail is taken (no enumeration): the
             # applicant signs in once the welcome e-mail arrives.
@@ -73,11 +76,12 @@ def signup(request):
                 name=data["name"],
                 contact=data["contact"],
                 now=now,
+                kyc=data["kyc"],
             )
             return redirect("merchant:signup_sent")
         messages.success(request, _("Thank you. Staff review your application shortly."))
         return redirect("merchant:status")
-    return render(request, "merchant/signup.html", {"form": form})
+    return render(request, "merchant/signup.html", {"form": form}, status=400 if form.errors else 200)
 
 
 def signup_sent(request):
@@ -86,7 +90,11 @@ def signup_sent(request):
 
 @merchant_required(approved=False)
 def status(request):
-    return render(request, "merchant/status.html", {"merchant": request.merchant})
+    return render(
+        request,
+        "merchant/status.html",
+        {"merchant": request.merchant, "kyc_retention_days": settings.KYC_REJECTED_RETENTION_DAYS},
+    )
 
 
 @merchant_required
@@ -125,7 +133,13 @@ def product_create(request):
             now=timezone.now(),
             **data,
         )
-        messages.success(request, _("Product created. Now upload its stock."))
+        if product.status == ProductStatus.AWAITING_REVIEW:
+            messages.success(
+                request,
+                _("Product created. Staff review it before it is listed; meanwhile, upload its stock."),
+            )
+        else:
+            messages.success(request, _("Product created. Now upload its stock."))
         return redirect("merchant:product_stock", pk=product.pk)
     return render(request, "merchant/product_form.html", {"form": form})
 
@@ -151,6 +165,14 @@ def product_pause(request, pk: int):
 @require_POST
 def product_resume(request, pk: int):
     return _product_status(request, pk, services.product_resume, _("Back on sale."))
+
+
+@merchant_required
+@require_POST
+def product_review_request(request, pk: int):
+    return _product_status(
+        request, pk, services.product_review_request, _("Sent to staff for review. It is listed once approved.")
+    )
 
 
 def _product_status(request, pk, service, message):

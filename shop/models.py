@@ -41,6 +41,11 @@ class Merchant(models.Model):
     data_key_version = models.CharField(max_length=32)
     data_key_wrapped = models.BinaryField()
     created_at = models.DateTimeField()
+    # Set by staff rejection: the KYC document is deleted KYC_REJECTED_RETENTION_DAYS after it.
+    rejected_at = models.DateTimeField(null=True, blank=True)
+    # Set when staff approved the merchant with their KYC submission in front of them (see MerchantKyc):
+    # the public "verified" badge. Kept here so a page of catalogue cards needs no join for it.
+    verified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("merchant")
@@ -53,6 +58,50 @@ class Merchant(models.Model):
     def is_approved(self) -> bool:
         return self.status == MerchantStatus.APPROVED
 
+    @property
+    def is_verified(self) -> bool:
+        """Approved after staff checked their legal or business name and document (the public badge)."""
+        return self.status == MerchantStatus.APPROVED and self.verified_at is not None
+
+
+class KycKind(models.TextChoices):
+    INDIVIDUAL = "individual", _("An individual (identity document)")
+    BUSINESS = "business", _("A business (business licence)")
+
+
+class MerchantKyc(models.Model):
+    """A merchant's qualification (商户资质): who they are and the document that shows it.
+
+    The document is private: sealed with the merchant's data key (shop/crypto.py) in a file under
+    KYC_FILES_ROOT, outside the static and media roots, and served only to staff with a verified
+    second factor (`staff.views.kyc_document`). It is deleted KYC_REJECTED_RETENTION_DAYS after a
+    rejection (`services.merchant_kyc_documents_purge`, on the beat schedule); the row stays, with
+    `document_deleted_at`, so the audit trail still points somewhere.
+    """
+
+    merchant = models.OneToOneField(Merchant, on_delete=models.PROTECT, related_name="kyc")
+    kind = models.CharField(_("applying as"), max_length=16, choices=KycKind.choices)
+    legal_name = models.CharField(_("legal or business name"), max_length=200)
+    # A random name (no trace of the uploaded file's name), the type we checked it to be, and its size
+    # and SHA-256 before sealing (so staff can match what they saw with what the merchant sent).
+    document_name = models.CharField(max_length=64, blank=True)
+    document_content_type = models.CharField(max_length=64, blank=True)
+    document_size = models.PositiveIntegerField(default=0)
+    document_sha256 = models.CharField(max_length=64, blank=True)
+    submitted_at = models.DateTimeField()
+    document_deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("merchant qualification")
+        verbose_name_plural = _("merchant qualifications")
+
+    def __str__(self) -> str:
+        return f"KYC of merchant {self.merchant_id}"
+
+    @property
+    def has_document(self) -> bool:
+        return bool(self.document_name) and self.document_deleted_at is None
+
 
 class Category(models.Model):
     """A catalogue section, defined by staff (in the admin); a merchant puts each product in one.
@@ -64,6 +113,12 @@ class Category(models.Model):
     name = models.CharField(_("name (English)"), max_length=64)
     name_zh_hans = models.CharField(_("name (Simplified Chinese)"), max_length=64, blank=True)
     position = models.PositiveSmallIntegerField(_("position"), default=0)
+    # New products here (and products moved here) wait for staff review before they are listed.
+    is_sensitive = models.BooleanField(
+        _("sensitive"),
+        default=False,
+        help_text=_("New products in this category wait for staff review before they are listed."),
+    )
 
     class Meta:
         ordering = ["position", "pk"]
@@ -84,6 +139,14 @@ class Category(models.Model):
 class ProductStatus(models.TextChoices):
     ACTIVE = "active", _("On sale")
     PAUSED = "paused", _("Paused")
+    # Not listed, not purchasable until staff approve it (see ProductReviewReason).
+    AWAITING_REVIEW = "awaiting_review", _("Awaiting review")
+    REJECTED = "rejected", _("Rejected by staff")
+
+
+class ProductReviewReason(models.TextChoices):
+    SENSITIVE_CATEGORY = "sensitive_category", _("In a sensitive category")
+    MERCHANT_RESERVE_RAISED = "merchant_reserve_raised", _("The merchant's dispute rate raised their reserve")
 
 
 # Long enough for any listing; short enough that saving one (and rendering it, see shop/markdown.py) is cheap.
@@ -114,6 +177,12 @@ class Product(models.Model):
     # Set when the low-stock e-mail goes out, cleared when stock is back at the threshold: one e-mail
     # per dip, not one per sale (see services.product_low_stock_check).
     low_stock_notified_at = models.DateTimeField(null=True, blank=True)
+    # Staff review (ProductStatus.AWAITING_REVIEW): why it waits, since when, and staff's answer (the
+    # merchant reads the note of a rejection).
+    review_reason = models.CharField(max_length=32, choices=ProductReviewReason.choices, blank=True)
+    review_requested_at = models.DateTimeField(null=True, blank=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_note = models.TextField(blank=True)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -192,10 +261,15 @@ class CardKey(models.Model):
 
 # --- product state, stock uploads, API tokens ------------------------------------------------------
 
+# A merchant pauses and resumes (`from_=[PAUSED]`: resuming never skips a review); staff approve or
+# reject what awaits review; a product moved into a sensitive category goes back to review; a rejected
+# product, edited, may ask again.
 PRODUCT_TRANSITIONS = Transitions(
     {
-        ProductStatus.ACTIVE: {ProductStatus.PAUSED},
-        ProductStatus.PAUSED: {ProductStatus.ACTIVE},
+        ProductStatus.ACTIVE: {ProductStatus.PAUSED, ProductStatus.AWAITING_REVIEW},
+        ProductStatus.PAUSED: {ProductStatus.ACTIVE, ProductStatus.AWAITING_REVIEW},
+        ProductStatus.AWAITING_REVIEW: {ProductStatus.ACTIVE, ProductStatus.REJECTED},
+        ProductStatus.REJECTED: {ProductStatus.AWAITING_REVIEW},
     }
 )
 

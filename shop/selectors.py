@@ -20,7 +20,8 @@ from shop.services import api_token_digest, merchant_data_key
 
 
 def products_on_sale() -> QuerySet[Product]:
-    """Products a buyer may see, each annotated with `stock` (available keys)."""
+    """Products a buyer may see and buy, each annotated with `stock` (available keys): active ones of
+    approved merchants; never a product awaiting staff review, rejected or paused."""
     return (
         Product.objects.filter(status=ProductStatus.ACTIVE, merchant__status=MerchantStatus.APPROVED)
         .select_related("merchant")
@@ -73,7 +74,8 @@ def catalog_products(*, q: str = "", category: str = "", sort: str = "", in_stoc
     """
     products = (
         Product.objects.filter(status=ProductStatus.ACTIVE, merchant__status=MerchantStatus.APPROVED)
-        .select_related("merchant", "category")
+        # the merchant's KYC row too: the verified badge says what was verified, with no query per card
+        .select_related("merchant", "merchant__kyc", "category")
         .annotate(
             stock=Count("card_keys", filter=Q(card_keys__status=CardKeyStatus.AVAILABLE)),
             sold=Count("card_keys", filter=Q(card_keys__status=CardKeyStatus.SOLD)),

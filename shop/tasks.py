@@ -89,3 +89,9 @@ def webhook_endpoint_disabled_email_task(self, *, endpoint_pk: int) -> None:
         mail_send(event="webhook.endpoint_disabled", subject=subject, body=body, to=[user.email])
     except MAIL_ERRORS as error:
         mail_retry(self, error, log="shop.email_failed", endpoint=endpoint_pk)
+
+
+@shared_task(name="shop.kyc_documents_purge", acks_late=True)
+def kyc_documents_purge_task() -> int:
+    """Delete the KYC documents whose merchant was rejected KYC_REJECTED_RETENTION_DAYS ago (safe twice)."""
+    return services.merchant_kyc_documents_purge(now=timezone.now())

@@ -11,7 +11,8 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import Alert
 from disputes.selectors import disputes_arbitration_queue
 from escrow.models import Order, OrderStatus, Withdrawal, WithdrawalStatus
-from shop.models import Merchant, MerchantStatus
+from risk.selectors import review_items_open
+from shop.models import Merchant, MerchantStatus, Product, ProductStatus
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,52 @@ class Queue:
     hint: str
     rows: Callable[..., QuerySet]  # rows(q=…, now=…), oldest first
     since: str  # the field that says how long a row has waited
+    # Where staff decide, when that is a page of its owning app rather than this queue's own page.
+    decide_url: str = ""
 
 
 def _merchants(*, q: str, now: datetime) -> QuerySet:
-    rows = Merchant.objects.filter(status=MerchantStatus.PENDING).select_related("user").order_by("created_at", "pk")
+    rows = (
+        Merchant.objects.filter(status=MerchantStatus.PENDING)
+        .select_related("user", "kyc")
+        .order_by("created_at", "pk")
+    )
     if q:
-        rows = rows.filter(Q(name__icontains=q) | Q(user__email__icontains=q) | Q(contact__icontains=q))
+        rows = rows.filter(
+            Q(name__icontains=q)
+            | Q(user__email__icontains=q)
+            | Q(contact__icontains=q)
+            | Q(kyc__legal_name__icontains=q)
+        )
+    return rows
+
+
+def _products(*, q: str, now: datetime) -> QuerySet:
+    rows = (
+        Product.objects.filter(status=ProductStatus.AWAITING_REVIEW)
+        .select_related("merchant", "category")
+        .order_by("review_requested_at", "pk")
+    )
+    if q:
+        number = q.lstrip("#")
+        rows = (
+            rows.filter(pk=int(number))
+            if number.isdigit()
+            else rows.filter(Q(title__icontains=q) | Q(merchant__name__icontains=q))
+        )
+    return rows
+
+
+def _risk(*, q: str, now: datetime) -> QuerySet:
+    """Risk's open review items (held orders, held withdrawals, flagged disputes, frozen accounts,
+    flagged merchants): by kind (`order`, `withdrawal` …), subject number or e-mail."""
+    rows = review_items_open()
+    if q:
+        number = q.lstrip("#")
+        if number.isdigit():
+            rows = rows.filter(Q(pk=int(number)) | Q(subject_id=number))
+        else:
+            rows = rows.filter(Q(kind__iexact=q) | Q(email__icontains=q))
     return rows
 
 
@@ -83,17 +124,31 @@ QUEUES = [
         "created_at",
     ),
     Queue(
+        "products",
+        _("Products awaiting review"),
+        _(
+            "New products in a sensitive category, or of a merchant whose dispute rate raised their reserve:"
+            " not listed until staff approve them."
+        ),
+        _products,
+        "review_requested_at",
+    ),
+    Queue(
         "held-orders",
         _("Orders held for review"),
-        _(
-            "Payments that did not match their order. Products have no review state: a product is on sale"
-            " or paused by its merchant, so this is the product-side queue that exists."
-        ),
+        _("Paid orders held before delivery (a payment that did not match its order, or risk's review)."),
         _held_orders,
         "created_at",
     ),
-    # RISK_SLOT: the risk review queue (risk/, being built) goes here as a Queue("risk", …) whose rows
-    # read risk's review-queue selector; the console and its page need nothing else.
+    # RISK_SLOT: risk's review queue, read from its selector; staff decide on risk's own page.
+    Queue(
+        "risk",
+        _("Risk review queue"),
+        _("Held orders, held withdrawals, flagged disputes and merchants, frozen accounts: each with its reasons."),
+        _risk,
+        "created_at",
+        decide_url="risk:review_queue",
+    ),
     Queue(
         "disputes",
         _("Disputes awaiting arbitration"),

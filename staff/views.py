@@ -6,7 +6,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -21,7 +21,7 @@ from core.transitions import StateError
 from escrow import withdrawals
 from escrow.models import Withdrawal
 from shop import services as shop_services
-from shop.models import Merchant
+from shop.models import Merchant, MerchantKyc, Product
 from staff.selectors import BY_SLUG, queue_summary
 
 PER_PAGE = 50
@@ -90,6 +90,56 @@ def merchant_reject(request, pk: int):
     else:
         messages.success(request, _("%(name)s is rejected.") % {"name": merchant.name})
     return redirect("staff:queue", slug="merchants")
+
+
+@staff_page
+def kyc_document(request, pk: int):
+    """A pending or decided merchant's KYC document, to staff with a verified second factor only (the
+    decorators send anyone else to sign in, never the file), as a download the browser must not sniff
+    or cache. No document on file, or deleted: 404. Each reading is an audit line."""
+    kyc = get_object_or_404(MerchantKyc, merchant_id=pk)
+    try:
+        data = shop_services.merchant_kyc_document_read(kyc=kyc, actor=request.user, now=timezone.now())
+    except shop_services.ShopError:
+        raise Http404 from None
+    response = HttpResponse(data, content_type=kyc.document_content_type)
+    extension = kyc.document_name.rsplit(".", 1)[-1]
+    response["Content-Disposition"] = f'attachment; filename="merchant-{pk}-kyc.{extension}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@staff_page
+@require_POST
+def product_approve(request, pk: int):
+    product = get_object_or_404(Product, pk=pk)
+    try:
+        shop_services.product_approve(product=product, actor=request.user, now=timezone.now())
+    except (Refused, StateError):
+        messages.error(request, _("%(title)s is no longer awaiting review.") % {"title": product.title})
+    else:
+        messages.success(request, _("%(title)s is approved and listed.") % {"title": product.title})
+    return redirect("staff:queue", slug="products")
+
+
+@staff_page
+@require_POST
+def product_reject(request, pk: int):
+    product = get_object_or_404(Product, pk=pk)
+    form = ReasonForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Give the merchant a reason for the rejection."))
+        return redirect("staff:queue", slug="products")
+    try:
+        shop_services.product_reject(
+            product=product, reason=form.cleaned_data["reason"], actor=request.user, now=timezone.now()
+        )
+    except (Refused, StateError):
+        messages.error(request, _("%(title)s is no longer awaiting review.") % {"title": product.title})
+    else:
+        messages.success(request, _("%(title)s is rejected.") % {"title": product.title})
+    return redirect("staff:queue", slug="products")
 
 
 @staff_page

@@ -4,7 +4,8 @@
 |---|---|
 | `errors.py` | `ShopError`, the shop's refusal |
 | `merchants.py` | creation with a data key, sign-up, approval and rejection, edits, re-wrapping data keys |
-| `products.py` | listing, edits, pause and resume, the low-stock e-mail |
+| `kyc.py` | the KYC step: checking and sealing the document, staff's audited reading, deletion after rejection |
+| `products.py` | listing, edits, pause and resume, staff review (approve, reject, ask again), the low-stock e-mail |
 | `keys.py` | reserve, release, sell, restock or revoke on refund, replace (inside escrow's transaction) |
 | `stock_copy.py` | the raw SQL: COPY / INSERT … ON CONFLICT DO NOTHING of sealed keys |
 | `stock.py` | importing a batch of keys, revoking unsold keys, recording an export |
@@ -34,6 +35,16 @@ from shop.services.keys import (
     keys_reserve,
     keys_sell,
 )
+from shop.services.kyc import (
+    KycDocument,
+    KycSubmission,
+    kyc_document_check,
+    kyc_document_path,
+    kyc_submission_check,
+    merchant_kyc_document_read,
+    merchant_kyc_documents_purge,
+    merchant_kyc_submit,
+)
 from shop.services.merchants import (
     MERCHANT_FIELDS,
     merchant_approve,
@@ -49,11 +60,15 @@ from shop.services.merchants import (
 from shop.services.products import (
     PRODUCT_FIELDS,
     price_tiers_check,
+    product_approve,
     product_create,
     product_edit,
     product_low_stock_check,
     product_pause,
+    product_reject,
     product_resume,
+    product_review_reason,
+    product_review_request,
     product_title_check,
     product_update,
 )
@@ -105,6 +120,8 @@ __all__ = [
     "STOCK_UPLOAD_FINISHED",
     "ImportCounts",
     "KeyNotReplaceable",
+    "KycDocument",
+    "KycSubmission",
     "OutOfStock",
     "ShopError",
     "StockFileError",
@@ -129,6 +146,9 @@ __all__ = [
     "keys_reserve",
     "keys_revoke",
     "keys_sell",
+    "kyc_document_check",
+    "kyc_document_path",
+    "kyc_submission_check",
     "merchant_api_token_create",
     "merchant_api_token_create_unchecked",
     "merchant_api_token_revoke",
@@ -138,6 +158,9 @@ __all__ = [
     "merchant_create",
     "merchant_data_key",
     "merchant_data_keys_rewrap",
+    "merchant_kyc_document_read",
+    "merchant_kyc_documents_purge",
+    "merchant_kyc_submit",
     "merchant_reject",
     "merchant_signup",
     "merchant_signup_visitor",
@@ -145,11 +168,15 @@ __all__ = [
     "merchant_update",
     "next_attempt_after",
     "price_tiers_check",
+    "product_approve",
     "product_create",
     "product_edit",
     "product_low_stock_check",
     "product_pause",
+    "product_reject",
     "product_resume",
+    "product_review_reason",
+    "product_review_request",
     "product_title_check",
     "product_update",
     "secret_aad",

@@ -14,8 +14,9 @@ from django.utils.translation import gettext as _
 from accounts.models import AuditAction, User
 from accounts.services import audit_record
 from shop import crypto
-from shop.models import MERCHANT_TRANSITIONS, Merchant, MerchantStatus
+from shop.models import MERCHANT_TRANSITIONS, Merchant, MerchantKyc, MerchantStatus
 from shop.services.errors import ShopError
+from shop.services.kyc import KycSubmission, merchant_kyc_submit
 
 logger = logging.getLogger(__name__)
 
@@ -47,26 +48,41 @@ def merchant_data_key(merchant: Merchant) -> bytes:
 
 
 @transaction.atomic(durable=True)
-def merchant_signup(*, user: User, name: str, contact: str, now: datetime) -> Merchant:
-    """A signed-in user applies to sell: a pending merchant, which staff approve or reject."""
-    return _merchant_application(user=user, name=name, contact=contact, now=now)
+def merchant_signup(
+    *, user: User, name: str, contact: str, now: datetime, kyc: KycSubmission | None = None
+) -> Merchant:
+    """A signed-in user applies to sell: a pending merchant, which staff approve or reject, with its KYC
+    step (`kyc`, checked by `kyc_submission_check`) when given: all of it or nothing."""
+    return _merchant_application(user=user, name=name, contact=contact, now=now, kyc=kyc)
 
 
-def _merchant_application(*, user: User, name: str, contact: str, now: datetime) -> Merchant:
+def _merchant_application(
+    *, user: User, name: str, contact: str, now: datetime, kyc: KycSubmission | None = None
+) -> Merchant:
     assert transaction.get_connection().in_atomic_block, "a merchant application needs the caller's transaction"
     if Merchant.objects.filter(user=user).exists():
         raise ShopError(_("You have already applied as a merchant."), "already_merchant")
-    return merchant_create(user=user, name=name.strip(), contact=contact.strip(), now=now)
+    merchant = merchant_create(user=user, name=name.strip(), contact=contact.strip(), now=now)
+    if kyc is not None:
+        merchant_kyc_submit(merchant=merchant, submission=kyc, actor=user, now=now)
+    return merchant
 
 
 @transaction.atomic
 def merchant_signup_with_account(
-    *, username: str, email: str, password: str, name: str, contact: str, now: datetime
+    *,
+    username: str,
+    email: str,
+    password: str,
+    name: str,
+    contact: str,
+    now: datetime,
+    kyc: KycSubmission | None = None,
 ) -> Merchant:
     """A visitor without an account applies to sell: the user and the pending merchant together
     (a step of `merchant_signup_visitor`, inside its transaction)."""
     user = User.objects.create_user(username=username, email=email, password=password)
-    return _merchant_application(user=user, name=name, contact=contact, now=now)
+    return _merchant_application(user=user, name=name, contact=contact, now=now, kyc=kyc)
 
 
 def _signup_email(*, to: str, event: str, subject: str, body: str) -> None:
@@ -77,14 +93,22 @@ def _signup_email(*, to: str, event: str, subject: str, body: str) -> None:
 
 @transaction.atomic(durable=True)
 def merchant_signup_visitor(
-    *, username: str, email: str, password: str, name: str, contact: str, now: datetime
+    *,
+    username: str,
+    email: str,
+    password: str,
+    name: str,
+    contact: str,
+    now: datetime,
+    kyc: KycSubmission | None = None,
 ) -> Merchant | None:
     """A visitor applies to sell with a new account, and learns nothing about other people's accounts.
 
     A new username and e-mail get the account, the pending merchant and a welcome e-mail. A username
     or e-mail already in use creates nothing: the existing owner gets a notice instead, and the visitor
     sees exactly what a successful applicant sees (the password is hashed either way, so the answer
-    takes as long). Returns the merchant, or None when nothing was created.
+    takes as long). Returns the merchant, or None when nothing was created (the KYC document
+    included: it is never stored for an account that was not created).
     """
     from django.contrib.auth.hashers import make_password
     from django.db.models import Q
@@ -112,7 +136,7 @@ def merchant_signup_visitor(
         logger.info("shop.merchant_signup_taken", extra={"owners": [owner.pk for owner in owners]})
         return None
     merchant = merchant_signup_with_account(
-        username=username, email=email, password=password, name=name, contact=contact, now=now
+        username=username, email=email, password=password, name=name, contact=contact, now=now, kyc=kyc
     )
     transaction.on_commit(
         lambda: _signup_email(
@@ -131,10 +155,29 @@ def merchant_signup_visitor(
 
 @transaction.atomic(durable=True)
 def merchant_approve(*, merchant: Merchant, actor: User | None, now: datetime) -> Merchant:
-    """Staff approve a pending (or earlier rejected) merchant; a racing second approval fails."""
-    MERCHANT_TRANSITIONS.apply(model=Merchant, pk=merchant.pk, to=MerchantStatus.APPROVED, rejection_reason="")
-    audit_record(action=AuditAction.MERCHANT_APPROVED, subject=merchant, now=now, actor=actor)
-    merchant.refresh_from_db(fields=["status", "rejection_reason"])
+    """Staff approve a pending (or earlier rejected) merchant; a racing second approval fails.
+
+    A merchant whose KYC step is on file with its document (not deleted) is *verified* from now on
+    (`verified_at`, the public badge): staff approve with the name and the document in front of them.
+    The audit line says what was verified."""
+    kyc = MerchantKyc.objects.filter(merchant_id=merchant.pk).first()
+    verified = kyc is not None and kyc.has_document
+    MERCHANT_TRANSITIONS.apply(
+        model=Merchant,
+        pk=merchant.pk,
+        to=MerchantStatus.APPROVED,
+        rejection_reason="",
+        rejected_at=None,
+        verified_at=now if verified else None,
+    )
+    audit_record(
+        action=AuditAction.MERCHANT_APPROVED,
+        subject=merchant,
+        now=now,
+        actor=actor,
+        data={"verified": kyc.kind if verified else None},
+    )
+    merchant.refresh_from_db(fields=["status", "rejection_reason", "rejected_at", "verified_at"])
     return merchant
 
 
@@ -150,9 +193,10 @@ def merchant_reject(*, merchant: Merchant, reason: str, actor: User | None, now:
         to=MerchantStatus.REJECTED,
         from_=[MerchantStatus.PENDING],
         rejection_reason=reason,
+        rejected_at=now,  # starts the KYC document's retention clock (merchant_kyc_documents_purge)
     )
     audit_record(action=AuditAction.MERCHANT_REJECTED, subject=merchant, now=now, actor=actor, data={"reason": reason})
-    merchant.refresh_from_db(fields=["status", "rejection_reason"])
+    merchant.refresh_from_db(fields=["status", "rejection_reason", "rejected_at"])
     return merchant
 
 

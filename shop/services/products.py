@@ -7,6 +7,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+import risk
 from accounts.models import AuditAction, User
 from accounts.services import audit_record
 from shop.markdown import render_markdown
@@ -15,8 +16,10 @@ from shop.models import (
     PRODUCT_TRANSITIONS,
     CardKey,
     CardKeyStatus,
+    Category,
     Merchant,
     Product,
+    ProductReviewReason,
     ProductStatus,
     WebhookEventType,
 )
@@ -63,19 +66,43 @@ def price_tiers_check(tiers: object, *, price: int) -> list[list[int]]:
     return checked
 
 
+def product_review_reason(*, merchant: Merchant, category: Category | None) -> str:
+    """Why a new product of this merchant in this category must wait for staff review ("" if it need
+    not): a category staff marked sensitive, or a merchant whose dispute rate made risk raise their
+    rolling reserve (the same fact `escrow.releases.reserve_percent_for` reads)."""
+    if category is not None and category.is_sensitive:
+        return ProductReviewReason.SENSITIVE_CATEGORY
+    if risk.merchant_reserve_percent(merchant.pk) is not None:
+        return ProductReviewReason.MERCHANT_RESERVE_RAISED
+    return ""
+
+
 # Not durable: the admin's change form calls it inside the transaction Django opens for the form.
 @transaction.atomic
 def product_create(
     *, merchant: Merchant, title: str, price: int, currency: str, now: datetime, **fields: object
 ) -> Product:
     """List a product; its description (at most DESCRIPTION_MAX_LENGTH characters, else `ShopError`
-    `description_too_long` and nothing is created) is rendered to HTML here, once."""
+    `description_too_long` and nothing is created) is rendered to HTML here, once.
+
+    A product in a sensitive category, or of a merchant whose reserve risk raised, starts
+    `awaiting_review`: not listed, not purchasable, until staff approve it (`product_approve`)."""
     product_title_check(title)
+    fields.pop("status", None)  # a product's state is this service's to set
     fields["description_html"] = _description_html(str(fields.get("description") or ""))
     fields["price_tiers"] = price_tiers_check(fields.get("price_tiers") or [], price=price)
-    return Product.objects.create(
+    category = fields.get("category")
+    reason = product_review_reason(merchant=merchant, category=category if isinstance(category, Category) else None)
+    if reason:
+        # Born awaiting review (a creation, not a move: no transition applies).
+        fields["status"] = ProductStatus.AWAITING_REVIEW
+        fields["review_reason"], fields["review_requested_at"] = reason, now
+    product = Product.objects.create(
         merchant=merchant, title=title, price=price, currency=currency, created_at=now, **fields
     )
+    if reason:
+        audit_record(action=AuditAction.PRODUCT_REVIEW_REQUESTED, subject=product, now=now, data={"reason": reason})
+    return product
 
 
 def _description_html(description: str) -> str:
@@ -122,6 +149,29 @@ def product_update(*, product: Product, actor: User | None, now: datetime, **fie
         tiers = fields.get("price_tiers", current["price_tiers"]) or []
         updates["price_tiers"] = price_tiers_check(tiers, price=price)  # type: ignore[arg-type]
     Product.objects.filter(pk=product.pk).update(**updates)
+    moved_in = fields.get("category")
+    if (
+        isinstance(moved_in, Category)
+        and moved_in.is_sensitive
+        and old.get("category") != moved_in.pk
+        and PRODUCT_TRANSITIONS.update(
+            queryset=Product.objects.filter(pk=product.pk),
+            to=ProductStatus.AWAITING_REVIEW,
+            from_=[ProductStatus.ACTIVE, ProductStatus.PAUSED],
+            review_reason=ProductReviewReason.SENSITIVE_CATEGORY,
+            review_requested_at=now,
+            reviewed_at=None,
+            review_note="",
+        )
+    ):
+        # Moved into a sensitive category: off sale until staff look, as a new product there would be.
+        audit_record(
+            action=AuditAction.PRODUCT_REVIEW_REQUESTED,
+            subject=product,
+            now=now,
+            actor=actor,
+            data={"reason": ProductReviewReason.SENSITIVE_CATEGORY},
+        )
     audit_record(
         action=AuditAction.PRODUCT_UPDATED,
         subject=product,
@@ -143,12 +193,16 @@ def product_pause(*, product: Product, actor: User | None, now: datetime) -> Pro
 
 @transaction.atomic(durable=True)
 def product_resume(*, product: Product, actor: User | None, now: datetime) -> Product:
-    """Put a paused product back on sale."""
+    """Put a paused product back on sale (only a paused one: resuming never skips a review)."""
     return _product_status_set(product=product, status=ProductStatus.ACTIVE, actor=actor, now=now)
 
 
+# Pause and resume move only between these two: a product awaiting review (or rejected) is staff's.
+_PAUSE_RESUME_FROM = {ProductStatus.ACTIVE: [ProductStatus.PAUSED], ProductStatus.PAUSED: [ProductStatus.ACTIVE]}
+
+
 def _product_status_set(*, product: Product, status: str, actor: User | None, now: datetime) -> Product:
-    PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=status)
+    PRODUCT_TRANSITIONS.apply(model=Product, pk=product.pk, to=status, from_=_PAUSE_RESUME_FROM[status])
     action = AuditAction.PRODUCT_PAUSED if status == ProductStatus.PAUSED else AuditAction.PRODUCT_RESUMED
     audit_record(action=action, subject=product, now=now, actor=actor)
     product.refresh_from_db(fields=["status"])
@@ -162,12 +216,70 @@ def product_edit(
     """The API's one edit: listing fields (as `product_update`) and, with `status`, pause or resume, in
     one transaction, so a refused part changes nothing. Asking for the status it already has is no
     change (not an error); an unknown status is `ShopError` "bad_status"."""
-    if status is not None and status not in ProductStatus.values:
+    if status is not None and status not in _PAUSE_RESUME_FROM:
         raise ShopError(_("A product is either active or paused."), "bad_status")
     if fields:
         product = product_update(product=product, actor=actor, now=now, **fields)
     if status is not None and Product.objects.filter(pk=product.pk).values_list("status", flat=True).get() != status:
         product = _product_status_set(product=product, status=status, actor=actor, now=now)
+    return product
+
+
+@transaction.atomic(durable=True)
+def product_approve(*, product: Product, actor: User, now: datetime) -> Product:
+    """Staff approve a product awaiting review: it is listed and purchasable from now on. A second
+    approval (or one racing a rejection) fails with `StateError`."""
+    PRODUCT_TRANSITIONS.apply(
+        model=Product,
+        pk=product.pk,
+        to=ProductStatus.ACTIVE,
+        from_=[ProductStatus.AWAITING_REVIEW],
+        reviewed_at=now,
+        review_note="",
+    )
+    audit_record(action=AuditAction.PRODUCT_APPROVED, subject=product, now=now, actor=actor)
+    product.refresh_from_db(fields=["status", "reviewed_at", "review_note"])
+    return product
+
+
+@transaction.atomic(durable=True)
+def product_reject(*, product: Product, reason: str, actor: User, now: datetime) -> Product:
+    """Staff reject a product awaiting review, with a reason the merchant reads; it stays off sale (the
+    merchant may edit it and ask again, `product_review_request`)."""
+    reason = reason.strip()
+    if not reason:
+        raise ShopError(_("Give the merchant a reason."), "reason_required")
+    PRODUCT_TRANSITIONS.apply(
+        model=Product,
+        pk=product.pk,
+        to=ProductStatus.REJECTED,
+        from_=[ProductStatus.AWAITING_REVIEW],
+        reviewed_at=now,
+        review_note=reason,
+    )
+    audit_record(action=AuditAction.PRODUCT_REJECTED, subject=product, now=now, actor=actor, data={"reason": reason})
+    product.refresh_from_db(fields=["status", "reviewed_at", "review_note"])
+    return product
+
+
+@transaction.atomic(durable=True)
+def product_review_request(*, product: Product, actor: User | None, now: datetime) -> Product:
+    """The merchant of a rejected product (edited since, presumably) asks staff to look again."""
+    PRODUCT_TRANSITIONS.apply(
+        model=Product,
+        pk=product.pk,
+        to=ProductStatus.AWAITING_REVIEW,
+        from_=[ProductStatus.REJECTED],
+        review_requested_at=now,
+    )
+    audit_record(
+        action=AuditAction.PRODUCT_REVIEW_REQUESTED,
+        subject=product,
+        now=now,
+        actor=actor,
+        data={"reason": product.review_reason, "again": True},
+    )
+    product.refresh_from_db(fields=["status", "review_requested_at"])
     return product
 
 

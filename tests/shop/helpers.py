@@ -31,3 +31,21 @@ def plaintext_keys(product) -> list[str]:
 
 def rejections(upload: StockUpload) -> list[tuple[int, str]]:
     return list(upload.rejections.order_by("line", "reason").values_list("line", "reason"))
+
+
+def kyc_image(*, name: str = "licence.png", size: tuple[int, int] = (40, 30), image_format: str = "PNG"):
+    """A small real image as an uploaded file (a photo of a licence, as far as the checks can tell)."""
+    import io
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 180, 40)).save(out, format=image_format)
+    content_type = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[image_format]
+    return SimpleUploadedFile(name, out.getvalue(), content_type=content_type)
+
+
+def kyc_fields(**overrides) -> dict:
+    """The KYC step of the sign-up form, with a fresh upload (an upload is read once)."""
+    return {"kind": "business", "legal_name": "Lucky Trading Co., Ltd.", "document": kyc_image(), **overrides}

@@ -14,12 +14,17 @@ from django.utils import timezone
 from accounts.models import AuditEntry, AuthenticatorDevice, User
 from escrow.services import CheckoutError
 from shop import services
-from shop.models import CardKey, Category, Merchant, MerchantApiToken, Product, StockUpload
+from shop.models import CardKey, Category, Merchant, MerchantApiToken, MerchantKyc, Product, StockUpload
 from tests import factories
-from tests.shop.helpers import plaintext_keys, upload
+from tests.shop.helpers import kyc_fields, plaintext_keys, upload
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "pw-for-tests-1"
+
+
+@pytest.fixture(autouse=True)
+def _kyc_files(settings, tmp_path):
+    settings.KYC_FILES_ROOT = tmp_path / "kyc-files"
 
 
 @pytest.fixture
@@ -54,6 +59,7 @@ def test_visitor_signs_up_waits_and_sees_the_rejection_reason(client, admin_clie
                 "password": "a-Long-pass-123",
                 "name": "New Shop",
                 "contact": "wechat: newshop",
+                **kyc_fields(),
             },
         )
     assert (response.status_code, response.url) == (302, "/merchant/signup/sent/")
@@ -371,9 +377,11 @@ def test_signup_with_a_taken_username_or_email_answers_exactly_like_success(clie
     owner.email = "owner@example.com"
     owner.save(update_fields=["email"])
     with run_on_commit():
-        fresh = Client().post("/merchant/signup/", {**SIGNUP, "username": "brandnew", "email": "b@example.com"})
+        fresh = Client().post(
+            "/merchant/signup/", {**SIGNUP, **kyc_fields(), "username": "brandnew", "email": "b@example.com"}
+        )
     with run_on_commit():
-        taken = client.post("/merchant/signup/", {**SIGNUP, "username": username, "email": email})
+        taken = client.post("/merchant/signup/", {**SIGNUP, **kyc_fields(), "username": username, "email": email})
     assert (taken.status_code, taken.url) == (fresh.status_code, fresh.url) == (302, "/merchant/signup/sent/")
     page_fresh, page_taken = (
         re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b"", c.get(fresh.url).content) for c in (Client(), client)
@@ -382,6 +390,7 @@ def test_signup_with_a_taken_username_or_email_answers_exactly_like_success(clie
     assert "_auth_user_id" not in client.session
     # Nothing was created for the taken details; their owner was told instead.
     assert Merchant.objects.filter(name="Copy Shop").count() == 1
+    assert MerchantKyc.objects.count() == 1  # no document is kept for the application that created nothing
     assert not User.objects.filter(username__iexact="fresh").exists()
     assert not User.objects.filter(email__iexact="fresh@example.com").exists()
     notice = mail.outbox[-1]

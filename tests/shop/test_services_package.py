@@ -16,6 +16,7 @@ def test_the_package_has_its_concerns():
         "coupons",
         "errors",
         "keys",
+        "kyc",
         "merchants",
         "products",
         "stock",

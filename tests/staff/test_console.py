@@ -3,6 +3,7 @@ filters its rows, the console's own actions go through the owning app's services
 a verified staff session gets in."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -116,3 +117,64 @@ def test_the_actions_need_post(staff_client):
     merchant = pending_merchant("Gamma")
     assert staff_client.get(f"/staff/merchants/{merchant.pk}/approve/").status_code == 405
     assert Merchant.objects.get(pk=merchant.pk).status == MerchantStatus.PENDING
+
+
+def queue_page_count(client, slug: str) -> int:
+    html = client.get(f"/staff/queues/{slug}/").content.decode()
+    return int(re.search(r'data-testid="queue-count">(\d+)<', html).group(1))
+
+
+def test_the_risk_review_queue_is_in_the_console_with_its_count_oldest_age_and_the_review_page(staff_client):
+    import risk
+    from risk.selectors import review_items_open
+    from risk.services import review_decide
+
+    now = timezone.now()
+    oldest = risk.review_open(
+        kind="order",
+        subject_id=41,
+        email="carder@example.com",
+        reasons=[{"rule": 7, "signal": "emails.device.1d", "value": 6, "threshold": 4}],
+        now=now - timedelta(hours=5),
+    )
+    risk.review_open(kind="withdrawal", subject_id=42, now=now - timedelta(hours=1))
+    risk.review_open(kind="dispute", subject_id=43, now=now)
+    frozen = risk.review_open(kind="user", subject_id=44, email="frozen@example.com", now=now)
+    risk.review_open(kind="order", subject_id=41, now=now)  # the same subject again: still one item
+    review_decide(item_pk=frozen.pk, approve=True, staff=factories.user_create(is_staff=True), now=now)
+
+    html = staff_client.get("/staff/").content.decode()
+    assert count_of(html, "risk") == review_items_open().count() == 3
+    card = html[html.index('data-queue="risk"') :]
+    card = card[: card.index("</li>")]
+    assert "oldest waiting 5\xa0hours" in card
+    assert 'href="/staff/risk/review/"' in card and 'href="/staff/queues/risk/"' in card
+    assert "Coming with the risk engine" not in html  # the placeholder is gone
+
+    page = staff_client.get("/staff/queues/risk/").content.decode()
+    assert f'data-row="{oldest.pk}"' in page and f'data-row="{frozen.pk}"' not in page
+    assert "emails.device.1d" in page and f'href="/staff/risk/review/#item-{oldest.pk}"' in page
+    only_orders = staff_client.get("/staff/queues/risk/", {"q": "order"}).content.decode()
+    assert only_orders.count("data-row=") == 1
+    by_email = staff_client.get("/staff/queues/risk/", {"q": "carder@"}).content.decode()
+    assert f'data-row="{oldest.pk}"' in by_email and by_email.count("data-row=") == 1
+    assert f'id="item-{oldest.pk}"' in staff_client.get("/staff/risk/review/").content.decode()
+
+
+def test_every_count_on_the_console_matches_its_queue(staff_client):
+    import risk
+    from shop.models import Category
+    from staff.selectors import QUEUES
+
+    pending_merchant("Waiting Shop")
+    sensitive = Category.objects.create(slug="sensitive", name="Sensitive", is_sensitive=True)
+    factories.product_create(category=sensitive)
+    factories.product_create(category=sensitive)
+    risk.review_open(kind="user", subject_id=7, now=timezone.now())
+    alert_raise(key="recon:test:2", kind="reconciliation", message="Off by ¥2.00", now=timezone.now())
+
+    html = staff_client.get("/staff/").content.decode()
+    counts = {queue.slug: count_of(html, queue.slug) for queue in QUEUES}
+    assert counts == {queue.slug: queue_page_count(staff_client, queue.slug) for queue in QUEUES}
+    assert counts == {queue.slug: queue.rows(q="", now=timezone.now()).count() for queue in QUEUES}
+    assert (counts["merchants"], counts["products"], counts["risk"], counts["alerts"]) == (1, 2, 1, 1)
