@@ -297,6 +297,8 @@ SPECTACULAR_SETTINGS = {
         "ProductStatusEnum": "shop.models.ProductStatus",
         "WithdrawalStatusEnum": "escrow.models.WithdrawalStatus",
         "RefundStatusEnum": "escrow.models.RefundStatus",
+        "WebhookEndpointStatusEnum": "shop.models.WebhookEndpointStatus",
+        "WebhookDeliveryStatusEnum": "shop.models.WebhookDeliveryStatus",
     },
 }
 

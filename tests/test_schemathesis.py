@@ -1,5 +1,5 @@
 """Schemathesis against the OpenAPI schema, in process (WSGI), on the test database: every operation,
-as an anonymous visitor, a signed-in buyer and a merchant's token. No answer may be a 5xx, and every
+as an anonymous visitor, a buyer's API token and a merchant's token. No answer may be a 5xx, and every
 answer (status, content type, body) must be one the schema describes.
 
 Kept to a few examples per operation and caller (`SCHEMATHESIS_MAX_EXAMPLES`, default 8) so the run
@@ -12,7 +12,6 @@ import pytest
 import schemathesis
 from django.core import signals
 from django.db import close_old_connections
-from django.test import Client
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -22,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from accounts import account_services
 from shop import services as shop_services
 from tests import factories
 
@@ -61,11 +61,12 @@ def callers(db, run_on_commit):
     _record, token = shop_services.merchant_api_token_create_unchecked(
         merchant=merchant, name="fuzz", actor=None, now=timezone.now()
     )
-    buyer = Client()
-    buyer.force_login(factories.user_create())
+    _record, buyer_token = account_services.account_api_token_create(
+        user=factories.user_create(), name="fuzz", now=timezone.now()
+    )
     return {
         "anonymous": {},
-        "buyer": {"Cookie": f"sessionid={buyer.cookies['sessionid'].value}"},
+        "buyer": {"Authorization": f"Token {buyer_token}"},
         "merchant": {"Authorization": f"Token {token}"},
     }
 

@@ -186,7 +186,7 @@ def test_creating_an_api_token_needs_a_fresh_second_factor():
     client = Client()
     factories.login_verified(client, merchant.user)
 
-    refused = client.post("/merchant/tokens/", {"name": "sync", "code": "000000"})
+    refused = client.post("/merchant/tokens/", {"name": "sync", "scopes": ["read"], "code": "000000"})
     assert refused.status_code == 400
     assert not MerchantApiToken.objects.filter(merchant=merchant).exists()
     with pytest.raises(shop_services.ShopError) as error:
@@ -196,7 +196,7 @@ def test_creating_an_api_token_needs_a_fresh_second_factor():
     assert error.value.code == "bad_code"
 
     [backup] = backup_codes_issue_unchecked(user=merchant.user, count=1, now=timezone.now())
-    created = client.post("/merchant/tokens/", {"name": "sync", "code": backup})
+    created = client.post("/merchant/tokens/", {"name": "sync", "scopes": ["read"], "code": backup})
     assert created.status_code == 200
     token = MerchantApiToken.objects.get(merchant=merchant)
     assert token.name == "sync" and token.prefix in created.content.decode()
