@@ -1,7 +1,8 @@
 """An axe-core scan (installed from npm by `npm ci`, see package.json) of the main pages, at phone size:
 no serious or critical violation. The pages include the buyer's order page opened by its link (unpaid,
-delivered with its keys, disputed), and a second test shows the scan does report a violation put there. Locally the test skips when node_modules is missing; CI runs `npm ci`
-first and forbids skips (CI_REQUIRE_ALL_TESTS)."""
+delivered with its keys, disputed), and a second test shows the scan does report a violation put there.
+Locally the tests skip when node_modules is missing; CI runs `npm ci` first and forbids skips
+(CI_REQUIRE_ALL_TESTS)."""
 
 from pathlib import Path
 
