@@ -64,7 +64,13 @@ def test_the_main_pages_have_no_serious_accessibility_violations(
     merchant_context = chromium.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
     merchant_page = merchant_context.new_page()
     sign_in(merchant_page, order.merchant.user)
-    for path in ("/merchant/", "/merchant/orders/", f"/merchant/orders/{order.pk}/", "/merchant/money/"):
+    for path in (
+        "/merchant/",
+        "/merchant/orders/",
+        f"/merchant/orders/{order.pk}/",
+        "/merchant/money/",
+        "/merchant/coupons/",
+    ):
         merchant_page.goto(path)
         problems[path] = serious_violations(merchant_page)
     merchant_page.screenshot(path=str(artifacts / "a11y-merchant-order-desktop.png"), full_page=True)

@@ -21,12 +21,22 @@ OVERFLOWING = """(width) => [...document.querySelectorAll('body *')]
     + ` → ${Math.round(el.getBoundingClientRect().right)}px`)"""
 
 
+# Boxes that scroll sideways inside the page without saying so: a scrolling box must be a named region
+# ("… (scrolls sideways)") that the keyboard can reach, as `.table-scroll` is.
+SILENT_SCROLLERS = """() => [...document.querySelectorAll('main *')]
+  .filter((el) => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX) && el.scrollWidth > el.clientWidth + 1)
+  .filter((el) => !(el.getAttribute('role') === 'region' && el.getAttribute('aria-label') && el.tabIndex === 0))
+  .map((el) => `${el.tagName.toLowerCase()}.${[...el.classList].join('.')}`)"""
+
+
 def sideways(page) -> dict | None:
-    """None when the page is no wider than the screen, else how wide it is and what sticks out."""
+    """None when the page is no wider than the screen and each box that scrolls sideways says so, else
+    how wide the page is, what sticks out and which boxes scroll silently."""
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
-    if scroll_width <= WIDTH:
+    silent = page.evaluate(SILENT_SCROLLERS)
+    if scroll_width <= WIDTH and not silent:
         return None
-    return {"scrollWidth": scroll_width, "widest": page.evaluate(OVERFLOWING, WIDTH)}
+    return {"scrollWidth": scroll_width, "widest": page.evaluate(OVERFLOWING, WIDTH), "silent": silent}
 
 
 def test_the_main_pages_fit_a_360_px_phone(chromium, live_server, settings, sign_in, run_on_commit, artifacts):
