@@ -103,7 +103,8 @@ def open_disputes(*, merchant) -> list[dict]:
 
 
 def currencies_of(*, merchant) -> list[str]:
-    found = list(Order.objects.filter(merchant=merchant).values_list("currency", flat=True).distinct())
+    # order_by() first: the model's default ordering (-pk) would otherwise make every order "distinct".
+    found = list(Order.objects.filter(merchant=merchant).order_by().values_list("currency", flat=True).distinct())
     return sorted(found) or ["CNY"]
 
 

@@ -43,7 +43,9 @@ def staff_order_review(request, pk: int):
         except reviews.ReviewRefused as error:
             form.add_error(None, str(error))
         else:
-            return redirect("admin:escrow_order_change", order.pk)
+            # Back to the staff console's queue, where the next held order waits (by URL name: escrow
+            # does not import the console).
+            return redirect("staff:queue", slug="held-orders")
     return render(
         request,
         "escrow/staff/order_review.html",
@@ -73,7 +75,7 @@ def staff_withdrawal_approve(request, pk: int):
             form.add_error(None, _("This withdrawal was already decided."))
         else:
             messages.success(request, _("Withdrawal %(pk)s is marked paid.") % {"pk": withdrawal.pk})
-            return redirect("admin:escrow_withdrawal_changelist")
+            return redirect("staff:queue", slug="withdrawals")
     account = withdrawal.payout_account
     return render(
         request,

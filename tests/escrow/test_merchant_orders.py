@@ -10,7 +10,7 @@ from django.utils import timezone, translation
 from accounts.models import Notification
 from core.mail import EVENT_HEADER
 from escrow import services
-from escrow.dashboard import merchant_series
+from escrow.dashboard import currencies_of, merchant_series
 from escrow.models import Transfer
 from escrow.selectors import statement_words
 from shop import services as shop_services
@@ -141,6 +141,21 @@ def test_the_dashboard_draws_the_days_series_as_svg(client, run_on_commit):
         assert points and len(points[0].split()) == days
     assert 'data-testid="total-sales">1<' in html
     assert f'href="/merchant/orders/{order.pk}/"' in html
+
+
+def test_the_dashboard_names_each_currency_once(client, run_on_commit):
+    first = sold(run_on_commit)
+    merchant = first.merchant
+    sold(run_on_commit, merchant=merchant)
+    sold(run_on_commit, merchant=merchant)
+    assert currencies_of(merchant=merchant) == ["CNY"]  # three orders, one currency
+    usd = factories.product_create(merchant=merchant, currency="USD", price=500)
+    with run_on_commit():
+        factories.order_delivered(product=usd)
+    assert currencies_of(merchant=merchant) == ["CNY", "USD"]
+    factories.login_verified(client, merchant.user)
+    html = client.get("/merchant/").content.decode()
+    assert re.findall(r'currency=(\w+)" class="button[^"]*">\1</a>', html) == ["CNY", "USD"]
 
 
 def test_low_stock_is_flagged_on_the_dashboard(client):

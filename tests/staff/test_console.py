@@ -178,3 +178,36 @@ def test_every_count_on_the_console_matches_its_queue(staff_client):
     assert counts == {queue.slug: queue_page_count(staff_client, queue.slug) for queue in QUEUES}
     assert counts == {queue.slug: queue.rows(q="", now=timezone.now()).count() for queue in QUEUES}
     assert (counts["merchants"], counts["products"], counts["risk"], counts["alerts"]) == (1, 2, 1, 1)
+
+
+def test_deciding_a_held_order_or_paying_a_withdrawal_returns_to_the_consoles_queue(
+    staff_client, run_on_commit, settings
+):
+    settings.WITHDRAWAL_MINIMUM = 1
+    settings.RESERVE_PERCENT = 0
+    placed = factories.order_place(product=factories.product_create(stock=2, price=10000))
+    with run_on_commit():
+        factories.pay(placed.order, amount="101.50")  # overpaid: held for review
+    with run_on_commit():
+        response = staff_client.post(f"/staff/orders/{placed.order.pk}/review/", {"decision": "approve"})
+    assert response.status_code == 302 and response["Location"] == "/staff/queues/held-orders/"
+
+    merchant = placed.order.merchant
+    with run_on_commit():
+        order = factories.order_delivered(product=factories.product_create(merchant=merchant))
+    escrow_services.order_confirm_receipt(order=order, now=timezone.now())
+    device = factories.totp_device_create(user=merchant.user)
+    withdrawal = withdrawals.withdrawal_request(
+        merchant=merchant,
+        user=merchant.user,
+        payout_account_pk=factories.payout_account_create(merchant=merchant).pk,
+        amount=100,
+        currency="CNY",
+        code=factories.totp_code(device),
+        now=timezone.now(),
+    )
+    response = staff_client.post(
+        f"/staff/withdrawals/{withdrawal.pk}/approve/", {"payout_reference": "BANK-1", "confirm": "on"}
+    )
+    assert response.status_code == 302 and response["Location"] == "/staff/queues/withdrawals/"
+    assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.PAID

@@ -101,6 +101,9 @@ def test_checkout_form_offers_the_configured_gateways_as_radio_buttons(settings)
     settings.PAYMENT_GATEWAYS = ["sandbox"]
     page = Client().get(f"/products/{product.pk}/").text
     assert 'type="radio"' not in page
+    # One gateway is no choice: no empty "Pay with" box, and its name is sent once, hidden.
+    assert "Pay with" not in page
+    assert page.count('name="gateway"') == 1 and 'type="hidden" name="gateway" value="sandbox"' in page
 
 
 @pytest.mark.usefixtures("real_gateways")
