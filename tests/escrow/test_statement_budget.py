@@ -43,6 +43,20 @@ def queued(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def shipped_rules(db):
+    """The shipped risk rules, as production has them, whatever an earlier transactional test flushed:
+    the checkout's one risk read then counts their velocity windows too."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from risk.models import Rule
+
+    Rule.objects.all().delete()
+    import_module("risk.migrations.0002_default_rules").rules_add(apps, None)
+
+
 def _purchase(api: Client, product, queued) -> None:
     """One purchase, uncounted: the first of a currency opens the platform's ledger accounts."""
     placed = factories.order_place(product=product, quantity=1, email="first@example.com")
@@ -117,7 +131,7 @@ BUDGET = {
 }
 
 
-def test_purchase_statement_budget(queued):
+def test_purchase_statement_budget(queued, shipped_rules):
     counts = _purchase_steps(queued)
     over = {step: (count, BUDGET[step]) for step, count in counts.items() if count > BUDGET[step]}
     assert not over, f"statements over budget (sent, budget): {over}"
