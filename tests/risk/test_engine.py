@@ -323,3 +323,27 @@ def test_velocity_on_redis_counts_weights_distinct_and_slides(no_rules, now, red
     assert values.get("emails.device.1d") == 3
     assert values.get("emails.device.1h") == 2
     assert VelocityHit.objects.count() == 0  # nothing in the database
+
+
+# --- housekeeping ----------------------------------------------------------------------------------------
+
+
+def test_the_beat_prunes_database_hits_past_the_longest_window(no_rules, now):
+    import time_machine
+
+    from config.celery import app
+    from risk.models import VelocityHit
+    from risk.tasks import velocity_prune_task
+
+    assert app.conf.beat_schedule["risk.velocity_prune"]["task"] == velocity_prune_task.name
+    assess(now=now - timedelta(days=31))
+    assess(now=now - timedelta(days=29))
+    old, recent = (
+        VelocityHit.objects.filter(at__lt=now - timedelta(days=30)),
+        VelocityHit.objects.filter(at__gte=now - timedelta(days=30)),
+    )
+    assert old.exists() and recent.exists()
+    kept = recent.count()
+    with time_machine.travel(now):
+        assert velocity_prune_task.delay().get() > 0
+    assert not old.exists() and recent.count() == kept
