@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from risk.blocklist import blocklist_match
 from risk.context import EVENTS, Outcome, RiskContext
 from risk.models import Decision, ReviewKind, SeenIdentity, VelocityHit
-from risk.ruleset import ruleset
+from risk.ruleset import ruleset, ruleset_unchecked, version_key
 from risk.signals import ANOMALY_WEIGHTS, EMAIL_DIMENSIONS, EMAIL_EVENTS, Signals
 from risk.velocity import counter_key, hit_rows, uses_redis
 
@@ -192,12 +192,20 @@ def assessment_prepare(
     subject_key = (subject[0], str(subject[1])) if subject else None
     signals = Signals(event=event, context=context, subject=subject_key, now=now)
     first_hand = event not in SECOND_HAND
-    current = ruleset()
-    rules = current.rules.get(event, ())
+    redis = uses_redis()
+    # With Redis the rules' version is read in the same pipeline as the velocity windows, asked for the
+    # rules this process has (nearly always the current ones); if the version moved, the fresh rules'
+    # further signals are read after. Elsewhere the version is a local read.
+    guess = ruleset_unchecked() if redis else ruleset()
+    rules = guess.rules.get(event, ()) if guess is not None else ()
     hits = _hits(signals, event, context) if first_hand else []
     frozen_actor = context.actor_id if context.actor_id is not None and event in FROZEN_EVENTS else None
     names = [*(rule.signal for rule in rules), *(ALWAYS if first_hand else ())]
-    signals.load(names, writes=hits, frozen_actor=frozen_actor)
+    version = signals.load(names, writes=hits, frozen_actor=frozen_actor, probe=version_key() if redis else None)
+    current = ruleset(version) if redis else guess
+    if current is not guess:
+        rules = current.rules.get(event, ())
+        signals.load([rule.signal for rule in rules])
 
     outcome, deciding, reasons = Outcome.ALLOW, None, []
     frozen = bool(signals.frozen) if frozen_actor is not None else False
@@ -243,7 +251,7 @@ def assessment_prepare(
         reasons=reasons,
         frozen=frozen,
         first_hand=first_hand,
-        db_hits=[] if uses_redis() else hits,
+        db_hits=[] if redis else hits,
     )
 
 

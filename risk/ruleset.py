@@ -43,16 +43,44 @@ class Ruleset:
 
 
 _snapshot: Ruleset | None = None
+_UNREAD = object()
 
 
-def ruleset() -> Ruleset:
-    """The current rules and block list: this process's snapshot, reloaded when the version changed."""
+def version_key() -> str:
+    """The version's key as the cache stores it (with the cache's prefix): read raw in a pipeline."""
+    return cache.make_and_validate_key(VERSION_KEY)
+
+
+def version_read():
+    """The shared version as it is: raw bytes from Redis (compared, never decoded), else the value."""
+    from risk.velocity import uses_redis
+
+    if uses_redis():
+        return cache._cache.get_client().get(version_key())
+    return cache.get(VERSION_KEY)
+
+
+def ruleset(version=_UNREAD) -> Ruleset:
+    """The current rules and block list: this process's snapshot, reloaded when the version changed.
+
+    `version`: the shared version when the caller read it already (the assessment reads it in the same
+    Redis pipeline as its velocity windows, so checking costs no round trip of its own)."""
     global _snapshot
-    version = cache.get(VERSION_KEY)
+    if version is _UNREAD:
+        version = version_read()
     snapshot = _snapshot
     if snapshot is None or snapshot.version != version or time.monotonic() - snapshot.loaded > MAX_AGE:
         snapshot = _load(version)
         _snapshot = snapshot
+    return snapshot
+
+
+def ruleset_unchecked() -> Ruleset | None:
+    """This process's snapshot without checking the version (None if there is none, or it is too old):
+    what an assessment guesses the rules are, to ask for their signals while it reads the version."""
+    snapshot = _snapshot
+    if snapshot is None or time.monotonic() - snapshot.loaded > MAX_AGE:
+        return None
     return snapshot
 
 

@@ -68,7 +68,7 @@ class Signals:
     def prefetch(self, names) -> None:
         self.load(names)
 
-    def load(self, names, *, writes: list | None = None, frozen_actor: int | None = None) -> None:
+    def load(self, names, *, writes: list | None = None, frozen_actor: int | None = None, probe: str | None = None):
         """Compute `names` with as few round trips as possible, and record this act's velocity `writes`.
 
         On PostgreSQL everything the names need from the database is ONE statement: the velocity
@@ -76,7 +76,8 @@ class Signals:
         actor's history, their seen devices and networks, and (`frozen_actor`) whether that account is
         frozen. With Redis, the hits are recorded and the windows counted in ONE pipeline. Without
         Redis the hits are written later with the decision (`risk.engine`), so the counts add them.
-        Elsewhere (SQLite: the demo) the same reads are a few ORM queries."""
+        Elsewhere (SQLite: the demo) the same reads are a few ORM queries. With Redis, `probe` names a
+        key read raw in the same pipeline (the rules' version), returned."""
         if writes is not None:
             self._writes = list(writes)
         names = [name for name in dict.fromkeys(names) if name not in self.values]
@@ -91,8 +92,9 @@ class Signals:
             self._history = []
         redis = uses_redis()
         answers: list[float] = []
-        if redis and (asks or self._writes):
-            answers = redis_exchange(now=self.now, writes=self._writes, asks=asks)
+        probed = None
+        if redis and (asks or self._writes or probe):
+            answers, probed = redis_exchange(now=self.now, writes=self._writes, asks=asks, probe=probe)
             self._writes = []  # recorded: later asks count them as they are
         if connection.vendor == "postgresql":
             found = self._read_postgres(
@@ -124,6 +126,7 @@ class Signals:
         for name in names:
             if name not in self.values:
                 self.values[name] = self._named(name)
+        return probed
 
     def _asks(self, names) -> tuple[list[tuple[str, str, int]], list[str]]:
         asks, wanted = [], []

@@ -88,11 +88,12 @@ def _redis_writes(pipe, writes: list[Hit], now: datetime) -> None:
         pipe.expire(key, LONGEST)
 
 
-def redis_exchange(*, now: datetime, writes: list[Hit], asks: list[Ask]) -> list[float]:
-    """Record `writes` and answer `asks` (this act included) in ONE Redis pipeline."""
-    if not writes and not asks:
-        return []
+def redis_exchange(*, now: datetime, writes: list[Hit], asks: list[Ask], probe: str | None = None):
+    """Record `writes` and answer `asks` (this act included) in ONE Redis pipeline, which also reads
+    the raw value of the key `probe` when given (the rules' version): (answers, that value)."""
     pipe = cache._cache.get_client(write=True).pipeline(transaction=False)
+    if probe is not None:
+        pipe.get(probe)
     _redis_writes(pipe, writes, now)
     stamp = now.timestamp()
     for what, key, seconds in asks:
@@ -100,14 +101,16 @@ def redis_exchange(*, now: datetime, writes: list[Hit], asks: list[Ask]) -> list
             pipe.zrangebyscore(key, stamp - seconds, "+inf")
         else:
             pipe.zcount(key, stamp - seconds, "+inf")
-    results = pipe.execute()[3 * len(writes) :]  # zadd, zremrangebyscore, expire per hit come first
+    results = pipe.execute()
+    probed = results.pop(0) if probe is not None else None
+    results = results[3 * len(writes) :]  # zadd, zremrangebyscore, expire per hit come first
     answers: list[float] = []
     for (what, _key, _seconds), result in zip(asks, results, strict=True):
         if what == "weight":
             answers.append(sum(int(member.rsplit(b":", 1)[-1]) for member in result))
         else:
             answers.append(int(result))
-    return answers
+    return answers, probed
 
 
 # --- the database: the act's own hits are written later, with its decision (one statement) -----------

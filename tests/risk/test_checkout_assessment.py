@@ -143,3 +143,30 @@ def test_an_assessment_is_one_read_and_one_write_whatever_the_rules(no_rules, no
     assert decision.signals["count.checkout.device.10m"] == 2
     assert decision.signals["emails.ip.1h"] == 1
     assert Decision.objects.get(pk=decision.pk).signals == decision.signals
+
+
+def test_with_redis_the_version_rides_in_the_velocity_pipeline_and_a_bump_elsewhere_is_seen(no_rules, now, redis_cache):
+    """One Redis round trip per assessment (the version read with the windows); a bump by another
+    process (straight into Redis) reloads the rules at the next assessment."""
+    import redis as redis_library
+
+    from risk.ruleset import version_key
+
+    context = risk.RiskContext(email="b@example.com", ip="203.0.113.7", amount=100)
+    assert risk.assess(event="checkout", context=context, now=now).outcome == "allow"
+    Rule.objects.bulk_create([Rule(event="checkout", signal="amount", comparison="gte", threshold=1, outcome="block")])
+    calls = []
+    original = redis_library.client.Pipeline.execute
+
+    def counted(self, *args, **kwargs):
+        calls.append(len(self.command_stack))
+        return original(self, *args, **kwargs)
+
+    redis_library.client.Pipeline.execute = counted
+    try:
+        assert risk.assess(event="checkout", context=context, now=now).outcome == "allow"  # the snapshot
+        assert len(calls) == 1
+        cache._cache.get_client(write=True).set(version_key(), b"bumped by another machine")
+        assert risk.assess(event="checkout", context=context, now=now).outcome == "block"
+    finally:
+        redis_library.client.Pipeline.execute = original

@@ -4,7 +4,6 @@ the stored decision, and the velocity counters on Redis as well as in the databa
 from datetime import timedelta
 
 import pytest
-from django.conf import settings as django_settings
 
 import risk
 from risk.blocklist import payout_digest
@@ -292,23 +291,6 @@ def test_every_listed_signal_is_known_and_computable(no_rules, now):
 
 
 # --- Redis ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_cache(settings):
-    """The velocity counters in Redis sorted sets (the broker's test db), as in production."""
-    url = django_settings.CELERY_BROKER_URL if str(django_settings.CELERY_BROKER_URL).startswith("redis") else ""
-    import os
-
-    url = os.environ.get("TEST_CELERY_BROKER_URL", url)
-    if not url.startswith("redis"):
-        pytest.skip("needs Redis (TEST_CELERY_BROKER_URL=redis://…)")
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
-    from django.core.cache import cache
-
-    cache._cache.get_client(write=True).flushdb()
-    yield
-    cache._cache.get_client(write=True).flushdb()
 
 
 def test_velocity_on_redis_counts_weights_distinct_and_slides(no_rules, now, redis_cache):
