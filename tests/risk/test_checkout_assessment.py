@@ -145,9 +145,11 @@ def test_an_assessment_is_one_read_and_one_write_whatever_the_rules(no_rules, no
     assert Decision.objects.get(pk=decision.pk).signals == decision.signals
 
 
-def test_with_redis_the_version_rides_in_the_velocity_pipeline_and_a_bump_elsewhere_is_seen(no_rules, now, redis_cache):
-    """One Redis round trip per assessment (the version read with the windows); a bump by another
-    process (straight into Redis) reloads the rules at the next assessment."""
+def test_with_redis_one_command_reads_the_version_and_the_windows_and_a_bump_elsewhere_is_seen(
+    no_rules, now, redis_cache
+):
+    """One Redis round trip per assessment (a script: the version, the hits, the windows); a bump by
+    another process (straight into Redis) reloads the rules at the next assessment."""
     import redis as redis_library
 
     from risk.ruleset import version_key
@@ -156,17 +158,18 @@ def test_with_redis_the_version_rides_in_the_velocity_pipeline_and_a_bump_elsewh
     assert risk.assess(event="checkout", context=context, now=now).outcome == "allow"
     Rule.objects.bulk_create([Rule(event="checkout", signal="amount", comparison="gte", threshold=1, outcome="block")])
     calls = []
-    original = redis_library.client.Pipeline.execute
+    original = redis_library.client.Redis.execute_command
 
     def counted(self, *args, **kwargs):
-        calls.append(len(self.command_stack))
+        calls.append(args[0])
         return original(self, *args, **kwargs)
 
-    redis_library.client.Pipeline.execute = counted
+    redis_library.client.Redis.execute_command = counted
     try:
-        assert risk.assess(event="checkout", context=context, now=now).outcome == "allow"  # the snapshot
-        assert len(calls) == 1
+        decision = risk.assess(event="checkout", context=context, now=now)
+        assert decision.outcome == "allow"  # the snapshot
+        assert calls == ["EVALSHA"]
         cache._cache.get_client(write=True).set(version_key(), b"bumped by another machine")
         assert risk.assess(event="checkout", context=context, now=now).outcome == "block"
     finally:
-        redis_library.client.Pipeline.execute = original
+        redis_library.client.Redis.execute_command = original
