@@ -274,14 +274,15 @@ def web_start(
     threads: int,
     worker_class: str = "gthread",
     env: dict[str, str] | None = None,
+    app: str = "config.wsgi",
 ) -> int:
-    """`gunicorn config.wsgi` on a free loopback port, once it answers; returns the port."""
+    """`gunicorn config.wsgi` (or `app`) on a free loopback port, once it answers; returns the port."""
     port = free_port()
     processes.start(
         "gunicorn",
         [
             str(VENV_BIN / "gunicorn"),
-            "config.wsgi",
+            app,
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
