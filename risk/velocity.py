@@ -9,6 +9,7 @@ questions: how many hits, how many keys (the sum of weights), how many distinct 
 
 import hashlib
 import secrets
+import threading
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -121,18 +122,18 @@ end
 return out
 """
 
-_client: tuple = (None, None, None)  # (the cache's client object, its Redis client, the script on it)
+_local = threading.local()  # per thread, as Django's cache objects are: (backend, its script)
 
 
 def _redis_script():
-    """The Redis client and the exchange script, made once per process (Django makes a new client, with
-    its table of ~170 reply callbacks, on every `get_client`)."""
-    global _client
+    """The exchange script on a Redis client made once per thread (Django makes a new client, with its
+    table of ~170 reply callbacks, on every `get_client`)."""
     backend = cache._cache
-    if _client[0] is not backend:
-        client = backend.get_client(write=True)
-        _client = (backend, client, client.register_script(EXCHANGE))
-    return _client[2]
+    held = getattr(_local, "held", None)
+    if held is None or held[0] is not backend:
+        held = (backend, backend.get_client(write=True).register_script(EXCHANGE))
+        _local.held = held
+    return held[1]
 
 
 def redis_exchange(*, now: datetime, writes: list[Hit], asks: list[Ask], probe: str | None = None):
