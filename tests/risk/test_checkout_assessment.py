@@ -86,6 +86,17 @@ def test_a_checkout_refused_for_stock_keeps_its_decision_and_still_counts(no_rul
     assert Decision.objects.count() == 2 and not Order.objects.exists()
 
 
+def test_an_address_too_long_to_store_is_refused_and_its_decision_kept(no_rules, now):
+    """The order refuses it (bad_email); the decision names its actor by a hash of the address."""
+    product = factories.product_create(stock=1, price=500)
+    long_email = "a" * 60 + "@" + ".".join(["b" * 60] * 4) + ".com"
+    with pytest.raises(services.CheckoutError) as refused:
+        place(product, now=now, email=long_email)
+    assert refused.value.code == "bad_email"
+    decision = Decision.objects.get()
+    assert decision.actor.startswith("email:sha256:") and len(decision.actor) <= 300
+
+
 def test_a_product_not_for_sale_is_still_assessed(no_rules, now):
     rule("checkout", "amount", "gte", 1, "block")
     with pytest.raises(services.CheckoutError):
