@@ -150,60 +150,53 @@ class Signals:
         return asks, wanted
 
     def _read_postgres(self, *, asks, history: bool, seen: bool, frozen_actor: int | None, identities) -> dict:
-        """One SELECT for all of it; its parts only when asked for (none asked: no statement)."""
-        ctes, columns, params = [], [], []
+        """One SELECT for all of it, a UNION ALL of plain branches (rows tagged v, h, s, f), each only
+        when asked for (none asked: no statement). Plain branches plan in about half the time of CTEs
+        with aggregates over them, and planning is most of what a read this small costs the server."""
+        branches, params = [], []
         if asks:
             expressions, velocity_params, keys, oldest = db_aggregates(now=self.now, writes=self._writes, asks=asks)
-            ctes.append(
-                f"v AS (SELECT ARRAY[{', '.join(expressions)}]::bigint[] AS answers "  # noqa: S608 - ours, no input
-                "FROM risk_velocityhit WHERE key = ANY(%s) AND at > %s)"
+            branches.append(
+                f"SELECT 'v', NULL, NULL, NULL, NULL, ARRAY[{', '.join(expressions)}]::bigint[] "  # noqa: S608 - ours
+                "FROM risk_velocityhit WHERE key = ANY(%s) AND at > %s"
             )
             params += [*velocity_params, keys, oldest]
-            columns.append("(SELECT answers FROM v)")
         if history:
-            ctes.append(
-                "h AS (SELECT id, amount, at FROM risk_decision WHERE actor = %s AND event = %s "
-                "AND at < %s ORDER BY at DESC, id DESC LIMIT 50)"
+            branches.append(
+                "SELECT 'h', NULL, NULL, amount, at, NULL FROM (SELECT amount, at FROM risk_decision "
+                "WHERE actor = %s AND event = %s AND at < %s ORDER BY at DESC, id DESC LIMIT 50) h"
             )
             params += [self.context.actor_key, self.event, self.now]
-            columns += [
-                "(SELECT array_agg(amount ORDER BY at DESC, id DESC) FROM h)",
-                "(SELECT array_agg(at ORDER BY at DESC, id DESC) FROM h)",
-            ]
         if seen:
-            ctes.append(
-                "s AS (SELECT kind, value, first_seen FROM risk_seenidentity WHERE actor = %s "
-                "AND (value = ANY(%s) OR first_seen <= %s) LIMIT 50)"
+            branches.append(
+                "SELECT 's', kind, value, NULL, first_seen, NULL FROM (SELECT kind, value, first_seen "
+                "FROM risk_seenidentity WHERE actor = %s AND (value = ANY(%s) OR first_seen <= %s) LIMIT 50) s"
             )
             params += [self.context.actor_key, identities, self.now - timedelta(hours=NEW_HOURS)]
-            columns += [
-                "(SELECT array_agg(kind ORDER BY kind, value) FROM s)",
-                "(SELECT array_agg(value ORDER BY kind, value) FROM s)",
-                "(SELECT array_agg(first_seen ORDER BY kind, value) FROM s)",
-            ]
         if frozen_actor is not None:
-            columns.append(
-                "EXISTS (SELECT 1 FROM risk_reviewitem WHERE kind = 'user' AND subject_id = %s "
-                "AND status IN ('open', 'rejected'))"
+            branches.append(
+                "SELECT 'f', NULL, NULL, NULL, NULL, NULL FROM (SELECT 1 FROM risk_reviewitem WHERE kind = 'user' "
+                "AND subject_id = %s AND status IN ('open', 'rejected') LIMIT 1) f"
             )
             params.append(str(frozen_actor))
-        if not columns:
+        if not branches:
             return {}
-        sql = (f"WITH {', '.join(ctes)} " if ctes else "") + f"SELECT {', '.join(columns)}"
+        # The first branch fixes the columns' types.
+        typed = "SELECT ''::text, NULL::varchar, NULL::varchar, NULL::bigint, NULL::timestamptz, NULL::bigint[] "
+        typed += "WHERE false"
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = list(cursor.fetchone())
+            cursor.execute(" UNION ALL ".join([typed, *branches]), params)
+            rows = cursor.fetchall()
         found = {}
         if asks:
-            found["velocity"] = db_adjust(writes=self._writes, asks=asks, answers=row.pop(0))
+            answers = next(row[5] for row in rows if row[0] == "v")
+            found["velocity"] = db_adjust(writes=self._writes, asks=asks, answers=answers)
         if history:
-            amounts, times = row.pop(0) or [], row.pop(0) or []
-            self._history = [{"amount": amount, "at": at} for amount, at in zip(amounts, times, strict=True)]
+            self._history = [{"amount": row[3], "at": row[4]} for row in rows if row[0] == "h"]
         if seen:
-            kinds, values, firsts = row.pop(0) or [], row.pop(0) or [], row.pop(0) or []
-            self._seen_fill(zip(kinds, values, firsts, strict=True))
+            self._seen_fill([(row[1], row[2], row[4]) for row in rows if row[0] == "s"])
         if frozen_actor is not None:
-            self.frozen = bool(row.pop(0))
+            self.frozen = any(row[0] == "f" for row in rows)
         return found
 
     def _named(self, name: str) -> float | None:
