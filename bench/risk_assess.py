@@ -138,25 +138,19 @@ def _cost_of_one(context, now) -> tuple[int, int]:
     import risk
 
     calls = []
-    original_execute = redis.client.Pipeline.execute
-    original_command = redis.client.Redis.execute_command
+    connection_class = redis.connection.AbstractConnection
+    original = connection_class.send_packed_command
 
-    def pipeline_execute(self, *args, **kwargs):
-        calls.append("pipeline")
-        return original_execute(self, *args, **kwargs)
+    def sent(self, *args, **kwargs):  # one per command or pipeline sent: a round trip
+        calls.append(1)
+        return original(self, *args, **kwargs)
 
-    def command(self, *args, **kwargs):
-        calls.append(args[0])
-        return original_command(self, *args, **kwargs)
-
-    redis.client.Pipeline.execute = pipeline_execute
-    redis.client.Redis.execute_command = command
+    connection_class.send_packed_command = sent
     try:
         with CaptureQueriesContext(connection) as captured:
             risk.assessment_prepare(event="checkout", context=context, now=now).store(subject=("order", 0))
     finally:
-        redis.client.Pipeline.execute = original_execute
-        redis.client.Redis.execute_command = original_command
+        connection_class.send_packed_command = original
     return len(captured), len(calls)
 
 

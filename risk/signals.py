@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from risk.context import EVENTS, RiskContext
-from risk.velocity import WINDOWS, counter_key, db_adjust, db_aggregates, db_exchange, redis_exchange, uses_redis
+from risk.velocity import WINDOWS, RedisExchange, counter_key, db_adjust, db_aggregates, db_exchange, uses_redis
 
 COUNTERS = (*EVENTS, "payment_failed", "dispute_revealed")
 DIMENSIONS = ("account", "email", "ip", "network", "device")
@@ -93,34 +93,43 @@ class Signals:
         redis = uses_redis()
         answers: list[float] = []
         probed = None
+        # With Redis the exchange is sent first and its reply read after the SQL read: the waits overlap.
+        exchange = None
         if redis and (asks or self._writes or probe):
-            answers, probed = redis_exchange(now=self.now, writes=self._writes, asks=asks, probe=probe)
-            self._writes = []  # recorded: later asks count them as they are
-        if connection.vendor == "postgresql":
-            found = self._read_postgres(
-                asks=[] if redis else asks,
-                history=need_history,
-                seen=need_seen,
-                frozen_actor=frozen_actor,
-                identities=identities,
-            )
-            if not redis and asks:
-                answers = found["velocity"]
-        else:
-            if not redis:
-                answers = db_exchange(now=self.now, writes=self._writes, asks=asks)
-            if need_history:
-                self.history()
-            if need_seen:
-                self.seen()
-            if frozen_actor is not None:
-                from risk.models import ReviewItem, ReviewKind, ReviewStatus
+            exchange = RedisExchange(now=self.now, writes=self._writes, asks=asks, probe=probe)
+        try:
+            if connection.vendor == "postgresql":
+                found = self._read_postgres(
+                    asks=[] if redis else asks,
+                    history=need_history,
+                    seen=need_seen,
+                    frozen_actor=frozen_actor,
+                    identities=identities,
+                )
+                if not redis and asks:
+                    answers = found["velocity"]
+            else:
+                if not redis:
+                    answers = db_exchange(now=self.now, writes=self._writes, asks=asks)
+                if need_history:
+                    self.history()
+                if need_seen:
+                    self.seen()
+                if frozen_actor is not None:
+                    from risk.models import ReviewItem, ReviewKind, ReviewStatus
 
-                self.frozen = ReviewItem.objects.filter(
-                    kind=ReviewKind.USER,
-                    subject_id=str(frozen_actor),
-                    status__in=[ReviewStatus.OPEN, ReviewStatus.REJECTED],
-                ).exists()
+                    self.frozen = ReviewItem.objects.filter(
+                        kind=ReviewKind.USER,
+                        subject_id=str(frozen_actor),
+                        status__in=[ReviewStatus.OPEN, ReviewStatus.REJECTED],
+                    ).exists()
+        except BaseException:
+            if exchange is not None:
+                exchange.abandon()
+            raise
+        if exchange is not None:
+            answers, probed = exchange.receive()
+            self._writes = []  # recorded: later asks count them as they are
         for name, value in zip(wanted, answers, strict=True):
             self.values[name] = value
         for name in names:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import NoScriptError
 
 WINDOWS = {"10m": 600, "1h": 3600, "1d": 86400, "30d": 30 * 86400}
 LONGEST = max(WINDOWS.values())
@@ -136,20 +137,58 @@ def _redis_script():
     return held[1]
 
 
+class RedisExchange:
+    """One exchange sent now (the script: the version read, the hits recorded, the windows counted) and
+    its reply read later with `receive`, so PostgreSQL answers the assessment's SQL read while Redis
+    works: the two waits overlap instead of adding up. `abandon` drops the connection if the reply is
+    never read (an error in between), so no later command reads this reply as its own."""
+
+    def __init__(self, *, now: datetime, writes: list[Hit], asks: list[Ask], probe: str | None = None):
+        stamp = now.timestamp()
+        self.asks, self.probe = asks, probe
+        self.keys = [probe or "risk:none", *(key for key, _w, _m in writes), *(key for _what, key, _s in asks)]
+        args: list = [repr(stamp), LONGEST, len(writes)]
+        # A plain hit is unique; its weight rides in the member so "keys in a window" can sum it.
+        args += [member or f"{secrets.token_hex(6)}:{weight}" for _key, weight, member in writes]
+        args.append(len(asks))
+        for what, _key, seconds in asks:
+            args += ["weight" if what == "weight" else "count", repr(stamp - seconds)]
+        self.args = args
+        self.script = _redis_script()
+        self.pool = self.script.registered_client.connection_pool
+        self.connection = self.pool.get_connection()
+        try:
+            self.connection.send_command("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
+        except BaseException:
+            self.abandon()
+            raise
+
+    def receive(self) -> tuple[list[int], bytes | None]:
+        """(the windows' answers, the probed key's raw value or None)."""
+        try:
+            try:
+                result = self.connection.read_response()
+            except NoScriptError:  # a Redis that lost its scripts (restarted): loaded, then run again
+                result = self.script(keys=self.keys, args=self.args)
+        except BaseException:
+            self.abandon()
+            raise
+        self.pool.release(self.connection)
+        self.connection = None
+        probed = result[0] if self.probe is not None and result[0] != b"" else None
+        return [int(value) for value in result[1:]], probed
+
+    def abandon(self) -> None:
+        if self.connection is not None:
+            self.connection.disconnect()
+            self.pool.release(self.connection)
+            self.connection = None
+
+
 def redis_exchange(*, now: datetime, writes: list[Hit], asks: list[Ask], probe: str | None = None):
     """Record `writes` and answer `asks` (this act included) in ONE Redis command (a script), which
     also reads the raw value of the key `probe` when given (the rules' version): (answers, value)."""
-    stamp = now.timestamp()
-    keys = [probe or "risk:none", *(key for key, _weight, _member in writes), *(key for _what, key, _s in asks)]
-    args: list = [repr(stamp), LONGEST, len(writes)]
-    # A plain hit is unique; its weight rides in the member so "keys in a window" can sum it.
-    args += [member or f"{secrets.token_hex(6)}:{weight}" for _key, weight, member in writes]
-    args.append(len(asks))
-    for what, _key, seconds in asks:
-        args += ["weight" if what == "weight" else "count", repr(stamp - seconds)]
-    result = _redis_script()(keys=keys, args=args)
-    probed = result[0] if probe is not None and result[0] != b"" else None
-    return [int(value) for value in result[1:]], probed
+    return RedisExchange(now=now, writes=writes, asks=asks, probe=probe).receive()
 
 
 # --- the database: the act's own hits are written later, with its decision (one statement) -----------

@@ -169,18 +169,44 @@ def test_with_redis_one_command_reads_the_version_and_the_windows_and_a_bump_els
     assert risk.assess(event="checkout", context=context, now=now).outcome == "allow"
     Rule.objects.bulk_create([Rule(event="checkout", signal="amount", comparison="gte", threshold=1, outcome="block")])
     calls = []
-    original = redis_library.client.Redis.execute_command
+    connection_class = redis_library.connection.AbstractConnection
+    original = connection_class.send_packed_command
 
-    def counted(self, *args, **kwargs):
-        calls.append(args[0])
-        return original(self, *args, **kwargs)
+    def counted(self, command, *args, **kwargs):
+        calls.append(command if isinstance(command, bytes) else b"".join(command))
+        return original(self, command, *args, **kwargs)
 
-    redis_library.client.Redis.execute_command = counted
+    connection_class.send_packed_command = counted
     try:
         decision = risk.assess(event="checkout", context=context, now=now)
         assert decision.outcome == "allow"  # the snapshot
-        assert calls == ["EVALSHA"]
+        assert len(calls) == 1 and b"EVALSHA" in calls[0], calls
         cache._cache.get_client(write=True).set(version_key(), b"bumped by another machine")
         assert risk.assess(event="checkout", context=context, now=now).outcome == "block"
     finally:
-        redis_library.client.Redis.execute_command = original
+        connection_class.send_packed_command = original
+
+
+def test_with_redis_a_lost_script_is_loaded_again_and_an_error_between_send_and_reply_leaves_no_stray_reply(
+    no_rules, now, redis_cache, monkeypatch
+):
+    """The script's reply is read after the SQL read: a Redis that lost its scripts (restarted) gets it
+    again, and an SQL error in between drops that connection, so no later command reads the reply."""
+    from risk.signals import Signals
+
+    rule("checkout", "count.checkout.email.10m", "gte", 1000, "block")
+    context = risk.RiskContext(email="b@example.com", ip="203.0.113.7", amount=100)
+    assert risk.assess(event="checkout", context=context, now=now).signals["count.checkout.email.10m"] == 1
+    cache._cache.get_client(write=True).script_flush()
+    assert risk.assess(event="checkout", context=context, now=now).signals["count.checkout.email.10m"] == 2
+
+    def broken(self, **kwargs):
+        raise RuntimeError("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Signals, "_read_postgres", broken)
+        with pytest.raises(RuntimeError):
+            risk.assess(event="checkout", context=context, now=now)
+    # The failed act's hits were recorded (Redis is not transactional); the next answers are its own.
+    assert cache.get("anything") is None
+    assert risk.assess(event="checkout", context=context, now=now).signals["count.checkout.email.10m"] == 4
