@@ -187,6 +187,7 @@ def test_with_redis_one_command_reads_the_version_and_the_windows_and_a_bump_els
         connection_class.send_packed_command = original
 
 
+@requires_postgres  # the error is injected into the PostgreSQL read that the Redis reply waits behind
 def test_with_redis_a_lost_script_is_loaded_again_and_an_error_between_send_and_reply_leaves_no_stray_reply(
     no_rules, now, redis_cache, monkeypatch
 ):
