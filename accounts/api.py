@@ -9,6 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+import risk
 from accounts import account_services, services
 from accounts.account_services import AccountRefused
 from accounts.models import SignInMethod, User
@@ -39,12 +40,21 @@ class SignUp(APIView):
         responses={
             201: inline_serializer("SignedUp", {"id": serializers.IntegerField(), "token": serializers.CharField()}),
             **error_responses(
-                {400: ["invalid", "parse_error", "bad_email", "email_taken", "weak_password"], 429: ["throttled"]}
+                {
+                    400: ["invalid", "parse_error", "bad_email", "email_taken", "weak_password"],
+                    # With "decision": the id of the stored risk decision staff can read.
+                    403: ["challenge_required", "risk_blocked"],
+                    429: ["throttled"],
+                }
             ),
         },
     )
     def post(self, request):
-        """Create a buyer account and return its first API token. The e-mail gets a verification link."""
+        """Create a buyer account and return its first API token. The e-mail gets a verification link.
+
+        The risk engine assesses the sign-up first (sign-ups per address, network, device): a block is
+        403 `risk_blocked`, a challenge 403 `challenge_required` (an API client cannot answer a captcha:
+        sign up on the web page), both with the stored `decision`'s id; nothing is created then."""
         data = SignUpSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         ip = client_ip(request)
@@ -52,9 +62,11 @@ class SignUp(APIView):
         if not decision.allowed:
             raise RateLimited("signup", decision.retry_after)
         now = timezone.now()
+        decision = risk.signup_assess(request=request._request, email=data.validated_data["email"], now=now)
         user = account_services.account_signup(
             email=data.validated_data["email"], password=data.validated_data["password"], now=now, ip=ip
         )
+        risk.decision_subject_set(decision=decision, subject=("user", user.pk))
         _record, token = account_services.account_api_token_create(user=user, name=_("Sign-up"), now=now, ip=ip)
         sign_in_note(request, user=user, method=SignInMethod.SIGNUP, success=True)
         return Response({"id": user.pk, "token": token}, status=status.HTTP_201_CREATED)
@@ -71,6 +83,8 @@ class TokenIssue(APIView):
                 {
                     400: ["invalid", "parse_error"],
                     401: ["invalid_credentials", "otp_required", "bad_otp"],
+                    # With "decision": the id of the stored risk decision staff can read.
+                    403: ["challenge_required", "risk_blocked"],
                     429: ["locked_out"],
                 }
             ),
@@ -78,7 +92,11 @@ class TokenIssue(APIView):
     )
     def post(self, request):
         """A new API token (`Authorization: Token <token>`). Merchants and staff, and buyers who enrolled
-        an authenticator app, must also send `otp`; without it the answer is 401 `otp_required`."""
+        an authenticator app, must also send `otp`; without it the answer is 401 `otp_required`.
+
+        Assessed by the risk engine as a sign-in (`login`, as the sign-in page) once the credentials
+        are right: a block (or a frozen account's) is 403 `risk_blocked`; a challenge is passed by the
+        second factor sent with the request, else 403 `challenge_required`; both carry the `decision`."""
         data = TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         email, password = data.validated_data["email"].strip(), data.validated_data["password"]
@@ -112,9 +130,20 @@ class TokenIssue(APIView):
             except services.TwoFactorInvalid:
                 sign_in_note(request, user=user, method=SignInMethod.API, success=False, reason="bad_otp")
                 raise AccountRefused(_("That code is wrong or was already used."), code="bad_otp") from None
+            second_factor = True
+        else:
+            second_factor = False
+        now = timezone.now()
+        decision = risk.assess(event="login", context=risk.context_from_request(django_request, user=user), now=now)
+        try:
+            risk.decision_enforce(decision=decision, challenge_passed=second_factor)
+        except risk.RiskRefused:
+            sign_in_note(request, user=user, method=SignInMethod.API, success=False, reason="risk")
+            raise
         _record, token = account_services.account_api_token_create(
-            user=user, name=_("API sign-in"), now=timezone.now(), ip=client_ip(request)
+            user=user, name=_("API sign-in"), now=now, ip=client_ip(request)
         )
+        risk.decision_subject_set(decision=decision, subject=("user", user.pk), challenge_passed=second_factor)
         sign_in_note(request, user=user, method=SignInMethod.API, success=True)
         return Response({"token": token})
 

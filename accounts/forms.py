@@ -1,5 +1,6 @@
 import logging
 
+from captcha.fields import CaptchaField
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import PasswordResetForm
@@ -34,6 +35,14 @@ class SignUpForm(forms.Form):
         help_text=_("At least 8 characters, not a common password, not only digits, not like your e-mail."),
     )
     language = forms.ChoiceField(label=_("Language"), choices=settings.LANGUAGES)
+
+
+class SignUpChallengeForm(forms.Form):
+    """The risk engine's challenge at sign-up (many sign-ups from one address, network or device): a
+    captcha drawn by this server (django-simple-captcha), nothing loaded from a third party."""
+
+    prefix = "challenge"
+    captcha = CaptchaField(label=_("Type the letters in the picture"))
 
 
 class LanguageForm(forms.Form):

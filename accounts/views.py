@@ -18,7 +18,7 @@ from django.views.i18n import set_language
 
 import risk
 from accounts import account_services
-from accounts.forms import ShopPasswordResetForm, SignUpForm
+from accounts.forms import ShopPasswordResetForm, SignUpChallengeForm, SignUpForm
 from accounts.lockout import username_of
 from accounts.models import SignInMethod, User
 from core.client_ip import client_ip
@@ -100,27 +100,46 @@ def language_set(request):
 
 
 def signup(request):
-    """A buyer signs up: e-mail, password, language. Signed in at once; the e-mail waits for its link."""
+    """A buyer signs up: e-mail, password, language. Signed in at once; the e-mail waits for its link.
+
+    The risk engine assesses the sign-up (`signup`: sign-ups per address, network and device) before
+    the account exists: a challenge shows a captcha, answered with the next submission; a block refuses
+    with a neutral message (403). The decision names the new account."""
     if request.user.is_authenticated:
         return redirect("security:overview")
     form = SignUpForm(request.POST or None, initial={"language": translation.get_language()})
+    challenge, challenge_passed = _signup_challenge_answer(request)
     if request.method == "POST" and form.is_valid():
         ip = client_ip(request)
         if not rate_limit_hit(scope="signup", identity=ip).allowed:
             form.add_error(None, _("Too many sign-ups from your network. Try again later."))
         else:
+            now = timezone.now()
+            try:
+                decision = risk.signup_assess(
+                    request=request, email=form.cleaned_data["email"], now=now, challenge_passed=challenge_passed
+                )
+            except risk.RiskRefused as refusal:
+                context = {"form": form}
+                if refusal.code == "challenge_required":
+                    # A wrong answer keeps its error; a first challenge starts with an empty form.
+                    context["challenge"] = challenge if challenge is not None else SignUpChallengeForm()
+                form.add_error(None, str(refusal))
+                return render(request, "accounts/signup.html", context, status=403)
             try:
                 user = account_services.account_signup(
                     email=form.cleaned_data["email"],
                     password=form.cleaned_data["password"],
                     language=form.cleaned_data["language"],
-                    now=timezone.now(),
+                    now=now,
                     ip=ip,
                 )
             except account_services.AccountRefused as refused:
                 field = account_services.AccountRefused.code_fields.get(refused.code)
                 form.add_error(field, str(refused))
             else:
+                passed = challenge_passed
+                risk.decision_subject_set(decision=decision, subject=("user", user.pk), challenge_passed=passed)
                 login(request, user, backend=BACKEND)
                 sign_in_note(request, user=user, method=SignInMethod.SIGNUP, success=True)
                 messages.success(
@@ -131,6 +150,14 @@ def signup(request):
                 response.set_cookie(settings.LANGUAGE_COOKIE_NAME, user.language, samesite="Lax")
                 return response
     return render(request, "accounts/signup.html", {"form": form})
+
+
+def _signup_challenge_answer(request) -> tuple[SignUpChallengeForm | None, bool]:
+    """The captcha the person answered with this sign-up (None if none), and whether it passed."""
+    if request.method != "POST" or not any(name.startswith("challenge-") for name in request.POST):
+        return None, False
+    challenge = SignUpChallengeForm(request.POST)
+    return challenge, challenge.is_valid()
 
 
 def verify_email(request, token: str):

@@ -275,14 +275,15 @@ def web_start(
     worker_class: str = "gthread",
     env: dict[str, str] | None = None,
     name: str = "gunicorn",
+    app: str = "config.wsgi",
 ) -> int:
-    """`gunicorn config.wsgi` on a free loopback port, once it answers; returns the port."""
+    """`gunicorn config.wsgi` (or `app`) on a free loopback port, once it answers; returns the port."""
     port = free_port()
     processes.start(
         name,
         [
             str(VENV_BIN / "gunicorn"),
-            "config.wsgi",
+            app,
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",

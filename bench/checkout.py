@@ -1,7 +1,13 @@
 """Checkout throughput through the API with the audit hash chain on, against the same run with it off
-(issue 11).
+(issue 11); with `--compare risk`, with the risk engine on against off (issue 12).
 
     .venv/bin/python bench/checkout.py --buyers 8 --seconds 20 --rounds 2
+    .venv/bin/python bench/checkout.py --compare risk --buyers 8 --seconds 20 --rounds 2
+
+`--compare risk`: the chain is on in both modes; "off" serves `bench/wsgi_risk_off.py` (the checkout
+without its assessment), "on" the shop as it is, with the shipped rules and velocity in Redis. Every
+checkout comes from an address of its own (ordinary buyers, so the shipped rules let them through: a
+refused checkout would be cheaper, not dearer).
 
 Each checkout is `POST /api/v1/orders/` (one key reserved, one order, one payment, one `order.placed`
 audit entry), by `--buyers` closed-loop buyers (threads), each on its own address (X-Forwarded-For, the
@@ -55,6 +61,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keys", type=int, default=40000, help="keys in stock at the start (default 40000)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     parser.add_argument("--web-threads", type=int, default=2, help="threads per gunicorn worker (default 2)")
+    parser.add_argument("--compare", choices=["chain", "risk"], default="chain", help="what is on and off")
     parser.add_argument("--seal-interval", type=float, default=1.0, help="seconds between two seals (default 1)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_BROKER_URL", DEFAULT_REDIS_URL))
@@ -152,6 +159,8 @@ def buyers_run(*, port: int, product_pk: int, seconds: float, tag: str) -> tuple
         address = f"10.1.{number // 250}.{number % 250 + 1}"
         count = 0
         while time.monotonic() < end:
+            if ARGS.compare == "risk":  # a new buyer each time: an address (and network) of their own
+                address = f"10.{number % 200 + 2}.{count // 250 % 250}.{count % 250 + 1}"
             status = checkout(port, product_pk, f"{tag}-{number}-{count}@example.com", address)
             count += 1
             if status == 201:
@@ -180,8 +189,13 @@ def main() -> int:
     try:
         for round_number in range(ARGS.rounds):
             for mode in ("off", "on"):
-                env = {**APP_ENV, "AUDIT_CHAIN_ENABLED": "1" if mode == "on" else "0"}
-                port = web_start(processes, workers=ARGS.web_workers, threads=ARGS.web_threads, env=env)
+                app = "config.wsgi"
+                if ARGS.compare == "chain":
+                    env = {**APP_ENV, "AUDIT_CHAIN_ENABLED": "1" if mode == "on" else "0"}
+                else:
+                    env = {**APP_ENV, "AUDIT_CHAIN_ENABLED": "1"}
+                    app = "config.wsgi" if mode == "on" else "bench.wsgi_risk_off"
+                port = web_start(processes, workers=ARGS.web_workers, threads=ARGS.web_threads, env=env, app=app)
                 processes.start("sealer", [str(VENV_BIN / "python"), "-c", SEALER, str(ARGS.seal_interval)], env=env)
                 wait_until(
                     lambda: processes.check_alive() or "ready" in (LOG_DIR / "sealer.log").read_text(),
@@ -202,7 +216,7 @@ def main() -> int:
                 per = {name: 1000 * seconds / max(1, created) for name, seconds in spent.items()}
                 cpu_ms[mode].append(per)
                 log(
-                    f"round {round_number + 1} chain {mode:>3}: {rate:7.1f} checkouts/s "
+                    f"round {round_number + 1} {ARGS.compare} {mode:>3}: {rate:7.1f} checkouts/s "
                     f"({created} in {elapsed:.1f} s, {failed} refused or failed; machine {busy:.0f}% busy before); "
                     f"CPU per checkout: web {per['gunicorn']:.1f} ms, sealer {per['sealer']:.2f} ms"
                 )
@@ -225,13 +239,14 @@ def main() -> int:
     off, on = statistics.median(results["off"]), statistics.median(results["on"])
     print()
     print(f"buyers {ARGS.buyers}, gunicorn {ARGS.web_workers}x{ARGS.web_threads} gthread, {ARGS.seconds:g} s rounds")
-    print(f"chain off: median {off:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['off'])})")
-    print(f"chain on:  median {on:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['on'])})")
-    print(f"cost of the chain: {100 * (1 - on / off):+.1f} % of throughput (limit: 10 %)" if off else "no checkouts")
+    what = {"chain": "chain", "risk": "risk engine"}[ARGS.compare]
+    print(f"{what} off: median {off:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['off'])})")
+    print(f"{what} on:  median {on:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['on'])})")
+    print(f"cost of the {what}: {100 * (1 - on / off):+.1f} % of throughput (limit: 10 %)" if off else "no checkouts")
     for mode in ("off", "on"):
         web = statistics.median(r["gunicorn"] for r in cpu_ms[mode])
         sealer = statistics.median(r["sealer"] for r in cpu_ms[mode])
-        print(f"CPU per checkout, chain {mode:>3}: web {web:.1f} ms, sealer {sealer:.2f} ms (medians)")
+        print(f"CPU per checkout, {what} {mode:>3}: web {web:.1f} ms, sealer {sealer:.2f} ms (medians)")
     print(f"audit chain: {report.sealed} entries sealed, {orders} orders, problem: {report.problem or 'none'}")
     if report.problem or missing:
         print(f"FAILED: {missing} orders without exactly one order.placed entry; chain: {report.problem}")

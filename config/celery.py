@@ -95,4 +95,9 @@ app.conf.beat_schedule = {
     # Reconciliation compares whole (UTC) days with the gateway's books, so once a day, after midnight
     # plus a margin for late webhooks.
     "escrow.reconcile_gateways": {"task": "escrow.reconcile_gateways", "schedule": crontab(hour=1, minute=30)},
+    # The risk engine's velocity hits in the database (without a Redis cache; Redis's sorted sets trim
+    # themselves): hits older than the longest window (30 days) are never counted, as every count
+    # filters by time, so pruning only bounds the table. Hourly keeps each DELETE to about an hour's
+    # hits, short enough not to hold up the checkouts that insert new ones.
+    "risk.velocity_prune": {"task": "risk.velocity_prune", "schedule": 3600.0},
 }

@@ -75,7 +75,7 @@ from escrow.releases import (  # noqa: F401
 )
 from escrow.selectors import buyer_spent_since
 from shop import services as shop_services
-from shop.models import WebhookEventType
+from shop.models import Product, WebhookEventType
 from shop.pricing import price_for
 from shop.selectors import order_keys_plaintext, products_on_sale
 
@@ -184,8 +184,7 @@ def _checkout_gateway(*, name: str | None, currency: str) -> Gateway:
     return gateway
 
 
-@transaction.atomic(durable=True)
-def order_place(
+def _order_place(
     *,
     product_pk: int,
     quantity: int,
@@ -197,6 +196,7 @@ def order_place(
     pay_method: str = "",
     coupon_code: str = "",
     language: str = "",
+    before_reserve: Callable[[Product], None] | None = None,
 ) -> PlacedOrder:
     """Create an order, reserve its keys for the payment window, and open a payment at the gateway.
 
@@ -212,6 +212,9 @@ def order_place(
     asked for), a coupon that is unknown, expired or used up, a spending limit crossed, or a buyer (by
     e-mail or by `ip`) already holding the most keys allowed in unpaid orders, leaves no order behind
     and reserves nothing.
+
+    `before_reserve(product)` runs inside the transaction once the product is read, before anything is
+    checked or reserved: the risk engine's assessment (`order_place_assessed`); it may raise to refuse.
     """
     if not gateways_enabled():
         raise CheckoutError(
@@ -221,6 +224,8 @@ def order_place(
     product = products_on_sale().filter(pk=product_pk).first()
     if product is None:
         raise CheckoutError(_("This product is not for sale."), code="not_for_sale")
+    if before_reserve is not None:
+        before_reserve(product)
     gateway = _checkout_gateway(name=gateway_name, currency=product.currency)
     most = order_max_quantity(product)
     if not 1 <= quantity <= most:
@@ -316,29 +321,56 @@ def _pay_url(gateway: Gateway, *, payment: Payment, return_url: str, method: str
     return gateway.pay_url(payment=payment, return_url=return_url)
 
 
+# The checkout on its own, in its own (durable) transaction.
+order_place = transaction.atomic(durable=True)(_order_place)
+
+
+class _RiskRefusal(Exception):
+    """Rolls the checkout's transaction back when the risk engine refuses it; its decision is then
+    stored on its own (order_place_assessed)."""
+
+
 def order_place_assessed(
     *, risk_context: risk.RiskContext, challenge_passed: bool = False, **order: object
 ) -> PlacedOrder:
-    """`order_place` behind the risk engine: the checkout is assessed (and the decision stored, even
-    when the order is then refused) before anything is reserved. A block, or a challenge the buyer has
-    not just passed, raises `risk.RiskRefused` (403 with the decision's id) and places nothing; a
-    `review` places the order, which is held for staff once paid (`payment_succeeded`)."""
+    """`order_place` behind the risk engine, in ONE transaction: once the product is read the checkout
+    is assessed (its amount, quantity, product, merchant), before anything is reserved; the decision is
+    written by the same transaction, naming the order. A block, or a challenge the buyer has not just
+    passed, raises `risk.RiskRefused` (403 with the decision's id) and places nothing; a `review`
+    places the order, which is held for staff once paid (`payment_succeeded`).
+
+    Every attempt keeps its decision: a checkout refused (by risk, or for stock, a coupon, a bad
+    address…) rolls back, and its decision is then stored on its own (one statement), without a
+    subject, so it still counts in the velocity windows and staff can read why it was refused."""
+    now = order["now"]
     quantity = order.get("quantity")
-    price = (
-        products_on_sale().filter(pk=order.get("product_pk")).values_list("price", "currency", "merchant_id").first()
-    )
-    context = dataclasses.replace(
-        risk_context,
-        quantity=quantity,
-        product_id=order.get("product_pk"),
-        amount=price[0] * quantity if price and isinstance(quantity, int) else None,
-        currency=price[1] if price else "",
-        merchant_id=price[2] if price else None,
-    )
-    decision = risk.assess(event="checkout", context=context, now=order["now"])
-    risk.decision_enforce(decision=decision, challenge_passed=challenge_passed)
-    placed = order_place(**order)
-    risk.decision_subject_set(decision=decision, subject=("order", placed.order.pk), challenge_passed=challenge_passed)
+    assessment = None
+
+    def assess(product: Product) -> None:
+        nonlocal assessment
+        context = dataclasses.replace(
+            risk_context,
+            quantity=quantity,
+            product_id=product.pk,
+            amount=product.price * quantity if isinstance(quantity, int) else None,
+            currency=product.currency,
+            merchant_id=product.merchant_id,
+        )
+        assessment = risk.assessment_prepare(event="checkout", context=context, now=now)
+        if assessment.refuses(challenge_passed=challenge_passed):
+            raise _RiskRefusal
+
+    try:
+        with transaction.atomic(durable=True):
+            placed = _order_place(**order, before_reserve=assess)
+            assessment.store(subject=("order", placed.order.pk), challenge_passed=challenge_passed)
+    except (_RiskRefusal, Refused):
+        if assessment is None:  # refused before the product was read: not for sale, no gateway
+            context = dataclasses.replace(risk_context, quantity=quantity, product_id=order.get("product_pk"))
+            assessment = risk.assessment_prepare(event="checkout", context=context, now=now)
+        decision = assessment.store()
+        risk.decision_enforce(decision=decision, challenge_passed=challenge_passed)
+        raise
     return placed
 
 

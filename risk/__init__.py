@@ -16,6 +16,7 @@ __all__ = [
     "RiskContext",
     "RiskRefused",
     "assess",
+    "assessment_prepare",
     "context_from_request",
     "decision_enforce",
     "decision_subject_set",
@@ -31,6 +32,7 @@ __all__ = [
 
 _LAZY = {
     "assess": "risk.engine",
+    "assessment_prepare": "risk.engine",
     "signup_assess": "risk.entry",
     "decision_enforce": "risk.services",
     "decision_subject_set": "risk.services",

@@ -5,8 +5,6 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from ipaddress import ip_address, ip_network
 
-from django.db.models import Q
-
 from core import crypto
 from risk.context import RiskContext
 from risk.models import BlockEntry, BlockKind
@@ -37,18 +35,24 @@ def _ip_in(address: str, cidr: str) -> bool:
         return False
 
 
-def blocklist_match(*, context: RiskContext, now: datetime) -> tuple[BlockEntry, str] | None:
-    """The first live entry the act matches, with the value it matched (None: nothing matches)."""
+def blocklist_match(*, context: RiskContext, now: datetime, ruleset=None) -> tuple[BlockEntry, str] | None:
+    """The first live entry (by pk) the act matches, with the value it matched (None: nothing matches).
+
+    Read from the process's snapshot of the block list (risk/ruleset.py), so no statement is sent."""
+    from risk.ruleset import ruleset as current
+
+    snapshot = ruleset or current()
     email = context.email.strip().lower()
     payout = payout_digest(context.payout_account) if context.payout_account else ""
-    wanted = Q(kind=BlockKind.EMAIL, value__contains="*") | Q(kind=BlockKind.IP, value__contains="/")
     exact = {BlockKind.EMAIL: email, BlockKind.IP: context.ip, BlockKind.DEVICE: context.device}
     exact[BlockKind.PAYOUT_ACCOUNT] = payout
+    candidates = [*snapshot.patterns]
     for kind, value in exact.items():
         if value:
-            wanted |= Q(kind=kind, value=value)
-    live = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-    for entry in BlockEntry.objects.filter(wanted).filter(live).order_by("pk"):
+            candidates += snapshot.exact.get((kind, value), ())
+    for entry in sorted(candidates, key=lambda entry: entry.pk):
+        if entry.expires_at is not None and entry.expires_at <= now:
+            continue
         if entry.kind == BlockKind.EMAIL and email and (entry.value == email or fnmatchcase(email, entry.value)):
             return entry, email
         if entry.kind == BlockKind.IP and context.ip and (entry.value == context.ip or _ip_in(context.ip, entry.value)):

@@ -10,15 +10,19 @@ value computed, and names its subject (order, withdrawal, dispute, user, merchan
 """
 
 import hashlib
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from risk.blocklist import blocklist_match
 from risk.context import EVENTS, Outcome, RiskContext
-from risk.models import Decision, ReviewItem, ReviewKind, ReviewStatus, Rule, SeenIdentity
+from risk.models import Decision, ReviewKind, SeenIdentity, VelocityHit
+from risk.ruleset import ruleset, ruleset_unchecked, version_key
 from risk.signals import ANOMALY_WEIGHTS, EMAIL_DIMENSIONS, EMAIL_EVENTS, Signals
-from risk.velocity import Velocity, counter_key
+from risk.velocity import counter_key, hit_rows, uses_redis
 
 # A frozen account may still sign in (to see its orders) but not buy, withdraw or change payouts.
 FROZEN_EVENTS = frozenset({"checkout", "withdrawal", "payout_account_change"})
@@ -29,62 +33,183 @@ ALWAYS = ("amount", "quantity", "new_device", "new_network", *ANOMALY_WEIGHTS, "
 SECOND_HAND = frozenset({"payment"})
 
 
-def _record(signals: Signals, event: str, context: RiskContext, now: datetime) -> None:
-    with Velocity(now) as velocity:
-        for counter in (event, *context.count_as):
-            for dimension, value in signals.identities.items():
-                velocity.record(key=counter_key("v", counter, dimension, value), weight=max(context.quantity or 1, 1))
-        email = signals.identities.get("email")
-        if event in EMAIL_EVENTS and email:
-            member = hashlib.sha256(email.encode()).hexdigest()[:24]
-            for dimension in EMAIL_DIMENSIONS:
-                if dimension in signals.identities:
-                    velocity.record(
-                        key=counter_key("e", "any", dimension, signals.identities[dimension]), member=member
-                    )
-
-
-def _seen_record(signals: Signals, now: datetime) -> None:
-    actor = signals.context.actor_key
-    rows = [
-        SeenIdentity(actor=actor, kind=kind, value=signals.identities[kind], first_seen=now, last_seen=now)
-        for kind in ("device", "network")
-        if kind in signals.identities
-    ]
-    if actor and rows:
-        SeenIdentity.objects.bulk_create(
-            rows, update_conflicts=True, unique_fields=["actor", "kind", "value"], update_fields=["last_seen"]
-        )
+def _hits(signals: Signals, event: str, context: RiskContext) -> list[tuple[str, int, str | None]]:
+    """The act's velocity hits: one per counter and identity, and its e-mail under device, IP, network."""
+    hits: list[tuple[str, int, str | None]] = []
+    for counter in (event, *context.count_as):
+        for dimension, value in signals.identities.items():
+            hits.append((counter_key("v", counter, dimension, value), max(context.quantity or 1, 1), None))
+    email = signals.identities.get("email")
+    if event in EMAIL_EVENTS and email:
+        member = hashlib.sha256(email.encode()).hexdigest()[:24]
+        for dimension in EMAIL_DIMENSIONS:
+            if dimension in signals.identities:
+                hits.append((counter_key("e", "any", dimension, signals.identities[dimension]), 1, member))
+    return hits
 
 
 def account_frozen(user_pk: int) -> bool:
     """A freeze holds while its review item is open, and after staff rejected it ("keep frozen")."""
+    from risk.models import ReviewItem, ReviewStatus
+
     return ReviewItem.objects.filter(
         kind=ReviewKind.USER, subject_id=str(user_pk), status__in=[ReviewStatus.OPEN, ReviewStatus.REJECTED]
     ).exists()
 
 
-@transaction.atomic(savepoint=False)  # inside a caller's transaction it is one of its steps
-def assess(
-    *, event: str, context: RiskContext, subject: tuple[str, int | str] | None = None, now: datetime
-) -> Decision:
-    """Decide one act and store the decision with its reasons. Never raises for a risky act: the
-    caller reads `decision.outcome` (or lets `decision_enforce` refuse it)."""
+@dataclass
+class Assessment:
+    """An act decided but not stored yet: `store` writes the decision (with the act's velocity hits
+    when they live in the database, and the actor's seen device and network) in ONE statement.
+
+    Split from `assess` so a checkout can decide before it reserves anything and store the decision
+    inside the order's own transaction, naming the order (escrow.services.order_place_assessed)."""
+
+    event: str
+    context: RiskContext
+    now: datetime
+    signals: Signals
+    outcome: str
+    deciding: Any  # the Rule that decided, or None
+    reasons: list[dict[str, Any]]
+    frozen: bool
+    first_hand: bool
+    db_hits: list[tuple[str, int, str | None]] = field(default_factory=list)
+
+    def refuses(self, *, challenge_passed: bool = False) -> bool:
+        """Whether `decision_enforce` would refuse the act."""
+        return self.outcome in Outcome.REFUSING or (self.outcome == Outcome.CHALLENGE and not challenge_passed)
+
+    def store(self, *, subject: tuple[str, int | str] | None = None, challenge_passed: bool = False) -> Decision:
+        """Write the decision about `subject`; may run again after a rollback undid an earlier store."""
+        subject_key = (subject[0], str(subject[1])) if subject else None
+        context, identities = self.context, self.signals.identities
+        decision = Decision(
+            at=self.now,
+            event=self.event,
+            outcome=self.outcome,
+            score=int(self.signals.values.get("anomaly_score") or 0),
+            rule=self.deciding,
+            reasons=self.reasons,
+            signals=self.signals.values,
+            subject_type=subject_key[0] if subject_key else "",
+            subject_id=subject_key[1] if subject_key else "",
+            actor=context.actor_key,
+            email=context.email.strip().lower()[:254],
+            ip=context.ip or None,
+            network=identities.get("network", ""),
+            device=context.device[:64],
+            amount=context.amount,
+            currency=context.currency,
+            challenge_passed=challenge_passed,
+        )
+        seen = [(kind, identities[kind]) for kind in ("device", "network") if kind in identities and self.first_hand]
+        now = self.now
+        freezing = self.outcome == Outcome.FREEZE and context.actor_id is not None and not self.frozen
+        with transaction.atomic() if freezing or connection.vendor != "postgresql" else _nothing():
+            if connection.vendor == "postgresql":
+                _insert_postgres(decision, hits=self.db_hits, seen=seen if context.actor_key else [])
+            else:
+                decision.save(force_insert=True)
+                VelocityHit.objects.bulk_create(hit_rows(self.db_hits, self.now))
+                if context.actor_key and seen:
+                    SeenIdentity.objects.bulk_create(
+                        [
+                            SeenIdentity(actor=context.actor_key, kind=kind, value=value, first_seen=now, last_seen=now)
+                            for kind, value in seen
+                        ],
+                        update_conflicts=True,
+                        unique_fields=["actor", "kind", "value"],
+                        update_fields=["last_seen"],
+                    )
+            if freezing:
+                from risk.services import review_open
+
+                review_open(
+                    kind=ReviewKind.USER, subject_id=context.actor_id, email=context.email, decision=decision, now=now
+                )
+        return decision
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _insert_postgres(decision: Decision, *, hits, seen) -> None:
+    """INSERT the decision, the velocity hits and the seen identities in one statement (a CTE)."""
+    columns = [f for f in Decision._meta.concrete_fields if not f.primary_key]
+    values, params = [], []
+    for column in columns:
+        value = getattr(decision, column.attname)
+        if column.name in ("reasons", "signals"):
+            values.append("%s::jsonb")
+            params.append(json.dumps(value))
+        elif column.name == "ip":
+            values.append("%s::inet")
+            params.append(value)
+        else:
+            values.append("%s")
+            params.append(value)
+    sql = (
+        f"WITH d AS (INSERT INTO risk_decision ({', '.join(c.column for c in columns)}) "  # noqa: S608 - no input
+        f"VALUES ({', '.join(values)}) RETURNING id)"
+    )
+    if hits:
+        rows = hit_rows(hits, decision.at)
+        sql += (
+            ", h AS (INSERT INTO risk_velocityhit (key, member, weight, at) "
+            "SELECT k, m, w, %s FROM unnest(%s::varchar[], %s::varchar[], %s::int[]) AS t (k, m, w))"
+        )
+        params += [decision.at, [row.key for row in rows], [row.member for row in rows], [row.weight for row in rows]]
+    if seen:
+        sql += (
+            ", s AS (INSERT INTO risk_seenidentity (actor, kind, value, first_seen, last_seen) "  # noqa: S608
+            f"VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(seen))} "
+            "ON CONFLICT (actor, kind, value) DO UPDATE SET last_seen = EXCLUDED.last_seen)"
+        )
+        for kind, value in seen:
+            params += [decision.actor, kind, value, decision.at, decision.at]
+    with connection.cursor() as cursor:
+        cursor.execute(sql + " SELECT id FROM d", params)  # noqa: S608 - our tables, no input in the text
+        decision.pk = cursor.fetchone()[0]
+    decision._state.adding = False
+    decision._state.db = connection.alias
+
+
+def assessment_prepare(
+    *, event: str, context: RiskContext, now: datetime, subject: tuple[str, int | str] | None = None
+) -> Assessment:
+    """Decide one act without storing it: the rules and block list from this process's snapshot
+    (risk/ruleset.py), the signals the event's active rules name (plus what every decision keeps) in
+    one read — one statement on PostgreSQL, and one Redis pipeline that also records the act's hits
+    when the cache is Redis. Call `store` on the result, whatever the outcome."""
     if event not in EVENTS:
         raise ValueError(f"unknown risk event {event!r}")
     subject_key = (subject[0], str(subject[1])) if subject else None
     signals = Signals(event=event, context=context, subject=subject_key, now=now)
     first_hand = event not in SECOND_HAND
-    if first_hand:
-        _record(signals, event, context, now)
-    rules = sorted(
-        Rule.objects.filter(event=event, is_active=True), key=lambda rule: (Outcome.ORDER.index(rule.outcome), rule.pk)
-    )
-    signals.prefetch([*(rule.signal for rule in rules), *(ALWAYS if first_hand else ())])
+    redis = uses_redis()
+    # With Redis the rules' version is read in the same pipeline as the velocity windows, asked for the
+    # rules this process has (nearly always the current ones); if the version moved, the fresh rules'
+    # further signals are read after. Elsewhere the version is a local read.
+    guess = ruleset_unchecked() if redis else ruleset()
+    rules = guess.rules.get(event, ()) if guess is not None else ()
+    hits = _hits(signals, event, context) if first_hand else []
+    frozen_actor = context.actor_id if context.actor_id is not None and event in FROZEN_EVENTS else None
+    names = [*(rule.signal for rule in rules), *(ALWAYS if first_hand else ())]
+    version = signals.load(names, writes=hits, frozen_actor=frozen_actor, probe=version_key() if redis else None)
+    current = ruleset(version) if redis else guess
+    if current is not guess:
+        rules = current.rules.get(event, ())
+        signals.load([rule.signal for rule in rules])
 
     outcome, deciding, reasons = Outcome.ALLOW, None, []
-    frozen = context.actor_id is not None and event in FROZEN_EVENTS and account_frozen(context.actor_id)
-    blocked = None if frozen else blocklist_match(context=context, now=now)
+    frozen = bool(signals.frozen) if frozen_actor is not None else False
+    blocked = None if frozen else blocklist_match(context=context, now=now, ruleset=current)
     if frozen:
         outcome = Outcome.FREEZE
         reasons = [{"rule": "account_frozen", "signal": "account_frozen", "value": 1, "threshold": 1}]
@@ -116,29 +241,27 @@ def assess(
                     }
                 ]
                 break
-
-    decision = Decision.objects.create(
-        at=now,
+    return Assessment(
         event=event,
+        context=context,
+        now=now,
+        signals=signals,
         outcome=outcome,
-        score=int(signals.values.get("anomaly_score") or 0),
-        rule=deciding,
+        deciding=deciding,
         reasons=reasons,
-        signals=signals.values,
-        subject_type=subject_key[0] if subject_key else "",
-        subject_id=subject_key[1] if subject_key else "",
-        actor=context.actor_key,
-        email=context.email.strip().lower()[:254],
-        ip=context.ip or None,
-        network=signals.identities.get("network", ""),
-        device=context.device[:64],
-        amount=context.amount,
-        currency=context.currency,
+        frozen=frozen,
+        first_hand=first_hand,
+        db_hits=[] if redis else hits,
     )
-    if first_hand:
-        _seen_record(signals, now)
-    if outcome == Outcome.FREEZE and context.actor_id is not None and not frozen:
-        from risk.services import review_open
 
-        review_open(kind=ReviewKind.USER, subject_id=context.actor_id, email=context.email, decision=decision, now=now)
-    return decision
+
+def assess(
+    *, event: str, context: RiskContext, subject: tuple[str, int | str] | None = None, now: datetime
+) -> Decision:
+    """Decide one act and store the decision with its reasons. Never raises for a risky act: the
+    caller reads `decision.outcome` (or lets `decision_enforce` refuse it).
+
+    On PostgreSQL: at most one read statement and one write (plus BEGIN/COMMIT around a freeze, which
+    opens a review item); inside a caller's transaction both are its steps."""
+    assessment = assessment_prepare(event=event, context=context, now=now, subject=subject)
+    return assessment.store(subject=subject)

@@ -1,4 +1,5 @@
 import pytest
+from django.conf import settings as django_settings
 from django.utils import timezone
 
 from risk.models import Rule
@@ -30,3 +31,20 @@ def default_rules(db):
     from django.apps import apps
 
     import_module("risk.migrations.0002_default_rules").rules_add(apps, None)
+
+
+@pytest.fixture
+def redis_cache(settings):
+    """The velocity counters in Redis sorted sets (the broker's test db), as in production."""
+    url = django_settings.CELERY_BROKER_URL if str(django_settings.CELERY_BROKER_URL).startswith("redis") else ""
+    import os
+
+    url = os.environ.get("TEST_CELERY_BROKER_URL", url)
+    if not url.startswith("redis"):
+        pytest.skip("needs Redis (TEST_CELERY_BROKER_URL=redis://…)")
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    from django.core.cache import cache
+
+    cache._cache.get_client(write=True).flushdb()
+    yield
+    cache._cache.get_client(write=True).flushdb()

@@ -4,7 +4,6 @@ the stored decision, and the velocity counters on Redis as well as in the databa
 from datetime import timedelta
 
 import pytest
-from django.conf import settings as django_settings
 
 import risk
 from risk.blocklist import payout_digest
@@ -294,23 +293,6 @@ def test_every_listed_signal_is_known_and_computable(no_rules, now):
 # --- Redis ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_cache(settings):
-    """The velocity counters in Redis sorted sets (the broker's test db), as in production."""
-    url = django_settings.CELERY_BROKER_URL if str(django_settings.CELERY_BROKER_URL).startswith("redis") else ""
-    import os
-
-    url = os.environ.get("TEST_CELERY_BROKER_URL", url)
-    if not url.startswith("redis"):
-        pytest.skip("needs Redis (TEST_CELERY_BROKER_URL=redis://…)")
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
-    from django.core.cache import cache
-
-    cache._cache.get_client(write=True).flushdb()
-    yield
-    cache._cache.get_client(write=True).flushdb()
-
-
 def test_velocity_on_redis_counts_weights_distinct_and_slides(no_rules, now, redis_cache):
     from risk.models import VelocityHit
 
@@ -323,3 +305,27 @@ def test_velocity_on_redis_counts_weights_distinct_and_slides(no_rules, now, red
     assert values.get("emails.device.1d") == 3
     assert values.get("emails.device.1h") == 2
     assert VelocityHit.objects.count() == 0  # nothing in the database
+
+
+# --- housekeeping ----------------------------------------------------------------------------------------
+
+
+def test_the_beat_prunes_database_hits_past_the_longest_window(no_rules, now):
+    import time_machine
+
+    from config.celery import app
+    from risk.models import VelocityHit
+    from risk.tasks import velocity_prune_task
+
+    assert app.conf.beat_schedule["risk.velocity_prune"]["task"] == velocity_prune_task.name
+    assess(now=now - timedelta(days=31))
+    assess(now=now - timedelta(days=29))
+    old, recent = (
+        VelocityHit.objects.filter(at__lt=now - timedelta(days=30)),
+        VelocityHit.objects.filter(at__gte=now - timedelta(days=30)),
+    )
+    assert old.exists() and recent.exists()
+    kept = recent.count()
+    with time_machine.travel(now):
+        assert velocity_prune_task.delay().get() > 0
+    assert not old.exists() and recent.count() == kept

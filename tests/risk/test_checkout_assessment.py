@@ -1,0 +1,213 @@
+"""The checkout's assessment inside the order's own transaction, and the rules and block list cached per
+process behind a version key: cheap on the purchase path, with every decision still stored."""
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+import risk
+from escrow import services
+from escrow.models import Order
+from risk.models import BlockEntry, Decision, Rule, VelocityHit
+from risk.ruleset import VERSION_KEY
+from risk.services import RiskRefused
+from shop.models import CardKey, CardKeyStatus
+from tests import factories
+from tests.conftest import requires_postgres
+from tests.risk.conftest import rule
+
+pytestmark = pytest.mark.django_db
+
+
+def place(product, *, now, quantity=1, email="buyer@example.com", challenge_passed=False):
+    return services.order_place_assessed(
+        risk_context=risk.RiskContext(email=email, ip="203.0.113.7", device="dev-1"),
+        challenge_passed=challenge_passed,
+        product_pk=product.pk,
+        quantity=quantity,
+        email=email,
+        buyer=None,
+        now=now,
+        ip="203.0.113.7",
+    )
+
+
+def test_a_placed_checkout_stores_its_decision_naming_the_order(no_rules, now):
+    rule("checkout", "amount", "gte", 1, "challenge")
+    product = factories.product_create(stock=3, price=500)
+    placed = place(product, now=now, quantity=2, challenge_passed=True)
+    decision = Decision.objects.get()
+    assert (decision.subject_type, decision.subject_id) == ("order", str(placed.order.pk))
+    assert (decision.outcome, decision.challenge_passed, decision.amount, decision.currency) == (
+        "challenge",
+        True,
+        1000,
+        product.currency,
+    )
+    assert decision.signals["quantity"] == 2
+
+
+def test_a_checkout_refused_by_risk_places_nothing_and_keeps_its_decision(no_rules, now):
+    rule("checkout", "amount", "gte", 1, "block", description="too much")
+    product = factories.product_create(stock=3, price=500)
+    with pytest.raises(RiskRefused) as refused:
+        place(product, now=now)
+    assert refused.value.code == "risk_blocked"
+    decision = Decision.objects.get(pk=refused.value.decision_pk)
+    assert (decision.outcome, decision.subject_type, decision.amount) == ("block", "", 500)
+    assert decision.reasons[0]["description"] == "too much"
+    assert not Order.objects.exists()
+    assert CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE).count() == 3
+    assert VelocityHit.objects.filter(key__startswith="risk:v:checkout:email:").count() == 1  # counted
+
+
+def test_an_unanswered_challenge_is_refused_and_stored(no_rules, now):
+    rule("checkout", "amount", "gte", 1, "challenge")
+    product = factories.product_create(stock=3, price=500)
+    with pytest.raises(RiskRefused) as refused:
+        place(product, now=now)
+    assert refused.value.code == "challenge_required"
+    assert Decision.objects.get(pk=refused.value.decision_pk).outcome == "challenge"
+    assert not Order.objects.exists()
+
+
+def test_a_checkout_refused_for_stock_keeps_its_decision_and_still_counts(no_rules, now):
+    """The order's transaction rolls back, the decision and the act's velocity hits are stored after."""
+    rule("checkout", "count.checkout.email.10m", "gte", 1000, "block")  # computed and kept, never matching
+    product = factories.product_create(stock=1, price=500)
+    for attempt in (1, 2):
+        with pytest.raises(services.CheckoutError) as refused:
+            place(product, now=now, quantity=2)
+        assert refused.value.code == "out_of_stock"
+        latest = Decision.objects.order_by("-pk").first()
+        assert (latest.outcome, latest.subject_type) == ("allow", "")
+        assert latest.signals["count.checkout.email.10m"] == attempt
+    assert Decision.objects.count() == 2 and not Order.objects.exists()
+
+
+def test_an_address_too_long_to_store_is_refused_and_its_decision_kept(no_rules, now):
+    """The order refuses it (bad_email); the decision names its actor by a hash of the address."""
+    product = factories.product_create(stock=1, price=500)
+    long_email = "a" * 60 + "@" + ".".join(["b" * 60] * 4) + ".com"
+    with pytest.raises(services.CheckoutError) as refused:
+        place(product, now=now, email=long_email)
+    assert refused.value.code == "bad_email"
+    decision = Decision.objects.get()
+    assert decision.actor.startswith("email:sha256:") and len(decision.actor) <= 300
+
+
+def test_a_product_not_for_sale_is_still_assessed(no_rules, now):
+    rule("checkout", "amount", "gte", 1, "block")
+    with pytest.raises(services.CheckoutError):
+        services.order_place_assessed(
+            risk_context=risk.RiskContext(email="buyer@example.com"),
+            product_pk=999_999,
+            quantity=1,
+            email="buyer@example.com",
+            buyer=None,
+            now=now,
+        )
+    decision = Decision.objects.get()
+    assert (decision.outcome, decision.amount, decision.signals["quantity"]) == ("allow", None, 1)
+
+
+# --- the rules and the block list, cached per process ---------------------------------------------------
+
+
+def test_a_rule_saved_or_deleted_is_seen_by_the_next_assessment(no_rules, now):
+    assert risk.assess(event="checkout", context=risk.RiskContext(amount=100), now=now).outcome == "allow"
+    blocking = rule("checkout", "amount", "gte", 1, "block")
+    assert risk.assess(event="checkout", context=risk.RiskContext(amount=100), now=now).outcome == "block"
+    blocking.delete()
+    assert risk.assess(event="checkout", context=risk.RiskContext(amount=100), now=now).outcome == "allow"
+    entry = BlockEntry.objects.create(kind="ip", value="203.0.113.0/24", reason="abuse")
+    assert risk.assess(event="checkout", context=risk.RiskContext(ip="203.0.113.9"), now=now).outcome == "block"
+    entry.expires_at = now
+    entry.save()
+    assert risk.assess(event="checkout", context=risk.RiskContext(ip="203.0.113.9"), now=now).outcome == "allow"
+
+
+def test_the_snapshot_is_reused_until_another_process_bumps_the_version(no_rules, now):
+    """A change this process did not see through the ORM (another machine's, or a bulk insert) is
+    picked up when the shared version key changes."""
+    context = risk.RiskContext(amount=100)
+    assert risk.assess(event="checkout", context=context, now=now).outcome == "allow"
+    Rule.objects.bulk_create([Rule(event="checkout", signal="amount", comparison="gte", threshold=1, outcome="block")])
+    assert risk.assess(event="checkout", context=context, now=now).outcome == "allow"  # the snapshot
+    cache.set(VERSION_KEY, "bumped elsewhere", timeout=None)
+    assert risk.assess(event="checkout", context=context, now=now).outcome == "block"
+
+
+@requires_postgres
+def test_an_assessment_is_one_read_and_one_write_whatever_the_rules(no_rules, now):
+    """50 rules on velocity, history and seen identities: the rules come from the snapshot, the
+    signals from ONE statement, the decision (with hits and seen identities) goes in ONE."""
+    signals = ["count.checkout.device.10m", "keys.checkout.email.1h", "emails.ip.1h", "count.payment_failed.ip.1h"]
+    for number in range(50):
+        rule("checkout", signals[number % 4], "gte", 10_000 + number, ["block", "review", "challenge"][number % 3])
+    context = risk.RiskContext(actor_id=7, email="b@example.com", ip="203.0.113.7", device="dev-1", amount=100)
+    risk.assess(event="checkout", context=context, now=now)  # loads the snapshot
+    with CaptureQueriesContext(connection) as captured:
+        decision = risk.assess(event="checkout", context=context, now=now)
+    assert len(captured) == 2, [query["sql"][:120] for query in captured]
+    assert decision.signals["count.checkout.device.10m"] == 2
+    assert decision.signals["emails.ip.1h"] == 1
+    assert Decision.objects.get(pk=decision.pk).signals == decision.signals
+
+
+def test_with_redis_one_command_reads_the_version_and_the_windows_and_a_bump_elsewhere_is_seen(
+    no_rules, now, redis_cache
+):
+    """One Redis round trip per assessment (a script: the version, the hits, the windows); a bump by
+    another process (straight into Redis) reloads the rules at the next assessment."""
+    import redis as redis_library
+
+    from risk.ruleset import version_key
+
+    context = risk.RiskContext(email="b@example.com", ip="203.0.113.7", amount=100)
+    assert risk.assess(event="checkout", context=context, now=now).outcome == "allow"
+    Rule.objects.bulk_create([Rule(event="checkout", signal="amount", comparison="gte", threshold=1, outcome="block")])
+    calls = []
+    connection_class = redis_library.connection.AbstractConnection
+    original = connection_class.send_packed_command
+
+    def counted(self, command, *args, **kwargs):
+        calls.append(command if isinstance(command, bytes) else b"".join(command))
+        return original(self, command, *args, **kwargs)
+
+    connection_class.send_packed_command = counted
+    try:
+        decision = risk.assess(event="checkout", context=context, now=now)
+        assert decision.outcome == "allow"  # the snapshot
+        assert len(calls) == 1 and b"EVALSHA" in calls[0], calls
+        cache._cache.get_client(write=True).set(version_key(), b"bumped by another machine")
+        assert risk.assess(event="checkout", context=context, now=now).outcome == "block"
+    finally:
+        connection_class.send_packed_command = original
+
+
+@requires_postgres  # the error is injected into the PostgreSQL read that the Redis reply waits behind
+def test_with_redis_a_lost_script_is_loaded_again_and_an_error_between_send_and_reply_leaves_no_stray_reply(
+    no_rules, now, redis_cache, monkeypatch
+):
+    """The script's reply is read after the SQL read: a Redis that lost its scripts (restarted) gets it
+    again, and an SQL error in between drops that connection, so no later command reads the reply."""
+    from risk.signals import Signals
+
+    rule("checkout", "count.checkout.email.10m", "gte", 1000, "block")
+    context = risk.RiskContext(email="b@example.com", ip="203.0.113.7", amount=100)
+    assert risk.assess(event="checkout", context=context, now=now).signals["count.checkout.email.10m"] == 1
+    cache._cache.get_client(write=True).script_flush()
+    assert risk.assess(event="checkout", context=context, now=now).signals["count.checkout.email.10m"] == 2
+
+    def broken(self, **kwargs):
+        raise RuntimeError("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Signals, "_read_postgres", broken)
+        with pytest.raises(RuntimeError):
+            risk.assess(event="checkout", context=context, now=now)
+    # The failed act's hits were recorded (Redis is not transactional); the next answers are its own.
+    assert cache.get("anything") is None
+    assert risk.assess(event="checkout", context=context, now=now).signals["count.checkout.email.10m"] == 4
