@@ -126,6 +126,7 @@ class ShopCollector:
         yield from self._delivery_latency()
         yield from self._queue_depth()
         yield from self._ledger()
+        yield from self._risk()
 
     def _orders(self):
         from escrow.delivery import orders_paid_undelivered
@@ -157,8 +158,6 @@ class ShopCollector:
             ("webhooks", "cardshop_webhooks", "Gateway webhooks by outcome (processed, duplicate, rejected)."),
             ("task_failures", "cardshop_task_failures", "Celery tasks that raised, by task."),
             ("task_retries", "cardshop_task_retries", "Celery task retries, by task."),
-            # RISK HOOK: filled by core.metrics.risk_decision_count, which the risk app calls per decision.
-            ("risk_decisions", "cardshop_risk_decisions", "Risk decisions by action and outcome."),
         ]
         for metric, name, documentation in specs:
             values = metrics.metric_read(metric)
@@ -168,6 +167,20 @@ class ShopCollector:
                 found = metrics.metric_labels(field)
                 family.add_metric([found.get(label, "") for label in labels], value)
             yield family
+
+    def _risk(self):
+        """Risk decisions by event and outcome, counted from the stored decisions at scrape time (every
+        decision is a row and none is deleted, so the count only grows: a counter, at no cost to the
+        checkout that made it)."""
+        from risk.models import Decision
+
+        family = CounterMetricFamily(
+            "cardshop_risk_decisions", "Risk decisions by event and outcome.", labels=["event", "outcome"]
+        )
+        rows = Decision.objects.order_by().values_list("event", "outcome").annotate(n=Count("pk"))
+        for event, outcome, count in sorted(rows):
+            family.add_metric([event, outcome], count)
+        yield family
 
     def _delivery_latency(self):
         values = metrics.metric_read("delivery_latency")

@@ -112,11 +112,3 @@ def metrics_reset_local() -> None:
     """Forget the in-process values (tests)."""
     with _local_lock:
         _local.clear()
-
-
-# --- RISK HOOK --------------------------------------------------------------------------------------
-# The risk app (being built separately) calls this once per decision it stores; `/metrics` exposes the
-# counts as cardshop_risk_decisions_total{action, outcome}. `outcome` is allow, challenge, review or
-# block; `action` what was judged (signup, login, checkout, withdrawal).
-def risk_decision_count(*, action: str, outcome: str) -> None:
-    metric_count("risk_decisions", {"action": action, "outcome": outcome})

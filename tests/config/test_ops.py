@@ -14,6 +14,7 @@ from django.test import Client
 from config import ops
 from core import metrics
 from escrow.tasks import order_deliver_task
+from risk.models import Decision
 from tests import factories
 from tests.processes import REPO_ROOT, redis_server, requires_redis_server
 
@@ -107,7 +108,6 @@ def test_metrics_show_orders_deliveries_webhooks_failures_ledger_and_risk(settin
     factories.webhook_post(Client(), b"{}", {"Sandbox-Signature": "t=1,v1=00"})
     order_deliver_task.apply(kwargs={"order_pk": 10**9}, throw=False)  # fails: no such order
     call_command("verify_ledger")
-    metrics.risk_decision_count(action="checkout", outcome="block")
 
     text = _scrape(settings)
 
@@ -124,7 +124,9 @@ def test_metrics_show_orders_deliveries_webhooks_failures_ledger_and_risk(settin
     assert 'cardshop_task_failures_total{task="escrow.deliver_order"} 1.0' in text
     assert "cardshop_ledger_verify_ok 1.0" in text
     assert "cardshop_ledger_verify_problems 0.0" in text
-    assert 'cardshop_risk_decisions_total{action="checkout",outcome="block"} 1.0' in text
+    payments_assessed = Decision.objects.filter(event="payment", outcome="allow").count()
+    assert payments_assessed == 2  # both paid orders were assessed before delivery
+    assert f'cardshop_risk_decisions_total{{event="payment",outcome="allow"}} {payments_assessed}.0' in text
     assert "cardshop_queue_depth" in text
 
 
