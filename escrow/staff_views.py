@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+import risk
 from accounts.two_factor import verified_required
 from core.transitions import StateError
 from escrow import refunds, reviews, withdrawals
@@ -43,6 +44,15 @@ def staff_order_review(request, pk: int):
         except reviews.ReviewRefused as error:
             form.add_error(None, str(error))
         else:
+            # Decided here rather than from risk's review queue: its item for the order goes with it.
+            risk.review_settled_elsewhere(
+                kind="order",
+                subject_id=order.pk,
+                approve=form.cleaned_data["decision"] == "approve",
+                staff=request.user,
+                now=timezone.now(),
+                note=form.cleaned_data.get("note", ""),
+            )
             # Back to the staff console's queue, where the next held order waits (by URL name: escrow
             # does not import the console).
             return redirect("staff:queue", slug="held-orders")

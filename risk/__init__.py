@@ -26,6 +26,7 @@ __all__ = [
     "outcome_note",
     "review_handler_register",
     "review_open",
+    "review_settled_elsewhere",
     "signup_assess",
     "subject_context",
 ]
@@ -39,6 +40,7 @@ _LAZY = {
     "subject_context": "risk.services",
     "outcome_note": "risk.services",
     "review_open": "risk.services",
+    "review_settled_elsewhere": "risk.services",
     "review_handler_register": "risk.services",
     "RiskRefused": "risk.services",
     "merchant_dispute_check": "risk.services",

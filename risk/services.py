@@ -212,6 +212,23 @@ def review_decide(
     return item
 
 
+def review_settled_elsewhere(
+    *, kind: str, subject_id: int | str, approve: bool, staff, now: datetime, note: str = ""
+) -> int:
+    """The subject was decided on its owner's own page (escrow's held-order review, say), not from the
+    queue: its open item, if any, is marked decided the same way, so it does not linger. No handler
+    runs (the owner has just done the work); deciding it from the queue afterwards is the no-op
+    `review_decide` gives a decided item. Returns how many items it closed (0 or 1)."""
+    return REVIEW_TRANSITIONS.update(
+        queryset=ReviewItem.objects.filter(kind=kind, subject_id=str(subject_id)),
+        to=ReviewStatus.APPROVED if approve else ReviewStatus.REJECTED,
+        from_=[ReviewStatus.OPEN],
+        decided_at=now,
+        decided_by=staff,
+        note=(note or "")[:500],
+    )
+
+
 # --- merchants: dispute rate and the rolling reserve -------------------------------------------------
 
 
