@@ -2,11 +2,13 @@ from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.decorators.http import require_safe
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import api as accounts_api
 from accounts import views as accounts_views
+from config import ops
 from core import api as core_api
 from disputes import api as disputes_api
 from escrow import api as escrow_api
@@ -110,6 +112,11 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    # Answered first by config.ops.OpsEndpointsMiddleware (before the HTTPS redirect and the host check,
+    # so a load balancer can probe by IP); named here as well, for reverse() and other methods (405).
+    path("healthz", require_safe(ops.healthz), name="healthz"),
+    path("readyz", require_safe(ops.readyz), name="readyz"),
+    path("metrics", require_safe(ops.metrics_view), name="metrics"),
     path("", include("shop.urls")),
     path("", include("escrow.urls")),
     path("", include("disputes.urls_reputation")),

@@ -207,3 +207,11 @@ def test_beat_lease_one_holder_and_a_clean_handover(settings, tmp_path):
         server.stop(kill=True)
         assert second.lease_hold() is False  # Redis gone: nobody sends
         second.close()
+
+
+@pytest.mark.django_db
+def test_the_probes_are_named_in_the_urlconf_and_refuse_other_methods():
+    from django.urls import reverse
+
+    assert [reverse(name) for name in ("healthz", "readyz", "metrics")] == ["/healthz", "/readyz", "/metrics"]
+    assert Client().post("/healthz").status_code == 405  # past the middleware (GET/HEAD only) to the URLconf
