@@ -27,6 +27,7 @@ from core.money import Currency, MoneyError, from_major, to_major
 from escrow.gateways.base import (
     GatewayEvent,
     GatewayRecord,
+    RefundDeclined,
     WebhookRejected,
     amount_check,
     body_check,
@@ -119,7 +120,8 @@ class EpayGateway:
         )
 
     def refund_request(self, *, payment_id: str, amount: int, currency: str, idempotency_key: str) -> str:
-        raise NotImplementedError("epay has no refund API: refunds are paid by hand (refunds_by_hand).")
+        # Never called: `refunds_by_hand` sends epay's refunds to staff. Should it be, it declines.
+        raise RefundDeclined("epay has no refund API: refunds are paid by hand (refunds_by_hand).")
 
     def records(self, *, since: datetime, until: datetime) -> list[GatewayRecord]:
         """Epay offers no statement download the shop could trust: its own settled rows."""
