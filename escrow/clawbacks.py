@@ -37,6 +37,7 @@ from escrow import ledger, webhook_events
 from escrow.gateways import GatewayEvent, WebhookRejected
 from escrow.locks import ledger_accounts_lock, order_lock, payment_lock
 from escrow.models import (
+    ORDER_STATUSES_IN_ESCROW,
     ORDER_TRANSITIONS,
     AccountKind,
     Clawback,
@@ -58,7 +59,7 @@ from shop.models import CardKey, CardKeyStatus, WebhookEventType
 logger = logging.getLogger(__name__)
 
 # Money still in escrow in these states: released first, then taken back.
-IN_ESCROW = [OrderStatus.PAID, OrderStatus.DELIVERED, OrderStatus.DISPUTED]
+IN_ESCROW = list(ORDER_STATUSES_IN_ESCROW)
 RELEASED = [OrderStatus.COMPLETED, OrderStatus.PARTIALLY_REFUNDED]
 
 

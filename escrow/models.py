@@ -45,6 +45,10 @@ ORDER_TRANSITIONS = Transitions(
     }
 )
 
+# The money of an order in these states is still in escrow (a refund voids its holds; a clawback
+# releases them first). A mismatched payment under review sits in suspense instead.
+ORDER_STATUSES_IN_ESCROW = (OrderStatus.PAID, OrderStatus.DELIVERED, OrderStatus.DISPUTED)
+
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()

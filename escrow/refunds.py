@@ -22,6 +22,7 @@ from escrow.gateways import GatewayEvent, WebhookRejected, gateway_get
 from escrow.gateways.base import RefundDeclined
 from escrow.locks import order_lock, payment_lock, refund_lock
 from escrow.models import (
+    ORDER_STATUSES_IN_ESCROW,
     ORDER_TRANSITIONS,
     REFUND_TRANSITIONS,
     AccountKind,
@@ -40,8 +41,7 @@ from shop.models import CardKey, CardKeyStatus, Merchant, WebhookEventType
 
 logger = logging.getLogger(__name__)
 
-# Money is still in escrow in these states (a mismatched payment under review sits in suspense instead).
-REFUNDABLE = [OrderStatus.PAID, OrderStatus.DELIVERED, OrderStatus.DISPUTED]
+REFUNDABLE = list(ORDER_STATUSES_IN_ESCROW)
 PARTIALLY_REFUNDABLE = [OrderStatus.DELIVERED, OrderStatus.DISPUTED]
 
 

@@ -520,28 +520,8 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         return order
 
     if event.amount != payment.amount or event.currency != payment.currency:
-        clearing, suspense = ledger.accounts(
-            (AccountKind.GATEWAY_CLEARING, event.currency, None), (AccountKind.SUSPENSE, event.currency, None)
-        )
-        PAYMENT_TRANSITIONS.apply(
-            model=Payment,
-            pk=payment.pk,
-            to=PaymentStatus.MISMATCHED,
-            settled_at=now,
-            received_amount=event.amount,
-            received_currency=event.currency,
-            provider_reference=event.provider_reference,
-        )
+        _payment_into_suspense(payment=payment, order=order, event=event, now=now)
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.HELD_FOR_REVIEW, paid_at=now)
-        ledger.transfer(
-            transfer_id=f"payment:{payment.pk}",
-            debit=clearing,
-            credit=suspense,
-            amount=event.amount,
-            code="payment_mismatch",
-            order=order,
-            now=now,
-        )
         audit_record(
             action=AuditAction.PAYMENT_MISMATCHED,
             subject=order,
@@ -643,8 +623,9 @@ def _payment_held_by_risk(*, order: Order, now: datetime) -> bool:
 ORDER_PAYABLE = {OrderStatus.AWAITING_PAYMENT, OrderStatus.EXPIRED, OrderStatus.CANCELLED}
 
 
-def _payment_duplicate_refund(*, payment: Payment, order: Order, event: GatewayEvent, now: datetime) -> None:
-    """Book a second successful payment of an already paid order into suspense and refund it in full."""
+def _payment_into_suspense(*, payment: Payment, order: Order, event: GatewayEvent, now: datetime) -> None:
+    """Money that is not (or not exactly) the order's: the payment is marked mismatched and what arrived
+    is booked from the gateway's clearing account into suspense, where staff decide on it."""
     clearing, suspense = ledger.accounts(
         (AccountKind.GATEWAY_CLEARING, event.currency, None), (AccountKind.SUSPENSE, event.currency, None)
     )
@@ -655,8 +636,8 @@ def _payment_duplicate_refund(*, payment: Payment, order: Order, event: GatewayE
         settled_at=now,
         received_amount=event.amount,
         received_currency=event.currency,
+        provider_reference=event.provider_reference,
     )
-    payment.refresh_from_db(fields=["status", "received_amount", "received_currency"])
     ledger.transfer(
         transfer_id=f"payment:{payment.pk}",
         debit=clearing,
@@ -666,6 +647,12 @@ def _payment_duplicate_refund(*, payment: Payment, order: Order, event: GatewayE
         order=order,
         now=now,
     )
+
+
+def _payment_duplicate_refund(*, payment: Payment, order: Order, event: GatewayEvent, now: datetime) -> None:
+    """Book a second successful payment of an already paid order into suspense and refund it in full."""
+    _payment_into_suspense(payment=payment, order=order, event=event, now=now)
+    payment.refresh_from_db(fields=["status", "received_amount", "received_currency"])
     audit_record(
         action=AuditAction.PAYMENT_MISMATCHED,
         subject=order,
