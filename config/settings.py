@@ -395,7 +395,7 @@ BACKUP_CODE_COUNT = 10
 CACHE_URL = os.environ.get("CACHE_URL", "")
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        {"BACKEND": "core.cache.RedisCache", "LOCATION": CACHE_URL}  # Django's, one client per pool
         if CACHE_URL.startswith(("redis://", "rediss://", "unix://"))
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
