@@ -37,8 +37,12 @@ from core.sql import insert_sql
 logger = logging.getLogger(__name__)
 
 
+# A set made once: `AuditAction.values` builds its list anew on every call (3 % of a checkout's CPU).
+_AUDIT_ACTIONS = frozenset(AuditAction.values)
+
+
 def _action_check(action: str) -> None:
-    if action not in AuditAction.values:
+    if action not in _AUDIT_ACTIONS:
         raise ValueError(f"{action!r} is not an audit action: add it to accounts.models.AuditAction.")
 
 
