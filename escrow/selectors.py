@@ -35,13 +35,13 @@ def order_for_viewer(*, pk: int, token: str | None, user: User | None) -> Order:
 SPENDING_STATUSES_NOT_COUNTED = (OrderStatus.EXPIRED, OrderStatus.CANCELLED, OrderStatus.REFUNDED)
 
 
-def buyer_spent_since(*, buyer: User, currency: str, since: datetime) -> int:
-    """What `buyer` has spent in `currency` on orders placed since `since` (minor units)."""
-    spent = (
-        Order.objects.filter(buyer=buyer, currency=currency, created_at__gte=since)
-        .exclude(status__in=SPENDING_STATUSES_NOT_COUNTED)
-        .aggregate(total=Sum("amount"))["total"]
-    )
+def buyer_spent_since(*, buyer: User, currency: str, since: datetime, excluding_order_pk: int | None = None) -> int:
+    """What `buyer` has spent in `currency` on orders placed since `since` (minor units), leaving out
+    the order `excluding_order_pk` (the checkout's own, written before its limit is checked)."""
+    orders = Order.objects.filter(buyer=buyer, currency=currency, created_at__gte=since)
+    if excluding_order_pk is not None:
+        orders = orders.exclude(pk=excluding_order_pk)
+    spent = orders.exclude(status__in=SPENDING_STATUSES_NOT_COUNTED).aggregate(total=Sum("amount"))["total"]
     return spent or 0
 
 

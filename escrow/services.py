@@ -3,18 +3,15 @@
 import dataclasses
 import inspect
 import logging
-import operator
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import reduce
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Q, Sum
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
@@ -26,6 +23,7 @@ from core.metrics import DELIVERY_LATENCY_BUCKETS, metric_count, metric_observe
 from core.money import percent_of
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
 from escrow import clawbacks, ledger, refunds, webhook_events
+from escrow.checkout_sql import checkout_identities, checkout_product_read, order_write
 from escrow.delivery import order_delivery_enqueue
 
 # Escrow's front door for disputes, re-exported with the rest of escrow's writes.
@@ -49,7 +47,7 @@ from escrow.gateways import (
     gateways_enabled,
 )
 from escrow.links import order_link  # noqa: F401  (re-exported: the buyer's link in others' e-mails)
-from escrow.locks import checkout_identities_lock, order_lock, payment_lock
+from escrow.locks import order_lock, payment_lock
 from escrow.models import (
     ORDER_TRANSITIONS,
     PAYMENT_TRANSITIONS,
@@ -77,7 +75,7 @@ from escrow.selectors import buyer_spent_since
 from shop import services as shop_services
 from shop.models import Product, WebhookEventType
 from shop.pricing import price_for
-from shop.selectors import order_keys_plaintext, products_on_sale
+from shop.selectors import order_keys_plaintext
 
 logger = logging.getLogger(__name__)
 
@@ -132,30 +130,21 @@ def order_max_quantity(product) -> int:
     return max(1, min(product.max_per_order, settings.ORDER_MAX_QUANTITY))
 
 
-def _reservation_caps_check(*, email: str, ip: str | None, quantity: int) -> None:
+def _reservation_caps_check(*, held: dict[str, int], quantity: int) -> None:
     """Refuse a checkout that would let one e-mail or one address hold more keys in unpaid orders than
-    allowed (hoarding stock without paying). Runs inside the checkout's transaction, under a lock per
-    identity, so concurrent checkouts of one buyer are counted one after the other."""
-    identities = [f"email:{email.strip().lower()}"] + ([f"ip:{ip}"] if ip else [])
-    checkout_identities_lock(identities)
-    # Every identity's holdings in one statement, each sum over its own rows.
-    rows = {"email": Q(email__iexact=email.strip())}
-    if ip:
-        rows["ip"] = Q(checkout_ip=ip)
-    held_by = Order.objects.filter(reduce(operator.or_, rows.values()), status=OrderStatus.AWAITING_PAYMENT).aggregate(
-        **{name: Sum("quantity", filter=condition) for name, condition in rows.items()}
-    )
+    allowed (hoarding stock without paying). `held`: what each identity holds unpaid besides this order,
+    counted inside the checkout's transaction under a lock per identity (escrow/checkout_sql.py), so
+    concurrent checkouts of one buyer are counted one after the other."""
     caps = {"email": settings.RESERVATION_MAX_KEYS_PER_EMAIL, "ip": settings.RESERVATION_MAX_KEYS_PER_IP}
-    for name, held_keys in held_by.items():
+    for name, held_keys in held.items():
         cap = caps[name]
-        held = held_keys or 0
-        if held + quantity > cap:
+        if held_keys + quantity > cap:
             raise CheckoutError(
                 _(
                     "You already hold %(held)d keys in unpaid orders (at most %(cap)d at a time). "
                     "Pay or cancel them, or wait until they expire."
                 )
-                % {"held": held, "cap": cap},
+                % {"held": held_keys, "cap": cap},
                 code="reservation_limit",
             )
 
@@ -221,9 +210,14 @@ def _order_place(
             _("Payments are not available right now, so nothing was ordered. Please try again later."),
             code="no_gateway",
         )
-    product = products_on_sale().filter(pk=product_pk).first()
-    if product is None:
+    # On PostgreSQL this read also takes the per-identity locks the reservation caps are counted under
+    # and draws the order's id (escrow/checkout_sql.py): the checkout's own statements are this one and
+    # order_write's, besides the risk engine's read (before_reserve) and write (order_place_assessed).
+    identities = checkout_identities(email=email, ip=ip or None)
+    read = checkout_product_read(product_pk=product_pk, identities=identities)
+    if read is None:
         raise CheckoutError(_("This product is not for sale."), code="not_for_sale")
+    product, order_pk = read
     if before_reserve is not None:
         before_reserve(product)
     gateway = _checkout_gateway(name=gateway_name, currency=product.currency)
@@ -246,20 +240,13 @@ def _order_place(
             coupon = shop_services.coupon_for_checkout(product=product, code=coupon_code, now=now)
         except shop_services.ShopError as refused:
             raise CheckoutError(str(refused), code=refused.code) from None
-    _reservation_caps_check(email=email, ip=ip or None, quantity=quantity)
     price = price_for(product, quantity=quantity, coupon=coupon)
-    if refusal := spending_limit_refusal(
-        user=buyer,
-        currency=product.currency,
-        amount=price.total,
-        now=now,
-        spent_since=lambda since: buyer_spent_since(buyer=buyer, currency=product.currency, since=since),
-    ):
-        raise CheckoutError(refusal, code="spending_limit")
 
     access_token = secrets.token_urlsafe(24)
-    order = Order.objects.create(
-        buyer=buyer if buyer is not None and buyer.is_authenticated else None,
+    signed_in = buyer if buyer is not None and buyer.is_authenticated else None
+    order = Order(
+        pk=order_pk,
+        buyer=signed_in,
         email=email,
         product=product,
         merchant=product.merchant,
@@ -275,18 +262,7 @@ def _order_place(
         created_at=now,
         expires_at=now + timedelta(minutes=settings.RESERVATION_MINUTES),
     )
-    try:
-        shop_services.keys_reserve(product=product, quantity=quantity, order_pk=order.pk)
-    except shop_services.OutOfStock:
-        raise CheckoutError(_("Sorry, not enough stock left for this quantity."), code="out_of_stock") from None
-    if coupon is not None:
-        # Last: the coupon's row stays locked by its UPDATE only until this transaction commits.
-        try:
-            shop_services.coupon_redeem(coupon=coupon, now=now)
-        except shop_services.ShopError as refused:
-            raise CheckoutError(str(refused), code=refused.code) from None
-
-    payment = Payment.objects.create(
+    payment = Payment(
         order=order,
         gateway=gateway.name,
         payment_id=gateway.payment_id_new(),
@@ -294,11 +270,38 @@ def _order_place(
         currency=order.currency,
         created_at=now,
     )
-    page = order_page_path(order, access_token)
     placed_data = {"quantity": quantity}
     if coupon is not None:
         placed_data |= {"coupon": coupon.code, "discount": price.discount}
-    audit_record(action=AuditAction.ORDER_PLACED, subject=order, now=now, actor=buyer, data=placed_data)
+    # Written before the caps, the limit and the stock are checked: a refusal below raises, and the
+    # checkout's transaction rolls all of it back (the refusals keep their order of precedence).
+    written = order_write(
+        order=order,
+        payment=payment,
+        identities=identities,
+        audit={"action": AuditAction.ORDER_PLACED, "now": now, "actor": buyer, "data": placed_data},
+    )
+    _reservation_caps_check(held=written.held, quantity=quantity)
+    if refusal := spending_limit_refusal(
+        user=buyer,
+        currency=product.currency,
+        amount=price.total,
+        now=now,
+        spent_since=lambda since: buyer_spent_since(
+            buyer=buyer, currency=product.currency, since=since, excluding_order_pk=order.pk
+        ),
+    ):
+        raise CheckoutError(refusal, code="spending_limit")
+    if written.reserved < quantity:
+        raise CheckoutError(_("Sorry, not enough stock left for this quantity."), code="out_of_stock")
+    if coupon is not None:
+        # Last: the coupon's row stays locked by its UPDATE only until this transaction commits.
+        try:
+            shop_services.coupon_redeem(coupon=coupon, now=now)
+        except shop_services.ShopError as refused:
+            raise CheckoutError(str(refused), code=refused.code) from None
+
+    page = order_page_path(order, access_token)
     link = settings.SHOP_BASE_URL.rstrip("/") + page
 
     from escrow.tasks import order_link_email_task

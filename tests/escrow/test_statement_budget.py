@@ -98,18 +98,24 @@ def _purchase_steps(queued) -> dict[str, int]:
 # issue's targets are checkout <= 5, webhook <= 10, delivery task <= 6, key reveal <= 3; what is left
 # above them, and what it would take, is in docs/performance.md ("Statement budget").
 BUDGET = {
-    # BEGIN; product on sale (with its merchant); the risk engine's ONE read (risk/README.md, "Cost"):
-    # the velocity windows the shipped checkout rules name as conditional aggregates of one scan of
-    # the hits (none with a Redis cache: one pipeline there), the actor's last 50 amounts and seen
-    # devices and networks (anomaly, new device / network); both identities' advisory locks in one
-    # SELECT; both reservation-cap sums in one SELECT; INSERT order; pick keys FOR UPDATE SKIP LOCKED;
-    # UPDATE them reserved; INSERT payment; INSERT audit order.placed; the risk engine's ONE write:
-    # decision naming the order + velocity hits + seen identities in one CTE; COMMIT.
-    # (Was 25: the risk engine assessed in a transaction of its own before the order's — product
-    # price, BEGIN, INSERT hits, rules, history, seen identities, four velocity counts, block list,
-    # INSERT decision, UPSERT seen, COMMIT — and named the order after it in an UPDATE. The rules
-    # and block list are now a per-process snapshot behind a version key in the shared cache.)
-    "checkout": 12,
+    # BEGIN; the product on sale with its merchant, which in the same SELECT takes both identities'
+    # advisory locks (the reservation caps) and draws the order's id from its sequence; the risk
+    # engine's ONE read (risk/README.md, "Cost"): the velocity windows the shipped checkout rules name
+    # as conditional aggregates of one scan of the hits (none with a Redis cache: one pipeline there),
+    # the actor's last 50 amounts and seen devices and networks; ONE data-modifying CTE
+    # (escrow/checkout_sql.py): both identities' unpaid keys (the caps, in a later statement than the
+    # locks, so its snapshot sees every checkout that held them before), INSERT order, pick keys FOR
+    # UPDATE SKIP LOCKED and UPDATE them reserved, INSERT payment RETURNING id, INSERT audit
+    # order.placed; the risk engine's ONE write: decision naming the order + velocity hits + seen
+    # identities in one CTE; COMMIT.
+    # (Was 12: the locks, the caps' sums, the order, the key pick, the key update, the payment and the
+    # audit line were a statement each; before that 25, with the risk engine in a transaction of its
+    # own.) The issue's 5 would need the risk engine's read or write inside one of escrow's statements
+    # (it builds both itself); the caps cannot join the locks' statement (a statement's snapshot is
+    # taken before it waits on a lock: tried, tests/escrow/test_concurrency.py's cap race then lets
+    # more than the cap through). A coupon adds its read and its conditional UPDATE; a signed-in buyer the limit row's
+    # lock (and, with a limit, today's spend).
+    "checkout": 6,
     # payment by gateway id (outside the transaction: a bad one is refused without one); BEGIN;
     # INSERT webhook event ON CONFLICT DO NOTHING RETURNING (replay check, no savepoint); payment FOR
     # UPDATE; order FOR UPDATE; UPDATE payment; UPDATE order; INSERT audit payment.succeeded;
