@@ -49,6 +49,9 @@ ORDER_TRANSITIONS = Transitions(
 # releases them first). A mismatched payment under review sits in suspense instead.
 ORDER_STATUSES_IN_ESCROW = (OrderStatus.PAID, OrderStatus.DELIVERED, OrderStatus.DISPUTED)
 
+# The buyer may see the keys of an order in these states (`Order.has_keys`; the key reveal's statement).
+ORDER_STATUSES_WITH_KEYS = frozenset({S.DELIVERED, S.COMPLETED, S.DISPUTED, S.PARTIALLY_REFUNDED})
+
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -101,7 +104,7 @@ class Order(models.Model):
 
     @property
     def has_keys(self) -> bool:
-        return self.status in {S.DELIVERED, S.COMPLETED, S.DISPUTED, S.PARTIALLY_REFUNDED}
+        return self.status in ORDER_STATUSES_WITH_KEYS
 
 
 class PaymentStatus(models.TextChoices):

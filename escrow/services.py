@@ -25,7 +25,7 @@ from core.errors import Refused
 from core.metrics import DELIVERY_LATENCY_BUCKETS, metric_count, metric_observe
 from core.money import percent_of
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
-from escrow import clawbacks, ledger, refunds, webhook_events
+from escrow import clawbacks, ledger, refunds, reveals, webhook_events
 from escrow.delivery import order_delivery_enqueue
 
 # Escrow's front door for disputes, re-exported with the rest of escrow's writes.
@@ -55,7 +55,6 @@ from escrow.models import (
     PAYMENT_TRANSITIONS,
     AccountKind,
     KeyDisposition,
-    KeyReveal,
     LedgerAccount,
     Order,
     OrderStatus,
@@ -77,7 +76,7 @@ from escrow.selectors import buyer_spent_since
 from shop import services as shop_services
 from shop.models import Product, WebhookEventType
 from shop.pricing import price_for
-from shop.selectors import order_keys_plaintext, products_on_sale
+from shop.selectors import products_on_sale
 
 logger = logging.getLogger(__name__)
 
@@ -806,7 +805,6 @@ def orders_expire_due(*, now: datetime, batch: int = 1000) -> int:
     return sum(order_expire(order_pk=pk, now=now) for pk in list(due))
 
 
-@transaction.atomic(durable=True)
 def order_keys_reveal(
     *,
     order: Order,
@@ -822,23 +820,28 @@ def order_keys_reveal(
     At most `RATE_LIMITS["key_reveal"]` per order, from all addresses together: past it this raises
     `RateLimited` and records nothing, so the reveal evidence cannot be flooded.
 
-    It runs under the order's lock, so a refund deciding whether its keys were ever seen (and may go
-    back on sale) is never overtaken by a reveal.
+    The record and the keys are taken under the order's lock (`reveals.order_keys_reveal_record`: one
+    statement on PostgreSQL), so a refund deciding whether its keys were ever seen (and may go back on
+    sale) is never overtaken by a reveal; an order refunded since `order` was read raises
+    `KeysNotDelivered` and records nothing.
     """
-    order = order_lock(order.pk)
-    if not order.has_keys:
-        raise KeysNotDelivered(order.pk)
+    if not order.has_keys:  # `order` may be older than its delivery: ask the row before refusing
+        order.refresh_from_db(fields=["status"])
+        if not order.has_keys:
+            raise KeysNotDelivered(order.pk)
     rate_limit_check(scope="key_reveal", identity=f"order:{order.pk}", now=now.timestamp())
-    KeyReveal.objects.create(
-        order=order,
+    keys = reveals.order_keys_reveal_record(
+        order_pk=order.pk,
         at=now,
         channel=channel,
         ip=ip,
         user_agent=user_agent[:512],
         device=device or "",
-        user=user if user is not None and user.is_authenticated else None,
+        user_pk=user.pk if user is not None and user.is_authenticated else None,
     )
-    return order_keys_plaintext(order_pk=order.pk)
+    if keys is None:
+        raise KeysNotDelivered(order.pk)
+    return keys
 
 
 # --- accounts: a verified e-mail claims its guest orders ----------------------------------------------
