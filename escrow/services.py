@@ -26,7 +26,7 @@ from core.metrics import DELIVERY_LATENCY_BUCKETS, metric_count, metric_observe
 from core.money import percent_of
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
 from escrow import clawbacks, ledger, refunds, reveals, webhook_events
-from escrow.delivery import order_delivery_enqueue
+from escrow.delivery import order_delivered_mark, order_delivery_enqueue
 
 # Escrow's front door for disputes, re-exported with the rest of escrow's writes.
 from escrow.disputes_front import (  # noqa: F401
@@ -738,22 +738,21 @@ WEBHOOK_HANDLERS: dict[str, Callable[..., object]] = {
 
 @transaction.atomic(durable=True)
 def order_deliver(*, order_pk: int, now: datetime) -> Order:
-    """Hand a paid order its keys. Safe to run twice: only a `paid` order is delivered."""
-    order = order_lock(order_pk)
-    if order.status != OrderStatus.PAID:
-        return order
+    """Hand a paid order its keys. Safe to run twice: only a `paid` order is delivered, by a
+    compare-and-set whose row lock makes a racing second delivery wait and then find it delivered."""
+    marked = order_delivered_mark(order_pk=order_pk, now=now)
+    if marked is None:
+        return Order.objects.select_related("product", "merchant").get(pk=order_pk)
+    order, product, available = marked
     sold = shop_services.keys_sell(order_pk=order.pk)
     if sold != order.quantity:  # the reservation holds exactly `quantity` keys; anything else is a bug
         raise RuntimeError(f"Order {order.pk} has {sold} keys to sell, not {order.quantity}.")
-    delivered = {"delivered_at": now, "inspection_ends_at": now + timedelta(hours=order.product.inspection_hours)}
-    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DELIVERED, mirror=order, **delivered)
     audit_record(action=AuditAction.ORDER_DELIVERED, subject=order, now=now, data={"keys": order.quantity})
     webhook_events.order_event_emit(
         order=order, event_type=WebhookEventType.ORDER_DELIVERED, status=OrderStatus.DELIVERED, now=now
     )
-    shop_services.product_low_stock_check(
-        product_pk=order.product_id, product=order.product, now=now
-    )  # e-mails after commit
+    # The count came with the order's row (escrow.delivery); e-mails after commit.
+    shop_services.product_low_stock_check(product_pk=product.pk, product=product, available=available, now=now)
     # The buyer's "keys ready" e-mail and the merchant's notice of the sale are sent by the worker that
     # delivered, after the commit: no more tasks per purchase (issue 9), and the sweeper's deliveries
     # send them too. Either falls back to a retrying task if it fails there.
