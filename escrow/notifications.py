@@ -14,6 +14,7 @@ line has a unique key per order, and the e-mail goes only while that line is not
 """
 
 import logging
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
@@ -28,12 +29,71 @@ from accounts.services import notification_post
 from core.mail import mail_send
 from core.money import display
 from escrow.links import order_link
-from escrow.models import Order
+from escrow.models import ORDER_LINK_EMAIL_STATUSES, Order
 from shop.models import Merchant, Product
 
 logger = logging.getLogger(__name__)
 EVENT = "order.paid"
 ORDER_EMAIL_EVENTS = ("placed", "delivered", "refunded", "lookup")
+
+
+# --- the link to an order not delivered a minute after checkout ---------------------------------------
+
+_LINK_CLAIM_SQL = f"""
+    UPDATE {Order._meta.db_table} SET link_emailed_at = %(now)s
+    WHERE id IN (
+        SELECT id FROM {Order._meta.db_table}
+        WHERE link_emailed_at IS NULL AND status = ANY(%(statuses)s) AND created_at <= %(placed_before)s
+        ORDER BY created_at LIMIT %(batch)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id
+"""  # noqa: S608
+
+
+def _orders_link_email_claim(*, now: datetime, batch: int) -> list[int]:
+    """Mark up to `batch` due orders e-mailed and return them; committed before any e-mail goes out.
+
+    On PostgreSQL one `UPDATE … RETURNING` over rows taken with `SKIP LOCKED` (an order a payment holds
+    waits for the next beat), so two sweeps at once never claim the same order."""
+    placed_before = now - timedelta(seconds=settings.ORDER_LINK_EMAIL_DELAY_SECONDS)
+    due = Order.objects.filter(
+        link_emailed_at__isnull=True, status__in=ORDER_LINK_EMAIL_STATUSES, created_at__lte=placed_before
+    )
+    if connection.vendor != "postgresql":  # SQLite writes one at a time: each compare-and-set decides
+        pks = list(due.order_by("created_at").values_list("pk", flat=True)[:batch])
+        return [pk for pk in pks if due.filter(pk=pk).update(link_emailed_at=now)]
+    params = {"now": now, "statuses": ORDER_LINK_EMAIL_STATUSES, "placed_before": placed_before, "batch": batch}
+    with connection.cursor() as cursor:
+        cursor.execute(_LINK_CLAIM_SQL, params)
+        return sorted(pk for (pk,) in cursor.fetchall())
+
+
+def orders_link_email_due(*, now: datetime, batch: int = 200) -> int:
+    """E-mail the link to each order placed more than ORDER_LINK_EMAIL_DELAY_SECONDS ago that has
+    neither been e-mailed it nor delivered (nor refunded): the buyer who has not paid yet (or whose
+    payment is held for review) keeps a way back to it. A buyer who paid in time gets the link in the
+    "keys ready" e-mail instead, so a purchase costs the worker no e-mail task at checkout.
+
+    The orders are claimed first (`link_emailed_at`, committed), so a second sweep never mails one
+    twice; an e-mail that then fails is left to a retrying `order_email_task`. Returns how many were
+    claimed. A worker killed between the claim and the sends loses those e-mails (the order page and
+    the order lookup page still lead back to the order)."""
+    from escrow.tasks import order_email_task
+
+    pks = _orders_link_email_claim(now=now, batch=batch)
+    for pk in pks:
+        try:
+            order_email(order_pk=pk, event="placed")
+        except Exception:
+            logger.warning("escrow.order_email_failed", extra={"order": pk}, exc_info=True)
+            try:
+                order_email_task.delay(order_pk=pk, event="placed")
+            except Exception:  # the order page and the lookup page still lead back to it
+                logger.warning("escrow.order_email_enqueue_failed", extra={"order": pk}, exc_info=True)
+    if pks:
+        logger.info("escrow.order_links_emailed", extra={"orders": len(pks)})
+    return len(pks)
 
 
 def order_paid_notify_enqueue(*, order_pk: int) -> None:

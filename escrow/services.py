@@ -298,12 +298,7 @@ def _order_place(
     if coupon is not None:
         placed_data |= {"coupon": coupon.code, "discount": price.discount}
     audit_record(action=AuditAction.ORDER_PLACED, subject=order, now=now, actor=buyer, data=placed_data)
-    link = settings.SHOP_BASE_URL.rstrip("/") + page
-
-    from escrow.tasks import order_link_email_task
-
-    # robust: the order is committed, so a broker that is down is logged, not a failed checkout.
-    transaction.on_commit(lambda: order_link_email_task.delay(order_pk=order.pk, link=link), robust=True)
+    # No e-mail task here: the link goes with the keys, or by the beat a minute later (orders_link_email_due).
     logger.info("escrow.order_placed", extra={"order": order.pk})
     return PlacedOrder(
         order=order,
