@@ -63,7 +63,7 @@ from escrow.models import (
     WebhookEvent,
     token_hash,
 )
-from escrow.notifications import order_delivered_notify
+from escrow.notifications import order_delivered_notify, orders_link_email_due  # noqa: F401  (re-exported)
 
 # Re-exported so callers find every escrow write through this module.
 from escrow.releases import (  # noqa: F401
