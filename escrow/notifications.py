@@ -11,6 +11,10 @@ Both about a delivery are sent after it commits, by the worker that delivered
 (`order_delivered_notify`, from escrow.services.order_deliver), so a purchase costs one task; only if
 that fails is a retrying task queued. Safe to run twice: the inbox
 line has a unique key per order, and the e-mail goes only while that line is not there yet.
+
+The checkout queues no e-mail: the beat's batch (`orders_link_email_due`) mails the link to the orders
+that still have no keys ORDER_LINK_EMAIL_DELAY_SECONDS after checkout (unpaid, or held for review);
+a buyer who paid sooner finds the same link in the "keys ready" e-mail.
 """
 
 import logging
