@@ -565,22 +565,47 @@ def alert_raise(*, key: str, kind: str, message: str, now: datetime, data: dict[
 # --- the in-site inbox --------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def notification_post(
     *, user_pks: list[int], event: str, text: str, url: str, now: datetime, subject: str = "", key: str | None = None
 ) -> int:
-    """One inbox line per user, in the caller's transaction; with a `key`, at most one per user and key
-    (posting again is a no-op). Returns how many lines are new."""
+    """One inbox line per user, in the caller's transaction if there is one; with a `key`, at most one
+    per user and key (posting again is a no-op). Returns how many lines are new.
+
+    One INSERT, which is atomic on its own (no transaction or savepoint of its own): with a `key`, on
+    PostgreSQL, `ON CONFLICT DO NOTHING RETURNING` skips the users who already have the line (the unique
+    `notification_once_per_key`) and names the new ones, even against a racing post."""
     rows = [
         Notification(user_id=pk, event=event, subject=subject, key=key, text=text[:200], url=url[:200], created_at=now)
         for pk in dict.fromkeys(user_pks)
     ]
+    if not rows:
+        return 0
     if key is None:
         return len(Notification.objects.bulk_create(rows))
-    existing = set(Notification.objects.filter(user_id__in=user_pks, key=key).values_list("user_id", flat=True))
-    fresh = [row for row in rows if row.user_id not in existing]
-    Notification.objects.bulk_create(fresh, ignore_conflicts=True)
+    if connection.vendor == "postgresql":
+        return _notifications_insert_new(rows)
+    with transaction.atomic():
+        existing = set(Notification.objects.filter(user_id__in=user_pks, key=key).values_list("user_id", flat=True))
+        fresh = [row for row in rows if row.user_id not in existing]
+        Notification.objects.bulk_create(fresh, ignore_conflicts=True)
     return len(fresh)
+
+
+_NOTIFICATION_COLUMNS = ("user_id", "event", "subject", "key", "text", "url", "created_at")
+
+
+def _notifications_insert_new(rows: list[Notification]) -> int:
+    """INSERT the lines, skipping those whose (user, key) is there already; returns how many were new."""
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(_NOTIFICATION_COLUMNS)) + ")"] * len(rows))
+    # Only this module's column names and placeholders are formatted in; every value is a parameter.
+    sql = (
+        f"INSERT INTO {Notification._meta.db_table} ({', '.join(_NOTIFICATION_COLUMNS)}) VALUES {placeholders} "  # noqa: S608
+        "ON CONFLICT DO NOTHING RETURNING user_id"
+    )
+    params = [getattr(row, column) for row in rows for column in _NOTIFICATION_COLUMNS]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return len(cursor.fetchall())
 
 
 @transaction.atomic

@@ -354,6 +354,9 @@ WEBHOOK_CONNECT_TIMEOUT_SECONDS = 3.0
 WEBHOOK_READ_TIMEOUT_SECONDS = 5.0
 PLATFORM_FEE_PERCENT = Decimal(os.environ.get("PLATFORM_FEE_PERCENT", "5"))
 RESERVATION_MINUTES = int(os.environ.get("RESERVATION_MINUTES", "15"))
+# The link to an order is e-mailed this long after checkout if the order has no keys by then (the beat's
+# escrow.orders_link_email); a buyer who paid sooner finds it in the "keys ready" e-mail instead.
+ORDER_LINK_EMAIL_DELAY_SECONDS = int(os.environ.get("ORDER_LINK_EMAIL_DELAY_SECONDS", "60"))
 
 # --- accounts (issue 11): the audit hash chain, spending limits ---------------------------------------
 # The sealing task chains audit entries (accounts/README.md); off, entries are still written but stay

@@ -10,13 +10,15 @@ from escrow.links import order_link_token_opens
 from escrow.models import Order, OrderStatus, token_hash
 
 
-def order_for_viewer(*, pk: int, token: str | None, user: User | None) -> Order:
+def order_for_viewer(*, pk: int, token: str | None, user: User | None, status_only: bool = False) -> Order:
     """The order, if this viewer owns it: by its access token (the checkout's, or a signed one from a
     later e-mail, see escrow/links.py), or as its signed-in buyer.
 
     Anything else raises Http404, so a guessed id and a wrong token look the same as a missing order.
+    `status_only` reads just the order's status (the keys poll needs no more), without its product
+    and merchant.
     """
-    orders = Order.objects.select_related("product", "merchant")
+    orders = Order.objects.only("status") if status_only else Order.objects.select_related("product", "merchant")
     if token:
         order = orders.filter(pk=pk, access_token_hash=token_hash(token)).first()
         if order is None and order_link_token_opens(token, pk):

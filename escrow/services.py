@@ -22,9 +22,9 @@ from core.errors import Refused
 from core.metrics import DELIVERY_LATENCY_BUCKETS, metric_count, metric_observe
 from core.money import percent_of
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
-from escrow import clawbacks, ledger, refunds, webhook_events
+from escrow import clawbacks, ledger, refunds, reveals, webhook_events
 from escrow.checkout_sql import checkout_identities, checkout_product_read, order_write
-from escrow.delivery import order_delivery_enqueue
+from escrow.delivery import order_delivered_mark, order_delivery_enqueue
 
 # Escrow's front door for disputes, re-exported with the rest of escrow's writes.
 from escrow.disputes_front import (  # noqa: F401
@@ -53,7 +53,6 @@ from escrow.models import (
     PAYMENT_TRANSITIONS,
     AccountKind,
     KeyDisposition,
-    KeyReveal,
     LedgerAccount,
     Order,
     OrderStatus,
@@ -62,7 +61,7 @@ from escrow.models import (
     WebhookEvent,
     token_hash,
 )
-from escrow.notifications import order_delivered_notify
+from escrow.notifications import order_delivered_notify, orders_link_email_due  # noqa: F401  (re-exported)
 
 # Re-exported so callers find every escrow write through this module.
 from escrow.releases import (  # noqa: F401
@@ -75,7 +74,6 @@ from escrow.selectors import buyer_spent_since
 from shop import services as shop_services
 from shop.models import Product, WebhookEventType
 from shop.pricing import price_for
-from shop.selectors import order_keys_plaintext
 
 logger = logging.getLogger(__name__)
 
@@ -302,12 +300,7 @@ def _order_place(
             raise CheckoutError(str(refused), code=refused.code) from None
 
     page = order_page_path(order, access_token)
-    link = settings.SHOP_BASE_URL.rstrip("/") + page
-
-    from escrow.tasks import order_link_email_task
-
-    # robust: the order is committed, so a broker that is down is logged, not a failed checkout.
-    transaction.on_commit(lambda: order_link_email_task.delay(order_pk=order.pk, link=link), robust=True)
+    # No e-mail task here: the link goes with the keys, or by the beat a minute later (orders_link_email_due).
     logger.info("escrow.order_placed", extra={"order": order.pk})
     return PlacedOrder(
         order=order,
@@ -742,22 +735,21 @@ WEBHOOK_HANDLERS: dict[str, Callable[..., object]] = {
 
 @transaction.atomic(durable=True)
 def order_deliver(*, order_pk: int, now: datetime) -> Order:
-    """Hand a paid order its keys. Safe to run twice: only a `paid` order is delivered."""
-    order = order_lock(order_pk)
-    if order.status != OrderStatus.PAID:
-        return order
+    """Hand a paid order its keys. Safe to run twice: only a `paid` order is delivered, by a
+    compare-and-set whose row lock makes a racing second delivery wait and then find it delivered."""
+    marked = order_delivered_mark(order_pk=order_pk, now=now)
+    if marked is None:
+        return Order.objects.select_related("product", "merchant").get(pk=order_pk)
+    order, product, available = marked
     sold = shop_services.keys_sell(order_pk=order.pk)
     if sold != order.quantity:  # the reservation holds exactly `quantity` keys; anything else is a bug
         raise RuntimeError(f"Order {order.pk} has {sold} keys to sell, not {order.quantity}.")
-    delivered = {"delivered_at": now, "inspection_ends_at": now + timedelta(hours=order.product.inspection_hours)}
-    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DELIVERED, mirror=order, **delivered)
     audit_record(action=AuditAction.ORDER_DELIVERED, subject=order, now=now, data={"keys": order.quantity})
     webhook_events.order_event_emit(
         order=order, event_type=WebhookEventType.ORDER_DELIVERED, status=OrderStatus.DELIVERED, now=now
     )
-    shop_services.product_low_stock_check(
-        product_pk=order.product_id, product=order.product, now=now
-    )  # e-mails after commit
+    # The count came with the order's row (escrow.delivery); e-mails after commit.
+    shop_services.product_low_stock_check(product_pk=product.pk, product=product, available=available, now=now)
     # The buyer's "keys ready" e-mail and the merchant's notice of the sale are sent by the worker that
     # delivered, after the commit: no more tasks per purchase (issue 9), and the sweeper's deliveries
     # send them too. Either falls back to a retrying task if it fails there.
@@ -809,7 +801,6 @@ def orders_expire_due(*, now: datetime, batch: int = 1000) -> int:
     return sum(order_expire(order_pk=pk, now=now) for pk in list(due))
 
 
-@transaction.atomic(durable=True)
 def order_keys_reveal(
     *,
     order: Order,
@@ -825,23 +816,28 @@ def order_keys_reveal(
     At most `RATE_LIMITS["key_reveal"]` per order, from all addresses together: past it this raises
     `RateLimited` and records nothing, so the reveal evidence cannot be flooded.
 
-    It runs under the order's lock, so a refund deciding whether its keys were ever seen (and may go
-    back on sale) is never overtaken by a reveal.
+    The record and the keys are taken under the order's lock (`reveals.order_keys_reveal_record`: one
+    statement on PostgreSQL), so a refund deciding whether its keys were ever seen (and may go back on
+    sale) is never overtaken by a reveal; an order refunded since `order` was read raises
+    `KeysNotDelivered` and records nothing.
     """
-    order = order_lock(order.pk)
-    if not order.has_keys:
-        raise KeysNotDelivered(order.pk)
+    if not order.has_keys:  # `order` may be older than its delivery: ask the row before refusing
+        order.refresh_from_db(fields=["status"])
+        if not order.has_keys:
+            raise KeysNotDelivered(order.pk)
     rate_limit_check(scope="key_reveal", identity=f"order:{order.pk}", now=now.timestamp())
-    KeyReveal.objects.create(
-        order=order,
+    keys = reveals.order_keys_reveal_record(
+        order_pk=order.pk,
         at=now,
         channel=channel,
         ip=ip,
         user_agent=user_agent[:512],
         device=device or "",
-        user=user if user is not None and user.is_authenticated else None,
+        user_pk=user.pk if user is not None and user.is_authenticated else None,
     )
-    return order_keys_plaintext(order_pk=order.pk)
+    if keys is None:
+        raise KeysNotDelivered(order.pk)
+    return keys
 
 
 # --- accounts: a verified e-mail claims its guest orders ----------------------------------------------

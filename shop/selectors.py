@@ -141,14 +141,26 @@ def order_keys_plaintext(*, order_pk: int) -> list[str]:
     )
     if not keys:
         return []
-    data_key = merchant_data_key(keys[0].merchant)
+    return card_keys_open(
+        merchant=keys[0].merchant, keys=[(key.product_id, key.fingerprint, key.sealed) for key in keys]
+    )
+
+
+def card_keys_open(*, merchant, keys: list[tuple[int, bytes, bytes]]) -> list[str]:
+    """Open card keys of one merchant, each given as (product pk, fingerprint, sealed), in that order.
+
+    `merchant` is a Merchant row or anything with its pk and data-key fields (`crypto.merchant_data_key`):
+    a caller that read the keys with its own statement (escrow's key reveal) opens them here."""
+    if not keys:
+        return []
+    data_key = merchant_data_key(merchant)
     return [
         crypto.card_key_open(
             data_key=data_key,
-            sealed=key.sealed,
-            aad=crypto.card_key_aad(product_pk=key.product_id, fingerprint=bytes(key.fingerprint)),
+            sealed=bytes(sealed),
+            aad=crypto.card_key_aad(product_pk=product_pk, fingerprint=bytes(fingerprint)),
         )
-        for key in keys
+        for product_pk, fingerprint, sealed in keys
     ]
 
 

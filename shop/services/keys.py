@@ -86,10 +86,21 @@ def keys_release(*, order_pk: int) -> int:
     )
 
 
+# Every delivery runs this; on PostgreSQL as plain SQL, because the ORM's compile of the UPDATE cost the
+# worker four times the CPU of sending it (issue 9). The states it moves from are the transitions map's.
+_KEYS_SELL_SQL = f"UPDATE {CardKey._meta.db_table} SET status = %s WHERE order_id = %s AND status = ANY(%s)"  # noqa: S608
+
+
 def keys_sell(*, order_pk: int) -> int:
     """Mark an order's reserved keys sold. Idempotent: already-sold keys stay as they are."""
-    assert transaction.get_connection().in_atomic_block, "keys_sell needs the caller's transaction"
-    return CARD_KEY_TRANSITIONS.update(queryset=CardKey.objects.filter(order_id=order_pk), to=CardKeyStatus.SOLD)
+    connection = transaction.get_connection()
+    assert connection.in_atomic_block, "keys_sell needs the caller's transaction"
+    if connection.vendor != "postgresql":
+        return CARD_KEY_TRANSITIONS.update(queryset=CardKey.objects.filter(order_id=order_pk), to=CardKeyStatus.SOLD)
+    sources = CARD_KEY_TRANSITIONS.sources(CardKeyStatus.SOLD)
+    with connection.cursor() as cursor:
+        cursor.execute(_KEYS_SELL_SQL, [CardKeyStatus.SOLD.value, order_pk, sources])
+        return cursor.rowcount
 
 
 def keys_refund_restock(*, order_pk: int, key_pks: list[int]) -> int:
