@@ -37,14 +37,16 @@ def network_of(address: str) -> str:
 
 
 class DeviceCookieMiddleware:
-    """Gives every browser a device id; API calls authenticated by a header get none minted."""
+    """Gives every browser a device id, on the page it opens first (a GET); API calls and the other
+    POSTs with no cookie (a payment provider's webhook) get none minted, so no cookie is signed for
+    programs that never send it back."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         has_cookie = request.get_signed_cookie(DEVICE_COOKIE, default=None, salt=DEVICE_COOKIE_SALT) is not None
-        wants_cookie = not has_cookie and not request.path.startswith("/api/")
+        wants_cookie = not has_cookie and request.method in ("GET", "HEAD") and not request.path.startswith("/api/")
         if wants_cookie:
             request._shop_device_minted = secrets.token_urlsafe(18)
         response = self.get_response(request)

@@ -36,3 +36,15 @@ def test_a_forged_device_cookie_is_replaced_and_api_calls_get_none():
     response = client.get("/")
     assert response.cookies[DEVICE_COOKIE].value != "chosen-by-attacker"
     assert DEVICE_COOKIE not in Client().get("/api/v1/products/").cookies
+
+
+@pytest.mark.django_db
+def test_a_payment_providers_webhook_gets_no_device_cookie():
+    """A program that POSTs without cookies (the provider's notify) is not a browser to remember."""
+    from tests import factories
+
+    order = factories.order_place(product=factories.product_create(stock=1)).order
+    body, headers = factories.signed_webhook(payment=order.payments.get())
+    response = factories.webhook_post(Client(), body, headers)
+    assert response.status_code == 200
+    assert DEVICE_COOKIE not in response.cookies
