@@ -13,9 +13,11 @@ A change made outside the ORM (SQL, a bulk insert, a data migration) is seen wit
 no snapshot is older than that.
 """
 
+import operator
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import cache
@@ -24,7 +26,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from risk.context import Outcome
-from risk.models import BlockEntry, BlockKind, Rule
+from risk.models import BlockEntry, BlockKind, Comparison, Rule
 
 VERSION_KEY = "risk:ruleset:version"
 MAX_AGE = 60.0  # seconds: the longest a change made outside the ORM goes unseen
@@ -40,6 +42,27 @@ class Ruleset:
     # by (kind, value) for exact ones, and the patterns (e-mail wildcards, CIDR ranges), by pk.
     exact: dict[tuple[str, str], tuple[BlockEntry, ...]]
     patterns: tuple[BlockEntry, ...]
+    # Per event, the same rules compiled for the engine's one pass: (signal, comparison as a function of
+    # (value, threshold), threshold, rule), in the same order; and the distinct signals they name.
+    checks: dict[str, tuple[tuple[str, Callable[[float, float], bool], float, Rule], ...]] = field(default_factory=dict)
+    signals: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+# Rule.matches as functions: `compare(float(value), threshold)` for a value that is not None.
+COMPARE = {
+    Comparison.GTE: operator.ge,
+    Comparison.GT: operator.gt,
+    Comparison.LTE: operator.le,
+    Comparison.LT: operator.lt,
+    Comparison.EQ: operator.eq,
+}
+
+
+def _check(rule: Rule) -> tuple[str, Callable[[float, float], bool], float, Rule]:
+    compare = COMPARE.get(rule.comparison)
+    if compare is None:  # not a comparison the admin offers: Rule.matches raises for it, as before
+        return rule.signal, lambda value, _threshold, rule=rule: rule.matches(value), rule.threshold, rule
+    return rule.signal, compare, rule.threshold, rule
 
 
 _snapshot: Ruleset | None = None
@@ -107,6 +130,8 @@ def _load(version) -> Ruleset:
         rules=ordered,
         exact={key: tuple(found) for key, found in exact.items()},
         patterns=tuple(patterns),
+        checks={event: tuple(_check(rule) for rule in found) for event, found in ordered.items()},
+        signals={event: tuple(dict.fromkeys(rule.signal for rule in found)) for event, found in ordered.items()},
     )
 
 

@@ -42,6 +42,29 @@ HISTORY_SIGNALS = frozenset({"anomaly.amount_z", "anomaly.unusual_hour", "anomal
 SEEN_SIGNALS = frozenset({"new_device", "new_network", "anomaly.new_network", "anomaly_score"})
 
 
+_PARSED: dict[str, tuple[str, str, str, str, int] | None] = {}
+
+
+def velocity_signal(name: str) -> tuple[str, str, str, str, int] | None:
+    """A velocity signal's parts, (key kind, counter, dimension, count | weight | distinct, window
+    seconds); None for any other signal. Parsed once per name: every assessment asks for the same few."""
+    try:
+        return _PARSED[name]
+    except KeyError:
+        pass
+    match = VELOCITY.match(name)
+    if match is None:
+        parsed = None
+    elif match["edimension"]:
+        parsed = ("e", "any", match["edimension"], "distinct", WINDOWS[match["ewindow"]])
+    else:
+        what = "weight" if match["what"] == "keys" else "count"
+        parsed = ("v", match["counter"], match["dimension"], what, WINDOWS[match["window"]])
+    if len(_PARSED) < 4096:  # names come from rules (staff): few, but never an unbounded memory
+        _PARSED[name] = parsed
+    return parsed
+
+
 @dataclass(frozen=True)
 class Named:
     function: Callable[["Signals"], float | None]
@@ -93,6 +116,28 @@ class Signals:
         redis = uses_redis()
         answers: list[float] = []
         probed = None
+        if asks or need_history or need_seen or frozen_actor is not None or probe or (redis and self._writes):
+            answers, probed = self._fetch(
+                asks=asks,
+                history=need_history,
+                seen=need_seen,
+                frozen_actor=frozen_actor,
+                identities=identities,
+                probe=probe,
+                redis=redis,
+            )
+        # else: named signals over what is read already (the anomaly score's parts): nothing to fetch
+        for name, value in zip(wanted, answers, strict=True):
+            self.values[name] = value
+        for name in names:
+            if name not in self.values:
+                self.values[name] = self._named(name)
+        return probed
+
+    def _fetch(self, *, asks, history: bool, seen: bool, frozen_actor, identities, probe, redis: bool):
+        """(the asks' answers, the probed value): one SQL statement and, with Redis, one exchange."""
+        answers: list[float] = []
+        probed = None
         # With Redis the exchange is sent first and its reply read after the SQL read: the waits overlap.
         exchange = None
         if redis and (asks or self._writes or probe):
@@ -101,8 +146,8 @@ class Signals:
             if connection.vendor == "postgresql":
                 found = self._read_postgres(
                     asks=[] if redis else asks,
-                    history=need_history,
-                    seen=need_seen,
+                    history=history,
+                    seen=seen,
                     frozen_actor=frozen_actor,
                     identities=identities,
                 )
@@ -111,9 +156,9 @@ class Signals:
             else:
                 if not redis:
                     answers = db_exchange(now=self.now, writes=self._writes, asks=asks)
-                if need_history:
+                if history:
                     self.history()
-                if need_seen:
+                if seen:
                     self.seen()
                 if frozen_actor is not None:
                     from risk.models import ReviewItem, ReviewKind, ReviewStatus
@@ -130,31 +175,20 @@ class Signals:
         if exchange is not None:
             answers, probed = exchange.receive()
             self._writes = []  # recorded: later asks count them as they are
-        for name, value in zip(wanted, answers, strict=True):
-            self.values[name] = value
-        for name in names:
-            if name not in self.values:
-                self.values[name] = self._named(name)
-        return probed
+        return answers, probed
 
     def _asks(self, names) -> tuple[list[tuple[str, str, int]], list[str]]:
         asks, wanted = [], []
         for name in names:
-            match = VELOCITY.match(name)
-            if match is None:
+            parsed = velocity_signal(name)
+            if parsed is None:
                 continue
-            if match["edimension"]:
-                value = self.identities.get(match["edimension"])
-                key = value and counter_key("e", "any", match["edimension"], value)
-                ask = ("distinct", key, WINDOWS[match["ewindow"]])
-            else:
-                value = self.identities.get(match["dimension"])
-                key = value and counter_key("v", match["counter"], match["dimension"], value)
-                ask = ("weight" if match["what"] == "keys" else "count", key, WINDOWS[match["window"]])
-            if not key:
+            kind, counter, dimension, what, seconds = parsed
+            value = self.identities.get(dimension)
+            if not value:
                 self.values[name] = None  # no such identity (a guest has no account, an API client no device)
                 continue
-            asks.append(ask)
+            asks.append((what, counter_key(kind, counter, dimension, value), seconds))
             wanted.append(name)
         return asks, wanted
 
