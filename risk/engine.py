@@ -98,7 +98,7 @@ class Assessment:
                 "signals": self.signals.values,
                 "subject_type": subject_key[0] if subject_key else "",
                 "subject_id": subject_key[1] if subject_key else "",
-                "actor": context.actor_key,
+                "actor": self.signals.actor,
                 "email": context.email.strip().lower()[:254],
                 "ip": context.ip or None,
                 "network": identities.get("network", ""),
@@ -111,19 +111,19 @@ class Assessment:
         if self.deciding is not None:
             decision.rule = self.deciding  # as Decision(rule=…) would: no query to read it back
         seen = [(kind, identities[kind]) for kind in ("device", "network") if kind in identities and self.first_hand]
-        now = self.now
+        now, actor = self.now, self.signals.actor
         freezing = self.outcome == Outcome.FREEZE and context.actor_id is not None and not self.frozen
         postgres = connection.vendor == "postgresql"
         with transaction.atomic() if freezing or not postgres else _nothing():
             if postgres:
-                _insert_postgres(decision, hits=self.db_hits, seen=seen if context.actor_key else [])
+                _insert_postgres(decision, hits=self.db_hits, seen=seen if actor else [])
             else:
                 decision.save(force_insert=True)
                 VelocityHit.objects.bulk_create(hit_rows(self.db_hits, self.now))
-                if context.actor_key and seen:
+                if actor and seen:
                     SeenIdentity.objects.bulk_create(
                         [
-                            SeenIdentity(actor=context.actor_key, kind=kind, value=value, first_seen=now, last_seen=now)
+                            SeenIdentity(actor=actor, kind=kind, value=value, first_seen=now, last_seen=now)
                             for kind, value in seen
                         ],
                         update_conflicts=True,
@@ -164,23 +164,25 @@ def _decision_new(values: dict[str, Any]) -> Decision:
 @functools.cache
 def _insert_sql(hits: bool, seen: int) -> str:
     """The text of the decision's one statement, by shape: with the act's velocity hits or not, and with
-    0, 1 or 2 seen identities (device, network). Built once per shape; only the parameters change."""
+    0, 1 or 2 seen identities (device, network). Built once per shape; only the parameters change. The
+    hits and seen identities take the act's time and actor from the decision's row (fewer parameters
+    to adapt)."""
     columns = _decision_columns()
     casts = {"reasons": "%s::jsonb", "signals": "%s::jsonb", "ip": "%s::inet"}
     values = [casts.get(column.name, "%s") for column in columns]
     sql = (
         f"WITH d AS (INSERT INTO risk_decision ({', '.join(column.column for column in columns)}) "  # noqa: S608
-        f"VALUES ({', '.join(values)}) RETURNING id)"
+        f"VALUES ({', '.join(values)}) RETURNING id, actor, at)"
     )
     if hits:
         sql += (
             ", h AS (INSERT INTO risk_velocityhit (key, member, weight, at) "
-            "SELECT k, m, w, %s FROM unnest(%s::varchar[], %s::varchar[], %s::int[]) AS t (k, m, w))"
+            "SELECT k, m, w, d.at FROM d, unnest(%s::varchar[], %s::varchar[], %s::int[]) AS t (k, m, w))"
         )
     if seen:
         sql += (
             ", s AS (INSERT INTO risk_seenidentity (actor, kind, value, first_seen, last_seen) "  # noqa: S608
-            f"VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * seen)} "
+            f"SELECT d.actor, t.k, t.v, d.at, d.at FROM d, (VALUES {', '.join(['(%s, %s)'] * seen)}) AS t (k, v) "
             "ON CONFLICT (actor, kind, value) DO UPDATE SET last_seen = EXCLUDED.last_seen)"
         )
     return sql + " SELECT id FROM d"  # noqa: S608 - our tables, no input in the text
@@ -199,14 +201,14 @@ def _insert_postgres(decision: Decision, *, hits, seen) -> None:
     ]
     if hits:
         rows = hit_rows(hits, decision.at)
-        params += [decision.at, [row.key for row in rows], [row.member for row in rows], [row.weight for row in rows]]
+        params += [[row.key for row in rows], [row.member for row in rows], [row.weight for row in rows]]
     for kind, value in seen:
-        params += [decision.actor, kind, value, decision.at, decision.at]
+        params += [kind, value]
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(bool(hits), len(seen)), params)
         decision.pk = cursor.fetchone()[0]
+        decision._state.db = cursor.db.alias
     decision._state.adding = False
-    decision._state.db = connection.alias
 
 
 def assessment_prepare(

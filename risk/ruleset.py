@@ -15,12 +15,13 @@ no snapshot is older than that.
 
 import operator
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -69,9 +70,18 @@ _snapshot: Ruleset | None = None
 _UNREAD = object()
 
 
+_held = threading.local()  # per thread, as Django's cache objects are: (backend, the version's key)
+
+
 def version_key() -> str:
-    """The version's key as the cache stores it (with the cache's prefix): read raw in a pipeline."""
-    return cache.make_and_validate_key(VERSION_KEY)
+    """The version's key as the cache stores it (with the cache's prefix): read raw in a pipeline.
+    Made once per cache object (its prefix and key function are fixed when it is made)."""
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    held = getattr(_held, "key", None)
+    if held is None or held[0] is not backend:
+        held = (backend, backend.make_and_validate_key(VERSION_KEY))
+        _held.key = held
+    return held[1]
 
 
 def version_read():

@@ -77,6 +77,7 @@ class Signals:
     def __init__(self, *, event: str, context: RiskContext, subject: tuple[str, str] | None, now: datetime):
         self.event, self.context, self.subject, self.now = event, context, subject, now
         self.identities = context.identities()
+        self.actor = context.actor_key  # whose history this is ("" for nobody), read by several signals
         self.values: dict[str, float | None] = {}
         self._seen: dict[tuple[str, str], datetime] | None = None
         self._history: list[dict] | None = None
@@ -105,10 +106,10 @@ class Signals:
             self._writes = list(writes)
         names = [name for name in dict.fromkeys(names) if name not in self.values]
         asks, wanted = self._asks(names)
-        actor = self.context.actor_key
+        actor = self.actor
         identities = [self.identities[kind] for kind in ("device", "network") if kind in self.identities]
-        need_history = self._history is None and bool(actor) and any(name in HISTORY_SIGNALS for name in names)
-        need_seen = self._seen is None and bool(actor and identities) and any(name in SEEN_SIGNALS for name in names)
+        need_history = self._history is None and bool(actor) and not HISTORY_SIGNALS.isdisjoint(names)
+        need_seen = self._seen is None and bool(actor and identities) and not SEEN_SIGNALS.isdisjoint(names)
         if self._seen is None and not (actor and identities):
             self._seen = {}
         if self._history is None and not actor:
@@ -209,13 +210,13 @@ class Signals:
                 "SELECT 'h', NULL, NULL, amount, at, NULL FROM (SELECT amount, at FROM risk_decision "
                 "WHERE actor = %s AND event = %s AND at < %s ORDER BY at DESC, id DESC LIMIT 50) h"
             )
-            params += [self.context.actor_key, self.event, self.now]
+            params += [self.actor, self.event, self.now]
         if seen:
             branches.append(
                 "SELECT 's', kind, value, NULL, first_seen, NULL FROM (SELECT kind, value, first_seen "
                 "FROM risk_seenidentity WHERE actor = %s AND (value = ANY(%s) OR first_seen <= %s) LIMIT 50) s"
             )
-            params += [self.context.actor_key, identities, self.now - timedelta(hours=NEW_HOURS)]
+            params += [self.actor, identities, self.now - timedelta(hours=NEW_HOURS)]
         if frozen_actor is not None:
             branches.append(
                 "SELECT 'f', NULL, NULL, NULL, NULL, NULL FROM (SELECT 1 FROM risk_reviewitem WHERE kind = 'user' "
@@ -260,7 +261,7 @@ class Signals:
             from risk.models import SeenIdentity
 
             values = [self.identities[kind] for kind in ("device", "network") if kind in self.identities]
-            actor = self.context.actor_key
+            actor = self.actor
             cutoff = self.now - timedelta(hours=NEW_HOURS)
             rows = (
                 SeenIdentity.objects.filter(actor=actor)
@@ -287,7 +288,7 @@ class Signals:
         if self._history is None:
             from risk.models import Decision
 
-            actor = self.context.actor_key
+            actor = self.actor
             self._history = (
                 list(
                     Decision.objects.filter(actor=actor, event=self.event, at__lt=self.now)
@@ -305,7 +306,7 @@ def _new(signals: Signals, kind: str) -> float | None:
     one first used within the last day; 0 otherwise. Someone risk has never seen before has no "usual"
     device: that is what account age is for, not this signal."""
     value = signals.identities.get(kind)
-    if value is None or not signals.context.actor_key:
+    if value is None or not signals.actor:
         return None
     seen = signals.seen()
     if ("history", kind) not in seen:
@@ -371,7 +372,8 @@ def _anomaly_new_network(signals: Signals) -> float | None:
 
 
 def _burst(signals: Signals) -> float | None:
-    recent = sum(1 for row in signals.history() if row["at"] > signals.now - timedelta(minutes=10))
+    since = signals.now - timedelta(minutes=10)
+    recent = sum(1 for row in signals.history() if row["at"] > since)
     return float(recent)
 
 
@@ -387,8 +389,13 @@ def _anomaly_part(name: str, value: float | None) -> float:
 
 
 def _anomaly_score(signals: Signals) -> float:
-    signals.prefetch(ANOMALY_WEIGHTS)
-    return round(sum(_anomaly_part(name, signals.values[name]) for name in ANOMALY_WEIGHTS))
+    # The parts read only what the score's own load read (the history and seen identities; any missing
+    # are read on first use), so each is computed straight away.
+    values = signals.values
+    for name in ANOMALY_WEIGHTS:
+        if name not in values:
+            values[name] = signals._named(name)
+    return round(sum(_anomaly_part(name, values[name]) for name in ANOMALY_WEIGHTS))
 
 
 NAMED: dict[str, Named] = {

@@ -168,8 +168,10 @@ class RedisExchange:
         self.asks, self.probe = asks, probe
         self.keys = [probe or "risk:none", *(key for key, _w, _m in writes), *(key for _what, key, _s in asks)]
         args = [repr(stamp), LONGEST_TEXT, str(len(writes))]
-        # A plain hit is unique; its weight rides in the member so "keys in a window" can sum it.
-        args += [member or f"{secrets.token_hex(6)}:{weight}" for _key, weight, member in writes]
+        # A plain hit is unique (one random token per act, numbered per hit); its weight rides in the
+        # member so "keys in a window" can sum it.
+        token = secrets.token_hex(6)
+        args += [member or f"{token}{number}:{weight}" for number, (_key, weight, member) in enumerate(writes)]
         args.append(str(len(asks)))
         for what, _key, seconds in asks:
             args += ["weight" if what == "weight" else "count", repr(stamp - seconds)]
