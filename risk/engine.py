@@ -216,8 +216,8 @@ def assessment_prepare(
 ) -> Assessment:
     """Decide one act without storing it: the rules and block list from this process's snapshot
     (risk/ruleset.py), the signals the event's active rules name (plus what every decision keeps) in
-    one read — one statement on PostgreSQL, and one Redis pipeline that also records the act's hits
-    when the cache is Redis. Call `store` on the result, whatever the outcome."""
+    one read — one statement on PostgreSQL, and one Redis command (a script) that also records the
+    act's hits when the cache is Redis. Call `store` on the result, whatever the outcome."""
     if event not in EVENTS:
         raise ValueError(f"unknown risk event {event!r}")
     subject_key = (subject[0], str(subject[1])) if subject else None

@@ -97,7 +97,7 @@ def ruleset(version=_UNREAD) -> Ruleset:
     """The current rules and block list: this process's snapshot, reloaded when the version changed.
 
     `version`: the shared version when the caller read it already (the assessment reads it in the same
-    Redis pipeline as its velocity windows, so checking costs no round trip of its own)."""
+    Redis command as its velocity windows, so checking costs no round trip of its own)."""
     global _snapshot
     if version is _UNREAD:
         version = version_read()

@@ -98,8 +98,8 @@ class Signals:
         On PostgreSQL everything the names need from the database is ONE statement: the velocity
         windows as conditional aggregates of one scan of the hits (when the cache is not Redis), the
         actor's history, their seen devices and networks, and (`frozen_actor`) whether that account is
-        frozen. With Redis, the hits are recorded and the windows counted in ONE pipeline. Without
-        Redis the hits are written later with the decision (`risk.engine`), so the counts add them.
+        frozen. With Redis, the hits are recorded and the windows counted in ONE command (a script).
+        Without Redis the hits are written later with the decision (`risk.engine`), so the counts add them.
         Elsewhere (SQLite: the demo) the same reads are a few ORM queries. With Redis, `probe` names a
         key read raw in the same pipeline (the rules' version), returned."""
         if writes is not None:

@@ -96,8 +96,8 @@ def _redis_writes(pipe, writes: list[Hit], now: datetime) -> None:
 # One command for the whole exchange: the version read, the hits recorded (each set trimmed to the longest
 # window and expiring with it), the windows counted. Run server-side, so the client packs and parses
 # one command instead of ~35 (three per hit, one per window: over a millisecond of CPU per checkout).
-# The reply is two strings: the version's value ("" when unset: a nil would cut a Lua table short) and the
-# windows' answers joined by spaces (two bulk strings parse in a fraction of the time of an array of ints).
+# The reply is ONE string, the windows' answers joined by spaces, then "|" and the version's raw value ("" when
+# unset): one bulk string parses in a fraction of the time of an array of integers.
 EXCHANGE = """
 local now, longest, writes = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local version = redis.call('GET', KEYS[1]) or ''
@@ -125,7 +125,7 @@ for i = 1, asks do
     out[#out + 1] = redis.call('ZCOUNT', key, since, '+inf')
   end
 end
-return {version, table.concat(out, ' ')}
+return table.concat(out, ' ') .. '|' .. version
 """
 
 _local = threading.local()  # per thread, as Django's cache objects are: (backend, its script)
@@ -199,7 +199,7 @@ class RedisExchange:
             raise
         self.pool.release(self.connection)
         self.connection = None
-        version, answers = result
+        answers, _bar, version = result.partition(b"|")  # the answers are digits and spaces: the first "|" ends them
         probed = version if self.probe is not None and version != b"" else None
         return [int(value) for value in answers.split()], probed
 
