@@ -11,6 +11,7 @@ value computed, and names its subject (order, withdrawal, dispute, user, merchan
 
 import functools
 import json
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -199,9 +200,12 @@ def _insert_postgres(decision: Decision, *, hits, seen) -> None:
         else getattr(decision, column.attname)
         for column in _decision_columns()
     ]
-    if hits:
-        rows = hit_rows(hits, decision.at)
-        params += [[row.key for row in rows], [row.member for row in rows], [row.weight for row in rows]]
+    if hits:  # as hit_rows makes them, without a model instance per hit
+        params += [
+            [key for key, _weight, _member in hits],
+            [member or secrets.token_hex(8) for _key, _weight, member in hits],
+            [weight for _key, weight, _member in hits],
+        ]
     for kind, value in seen:
         params += [kind, value]
     with connection.cursor() as cursor:
