@@ -55,4 +55,6 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'risk' has no attribute {name!r}")
     from importlib import import_module
 
-    return getattr(import_module(module), name)
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # found once: later uses (every checkout's) read the module's attribute
+    return value

@@ -9,8 +9,9 @@ allows. The decision row keeps the event, outcome, anomaly score, the deciding r
 value computed, and names its subject (order, withdrawal, dispute, user, merchant) when known.
 """
 
-import hashlib
+import functools
 import json
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,7 +23,7 @@ from risk.context import EVENTS, Outcome, RiskContext
 from risk.models import Decision, ReviewKind, SeenIdentity, VelocityHit
 from risk.ruleset import ruleset, ruleset_unchecked, version_key
 from risk.signals import ANOMALY_WEIGHTS, EMAIL_DIMENSIONS, EMAIL_EVENTS, Signals
-from risk.velocity import counter_key, hit_rows, uses_redis
+from risk.velocity import counter_key, hit_rows, identity_digest, uses_redis
 
 # A frozen account may still sign in (to see its orders) but not buy, withdraw or change payouts.
 FROZEN_EVENTS = frozenset({"checkout", "withdrawal", "payout_account_change"})
@@ -35,16 +36,19 @@ SECOND_HAND = frozenset({"payment"})
 
 def _hits(signals: Signals, event: str, context: RiskContext) -> list[tuple[str, int, str | None]]:
     """The act's velocity hits: one per counter and identity, and its e-mail under device, IP, network."""
-    hits: list[tuple[str, int, str | None]] = []
-    for counter in (event, *context.count_as):
-        for dimension, value in signals.identities.items():
-            hits.append((counter_key("v", counter, dimension, value), max(context.quantity or 1, 1), None))
-    email = signals.identities.get("email")
+    identities = signals.identities
+    weight = max(context.quantity or 1, 1)
+    hits: list[tuple[str, int, str | None]] = [
+        (counter_key("v", counter, dimension, value), weight, None)
+        for counter in (event, *context.count_as)
+        for dimension, value in identities.items()
+    ]
+    email = identities.get("email")
     if event in EMAIL_EVENTS and email:
-        member = hashlib.sha256(email.encode()).hexdigest()[:24]
+        member = identity_digest(email)  # the first 24 hex digits of the address's SHA-256
         for dimension in EMAIL_DIMENSIONS:
-            if dimension in signals.identities:
-                hits.append((counter_key("e", "any", dimension, signals.identities[dimension]), 1, member))
+            if dimension in identities:
+                hits.append((counter_key("e", "any", dimension, identities[dimension]), 1, member))
     return hits
 
 
@@ -84,38 +88,43 @@ class Assessment:
         """Write the decision about `subject`; may run again after a rollback undid an earlier store."""
         subject_key = (subject[0], str(subject[1])) if subject else None
         context, identities = self.context, self.signals.identities
-        decision = Decision(
-            at=self.now,
-            event=self.event,
-            outcome=self.outcome,
-            score=int(self.signals.values.get("anomaly_score") or 0),
-            rule=self.deciding,
-            reasons=self.reasons,
-            signals=self.signals.values,
-            subject_type=subject_key[0] if subject_key else "",
-            subject_id=subject_key[1] if subject_key else "",
-            actor=context.actor_key,
-            email=context.email.strip().lower()[:254],
-            ip=context.ip or None,
-            network=identities.get("network", ""),
-            device=context.device[:64],
-            amount=context.amount,
-            currency=context.currency,
-            challenge_passed=challenge_passed,
+        decision = _decision_new(
+            {
+                "at": self.now,
+                "event": self.event,
+                "outcome": self.outcome,
+                "score": int(self.signals.values.get("anomaly_score") or 0),
+                "rule_id": self.deciding.pk if self.deciding is not None else None,
+                "reasons": self.reasons,
+                "signals": self.signals.values,
+                "subject_type": subject_key[0] if subject_key else "",
+                "subject_id": subject_key[1] if subject_key else "",
+                "actor": self.signals.actor,
+                "email": context.email.strip().lower()[:254],
+                "ip": context.ip or None,
+                "network": identities.get("network", ""),
+                "device": context.device[:64],
+                "amount": context.amount,
+                "currency": context.currency,
+                "challenge_passed": challenge_passed,
+            }
         )
+        if self.deciding is not None:
+            decision.rule = self.deciding  # as Decision(rule=…) would: no query to read it back
         seen = [(kind, identities[kind]) for kind in ("device", "network") if kind in identities and self.first_hand]
-        now = self.now
+        now, actor = self.now, self.signals.actor
         freezing = self.outcome == Outcome.FREEZE and context.actor_id is not None and not self.frozen
-        with transaction.atomic() if freezing or connection.vendor != "postgresql" else _nothing():
-            if connection.vendor == "postgresql":
-                _insert_postgres(decision, hits=self.db_hits, seen=seen if context.actor_key else [])
+        postgres = connection.vendor == "postgresql"
+        with transaction.atomic() if freezing or not postgres else _nothing():
+            if postgres:
+                _insert_postgres(decision, hits=self.db_hits, seen=seen if actor else [])
             else:
                 decision.save(force_insert=True)
                 VelocityHit.objects.bulk_create(hit_rows(self.db_hits, self.now))
-                if context.actor_key and seen:
+                if actor and seen:
                     SeenIdentity.objects.bulk_create(
                         [
-                            SeenIdentity(actor=context.actor_key, kind=kind, value=value, first_seen=now, last_seen=now)
+                            SeenIdentity(actor=actor, kind=kind, value=value, first_seen=now, last_seen=now)
                             for kind, value in seen
                         ],
                         update_conflicts=True,
@@ -139,45 +148,71 @@ class _nothing:
         return False
 
 
-def _insert_postgres(decision: Decision, *, hits, seen) -> None:
-    """INSERT the decision, the velocity hits and the seen identities in one statement (a CTE)."""
-    columns = [f for f in Decision._meta.concrete_fields if not f.primary_key]
-    values, params = [], []
-    for column in columns:
-        value = getattr(decision, column.attname)
-        if column.name in ("reasons", "signals"):
-            values.append("%s::jsonb")
-            params.append(json.dumps(value))
-        elif column.name == "ip":
-            values.append("%s::inet")
-            params.append(value)
-        else:
-            values.append("%s")
-            params.append(value)
+@functools.cache
+def _decision_columns() -> tuple:
+    """Decision's columns but the id, in the model's order (what `Decision(None, *values)` takes)."""
+    fields = Decision._meta.concrete_fields
+    assert fields[0].primary_key
+    return tuple(fields[1:])
+
+
+def _decision_new(values: dict[str, Any]) -> Decision:
+    """Decision(**values) built positionally (what Django does for a row it reads): the keyword path of
+    Model.__init__ costs a few times more, on every assessment. `values` names every column (attname)."""
+    return Decision(None, *[values[column.attname] for column in _decision_columns()])
+
+
+@functools.cache
+def _insert_sql(hits: bool, seen: int) -> str:
+    """The text of the decision's one statement, by shape: with the act's velocity hits or not, and with
+    0, 1 or 2 seen identities (device, network). Built once per shape; only the parameters change. The
+    hits and seen identities take the act's time and actor from the decision's row (fewer parameters
+    to adapt)."""
+    columns = _decision_columns()
+    casts = {"reasons": "%s::jsonb", "signals": "%s::jsonb", "ip": "%s::inet"}
+    values = [casts.get(column.name, "%s") for column in columns]
     sql = (
-        f"WITH d AS (INSERT INTO risk_decision ({', '.join(c.column for c in columns)}) "  # noqa: S608 - no input
-        f"VALUES ({', '.join(values)}) RETURNING id)"
+        f"WITH d AS (INSERT INTO risk_decision ({', '.join(column.column for column in columns)}) "  # noqa: S608
+        f"VALUES ({', '.join(values)}) RETURNING id, actor, at)"
     )
     if hits:
-        rows = hit_rows(hits, decision.at)
         sql += (
             ", h AS (INSERT INTO risk_velocityhit (key, member, weight, at) "
-            "SELECT k, m, w, %s FROM unnest(%s::varchar[], %s::varchar[], %s::int[]) AS t (k, m, w))"
+            "SELECT k, m, w, d.at FROM d, unnest(%s::varchar[], %s::varchar[], %s::int[]) AS t (k, m, w))"
         )
-        params += [decision.at, [row.key for row in rows], [row.member for row in rows], [row.weight for row in rows]]
     if seen:
         sql += (
             ", s AS (INSERT INTO risk_seenidentity (actor, kind, value, first_seen, last_seen) "  # noqa: S608
-            f"VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(seen))} "
+            f"SELECT d.actor, t.k, t.v, d.at, d.at FROM d, (VALUES {', '.join(['(%s, %s)'] * seen)}) AS t (k, v) "
             "ON CONFLICT (actor, kind, value) DO UPDATE SET last_seen = EXCLUDED.last_seen)"
         )
-        for kind, value in seen:
-            params += [decision.actor, kind, value, decision.at, decision.at]
+    return sql + " SELECT id FROM d"  # noqa: S608 - our tables, no input in the text
+
+
+_JSON_COLUMNS = frozenset({"reasons", "signals"})
+
+
+def _insert_postgres(decision: Decision, *, hits, seen) -> None:
+    """INSERT the decision, the velocity hits and the seen identities in one statement (a CTE)."""
+    params = [
+        json.dumps(getattr(decision, column.attname))
+        if column.name in _JSON_COLUMNS
+        else getattr(decision, column.attname)
+        for column in _decision_columns()
+    ]
+    if hits:  # as hit_rows makes them, without a model instance per hit
+        params += [
+            [key for key, _weight, _member in hits],
+            [member or secrets.token_hex(8) for _key, _weight, member in hits],
+            [weight for _key, weight, _member in hits],
+        ]
+    for kind, value in seen:
+        params += [kind, value]
     with connection.cursor() as cursor:
-        cursor.execute(sql + " SELECT id FROM d", params)  # noqa: S608 - our tables, no input in the text
+        cursor.execute(_insert_sql(bool(hits), len(seen)), params)
         decision.pk = cursor.fetchone()[0]
+        decision._state.db = cursor.db.alias
     decision._state.adding = False
-    decision._state.db = connection.alias
 
 
 def assessment_prepare(
@@ -185,8 +220,8 @@ def assessment_prepare(
 ) -> Assessment:
     """Decide one act without storing it: the rules and block list from this process's snapshot
     (risk/ruleset.py), the signals the event's active rules name (plus what every decision keeps) in
-    one read — one statement on PostgreSQL, and one Redis pipeline that also records the act's hits
-    when the cache is Redis. Call `store` on the result, whatever the outcome."""
+    one read — one statement on PostgreSQL, and one Redis command (a script) that also records the
+    act's hits when the cache is Redis. Call `store` on the result, whatever the outcome."""
     if event not in EVENTS:
         raise ValueError(f"unknown risk event {event!r}")
     subject_key = (subject[0], str(subject[1])) if subject else None
@@ -197,15 +232,15 @@ def assessment_prepare(
     # rules this process has (nearly always the current ones); if the version moved, the fresh rules'
     # further signals are read after. Elsewhere the version is a local read.
     guess = ruleset_unchecked() if redis else ruleset()
-    rules = guess.rules.get(event, ()) if guess is not None else ()
+    names = guess.signals.get(event, ()) if guess is not None else ()
     hits = _hits(signals, event, context) if first_hand else []
     frozen_actor = context.actor_id if context.actor_id is not None and event in FROZEN_EVENTS else None
-    names = [*(rule.signal for rule in rules), *(ALWAYS if first_hand else ())]
+    if first_hand:
+        names = (*names, *ALWAYS)
     version = signals.load(names, writes=hits, frozen_actor=frozen_actor, probe=version_key() if redis else None)
     current = ruleset(version) if redis else guess
     if current is not guess:
-        rules = current.rules.get(event, ())
-        signals.load([rule.signal for rule in rules])
+        signals.load(current.signals.get(event, ()))
 
     outcome, deciding, reasons = Outcome.ALLOW, None, []
     frozen = bool(signals.frozen) if frozen_actor is not None else False
@@ -226,14 +261,16 @@ def assessment_prepare(
             }
         ]
     else:
-        for rule in rules:
-            value = signals.get(rule.signal)
-            if rule.matches(value):
+        # One pass over the compiled rules (ruleset.py), harshest first; a reason only for the one that decides.
+        values = signals.values
+        for signal, compare, threshold, rule in current.checks.get(event, ()):
+            value = values[signal] if signal in values else signals.get(signal)
+            if value is not None and compare(float(value), threshold):
                 outcome, deciding = rule.outcome, rule
                 reasons = [
                     {
                         "rule": rule.pk,
-                        "signal": rule.signal,
+                        "signal": signal,
                         "value": value,
                         "threshold": rule.threshold,
                         "comparison": rule.comparison,

@@ -13,18 +13,21 @@ A change made outside the ORM (SQL, a bulk insert, a data migration) is seen wit
 no snapshot is older than that.
 """
 
+import operator
 import secrets
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from risk.context import Outcome
-from risk.models import BlockEntry, BlockKind, Rule
+from risk.models import BlockEntry, BlockKind, Comparison, Rule
 
 VERSION_KEY = "risk:ruleset:version"
 MAX_AGE = 60.0  # seconds: the longest a change made outside the ORM goes unseen
@@ -40,15 +43,45 @@ class Ruleset:
     # by (kind, value) for exact ones, and the patterns (e-mail wildcards, CIDR ranges), by pk.
     exact: dict[tuple[str, str], tuple[BlockEntry, ...]]
     patterns: tuple[BlockEntry, ...]
+    # Per event, the same rules compiled for the engine's one pass: (signal, comparison as a function of
+    # (value, threshold), threshold, rule), in the same order; and the distinct signals they name.
+    checks: dict[str, tuple[tuple[str, Callable[[float, float], bool], float, Rule], ...]] = field(default_factory=dict)
+    signals: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+# Rule.matches as functions: `compare(float(value), threshold)` for a value that is not None.
+COMPARE = {
+    Comparison.GTE: operator.ge,
+    Comparison.GT: operator.gt,
+    Comparison.LTE: operator.le,
+    Comparison.LT: operator.lt,
+    Comparison.EQ: operator.eq,
+}
+
+
+def _check(rule: Rule) -> tuple[str, Callable[[float, float], bool], float, Rule]:
+    compare = COMPARE.get(rule.comparison)
+    if compare is None:  # not a comparison the admin offers: Rule.matches raises for it, as before
+        return rule.signal, lambda value, _threshold, rule=rule: rule.matches(value), rule.threshold, rule
+    return rule.signal, compare, rule.threshold, rule
 
 
 _snapshot: Ruleset | None = None
 _UNREAD = object()
 
 
+_held = threading.local()  # per thread, as Django's cache objects are: (backend, the version's key)
+
+
 def version_key() -> str:
-    """The version's key as the cache stores it (with the cache's prefix): read raw in a pipeline."""
-    return cache.make_and_validate_key(VERSION_KEY)
+    """The version's key as the cache stores it (with the cache's prefix): read raw in a pipeline.
+    Made once per cache object (its prefix and key function are fixed when it is made)."""
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    held = getattr(_held, "key", None)
+    if held is None or held[0] is not backend:
+        held = (backend, backend.make_and_validate_key(VERSION_KEY))
+        _held.key = held
+    return held[1]
 
 
 def version_read():
@@ -64,7 +97,7 @@ def ruleset(version=_UNREAD) -> Ruleset:
     """The current rules and block list: this process's snapshot, reloaded when the version changed.
 
     `version`: the shared version when the caller read it already (the assessment reads it in the same
-    Redis pipeline as its velocity windows, so checking costs no round trip of its own)."""
+    Redis command as its velocity windows, so checking costs no round trip of its own)."""
     global _snapshot
     if version is _UNREAD:
         version = version_read()
@@ -107,6 +140,8 @@ def _load(version) -> Ruleset:
         rules=ordered,
         exact={key: tuple(found) for key, found in exact.items()},
         patterns=tuple(patterns),
+        checks={event: tuple(_check(rule) for rule in found) for event, found in ordered.items()},
+        signals={event: tuple(dict.fromkeys(rule.signal for rule in found)) for event, found in ordered.items()},
     )
 
 

@@ -42,6 +42,29 @@ HISTORY_SIGNALS = frozenset({"anomaly.amount_z", "anomaly.unusual_hour", "anomal
 SEEN_SIGNALS = frozenset({"new_device", "new_network", "anomaly.new_network", "anomaly_score"})
 
 
+_PARSED: dict[str, tuple[str, str, str, str, int] | None] = {}
+
+
+def velocity_signal(name: str) -> tuple[str, str, str, str, int] | None:
+    """A velocity signal's parts, (key kind, counter, dimension, count | weight | distinct, window
+    seconds); None for any other signal. Parsed once per name: every assessment asks for the same few."""
+    try:
+        return _PARSED[name]
+    except KeyError:
+        pass
+    match = VELOCITY.match(name)
+    if match is None:
+        parsed = None
+    elif match["edimension"]:
+        parsed = ("e", "any", match["edimension"], "distinct", WINDOWS[match["ewindow"]])
+    else:
+        what = "weight" if match["what"] == "keys" else "count"
+        parsed = ("v", match["counter"], match["dimension"], what, WINDOWS[match["window"]])
+    if len(_PARSED) < 4096:  # names come from rules (staff): few, but never an unbounded memory
+        _PARSED[name] = parsed
+    return parsed
+
+
 @dataclass(frozen=True)
 class Named:
     function: Callable[["Signals"], float | None]
@@ -54,6 +77,7 @@ class Signals:
     def __init__(self, *, event: str, context: RiskContext, subject: tuple[str, str] | None, now: datetime):
         self.event, self.context, self.subject, self.now = event, context, subject, now
         self.identities = context.identities()
+        self.actor = context.actor_key  # whose history this is ("" for nobody), read by several signals
         self.values: dict[str, float | None] = {}
         self._seen: dict[tuple[str, str], datetime] | None = None
         self._history: list[dict] | None = None
@@ -74,23 +98,45 @@ class Signals:
         On PostgreSQL everything the names need from the database is ONE statement: the velocity
         windows as conditional aggregates of one scan of the hits (when the cache is not Redis), the
         actor's history, their seen devices and networks, and (`frozen_actor`) whether that account is
-        frozen. With Redis, the hits are recorded and the windows counted in ONE pipeline. Without
-        Redis the hits are written later with the decision (`risk.engine`), so the counts add them.
+        frozen. With Redis, the hits are recorded and the windows counted in ONE command (a script).
+        Without Redis the hits are written later with the decision (`risk.engine`), so the counts add them.
         Elsewhere (SQLite: the demo) the same reads are a few ORM queries. With Redis, `probe` names a
         key read raw in the same pipeline (the rules' version), returned."""
         if writes is not None:
             self._writes = list(writes)
         names = [name for name in dict.fromkeys(names) if name not in self.values]
         asks, wanted = self._asks(names)
-        actor = self.context.actor_key
+        actor = self.actor
         identities = [self.identities[kind] for kind in ("device", "network") if kind in self.identities]
-        need_history = self._history is None and bool(actor) and any(name in HISTORY_SIGNALS for name in names)
-        need_seen = self._seen is None and bool(actor and identities) and any(name in SEEN_SIGNALS for name in names)
+        need_history = self._history is None and bool(actor) and not HISTORY_SIGNALS.isdisjoint(names)
+        need_seen = self._seen is None and bool(actor and identities) and not SEEN_SIGNALS.isdisjoint(names)
         if self._seen is None and not (actor and identities):
             self._seen = {}
         if self._history is None and not actor:
             self._history = []
         redis = uses_redis()
+        answers: list[float] = []
+        probed = None
+        if asks or need_history or need_seen or frozen_actor is not None or probe or (redis and self._writes):
+            answers, probed = self._fetch(
+                asks=asks,
+                history=need_history,
+                seen=need_seen,
+                frozen_actor=frozen_actor,
+                identities=identities,
+                probe=probe,
+                redis=redis,
+            )
+        # else: named signals over what is read already (the anomaly score's parts): nothing to fetch
+        for name, value in zip(wanted, answers, strict=True):
+            self.values[name] = value
+        for name in names:
+            if name not in self.values:
+                self.values[name] = self._named(name)
+        return probed
+
+    def _fetch(self, *, asks, history: bool, seen: bool, frozen_actor, identities, probe, redis: bool):
+        """(the asks' answers, the probed value): one SQL statement and, with Redis, one exchange."""
         answers: list[float] = []
         probed = None
         # With Redis the exchange is sent first and its reply read after the SQL read: the waits overlap.
@@ -101,8 +147,8 @@ class Signals:
             if connection.vendor == "postgresql":
                 found = self._read_postgres(
                     asks=[] if redis else asks,
-                    history=need_history,
-                    seen=need_seen,
+                    history=history,
+                    seen=seen,
                     frozen_actor=frozen_actor,
                     identities=identities,
                 )
@@ -111,9 +157,9 @@ class Signals:
             else:
                 if not redis:
                     answers = db_exchange(now=self.now, writes=self._writes, asks=asks)
-                if need_history:
+                if history:
                     self.history()
-                if need_seen:
+                if seen:
                     self.seen()
                 if frozen_actor is not None:
                     from risk.models import ReviewItem, ReviewKind, ReviewStatus
@@ -130,31 +176,20 @@ class Signals:
         if exchange is not None:
             answers, probed = exchange.receive()
             self._writes = []  # recorded: later asks count them as they are
-        for name, value in zip(wanted, answers, strict=True):
-            self.values[name] = value
-        for name in names:
-            if name not in self.values:
-                self.values[name] = self._named(name)
-        return probed
+        return answers, probed
 
     def _asks(self, names) -> tuple[list[tuple[str, str, int]], list[str]]:
         asks, wanted = [], []
         for name in names:
-            match = VELOCITY.match(name)
-            if match is None:
+            parsed = velocity_signal(name)
+            if parsed is None:
                 continue
-            if match["edimension"]:
-                value = self.identities.get(match["edimension"])
-                key = value and counter_key("e", "any", match["edimension"], value)
-                ask = ("distinct", key, WINDOWS[match["ewindow"]])
-            else:
-                value = self.identities.get(match["dimension"])
-                key = value and counter_key("v", match["counter"], match["dimension"], value)
-                ask = ("weight" if match["what"] == "keys" else "count", key, WINDOWS[match["window"]])
-            if not key:
+            kind, counter, dimension, what, seconds = parsed
+            value = self.identities.get(dimension)
+            if not value:
                 self.values[name] = None  # no such identity (a guest has no account, an API client no device)
                 continue
-            asks.append(ask)
+            asks.append((what, counter_key(kind, counter, dimension, value), seconds))
             wanted.append(name)
         return asks, wanted
 
@@ -175,13 +210,13 @@ class Signals:
                 "SELECT 'h', NULL, NULL, amount, at, NULL FROM (SELECT amount, at FROM risk_decision "
                 "WHERE actor = %s AND event = %s AND at < %s ORDER BY at DESC, id DESC LIMIT 50) h"
             )
-            params += [self.context.actor_key, self.event, self.now]
+            params += [self.actor, self.event, self.now]
         if seen:
             branches.append(
                 "SELECT 's', kind, value, NULL, first_seen, NULL FROM (SELECT kind, value, first_seen "
                 "FROM risk_seenidentity WHERE actor = %s AND (value = ANY(%s) OR first_seen <= %s) LIMIT 50) s"
             )
-            params += [self.context.actor_key, identities, self.now - timedelta(hours=NEW_HOURS)]
+            params += [self.actor, identities, self.now - timedelta(hours=NEW_HOURS)]
         if frozen_actor is not None:
             branches.append(
                 "SELECT 'f', NULL, NULL, NULL, NULL, NULL FROM (SELECT 1 FROM risk_reviewitem WHERE kind = 'user' "
@@ -226,7 +261,7 @@ class Signals:
             from risk.models import SeenIdentity
 
             values = [self.identities[kind] for kind in ("device", "network") if kind in self.identities]
-            actor = self.context.actor_key
+            actor = self.actor
             cutoff = self.now - timedelta(hours=NEW_HOURS)
             rows = (
                 SeenIdentity.objects.filter(actor=actor)
@@ -253,7 +288,7 @@ class Signals:
         if self._history is None:
             from risk.models import Decision
 
-            actor = self.context.actor_key
+            actor = self.actor
             self._history = (
                 list(
                     Decision.objects.filter(actor=actor, event=self.event, at__lt=self.now)
@@ -271,7 +306,7 @@ def _new(signals: Signals, kind: str) -> float | None:
     one first used within the last day; 0 otherwise. Someone risk has never seen before has no "usual"
     device: that is what account age is for, not this signal."""
     value = signals.identities.get(kind)
-    if value is None or not signals.context.actor_key:
+    if value is None or not signals.actor:
         return None
     seen = signals.seen()
     if ("history", kind) not in seen:
@@ -337,7 +372,8 @@ def _anomaly_new_network(signals: Signals) -> float | None:
 
 
 def _burst(signals: Signals) -> float | None:
-    recent = sum(1 for row in signals.history() if row["at"] > signals.now - timedelta(minutes=10))
+    since = signals.now - timedelta(minutes=10)
+    recent = sum(1 for row in signals.history() if row["at"] > since)
     return float(recent)
 
 
@@ -353,8 +389,13 @@ def _anomaly_part(name: str, value: float | None) -> float:
 
 
 def _anomaly_score(signals: Signals) -> float:
-    signals.prefetch(ANOMALY_WEIGHTS)
-    return round(sum(_anomaly_part(name, signals.values[name]) for name in ANOMALY_WEIGHTS))
+    # The parts read only what the score's own load read (the history and seen identities; any missing
+    # are read on first use), so each is computed straight away.
+    values = signals.values
+    for name in ANOMALY_WEIGHTS:
+        if name not in values:
+            values[name] = signals._named(name)
+    return round(sum(_anomaly_part(name, values[name]) for name in ANOMALY_WEIGHTS))
 
 
 NAMED: dict[str, Named] = {

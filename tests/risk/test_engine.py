@@ -85,6 +85,24 @@ def test_comparisons(no_rules, now, comparison, threshold, matches):
     assert (assess(now=now).outcome == "review") is matches
 
 
+def test_the_compiled_comparisons_agree_with_rule_matches(no_rules):
+    """The engine evaluates rules compiled once per snapshot (risk/ruleset.py); each comparison must say
+    what `Rule.matches` says, at, around and away from the threshold, for ints, floats and None."""
+    from risk.models import Rule
+    from risk.ruleset import _check
+
+    for comparison in ("gte", "gt", "lte", "lt", "eq"):
+        for threshold in (0.0, 5.0, 2.5):
+            checked = Rule(
+                event="checkout", signal="amount", comparison=comparison, threshold=threshold, outcome="block"
+            )
+            signal, compare, limit, same = _check(checked)
+            assert (signal, limit, same) == ("amount", threshold, checked)
+            for value in (None, -1, 0, 2, 2.5, 2.5001, 4.9999, 5, 5.0, 6, 10**9):
+                compiled = value is not None and compare(float(value), limit)
+                assert compiled is checked.matches(value), (comparison, threshold, value)
+
+
 def test_a_missing_signal_never_matches(no_rules, now):
     rule("checkout", "account_age_days", "lt", 1, "block")  # a guest has no account
     assert assess(now=now).outcome == "allow"
@@ -305,6 +323,21 @@ def test_velocity_on_redis_counts_weights_distinct_and_slides(no_rules, now, red
     assert values.get("emails.device.1d") == 3
     assert values.get("emails.device.1h") == 2
     assert VelocityHit.objects.count() == 0  # nothing in the database
+
+
+def test_the_exchange_command_is_packed_as_redis_py_packs_it():
+    """The EVALSHA is packed by hand (risk.velocity._command): byte for byte what redis-py sends, for
+    ASCII arguments and for a key with other characters (a cache KEY_PREFIX may have them)."""
+    import redis
+
+    from risk.velocity import _command
+
+    packer = redis.Connection()
+    for parts in (
+        ["EVALSHA", "a" * 40, "2", "risk:ruleset:version", "risk:v:checkout:ip:0123abcd", "1764504000.5", "2592000"],
+        ["EVALSHA", "b" * 40, "1", "shöp:1:risk:ruleset:version", "", "0"],
+    ):
+        assert _command(parts) == b"".join(packer.pack_command(*parts))
 
 
 # --- housekeeping ----------------------------------------------------------------------------------------
