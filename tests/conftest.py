@@ -2,6 +2,7 @@ import os
 
 import pytest
 from django.db import connection
+from django.utils import translation
 from hypothesis import settings as hypothesis_settings
 
 from config.celery import app as celery_app
@@ -33,6 +34,9 @@ def _fast_and_local(settings):
 
     ruleset_forget()
     yield
+    # A request's language (LocaleMiddleware, a user's saved language) stays active in this thread
+    # after the test client returns, as it would until the next request: not into the next test.
+    translation.deactivate()
 
 
 @pytest.fixture
