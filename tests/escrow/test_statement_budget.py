@@ -110,24 +110,29 @@ BUDGET = {
     # INSERT decision, UPSERT seen, COMMIT — and named the order after it in an UPDATE. The rules
     # and block list are now a per-process snapshot behind a version key in the shared cache.)
     "checkout": 12,
-    # payment by gateway id (outside the transaction: a bad one is refused without one); BEGIN;
-    # INSERT webhook event ON CONFLICT DO NOTHING RETURNING (replay check, no savepoint); payment FOR
-    # UPDATE; order FOR UPDATE; UPDATE payment; UPDATE order; INSERT audit payment.succeeded;
+    # BEGIN; payment (by gateway id) and its order FOR UPDATE OF both, with the merchant, and INSERT the
+    # webhook event ON CONFLICT DO NOTHING, in ONE statement (a replay waits on the payment's lock and
+    # finds the event; an unknown payment rolls back having written nothing); UPDATE payment succeeded
+    # and order paid in one statement (each a compare-and-set); INSERT audit payment.succeeded;
     # clearing + escrow + merchant + fee accounts in one SELECT; INSERT the three transfers ON CONFLICT
-    # DO NOTHING RETURNING (a replayed transfer id is skipped, not a savepoint's rollback); one UPDATE
-    # of the four balances that locks them in pk order first (ledger._apply_in_one_statement); COMMIT.
-    # (Was 22, then 19: a savepoint, its release, the transfers read back, a lock and four UPDATEs.)
-    # The risk engine's `payment` assessment before delivery, 2 more: the checkout's decisions of the
-    # order (who, from where, whether it was flagged); INSERT decision (the rules and the block list
-    # from the process's snapshot; was 4 with them read each time).
-    # The merchant's active webhook endpoints for `order.paid`, 1 more (shop/services/webhooks.py:
-    # none, so no event row).
-    "webhook": 15,
+    # DO NOTHING RETURNING (a replayed transfer id is skipped, not a savepoint's rollback); the risk
+    # engine's `payment` assessment: the checkout's decisions of the order (who, from where, whether it
+    # was flagged), INSERT decision (rules and block list from the process's snapshot); one UPDATE of
+    # the four balances that locks them in pk order first (ledger._apply_in_one_statement); COMMIT.
+    # No look-up of the merchant's webhook endpoints for `order.paid`: the merchant's row says it has
+    # none (`Merchant.has_webhook_endpoints`); a merchant with endpoints adds that query, and an INSERT
+    # of the event and one of its deliveries when one subscribes.
+    # (Was 22, then 19, then 15: the payment read before the transaction and again under its lock, the
+    # order locked by a statement of its own, the event inserted apart, payment and order updated one
+    # by one, the endpoints looked up for every merchant; before that a savepoint, its release, the
+    # transfers read back, a lock and four UPDATEs.)
+    "webhook": 10,
     # BEGIN; order FOR UPDATE with product and merchant; UPDATE keys sold; UPDATE order delivered;
     # INSERT audit order.delivered; count available stock up to the low-stock threshold; COMMIT.
     # (Was 10: the low-stock check read the product again inside a savepoint of its own.)
-    # The merchant's active webhook endpoints for `order.delivered`, 1 more (none here).
-    "delivery": 8,
+    # (Was 8: the merchant's active webhook endpoints for `order.delivered` were looked up; the merchant
+    # row read with the order now says it has none, `Merchant.has_webhook_endpoints`.)
+    "delivery": 7,
     # After the delivery commits, in the worker, off the buyer's path: the order once, with merchant,
     # user and product (for both messages); is the notice there already; BEGIN; SAVEPOINT, which of the
     # users have the line, INSERT the inbox line, RELEASE (accounts.notification_post, shared with the
