@@ -676,11 +676,14 @@ def payment_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -
         )
         return order
 
-    # The money in, and the merchant's share and the fee held out of escrow, booked in one statement.
-    ledger.transfers(
+    held = _payment_held_by_risk(order=order, now=now)
+    # Last: the money in, and the merchant's share and the fee held out of escrow, booked with the
+    # balances they change in ONE statement, so the shared platform balances stay locked only for the
+    # commit (as `balances_deferred` would keep them, one statement sooner).
+    ledger.transfers_closing(
         moves=[paid_in, *_holds(order=order, escrow=escrow, available=available, fees=fees)], order=order, now=now
     )
-    if _payment_held_by_risk(order=order, now=now):
+    if held:
         return order
     # Never raises after the commit: if the broker is down the sweeper delivers (escrow/delivery.py).
     transaction.on_commit(lambda: order_delivery_enqueue(order_pk=order.pk))
@@ -688,9 +691,10 @@ def payment_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -
 
 
 def _payment_held_by_risk(*, order: Order, now: datetime) -> bool:
-    """The `payment` assessment, after the money is booked and before delivery. Money that arrived is
-    never turned away here: anything but allow (or challenge, which a paid buyer already passed at
-    checkout) holds the paid order for staff (`held_for_review`), who deliver or refund it in full."""
+    """The `payment` assessment of a paid order, before delivery (and before its money is booked, in
+    the same transaction). Money that arrived is never turned away here: anything but allow (or
+    challenge, which a paid buyer already passed at checkout) holds the paid order for staff
+    (`held_for_review`), who deliver or refund it in full."""
     context = risk.subject_context(("order", order.pk), amount=order.amount, currency=order.currency) or (
         risk.RiskContext(actor_id=order.buyer_id, email=order.email, amount=order.amount, currency=order.currency)
     )

@@ -114,19 +114,20 @@ BUDGET = {
     # webhook event ON CONFLICT DO NOTHING, in ONE statement (a replay waits on the payment's lock and
     # finds the event; an unknown payment rolls back having written nothing); UPDATE payment succeeded
     # and order paid in one statement (each a compare-and-set); INSERT audit payment.succeeded;
-    # clearing + escrow + merchant + fee accounts in one SELECT; INSERT the three transfers ON CONFLICT
-    # DO NOTHING RETURNING (a replayed transfer id is skipped, not a savepoint's rollback); the risk
-    # engine's `payment` assessment: the checkout's decisions of the order (who, from where, whether it
-    # was flagged), INSERT decision (rules and block list from the process's snapshot); one UPDATE of
-    # the four balances that locks them in pk order first (ledger._apply_in_one_statement); COMMIT.
+    # clearing + escrow + merchant + fee accounts in one SELECT; the risk engine's `payment`
+    # assessment: the checkout's decisions of the order (who, from where, whether it was flagged),
+    # INSERT decision (rules and block list from the process's snapshot); last, INSERT the three
+    # transfers ON CONFLICT DO NOTHING and UPDATE the four balances they change, locked in pk order
+    # first, in ONE statement (ledger.transfers_closing: a replayed transfer id is skipped and moves
+    # no balance); COMMIT.
     # No look-up of the merchant's webhook endpoints for `order.paid`: the merchant's row says it has
     # none (`Merchant.has_webhook_endpoints`); a merchant with endpoints adds that query, and an INSERT
     # of the event and one of its deliveries when one subscribes.
     # (Was 22, then 19, then 15: the payment read before the transaction and again under its lock, the
     # order locked by a statement of its own, the event inserted apart, payment and order updated one
-    # by one, the endpoints looked up for every merchant; before that a savepoint, its release, the
-    # transfers read back, a lock and four UPDATEs.)
-    "webhook": 10,
+    # by one, the endpoints looked up for every merchant, the balances updated by a statement of their
+    # own; before that a savepoint, its release, the transfers read back, a lock and four UPDATEs.)
+    "webhook": 9,
     # BEGIN; order FOR UPDATE with product and merchant; UPDATE keys sold; UPDATE order delivered;
     # INSERT audit order.delivered; count available stock up to the low-stock threshold; COMMIT.
     # (Was 10: the low-stock check read the product again inside a savepoint of its own.)
