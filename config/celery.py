@@ -61,6 +61,10 @@ app.conf.beat_schedule = {
         "task": "shop.stock_uploads_resume",
         "schedule": float(os.environ.get("SHOP_STOCK_UPLOAD_SWEEP_SECONDS", "60")),
     },
+    # The buyer of an order still unpaid (or without its keys) ORDER_LINK_EMAIL_DELAY_SECONDS (60) after
+    # checkout is e-mailed its link; every 30 s sends it within half a minute of that, in one batch,
+    # and an idle run is one indexed UPDATE. (A buyer who pays in time gets the link with the keys.)
+    "escrow.orders_link_email": {"task": "escrow.orders_link_email", "schedule": 30.0},
     # A reservation lapses 15 minutes after checkout; checking every 30 s returns stock to sale
     # at most half a minute late, and each run only touches the orders that are due.
     "escrow.orders_expire": {"task": "escrow.orders_expire", "schedule": 30.0},

@@ -354,6 +354,9 @@ WEBHOOK_CONNECT_TIMEOUT_SECONDS = 3.0
 WEBHOOK_READ_TIMEOUT_SECONDS = 5.0
 PLATFORM_FEE_PERCENT = Decimal(os.environ.get("PLATFORM_FEE_PERCENT", "5"))
 RESERVATION_MINUTES = int(os.environ.get("RESERVATION_MINUTES", "15"))
+# The link to an order is e-mailed this long after checkout if the order has no keys by then (the beat's
+# escrow.orders_link_email); a buyer who paid sooner finds it in the "keys ready" e-mail instead.
+ORDER_LINK_EMAIL_DELAY_SECONDS = int(os.environ.get("ORDER_LINK_EMAIL_DELAY_SECONDS", "60"))
 
 # --- accounts (issue 11): the audit hash chain, spending limits ---------------------------------------
 # The sealing task chains audit entries (accounts/README.md); off, entries are still written but stay
@@ -395,7 +398,7 @@ BACKUP_CODE_COUNT = 10
 CACHE_URL = os.environ.get("CACHE_URL", "")
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        {"BACKEND": "core.cache.RedisCache", "LOCATION": CACHE_URL}  # Django's, one client per pool
         if CACHE_URL.startswith(("redis://", "rediss://", "unix://"))
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )

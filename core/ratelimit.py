@@ -1,7 +1,7 @@
 """Rate limits kept in the shared cache (`CACHE_URL`), so they hold across processes and machines.
 
-A fixed window per (scope, identity): `cache.add` opens the window's counter, `cache.incr` counts
-atomically in Redis. Rates are strings like "10/min", read from `settings.RATE_LIMITS[scope]` at each
+A fixed window per (scope, identity): a counter that expires with its window, opened and counted in
+one round trip on Redis. Rates are strings like "10/min", read from `settings.RATE_LIMITS[scope]` at each
 call so a deployment (or a test) can change them.
 """
 
@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 
 PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "day": 86400}
 
@@ -44,16 +45,38 @@ def rate_limit_hit(*, scope: str, identity: str, now: float | None = None) -> Ra
     now = time.time() if now is None else now
     window = int(now // period)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:32]  # any identity, a bounded safe key
-    key = f"ratelimit:{scope}:{digest}:{window}"
-    cache.add(key, 0, timeout=period + 5)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # the window expired between add and incr
-        cache.add(key, 1, timeout=period + 5)
-        count = 1
+    count = _window_count(f"ratelimit:{scope}:{digest}:{window}", timeout=period + 5)
     allowed = count <= limit
     retry_after = 0 if allowed else max(1, int((window + 1) * period - now + 0.999))
     return RateDecision(allowed=allowed, count=count, limit=limit, retry_after=retry_after)
+
+
+def _window_count(key: str, *, timeout: int) -> int:
+    """Count one more in the window `key` and return its count.
+
+    On Redis: `SET NX EX` then `INCR` in one MULTI, one round trip (the cache API's add, then incr's
+    EXISTS and INCRBY, were three), atomic so the counter never outlives its expiry. Elsewhere (the
+    demo, tests): the cache API, where the process's memory is the only store."""
+    client = _redis_of(caches["default"])
+    if client is None:
+        cache.add(key, 0, timeout=timeout)
+        try:
+            return cache.incr(key)
+        except ValueError:  # the window expired between add and incr
+            cache.add(key, 1, timeout=timeout)
+            return 1
+    full_key = cache.make_and_validate_key(key)
+    pipe = client.pipeline(transaction=True)
+    pipe.set(full_key, 0, ex=timeout, nx=True)
+    pipe.incr(full_key)
+    return int(pipe.execute()[1])
+
+
+def _redis_of(backend):
+    """The redis-py client behind the cache, or None when the cache is not Redis."""
+    if not isinstance(backend, RedisCache):
+        return None
+    return backend._cache.get_client(write=True)
 
 
 def rate_limit_check(*, scope: str, identity: str, now: float | None = None) -> None:

@@ -12,10 +12,12 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import QuerySet
 
-from escrow.models import Order, OrderStatus
+from escrow.locks import order_lock
+from escrow.models import ORDER_TRANSITIONS, Order, OrderStatus
+from shop.models import CardKey, CardKeyStatus, Product
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +78,66 @@ def delivery_problems(*, now: datetime) -> list[str]:
         f"Order {pk} was paid at {paid_at.isoformat()} and is still not delivered."
         for pk, paid_at in stuck.values_list("pk", "paid_at")
     ]
+
+
+# --- the delivery's own transition ------------------------------------------------------------------
+
+# Only a paid order is delivered here (one held for review is approved back to paid first); the map
+# must allow it, or this module is out of step with escrow/models.py.
+DELIVERED_FROM = [OrderStatus.PAID.value]
+assert all(ORDER_TRANSITIONS.can(source, OrderStatus.DELIVERED) for source in DELIVERED_FROM)
+
+_ORDER_COLUMNS = [field.column for field in Order._meta.concrete_fields]
+# What the rest of the delivery needs of the product: the low-stock check's fields, the audit's subject.
+_PRODUCT_FIELDS = ["id", "merchant_id", "title", "inspection_hours", "low_stock_threshold", "low_stock_notified_at"]
+
+# One statement: the compare-and-set to `delivered` (its row lock is the delivery's exclusivity, as
+# `order_lock` was), the inspection window from the product's hours, and, for the low-stock check,
+# the product's fields and its available keys counted up to its threshold (the delivered keys are
+# reserved, not available, so selling them changes no count). Table and column names come from the
+# models; every value is a parameter.
+_DELIVER_SQL = f"""
+    UPDATE {Order._meta.db_table} AS o
+    SET status = %(delivered)s, delivered_at = %(now)s,
+        inspection_ends_at = %(now)s + make_interval(hours => p.inspection_hours)
+    FROM {Product._meta.db_table} AS p
+    WHERE o.id = %(order)s AND o.status = ANY(%(sources)s) AND p.id = o.product_id
+    RETURNING {", ".join(f"o.{column}" for column in _ORDER_COLUMNS)},
+        {", ".join(f"p.{column}" for column in _PRODUCT_FIELDS)},
+        (SELECT count(*) FROM (
+            SELECT 1 FROM {CardKey._meta.db_table}
+            WHERE product_id = p.id AND status = %(available)s LIMIT p.low_stock_threshold
+        ) AS available)
+"""  # noqa: S608
+
+
+def order_delivered_mark(*, order_pk: int, now: datetime) -> tuple[Order, Product, int | None] | None:
+    """Move a paid order to `delivered` (delivered now, inspection window from its product), inside the
+    caller's transaction; None if it is not paid (delivered already, refunded, …), changing nothing.
+
+    Returns the order as it now is, its product (the fields the delivery uses), and the product's
+    available keys counted up to its low-stock threshold (None where that was not counted here)."""
+    if connection.vendor != "postgresql":
+        order = order_lock(order_pk)
+        if order.status not in DELIVERED_FROM:
+            return None
+        delivered = {"delivered_at": now, "inspection_ends_at": now + timedelta(hours=order.product.inspection_hours)}
+        ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DELIVERED, mirror=order, **delivered)
+        return order, order.product, None
+    params = {
+        "order": order_pk,
+        "now": now,
+        "delivered": OrderStatus.DELIVERED.value,
+        "sources": DELIVERED_FROM,
+        "available": CardKeyStatus.AVAILABLE.value,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_DELIVER_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    size = len(_ORDER_COLUMNS)
+    order = Order.from_db(connection.alias, [field.attname for field in Order._meta.concrete_fields], row[:size])
+    product = Product.from_db(connection.alias, _PRODUCT_FIELDS, row[size : size + len(_PRODUCT_FIELDS)])
+    order.product = product
+    return order, product, row[-1]

@@ -13,7 +13,10 @@ def keys_reveal_for_request(request: HttpRequest, order: Order, *, channel: str)
     """Reveal `order`'s keys to whoever sent `request`, recorded with their address, browser, device and account.
 
     Raises what `services.order_keys_reveal` raises (`KeysNotDelivered`, `RateLimited`); nothing is
-    recorded then."""
+    recorded then. `order` was just read by the request, so an undelivered one is refused here with no
+    further statement (the buyer polls this until the keys are there)."""
+    if not order.has_keys:
+        raise services.KeysNotDelivered(order.pk)
     return services.order_keys_reveal(
         order=order,
         now=timezone.now(),

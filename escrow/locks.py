@@ -98,6 +98,14 @@ def refund_lock(pk: int):
     return Refund.objects.select_for_update(of=("self",)).get(pk=pk)
 
 
+def checkout_identities_lock_sql(keys: list[str]) -> tuple[str, list[str]]:
+    """The locks of `checkout_identities_lock` as select-list expressions and their parameters, for a
+    checkout that takes them in a statement it sends anyway (PostgreSQL). One per key, in sorted
+    order: a select list is evaluated left to right."""
+    keys = sorted(set(keys))
+    return ", ".join(["pg_advisory_xact_lock(hashtextextended(%s, 0))"] * len(keys)), [f"checkout:{k}" for k in keys]
+
+
 def checkout_identities_lock(keys: list[str]) -> None:
     """Serialise checkouts by the same buyer identities (e-mail, IP) until commit, so two at once cannot
     both pass the reservation caps. Taken in sorted order; PostgreSQL only (SQLite writes one at a time)."""
@@ -105,8 +113,7 @@ def checkout_identities_lock(keys: list[str]) -> None:
 
     if connection.vendor != "postgresql":
         return
-    keys = sorted(set(keys))
-    # One statement for all of them: a select list is evaluated left to right, so still in sorted order.
-    locks = ", ".join(["pg_advisory_xact_lock(hashtextextended(%s, 0))"] * len(keys))
+    # One statement for all of them.
+    locks, params = checkout_identities_lock_sql(keys)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {locks}", [f"checkout:{key}" for key in keys])
+        cursor.execute(f"SELECT {locks}", params)

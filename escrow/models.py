@@ -49,6 +49,19 @@ ORDER_TRANSITIONS = Transitions(
 # releases them first). A mismatched payment under review sits in suspense instead.
 ORDER_STATUSES_IN_ESCROW = (OrderStatus.PAID, OrderStatus.DELIVERED, OrderStatus.DISPUTED)
 
+# The buyer may see the keys of an order in these states (`Order.has_keys`; the key reveal's statement).
+ORDER_STATUSES_WITH_KEYS = frozenset({S.DELIVERED, S.COMPLETED, S.DISPUTED, S.PARTIALLY_REFUNDED})
+
+# The buyer of an order in these states has had no e-mail carrying its link (the delivered and refunded
+# e-mails carry one): the beat sends them one a minute after checkout (ORDER_LINK_EMAIL_DELAY_SECONDS).
+ORDER_LINK_EMAIL_STATUSES = [
+    S.AWAITING_PAYMENT.value,
+    S.PAID.value,
+    S.HELD_FOR_REVIEW.value,
+    S.CANCELLED.value,
+    S.EXPIRED.value,
+]
+
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -85,6 +98,10 @@ class Order(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     inspection_ends_at = models.DateTimeField(null=True, blank=True, db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # When the beat e-mailed the buyer the link to an order still without its keys a while after
+    # checkout (escrow.notifications.orders_link_email_due); empty while that is still to come, and
+    # for the orders delivered (or refunded) first, whose own e-mail carries the link instead.
+    link_emailed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-pk"]
@@ -94,6 +111,13 @@ class Order(models.Model):
             # The delivery sweeper and verify_orders look for paid orders still waiting for their
             # keys; only a handful are ever in that state, so the index stays tiny.
             models.Index(fields=["paid_at"], condition=models.Q(status="paid"), name="escrow_order_paid_waiting"),
+            # The link e-mail's beat looks for orders placed a minute ago and neither mailed nor delivered:
+            # only the last minute's checkouts (and the unpaid ones of the last beat) are ever in it.
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(link_emailed_at__isnull=True, status__in=ORDER_LINK_EMAIL_STATUSES),
+                name="escrow_order_link_unmailed",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -101,7 +125,7 @@ class Order(models.Model):
 
     @property
     def has_keys(self) -> bool:
-        return self.status in {S.DELIVERED, S.COMPLETED, S.DISPUTED, S.PARTIALLY_REFUNDED}
+        return self.status in ORDER_STATUSES_WITH_KEYS
 
 
 class PaymentStatus(models.TextChoices):

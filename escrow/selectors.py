@@ -10,13 +10,15 @@ from escrow.links import order_link_token_opens
 from escrow.models import Order, OrderStatus, token_hash
 
 
-def order_for_viewer(*, pk: int, token: str | None, user: User | None) -> Order:
+def order_for_viewer(*, pk: int, token: str | None, user: User | None, status_only: bool = False) -> Order:
     """The order, if this viewer owns it: by its access token (the checkout's, or a signed one from a
     later e-mail, see escrow/links.py), or as its signed-in buyer.
 
     Anything else raises Http404, so a guessed id and a wrong token look the same as a missing order.
+    `status_only` reads just the order's status (the keys poll needs no more), without its product
+    and merchant.
     """
-    orders = Order.objects.select_related("product", "merchant")
+    orders = Order.objects.only("status") if status_only else Order.objects.select_related("product", "merchant")
     if token:
         order = orders.filter(pk=pk, access_token_hash=token_hash(token)).first()
         if order is None and order_link_token_opens(token, pk):
@@ -35,13 +37,13 @@ def order_for_viewer(*, pk: int, token: str | None, user: User | None) -> Order:
 SPENDING_STATUSES_NOT_COUNTED = (OrderStatus.EXPIRED, OrderStatus.CANCELLED, OrderStatus.REFUNDED)
 
 
-def buyer_spent_since(*, buyer: User, currency: str, since: datetime) -> int:
-    """What `buyer` has spent in `currency` on orders placed since `since` (minor units)."""
-    spent = (
-        Order.objects.filter(buyer=buyer, currency=currency, created_at__gte=since)
-        .exclude(status__in=SPENDING_STATUSES_NOT_COUNTED)
-        .aggregate(total=Sum("amount"))["total"]
-    )
+def buyer_spent_since(*, buyer: User, currency: str, since: datetime, excluding_order_pk: int | None = None) -> int:
+    """What `buyer` has spent in `currency` on orders placed since `since` (minor units), leaving out
+    the order `excluding_order_pk` (the checkout's own, written before its limit is checked)."""
+    orders = Order.objects.filter(buyer=buyer, currency=currency, created_at__gte=since)
+    if excluding_order_pk is not None:
+        orders = orders.exclude(pk=excluding_order_pk)
+    spent = orders.exclude(status__in=SPENDING_STATUSES_NOT_COUNTED).aggregate(total=Sum("amount"))["total"]
     return spent or 0
 
 

@@ -3,18 +3,15 @@
 import dataclasses
 import inspect
 import logging
-import operator
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import reduce
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Q, Sum
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
@@ -26,8 +23,9 @@ from core.metrics import DELIVERY_LATENCY_BUCKETS, metric_count, metric_observe
 from core.money import percent_of
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
 from core.transitions import StateError
-from escrow import clawbacks, ledger, refunds, webhook_events
-from escrow.delivery import order_delivery_enqueue
+from escrow import clawbacks, ledger, refunds, reveals, webhook_events
+from escrow.checkout_sql import checkout_identities, checkout_product_read, order_write
+from escrow.delivery import order_delivered_mark, order_delivery_enqueue
 
 # Escrow's front door for disputes, re-exported with the rest of escrow's writes.
 from escrow.disputes_front import (  # noqa: F401
@@ -50,18 +48,12 @@ from escrow.gateways import (
     gateways_enabled,
 )
 from escrow.links import order_link  # noqa: F401  (re-exported: the buyer's link in others' e-mails)
-from escrow.locks import (
-    checkout_identities_lock,
-    order_lock,
-    payment_order_from_row,
-    payment_order_locked_sql,
-)
+from escrow.locks import order_lock, payment_order_from_row, payment_order_locked_sql
 from escrow.models import (
     ORDER_TRANSITIONS,
     PAYMENT_TRANSITIONS,
     AccountKind,
     KeyDisposition,
-    KeyReveal,
     LedgerAccount,
     Order,
     OrderStatus,
@@ -70,7 +62,7 @@ from escrow.models import (
     WebhookEvent,
     token_hash,
 )
-from escrow.notifications import order_delivered_notify
+from escrow.notifications import order_delivered_notify, orders_link_email_due  # noqa: F401  (re-exported)
 
 # Re-exported so callers find every escrow write through this module.
 from escrow.releases import (  # noqa: F401
@@ -83,7 +75,6 @@ from escrow.selectors import buyer_spent_since
 from shop import services as shop_services
 from shop.models import Product, WebhookEventType
 from shop.pricing import price_for
-from shop.selectors import order_keys_plaintext, products_on_sale
 
 logger = logging.getLogger(__name__)
 
@@ -138,30 +129,21 @@ def order_max_quantity(product) -> int:
     return max(1, min(product.max_per_order, settings.ORDER_MAX_QUANTITY))
 
 
-def _reservation_caps_check(*, email: str, ip: str | None, quantity: int) -> None:
+def _reservation_caps_check(*, held: dict[str, int], quantity: int) -> None:
     """Refuse a checkout that would let one e-mail or one address hold more keys in unpaid orders than
-    allowed (hoarding stock without paying). Runs inside the checkout's transaction, under a lock per
-    identity, so concurrent checkouts of one buyer are counted one after the other."""
-    identities = [f"email:{email.strip().lower()}"] + ([f"ip:{ip}"] if ip else [])
-    checkout_identities_lock(identities)
-    # Every identity's holdings in one statement, each sum over its own rows.
-    rows = {"email": Q(email__iexact=email.strip())}
-    if ip:
-        rows["ip"] = Q(checkout_ip=ip)
-    held_by = Order.objects.filter(reduce(operator.or_, rows.values()), status=OrderStatus.AWAITING_PAYMENT).aggregate(
-        **{name: Sum("quantity", filter=condition) for name, condition in rows.items()}
-    )
+    allowed (hoarding stock without paying). `held`: what each identity holds unpaid besides this order,
+    counted inside the checkout's transaction under a lock per identity (escrow/checkout_sql.py), so
+    concurrent checkouts of one buyer are counted one after the other."""
     caps = {"email": settings.RESERVATION_MAX_KEYS_PER_EMAIL, "ip": settings.RESERVATION_MAX_KEYS_PER_IP}
-    for name, held_keys in held_by.items():
+    for name, held_keys in held.items():
         cap = caps[name]
-        held = held_keys or 0
-        if held + quantity > cap:
+        if held_keys + quantity > cap:
             raise CheckoutError(
                 _(
                     "You already hold %(held)d keys in unpaid orders (at most %(cap)d at a time). "
                     "Pay or cancel them, or wait until they expire."
                 )
-                % {"held": held, "cap": cap},
+                % {"held": held_keys, "cap": cap},
                 code="reservation_limit",
             )
 
@@ -227,9 +209,14 @@ def _order_place(
             _("Payments are not available right now, so nothing was ordered. Please try again later."),
             code="no_gateway",
         )
-    product = products_on_sale().filter(pk=product_pk).first()
-    if product is None:
+    # On PostgreSQL this read also takes the per-identity locks the reservation caps are counted under
+    # and draws the order's id (escrow/checkout_sql.py): the checkout's own statements are this one and
+    # order_write's, besides the risk engine's read (before_reserve) and write (order_place_assessed).
+    identities = checkout_identities(email=email, ip=ip or None)
+    read = checkout_product_read(product_pk=product_pk, identities=identities)
+    if read is None:
         raise CheckoutError(_("This product is not for sale."), code="not_for_sale")
+    product, order_pk = read
     if before_reserve is not None:
         before_reserve(product)
     gateway = _checkout_gateway(name=gateway_name, currency=product.currency)
@@ -252,20 +239,13 @@ def _order_place(
             coupon = shop_services.coupon_for_checkout(product=product, code=coupon_code, now=now)
         except shop_services.ShopError as refused:
             raise CheckoutError(str(refused), code=refused.code) from None
-    _reservation_caps_check(email=email, ip=ip or None, quantity=quantity)
     price = price_for(product, quantity=quantity, coupon=coupon)
-    if refusal := spending_limit_refusal(
-        user=buyer,
-        currency=product.currency,
-        amount=price.total,
-        now=now,
-        spent_since=lambda since: buyer_spent_since(buyer=buyer, currency=product.currency, since=since),
-    ):
-        raise CheckoutError(refusal, code="spending_limit")
 
     access_token = secrets.token_urlsafe(24)
-    order = Order.objects.create(
-        buyer=buyer if buyer is not None and buyer.is_authenticated else None,
+    signed_in = buyer if buyer is not None and buyer.is_authenticated else None
+    order = Order(
+        pk=order_pk,
+        buyer=signed_in,
         email=email,
         product=product,
         merchant=product.merchant,
@@ -281,18 +261,7 @@ def _order_place(
         created_at=now,
         expires_at=now + timedelta(minutes=settings.RESERVATION_MINUTES),
     )
-    try:
-        shop_services.keys_reserve(product=product, quantity=quantity, order_pk=order.pk)
-    except shop_services.OutOfStock:
-        raise CheckoutError(_("Sorry, not enough stock left for this quantity."), code="out_of_stock") from None
-    if coupon is not None:
-        # Last: the coupon's row stays locked by its UPDATE only until this transaction commits.
-        try:
-            shop_services.coupon_redeem(coupon=coupon, now=now)
-        except shop_services.ShopError as refused:
-            raise CheckoutError(str(refused), code=refused.code) from None
-
-    payment = Payment.objects.create(
+    payment = Payment(
         order=order,
         gateway=gateway.name,
         payment_id=gateway.payment_id_new(),
@@ -300,17 +269,39 @@ def _order_place(
         currency=order.currency,
         created_at=now,
     )
-    page = order_page_path(order, access_token)
     placed_data = {"quantity": quantity}
     if coupon is not None:
         placed_data |= {"coupon": coupon.code, "discount": price.discount}
-    audit_record(action=AuditAction.ORDER_PLACED, subject=order, now=now, actor=buyer, data=placed_data)
-    link = settings.SHOP_BASE_URL.rstrip("/") + page
+    # Written before the caps, the limit and the stock are checked: a refusal below raises, and the
+    # checkout's transaction rolls all of it back (the refusals keep their order of precedence).
+    written = order_write(
+        order=order,
+        payment=payment,
+        identities=identities,
+        audit={"action": AuditAction.ORDER_PLACED, "now": now, "actor": buyer, "data": placed_data},
+    )
+    _reservation_caps_check(held=written.held, quantity=quantity)
+    if refusal := spending_limit_refusal(
+        user=buyer,
+        currency=product.currency,
+        amount=price.total,
+        now=now,
+        spent_since=lambda since: buyer_spent_since(
+            buyer=buyer, currency=product.currency, since=since, excluding_order_pk=order.pk
+        ),
+    ):
+        raise CheckoutError(refusal, code="spending_limit")
+    if written.reserved < quantity:
+        raise CheckoutError(_("Sorry, not enough stock left for this quantity."), code="out_of_stock")
+    if coupon is not None:
+        # Last: the coupon's row stays locked by its UPDATE only until this transaction commits.
+        try:
+            shop_services.coupon_redeem(coupon=coupon, now=now)
+        except shop_services.ShopError as refused:
+            raise CheckoutError(str(refused), code=refused.code) from None
 
-    from escrow.tasks import order_link_email_task
-
-    # robust: the order is committed, so a broker that is down is logged, not a failed checkout.
-    transaction.on_commit(lambda: order_link_email_task.delay(order_pk=order.pk, link=link), robust=True)
+    page = order_page_path(order, access_token)
+    # No e-mail task here: the link goes with the keys, or by the beat a minute later (orders_link_email_due).
     logger.info("escrow.order_placed", extra={"order": order.pk})
     return PlacedOrder(
         order=order,
@@ -836,22 +827,21 @@ WEBHOOK_HANDLERS: dict[str, Callable[..., object]] = {
 
 @transaction.atomic(durable=True)
 def order_deliver(*, order_pk: int, now: datetime) -> Order:
-    """Hand a paid order its keys. Safe to run twice: only a `paid` order is delivered."""
-    order = order_lock(order_pk)
-    if order.status != OrderStatus.PAID:
-        return order
+    """Hand a paid order its keys. Safe to run twice: only a `paid` order is delivered, by a
+    compare-and-set whose row lock makes a racing second delivery wait and then find it delivered."""
+    marked = order_delivered_mark(order_pk=order_pk, now=now)
+    if marked is None:
+        return Order.objects.select_related("product", "merchant").get(pk=order_pk)
+    order, product, available = marked
     sold = shop_services.keys_sell(order_pk=order.pk)
     if sold != order.quantity:  # the reservation holds exactly `quantity` keys; anything else is a bug
         raise RuntimeError(f"Order {order.pk} has {sold} keys to sell, not {order.quantity}.")
-    delivered = {"delivered_at": now, "inspection_ends_at": now + timedelta(hours=order.product.inspection_hours)}
-    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.DELIVERED, mirror=order, **delivered)
     audit_record(action=AuditAction.ORDER_DELIVERED, subject=order, now=now, data={"keys": order.quantity})
     webhook_events.order_event_emit(
         order=order, event_type=WebhookEventType.ORDER_DELIVERED, status=OrderStatus.DELIVERED, now=now
     )
-    shop_services.product_low_stock_check(
-        product_pk=order.product_id, product=order.product, now=now
-    )  # e-mails after commit
+    # The count came with the order's row (escrow.delivery); e-mails after commit.
+    shop_services.product_low_stock_check(product_pk=product.pk, product=product, available=available, now=now)
     # The buyer's "keys ready" e-mail and the merchant's notice of the sale are sent by the worker that
     # delivered, after the commit: no more tasks per purchase (issue 9), and the sweeper's deliveries
     # send them too. Either falls back to a retrying task if it fails there.
@@ -903,7 +893,6 @@ def orders_expire_due(*, now: datetime, batch: int = 1000) -> int:
     return sum(order_expire(order_pk=pk, now=now) for pk in list(due))
 
 
-@transaction.atomic(durable=True)
 def order_keys_reveal(
     *,
     order: Order,
@@ -919,23 +908,28 @@ def order_keys_reveal(
     At most `RATE_LIMITS["key_reveal"]` per order, from all addresses together: past it this raises
     `RateLimited` and records nothing, so the reveal evidence cannot be flooded.
 
-    It runs under the order's lock, so a refund deciding whether its keys were ever seen (and may go
-    back on sale) is never overtaken by a reveal.
+    The record and the keys are taken under the order's lock (`reveals.order_keys_reveal_record`: one
+    statement on PostgreSQL), so a refund deciding whether its keys were ever seen (and may go back on
+    sale) is never overtaken by a reveal; an order refunded since `order` was read raises
+    `KeysNotDelivered` and records nothing.
     """
-    order = order_lock(order.pk)
-    if not order.has_keys:
-        raise KeysNotDelivered(order.pk)
+    if not order.has_keys:  # `order` may be older than its delivery: ask the row before refusing
+        order.refresh_from_db(fields=["status"])
+        if not order.has_keys:
+            raise KeysNotDelivered(order.pk)
     rate_limit_check(scope="key_reveal", identity=f"order:{order.pk}", now=now.timestamp())
-    KeyReveal.objects.create(
-        order=order,
+    keys = reveals.order_keys_reveal_record(
+        order_pk=order.pk,
         at=now,
         channel=channel,
         ip=ip,
         user_agent=user_agent[:512],
         device=device or "",
-        user=user if user is not None and user.is_authenticated else None,
+        user_pk=user.pk if user is not None and user.is_authenticated else None,
     )
-    return order_keys_plaintext(order_pk=order.pk)
+    if keys is None:
+        raise KeysNotDelivered(order.pk)
+    return keys
 
 
 # --- accounts: a verified e-mail claims its guest orders ----------------------------------------------

@@ -33,6 +33,7 @@ from shop.services.keys import (
     keys_refund_revoke,
     keys_release,
     keys_reserve,
+    keys_reserve_sql,
     keys_sell,
 )
 from shop.services.kyc import (
@@ -144,6 +145,7 @@ __all__ = [
     "keys_refund_revoke",
     "keys_release",
     "keys_reserve",
+    "keys_reserve_sql",
     "keys_revoke",
     "keys_sell",
     "kyc_document_check",

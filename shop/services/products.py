@@ -285,7 +285,9 @@ def product_review_request(*, product: Product, actor: User | None, now: datetim
 
 # No savepoint of its own: inside a caller's transaction (a delivery) an error here fails the caller anyway.
 @transaction.atomic(savepoint=False)
-def product_low_stock_check(*, product_pk: int, now: datetime, product: Product | None = None) -> bool:
+def product_low_stock_check(
+    *, product_pk: int, now: datetime, product: Product | None = None, available: int | None = None
+) -> bool:
     """Send the merchant one e-mail when available stock falls below the product's threshold.
 
     `low_stock_notified_at` is set by compare-and-set when the e-mail is queued (so racing sales send one)
@@ -296,9 +298,11 @@ def product_low_stock_check(*, product_pk: int, now: datetime, product: Product 
     if product is None or product.pk != product_pk:  # a caller holding the row saves a read
         product = Product.objects.get(pk=product_pk)
     # Counting stops at the threshold: "below it or not" needs no more rows, and below it the count is exact.
-    available = CardKey.objects.filter(product_id=product_pk, status=CardKeyStatus.AVAILABLE)[
-        : product.low_stock_threshold
-    ].count()
+    # A caller that counted the same way in a statement of its own (escrow's delivery) passes `available`.
+    if available is None:
+        available = CardKey.objects.filter(product_id=product_pk, status=CardKeyStatus.AVAILABLE)[
+            : product.low_stock_threshold
+        ].count()
     if available >= product.low_stock_threshold:
         if product.low_stock_notified_at is not None:
             Product.objects.filter(pk=product_pk).update(low_stock_notified_at=None)

@@ -14,6 +14,7 @@ from accounts.models import AuditEntry
 from escrow import services
 from escrow.ledger_checks import ledger_problems
 from escrow.models import Order, OrderStatus, Payment, PaymentStatus, Refund
+from escrow.notifications import orders_link_email_due
 from escrow.refunds import order_refund
 from shop import services as shop_services
 from shop.models import CardKey, CardKeyStatus, Coupon, CouponKind
@@ -349,6 +350,8 @@ def test_every_buyer_email_is_in_the_checkout_language_with_html_and_the_link(ru
         )
     order = Order.objects.get()
     assert response.status_code == 302 and order.language == "zh-hans"
+    # Still unpaid a minute later: the beat mails the link (a buyer who pays sooner gets it with the keys).
+    assert orders_link_email_due(now=timezone.now() + timedelta(minutes=2)) == 1
     with run_on_commit():
         factories.pay(order)
     order.refresh_from_db()

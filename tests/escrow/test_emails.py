@@ -1,7 +1,10 @@
 """Issue 7: order links are always mailed: subjects are one line, and a failed send is retried and logged."""
 
 import logging
+import re
 import socket
+from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail
@@ -9,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from config.celery import app as celery_app
+from escrow.notifications import orders_link_email_due
 from escrow.tasks import order_link_email_task
 from shop import services as shop_services
 from shop.models import Product
@@ -24,6 +28,8 @@ def test_a_title_with_line_breaks_still_mails_the_order_link_with_a_clean_subjec
     mail.outbox.clear()
     with run_on_commit():
         placed = factories.order_place(product=product, email="buyer@example.com")
+    assert mail.outbox == []  # the link goes a minute later, to an order not delivered by then
+    assert orders_link_email_due(now=timezone.now() + timedelta(minutes=2)) == 1
     assert len(mail.outbox) == 1
     sent = mail.outbox[0]
     assert sent.subject == f"Your order {placed.order.pk}: Game card Bcc: victim@example.com 50 CNY"
@@ -32,7 +38,8 @@ def test_a_title_with_line_breaks_still_mails_the_order_link_with_a_clean_subjec
     assert message["X-Shop-Event"] == "order.placed"
     assert message["Bcc"] is None
     assert sent.recipients() == ["buyer@example.com"]
-    assert f"/orders/{placed.order.pk}/t/{placed.access_token}/" in sent.body
+    [link] = re.findall(rf"https?://\S+/orders/{placed.order.pk}/t/\S+/", sent.body)
+    assert Client().get(urlsplit(link).path).status_code == 200  # a signed link: it opens the order
 
 
 def _closed_port() -> int:
@@ -104,6 +111,8 @@ def test_every_kind_of_mail_names_its_event(run_on_commit):
         placed = factories.order_place(product=product)
     with run_on_commit():
         factories.pay(placed.order)
+    factories.order_place(product=product, email="unpaid@example.com")  # never paid: its link is mailed
+    assert orders_link_email_due(now=timezone.now() + timedelta(minutes=2)) == 1
     with run_on_commit():
         alert_raise(key="test:1", kind="reconciliation", message="A difference.", now=timezone.now())
     events = sorted(sent.message()["X-Shop-Event"] for sent in mail.outbox)
