@@ -9,8 +9,7 @@ event's insert).
 import functools
 from collections.abc import Iterable, Sequence
 
-from django.db import connection
-
+from core.sql import instance_from_row
 from escrow.models import LedgerAccount, Order, Payment
 from shop.models import Merchant
 
@@ -23,30 +22,29 @@ def order_lock(pk: int) -> Order:
     return Order.objects.select_for_update(of=("self",)).select_related("product", "merchant").get(pk=pk)
 
 
-# The payment, its order and the order's merchant, joined; their columns aliased c0, c1, … in that order.
+# The payment, its order and the order's merchant, joined; their columns aliased c0, c1, … in that order
+# (a CTE may not name two columns "id" that a caller refers to).
 _LOCKED_MODELS = (Payment, Order, Merchant)
 
 
 @functools.cache
-def _locked_columns() -> tuple[str, tuple[tuple, ...]]:
-    """(the select list, per model its fields with the database converters each needs)."""
-    select, fields = [], []
+def _locked_columns() -> tuple[str, tuple[tuple[str, ...], ...]]:
+    """(the select list, per model the attribute names of its columns in that order)."""
+    select, attnames = [], []
     for model in _LOCKED_MODELS:
         table = model._meta.db_table
-        columns = []
+        names = []
         for field in model._meta.concrete_fields:
             select.append(f'"{table}"."{field.column}" AS c{len(select)}')
-            col = field.get_col(table)
-            converters = field.get_db_converters(connection) + connection.ops.get_db_converters(col)
-            columns.append((field.attname, converters, col))
-        fields.append(tuple(columns))
-    return ", ".join(select), tuple(fields)
+            names.append(field.attname)
+        attnames.append(tuple(names))
+    return ", ".join(select), tuple(attnames)
 
 
 def payment_order_locked_sql(where: str) -> str:
     """`SELECT` the payment (`where`, on escrow_payment), its order and their merchant `FOR UPDATE OF`
     the payment and the order: both locks in one statement, payment first as everywhere."""
-    select, _fields = _locked_columns()
+    select, _attnames = _locked_columns()
     # Only this module's column names and the caller's fixed condition are formatted in.
     return (
         f"SELECT {select} FROM escrow_payment "  # noqa: S608
@@ -59,15 +57,11 @@ def payment_order_locked_sql(where: str) -> str:
 
 def payment_order_from_row(row: Sequence) -> Payment:
     """The payment of a `payment_order_locked_sql` row, its order (with the merchant) set on it."""
-    _select, fields = _locked_columns()
+    _select, attnames = _locked_columns()
     instances, start = [], 0
-    for model, columns in zip(_LOCKED_MODELS, fields, strict=True):
-        values = list(row[start : start + len(columns)])
-        start += len(columns)
-        for index, (_name, converters, col) in enumerate(columns):
-            for converter in converters:
-                values[index] = converter(values[index], col, connection)
-        instances.append(model.from_db(connection.alias, [name for name, _c, _col in columns], values))
+    for model, names in zip(_LOCKED_MODELS, attnames, strict=True):
+        instances.append(instance_from_row(model, names, row[start : start + len(names)]))
+        start += len(names)
     payment, order, merchant = instances
     order.merchant = merchant
     payment.order = order

@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 
 import risk
 from accounts.models import AuditAction, User
-from accounts.services import audit_record, spending_limit_refusal
+from accounts.services import audit_record, audit_record_sql, spending_limit_refusal
 from core.errors import Refused
 from core.metrics import DELIVERY_LATENCY_BUCKETS, metric_count, metric_observe
 from core.money import percent_of
@@ -544,27 +544,36 @@ def _webhook_event_record_locking(*, gateway: str, event: GatewayEvent, now: dat
     return payment_order_from_row(row[:-1]), row[-1]
 
 
-def _payment_and_order_paid(*, payment: Payment, order: Order, event: GatewayEvent, now: datetime) -> None:
+def _payment_and_order_paid(
+    *, payment: Payment, order: Order, event: GatewayEvent, now: datetime, audit_data: dict
+) -> None:
     """The payment to `succeeded` (what arrived recorded) and its order to `paid`, each a compare-and-set
-    from its transition map's sources, in ONE statement: the order moves only if the payment did, and
-    `StateError` (rolling everything back) unless both did. Both rows are the caller's, locked."""
+    from its transition map's sources, and the audit line `payment.succeeded` with `audit_data`, in ONE
+    statement: the order moves only if the payment did, and `StateError` (rolling everything back,
+    the audit line too) unless both did. Both rows are the caller's, locked."""
     received = {
         "settled_at": now,
         "received_amount": event.amount,
         "received_currency": event.currency,
         "provider_reference": event.provider_reference,
     }
+    audit = {"action": AuditAction.PAYMENT_SUCCEEDED, "subject": order, "now": now, "data": audit_data}
     connection = transaction.get_connection()
-    if connection.vendor != "postgresql":  # SQLite (the demo) has no UPDATE inside a WITH: one by one
+    if connection.vendor != "postgresql":  # SQLite (the demo) has no write inside a WITH: one by one
         PAYMENT_TRANSITIONS.apply(model=Payment, pk=payment.pk, to=PaymentStatus.SUCCEEDED, mirror=payment, **received)
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, mirror=order, paid_at=now)
+        audit_record(**audit)
         return
-    # Raw SQL: one round trip instead of two, and no ORM compile on every purchase.
+    audit_insert, audit_params = audit_record_sql(**audit)
+    # Raw SQL: one round trip instead of three, and no ORM compile on every purchase. Only placeholders
+    # and the audit row's INSERT (built from its model, never from input) are formatted in.
     sql = (
-        "WITH payment AS (UPDATE escrow_payment SET status = %s, settled_at = %s, received_amount = %s, "
-        "received_currency = %s, provider_reference = %s WHERE id = %s AND status = ANY(%s) RETURNING id) "
-        "UPDATE escrow_order SET status = %s, paid_at = %s "
-        "WHERE id = %s AND status = ANY(%s) AND EXISTS (SELECT FROM payment) RETURNING id"
+        "WITH payment AS (UPDATE escrow_payment SET status = %s, settled_at = %s, received_amount = %s, "  # noqa: S608
+        "received_currency = %s, provider_reference = %s WHERE id = %s AND status = ANY(%s) RETURNING id), "
+        "paid AS (UPDATE escrow_order SET status = %s, paid_at = %s "
+        "WHERE id = %s AND status = ANY(%s) AND EXISTS (SELECT FROM payment) RETURNING id), "
+        f"audit AS ({audit_insert}) "
+        "SELECT id FROM paid"
     )
     params = [
         str(PaymentStatus.SUCCEEDED),
@@ -575,6 +584,7 @@ def _payment_and_order_paid(*, payment: Payment, order: Order, event: GatewayEve
         now,
         order.pk,
         ORDER_TRANSITIONS.sources(OrderStatus.PAID),
+        *audit_params,
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -634,12 +644,11 @@ def payment_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -
         return order
 
     late = order.status != OrderStatus.AWAITING_PAYMENT
-    _payment_and_order_paid(payment=payment, order=order, event=event, now=now)
+    _payment_and_order_paid(
+        payment=payment, order=order, event=event, now=now, audit_data={"payment": payment.pk, "late": late}
+    )
     webhook_events.order_event_emit(
         order=order, event_type=WebhookEventType.ORDER_PAID, status=OrderStatus.PAID, now=now
-    )
-    audit_record(
-        action=AuditAction.PAYMENT_SUCCEEDED, subject=order, now=now, data={"payment": payment.pk, "late": late}
     )
     # The amount and currency match the order's from here on: all four accounts in one query.
     clearing, escrow, available, fees = ledger.accounts(

@@ -206,3 +206,17 @@ def test_a_payment_event_known_only_by_the_providers_reference_is_handled(order,
     response = factories.webhook_post(Client(), body, headers)
     assert (response.status_code, response.json()["detail"]) == (400, "Unknown payment.")
     assert WebhookEvent.objects.count() == 1
+
+
+def test_a_payment_writes_one_audit_line_with_what_arrived(order, run_on_commit):
+    """The audit line rides in the statement that moves the payment and the order (on PostgreSQL): the
+    same row `audit_record` writes."""
+    from accounts.models import AuditEntry
+
+    with run_on_commit():
+        assert factories.pay(order).status_code == 200
+        assert factories.pay(order).status_code == 200  # a second event: no second line
+    [entry] = AuditEntry.objects.filter(action="payment.succeeded", subject_id=str(order.pk))
+    assert entry.subject_type == "escrow.order" and entry.actor_id is None
+    assert entry.data == {"payment": order.payments.get().pk, "late": False}
+    assert entry.at == Order.objects.get(pk=order.pk).paid_at
