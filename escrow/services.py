@@ -17,11 +17,12 @@ from django.utils.translation import gettext as _
 
 import risk
 from accounts.models import AuditAction, User
-from accounts.services import audit_record, spending_limit_refusal
+from accounts.services import audit_record, audit_record_sql, spending_limit_refusal
 from core.errors import Refused
 from core.metrics import DELIVERY_LATENCY_BUCKETS, metric_count, metric_observe
 from core.money import percent_of
 from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
+from core.transitions import StateError
 from escrow import clawbacks, ledger, refunds, reveals, webhook_events
 from escrow.checkout_sql import checkout_identities, checkout_product_read, order_write
 from escrow.delivery import order_delivered_mark, order_delivery_enqueue
@@ -47,7 +48,7 @@ from escrow.gateways import (
     gateways_enabled,
 )
 from escrow.links import order_link  # noqa: F401  (re-exported: the buyer's link in others' e-mails)
-from escrow.locks import order_lock, payment_lock
+from escrow.locks import order_lock, payment_order_from_row, payment_order_locked_sql
 from escrow.models import (
     ORDER_TRANSITIONS,
     PAYMENT_TRANSITIONS,
@@ -458,9 +459,21 @@ def _webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) 
     handler = WEBHOOK_HANDLERS.get(event.type)
     if handler is None:
         raise WebhookRejected("Unknown event type.")
-    payments = Payment.objects.filter(gateway=gateway.name)
     if not (event.payment_id or event.provider_reference):
         raise WebhookRejected("Unknown payment.")
+    if event.type in WEBHOOK_LOCKS_PAYMENT_AND_ORDER:
+        # The hot path (every purchase): payment and order locked and the event recorded in ONE statement.
+        with transaction.atomic(durable=True):
+            recorded = _webhook_event_record_locking(gateway=gateway.name, event=event, now=now)
+            if recorded is None:  # rolls back the transaction, which wrote nothing
+                raise WebhookRejected("Unknown payment.")
+            payment, first = recorded
+            if not first:
+                return "duplicate"
+            with ledger.balances_deferred():
+                handler(payment=payment, event=event, now=now)
+        return "processed"
+    payments = Payment.objects.filter(gateway=gateway.name)
     if event.payment_id:
         payment = payments.filter(payment_id=event.payment_id).first()
     else:  # an event that knows only the provider's id of the payment (a Stripe refund or chargeback)
@@ -495,16 +508,105 @@ def _webhook_event_record(*, gateway: str, event: GatewayEvent, payment: Payment
         return cursor.fetchone() is not None
 
 
-def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) -> Order:
+def _webhook_event_record_locking(*, gateway: str, event: GatewayEvent, now: datetime) -> tuple[Payment, bool] | None:
+    """Lock the event's payment (by the shop's id, else by the provider's) and its order, and insert the
+    event's WebhookEvent row, in ONE statement; (the payment with its locked order, whether the event is
+    new), or None for an unknown payment (nothing written).
+
+    The locks come first (payment, then order: `locks.payment_order_locked_sql`), then the insert `ON
+    CONFLICT DO NOTHING`: a copy of the event racing the first waits on the payment's lock until the
+    first commits, then finds the event there (a replay); no savepoint is needed to survive the clash.
+    """
+    connection = transaction.get_connection()
+    by = "payment_id" if event.payment_id else "provider_reference"
+    reference = event.payment_id or event.provider_reference
+    if connection.vendor != "postgresql":  # SQLite (the demo): no row locks, one writer at a time anyway
+        found = Payment.objects.filter(gateway=gateway, **{by: reference}).select_related("order__merchant")
+        payment = found.order_by("pk").first()
+        if payment is None:
+            return None
+        return payment, _webhook_event_record(gateway=gateway, event=event, payment=payment, now=now)
+    body = WebhookEvent._meta.get_field("body").get_db_prep_save(event.body, connection)
+    locked = payment_order_locked_sql(f"escrow_payment.gateway = %s AND escrow_payment.{by} = %s")
+    # Raw SQL on the hot path: the ORM cannot lock and insert in one statement, and compiling the three
+    # statements it took was a good part of the webhook's CPU. Every value is a parameter.
+    sql = (
+        f"WITH locked AS MATERIALIZED ({locked}), "  # noqa: S608
+        "event AS (INSERT INTO escrow_webhookevent (gateway, event_id, event_type, payment_id, received_at, body) "
+        "SELECT %s, %s, %s, locked.c0, %s, %s FROM locked ON CONFLICT DO NOTHING RETURNING id) "
+        "SELECT locked.*, EXISTS (SELECT FROM event) FROM locked"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [gateway, reference, gateway, event.event_id, event.type, now, body])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return payment_order_from_row(row[:-1]), row[-1]
+
+
+def _payment_and_order_paid(
+    *, payment: Payment, order: Order, event: GatewayEvent, now: datetime, audit_data: dict
+) -> None:
+    """The payment to `succeeded` (what arrived recorded) and its order to `paid`, each a compare-and-set
+    from its transition map's sources, and the audit line `payment.succeeded` with `audit_data`, in ONE
+    statement: the order moves only if the payment did, and `StateError` (rolling everything back,
+    the audit line too) unless both did. Both rows are the caller's, locked."""
+    received = {
+        "settled_at": now,
+        "received_amount": event.amount,
+        "received_currency": event.currency,
+        "provider_reference": event.provider_reference,
+    }
+    audit = {"action": AuditAction.PAYMENT_SUCCEEDED, "subject": order, "now": now, "data": audit_data}
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":  # SQLite (the demo) has no write inside a WITH: one by one
+        PAYMENT_TRANSITIONS.apply(model=Payment, pk=payment.pk, to=PaymentStatus.SUCCEEDED, mirror=payment, **received)
+        ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, mirror=order, paid_at=now)
+        audit_record(**audit)
+        return
+    audit_insert, audit_params = audit_record_sql(**audit)
+    # Raw SQL: one round trip instead of three, and no ORM compile on every purchase. Only placeholders
+    # and the audit row's INSERT (built from its model, never from input) are formatted in.
+    sql = (
+        "WITH payment AS (UPDATE escrow_payment SET status = %s, settled_at = %s, received_amount = %s, "  # noqa: S608
+        "received_currency = %s, provider_reference = %s WHERE id = %s AND status = ANY(%s) RETURNING id), "
+        "paid AS (UPDATE escrow_order SET status = %s, paid_at = %s "
+        "WHERE id = %s AND status = ANY(%s) AND EXISTS (SELECT FROM payment) RETURNING id), "
+        f"audit AS ({audit_insert}) "
+        "SELECT id FROM paid"
+    )
+    params = [
+        str(PaymentStatus.SUCCEEDED),
+        *received.values(),
+        payment.pk,
+        PAYMENT_TRANSITIONS.sources(PaymentStatus.SUCCEEDED),
+        str(OrderStatus.PAID),
+        now,
+        order.pk,
+        ORDER_TRANSITIONS.sources(OrderStatus.PAID),
+        *audit_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if cursor.fetchone() is None:
+            raise StateError(Order._meta.label, order.pk, OrderStatus.PAID)
+    for name, value in {"status": PaymentStatus.SUCCEEDED, **received}.items():
+        setattr(payment, name, value)
+    order.status, order.paid_at = OrderStatus.PAID, now
+
+
+def payment_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -> Order:
     """Money arrived. Book it into escrow, hold the merchant's share, and queue delivery on commit.
+
+    `payment` comes locked with its order (`payment.order`, with the merchant), in that order, as
+    `webhook_receive` takes them (`WEBHOOK_LOCKS_PAYMENT_AND_ORDER`).
 
     A second confirmation of the same payment does nothing. An amount or currency that differs from
     the order's holds the order for review and delivers nothing. A success after the payment failed
     (the order was cancelled) is a late payment: delivered if stock is there, else refunded in full.
     """
     assert transaction.get_connection().in_atomic_block
-    payment = payment_lock(payment_pk)
-    order = order_lock(payment.order_id)
+    order = payment.order
     if not PAYMENT_TRANSITIONS.can(payment.status, PaymentStatus.SUCCEEDED):
         return order
     if payment.status == PaymentStatus.FAILED:
@@ -541,22 +643,12 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         )
         return order
 
-    PAYMENT_TRANSITIONS.apply(
-        model=Payment,
-        pk=payment.pk,
-        to=PaymentStatus.SUCCEEDED,
-        settled_at=now,
-        received_amount=event.amount,
-        received_currency=event.currency,
-        provider_reference=event.provider_reference,
-    )
     late = order.status != OrderStatus.AWAITING_PAYMENT
-    ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, paid_at=now)
+    _payment_and_order_paid(
+        payment=payment, order=order, event=event, now=now, audit_data={"payment": payment.pk, "late": late}
+    )
     webhook_events.order_event_emit(
         order=order, event_type=WebhookEventType.ORDER_PAID, status=OrderStatus.PAID, now=now
-    )
-    audit_record(
-        action=AuditAction.PAYMENT_SUCCEEDED, subject=order, now=now, data={"payment": payment.pk, "late": late}
     )
     # The amount and currency match the order's from here on: all four accounts in one query.
     clearing, escrow, available, fees = ledger.accounts(
@@ -584,11 +676,14 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
         )
         return order
 
-    # The money in, and the merchant's share and the fee held out of escrow, booked in one statement.
-    ledger.transfers(
+    held = _payment_held_by_risk(order=order, now=now)
+    # Last: the money in, and the merchant's share and the fee held out of escrow, booked with the
+    # balances they change in ONE statement, so the shared platform balances stay locked only for the
+    # commit (as `balances_deferred` would keep them, one statement sooner).
+    ledger.transfers_closing(
         moves=[paid_in, *_holds(order=order, escrow=escrow, available=available, fees=fees)], order=order, now=now
     )
-    if _payment_held_by_risk(order=order, now=now):
+    if held:
         return order
     # Never raises after the commit: if the broker is down the sweeper delivers (escrow/delivery.py).
     transaction.on_commit(lambda: order_delivery_enqueue(order_pk=order.pk))
@@ -596,9 +691,10 @@ def payment_succeeded(*, payment_pk: int, event: GatewayEvent, now: datetime) ->
 
 
 def _payment_held_by_risk(*, order: Order, now: datetime) -> bool:
-    """The `payment` assessment, after the money is booked and before delivery. Money that arrived is
-    never turned away here: anything but allow (or challenge, which a paid buyer already passed at
-    checkout) holds the paid order for staff (`held_for_review`), who deliver or refund it in full."""
+    """The `payment` assessment of a paid order, before delivery (and before its money is booked, in
+    the same transaction). Money that arrived is never turned away here: anything but allow (or
+    challenge, which a paid buyer already passed at checkout) holds the paid order for staff
+    (`held_for_review`), who deliver or refund it in full."""
     context = risk.subject_context(("order", order.pk), amount=order.amount, currency=order.currency) or (
         risk.RiskContext(actor_id=order.buyer_id, email=order.email, amount=order.amount, currency=order.currency)
     )
@@ -691,11 +787,12 @@ def _holds(*, order: Order, escrow: LedgerAccount, available: LedgerAccount, fee
     return [hold for hold in holds if hold.amount]
 
 
-def payment_failed(*, payment_pk: int, now: datetime) -> None:
-    """The buyer's payment failed at the gateway: cancel the unpaid order and return its keys."""
+def payment_failed(*, payment: Payment, now: datetime) -> None:
+    """The buyer's payment failed at the gateway: cancel the unpaid order and return its keys.
+
+    `payment` comes locked with its order (`payment.order`), as for `payment_succeeded`."""
     assert transaction.get_connection().in_atomic_block
-    payment = payment_lock(payment_pk)
-    order = order_lock(payment.order_id)
+    order = payment.order
     if payment.status != PaymentStatus.PENDING:
         return
     PAYMENT_TRANSITIONS.apply(model=Payment, pk=payment.pk, to=PaymentStatus.FAILED, settled_at=now)
@@ -708,16 +805,20 @@ def payment_failed(*, payment_pk: int, now: datetime) -> None:
 
 
 def _payment_succeeded_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
-    payment_succeeded(payment_pk=payment.pk, event=event, now=now)
+    payment_succeeded(payment=payment, event=event, now=now)
 
 
 def _payment_failed_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
-    payment_failed(payment_pk=payment.pk, now=now)
+    payment_failed(payment=payment, now=now)
 
 
 def _payment_noted_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
     logger.info("escrow.payment_noted", extra={"payment": payment.pk, "event": event.event_id})
 
+
+# The event types whose handler gets the payment locked with its order (`payment.order`): taken by
+# `webhook_receive` itself, in the statement that records the event.
+WEBHOOK_LOCKS_PAYMENT_AND_ORDER = frozenset({"payment.succeeded", "payment.failed"})
 
 # Gateway event type → its handler, all called alike inside `webhook_receive`'s transaction.
 WEBHOOK_HANDLERS: dict[str, Callable[..., object]] = {

@@ -1,6 +1,7 @@
 """Escrow's events for merchants' webhooks, recorded in the transaction of what happened (the outbox is
 shop's: `shop.services.webhook_emit`). Each body holds ids, statuses and amounts as decimal strings with
-their currency, never a key. A merchant without an endpoint costs one indexed query per event."""
+their currency, never a key. A merchant without an endpoint costs one indexed query per event, or none
+when the order's merchant row is loaded already (its `has_webhook_endpoints` then decides)."""
 
 from datetime import datetime
 
@@ -34,7 +35,12 @@ def order_event_emit(*, order: Order, event_type: str, status: str, now: datetim
             "key_count": refund.key_count,
             "full": str(status) == "refunded",
         }
-    return shop_services.webhook_emit(merchant_pk=order.merchant_id, event_type=event_type, data=data, now=now)
+    # The merchant's row, when the caller read it with the order (order_lock, the payment's lock), says
+    # whether there is any endpoint to look up.
+    known = order.merchant.has_webhook_endpoints if Order.merchant.is_cached(order) else None
+    return shop_services.webhook_emit(
+        merchant_pk=order.merchant_id, event_type=event_type, data=data, now=now, merchant_has_endpoints=known
+    )
 
 
 def orders_completed_emit(*, orders: list[Order], now: datetime) -> int:

@@ -46,6 +46,11 @@ class Merchant(models.Model):
     # Set when staff approved the merchant with their KYC submission in front of them (see MerchantKyc):
     # the public "verified" badge. Kept here so a page of catalogue cards needs no join for it.
     verified_at = models.DateTimeField(null=True, blank=True)
+    # Whether the merchant has registered any webhook endpoint (of any status), kept in step by the
+    # endpoints' create and delete (shop/services/webhooks.py, under this row's lock). A caller that
+    # already holds the merchant's row (a payment) then skips the endpoint query for the many merchants
+    # with none. Never False while an endpoint exists; True with none left only costs that query.
+    has_webhook_endpoints = models.BooleanField(default=False, editable=False)
 
     class Meta:
         verbose_name = _("merchant")

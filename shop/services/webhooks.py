@@ -2,7 +2,8 @@
 
 - **Emitting** (`webhook_emit`, `webhook_emit_many`) runs inside the transaction of what happened (an
   order paid, a dispute decided, …): one event row and a delivery row per subscribed endpoint commit
-  with it, or not at all (the outbox). A merchant without an active endpoint costs one indexed query.
+  with it, or not at all (the outbox). A merchant without an active endpoint costs one indexed query,
+  or none when the caller passes the merchant's `has_webhook_endpoints` (kept in step here) and it is False.
   The send is queued on commit; should the broker be down, the sweeper (`webhook_deliveries_due`, on the
   beat) finds the row anyway.
 - **Sending** (`webhook_delivery_attempt`) claims a due row by compare-and-set (a lease, so a sweep and
@@ -143,7 +144,8 @@ def webhook_endpoint_create(
 def _endpoint_create(
     *, merchant: Merchant, url: str, events: list[str], description: str, now: datetime
 ) -> tuple[WebhookEndpoint, str]:
-    Merchant.objects.select_for_update().filter(pk=merchant.pk).first()  # one creator at a time per merchant
+    # One creator (or deleter) at a time per merchant, which keeps `has_webhook_endpoints` in step.
+    Merchant.objects.select_for_update().filter(pk=merchant.pk).first()
     if WebhookEndpoint.objects.filter(merchant=merchant).count() >= MAX_ENDPOINTS_PER_MERCHANT:
         raise WebhookEndpointRefused(
             _("You have %(count)s endpoints, the most allowed: delete one first.")
@@ -161,6 +163,7 @@ def _endpoint_create(
     secret = _secret_new()
     endpoint.secret_sealed = crypto.seal(secret.encode(), associated_data=secret_aad(endpoint.pk))
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(secret_sealed=endpoint.secret_sealed)
+    Merchant.objects.filter(pk=merchant.pk, has_webhook_endpoints=False).update(has_webhook_endpoints=True)
     audit_record(
         action=AuditAction.WEBHOOK_ENDPOINT_CREATED,
         subject=endpoint,
@@ -174,6 +177,7 @@ def _endpoint_create(
 @transaction.atomic(durable=True)
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, now: datetime) -> None:
     """Delete the endpoint with its delivery log; nothing more is sent to it."""
+    Merchant.objects.select_for_update().filter(pk=endpoint.merchant_id).first()  # as _endpoint_create
     audit_record(
         action=AuditAction.WEBHOOK_ENDPOINT_DELETED,
         subject=endpoint,
@@ -182,6 +186,8 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, now: datetime) -> None
         data={"url": endpoint.url},
     )
     WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
+    if not WebhookEndpoint.objects.filter(merchant_id=endpoint.merchant_id).exists():
+        Merchant.objects.filter(pk=endpoint.merchant_id).update(has_webhook_endpoints=False)
 
 
 @transaction.atomic(durable=True)
@@ -224,6 +230,9 @@ class WebhookEventSpec:
     merchant_pk: int
     type: str
     data: dict = field(default_factory=dict)
+    # The merchant's `has_webhook_endpoints`, when the caller read the merchant's row in this transaction
+    # anyway (None: not known, so the endpoints are looked up). False skips the look-up.
+    merchant_has_endpoints: bool | None = None
 
 
 def _data_check(value: object) -> None:
@@ -239,10 +248,14 @@ def _data_check(value: object) -> None:
         raise ValueError(f"Webhook data holds a {type(value).__name__}; send strings and integers.")
 
 
-def webhook_emit(*, merchant_pk: int, event_type: str, data: dict, now: datetime) -> int:
+def webhook_emit(
+    *, merchant_pk: int, event_type: str, data: dict, now: datetime, merchant_has_endpoints: bool | None = None
+) -> int:
     """Record one event for the merchant's subscribed active endpoints, inside the caller's transaction;
-    returns how many deliveries it made (0, after one indexed query, for a merchant with none)."""
-    return webhook_emit_many(events=[WebhookEventSpec(merchant_pk, event_type, data)], now=now)
+    returns how many deliveries it made (0, after one indexed query, for a merchant with none; 0 and no
+    query when the caller passes the merchant's `has_webhook_endpoints` and it is False)."""
+    spec = WebhookEventSpec(merchant_pk, event_type, data, merchant_has_endpoints=merchant_has_endpoints)
+    return webhook_emit_many(events=[spec], now=now)
 
 
 def webhook_emit_many(*, events: list[WebhookEventSpec], now: datetime) -> int:
@@ -252,6 +265,8 @@ def webhook_emit_many(*, events: list[WebhookEventSpec], now: datetime) -> int:
         if spec.type not in WebhookEventType.values:
             raise ValueError(f"Unknown webhook event type {spec.type!r}.")
         _data_check(spec.data)
+    # Merchants known (from their row, read in this transaction) to have no endpoint need no look-up.
+    events = [spec for spec in events if spec.merchant_has_endpoints is not False]
     if not events:
         return 0
     endpoints: dict[int, list[tuple[int, list]]] = {}

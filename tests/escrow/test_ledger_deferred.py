@@ -126,3 +126,30 @@ def test_transfers_with_a_changed_replay_raises_and_books_nothing_new(accounts):
     assert not Transfer.objects.filter(transfer_id="x2").exists()
     suspense.refresh_from_db()
     assert suspense.credits_posted == 5
+
+
+def test_closing_transfers_apply_their_balances_at_once_and_a_replay_moves_nothing(accounts):
+    """`transfers_closing` (the payment's last ledger write): booked and applied in one statement,
+    inside a deferred block whose own transfers still wait for its end; a replay changes nothing."""
+    clearing, suspense, fees = accounts
+    moves = [
+        ledger.Move(transfer_id="in", debit=clearing, credit=suspense, amount=900, code="test"),
+        ledger.Move(transfer_id="held", debit=suspense, credit=fees, amount=90, code="test", pending=True),
+    ]
+    with transaction.atomic(), ledger.balances_deferred():
+        move("deferred", clearing, suspense, 10)
+        booked = ledger.transfers_closing(moves=moves, now=timezone.now())
+        assert [row.transfer_id for row in booked] == ["in", "held"] and all(row.pk for row in booked)
+        suspense.refresh_from_db()
+        assert (suspense.credits_posted, suspense.debits_pending) == (900, 90)  # the deferred 10 not yet
+    suspense.refresh_from_db()
+    assert (suspense.credits_posted, suspense.debits_pending) == (910, 90)
+
+    with transaction.atomic(), ledger.balances_deferred():
+        again = ledger.transfers_closing(moves=moves, now=timezone.now())
+    assert [row.pk for row in again] == [row.pk for row in booked]
+    suspense.refresh_from_db()
+    fees.refresh_from_db()
+    assert (suspense.credits_posted, suspense.debits_pending, fees.credits_pending) == (910, 90, 90)
+    assert Transfer.objects.filter(transfer_id__in=["in", "held"]).count() == 2
+    assert ledger_problems() == []

@@ -124,19 +124,26 @@ BUDGET = {
     # more than the cap through). A coupon adds its read and its conditional UPDATE; a signed-in buyer the limit row's
     # lock (and, with a limit, today's spend).
     "checkout": 6,
-    # payment by gateway id (outside the transaction: a bad one is refused without one); BEGIN;
-    # INSERT webhook event ON CONFLICT DO NOTHING RETURNING (replay check, no savepoint); payment FOR
-    # UPDATE; order FOR UPDATE; UPDATE payment; UPDATE order; INSERT audit payment.succeeded;
-    # clearing + escrow + merchant + fee accounts in one SELECT; INSERT the three transfers ON CONFLICT
-    # DO NOTHING RETURNING (a replayed transfer id is skipped, not a savepoint's rollback); one UPDATE
-    # of the four balances that locks them in pk order first (ledger._apply_in_one_statement); COMMIT.
-    # (Was 22, then 19: a savepoint, its release, the transfers read back, a lock and four UPDATEs.)
-    # The risk engine's `payment` assessment before delivery, 2 more: the checkout's decisions of the
-    # order (who, from where, whether it was flagged); INSERT decision (the rules and the block list
-    # from the process's snapshot; was 4 with them read each time).
-    # The merchant's active webhook endpoints for `order.paid`, 1 more (shop/services/webhooks.py:
-    # none, so no event row).
-    "webhook": 15,
+    # BEGIN; payment (by gateway id) and its order FOR UPDATE OF both, with the merchant, and INSERT the
+    # webhook event ON CONFLICT DO NOTHING, in ONE statement (a replay waits on the payment's lock and
+    # finds the event; an unknown payment rolls back having written nothing); UPDATE payment succeeded,
+    # UPDATE order paid (each a compare-and-set) and INSERT audit payment.succeeded in ONE statement
+    # (accounts.audit_record_sql); clearing + escrow + merchant + fee accounts in one SELECT; the risk
+    # engine's `payment` assessment: the checkout's decisions of the order (who, from where, whether
+    # it was flagged), INSERT decision (rules and block list from the process's snapshot); last, INSERT the three
+    # transfers ON CONFLICT DO NOTHING and UPDATE the four balances they change, locked in pk order
+    # first, in ONE statement (ledger.transfers_closing: a replayed transfer id is skipped and moves
+    # no balance); COMMIT.
+    # No look-up of the merchant's webhook endpoints for `order.paid`: the merchant's row says it has
+    # none (`Merchant.has_webhook_endpoints`); a merchant with endpoints adds that query, and an INSERT
+    # of the event and one of its deliveries when one subscribes.
+    # (Was 22, then 19, then 15: the payment read before the transaction and again under its lock, the
+    # order locked by a statement of its own, the event inserted apart, payment, order and audit line
+    # written one by one, the endpoints looked up for every merchant, the balances updated by a
+    # statement of their own; before that a savepoint, its release, the transfers read back, a lock
+    # and four UPDATEs.) What is left: the risk engine's read and write are its own statements (it
+    # builds both), and the accounts' SELECT could only go by a per-process cache of account ids.
+    "webhook": 8,
     # BEGIN; the compare-and-set to delivered, one UPDATE … FROM product RETURNING the order, the
     # product's low-stock fields and its available keys counted up to the threshold (escrow/delivery.py:
     # its row lock is the delivery's exclusivity); UPDATE keys sold (shop.keys_sell); INSERT audit

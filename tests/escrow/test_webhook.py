@@ -174,3 +174,49 @@ def test_every_event_type_the_sandbox_sends_has_a_handler():
     assert set(services.WEBHOOK_HANDLERS) >= EVENT_TYPES
     # The real gateways' events (escrow/gateways/<name>/) map onto these too.
     assert set(services.WEBHOOK_HANDLERS) == EVENT_TYPES | {"payment.noted", "chargeback.created", "payment.refunded"}
+
+
+def test_a_payment_event_known_only_by_the_providers_reference_is_handled(order, monkeypatch):
+    """A provider may name the payment only by its own id: the payment and its order are found (and
+    locked) by it, the event is recorded once, and a replay is a duplicate."""
+    import dataclasses
+
+    from django.utils import timezone
+
+    from escrow import services
+    from escrow.gateways.sandbox.gateway import SandboxGateway
+
+    Payment.objects.filter(order=order).update(provider_reference="pi_123")
+    parse = SandboxGateway.webhook_parse
+
+    def by_reference(self, **kwargs):
+        return dataclasses.replace(parse(self, **kwargs), payment_id="", provider_reference="pi_123")
+
+    monkeypatch.setattr(SandboxGateway, "webhook_parse", by_reference)
+    body, headers = factories.signed_webhook(payment=order.payments.get(), event_type="payment.failed")
+    receive = {"gateway_name": "sandbox", "body": body, "headers": headers}
+    assert services.webhook_receive(**receive, now=timezone.now()) == "processed"
+    assert services.webhook_receive(**receive, now=timezone.now()) == "duplicate"
+    assert Payment.objects.get(order=order).status == PaymentStatus.FAILED
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.CANCELLED
+    assert WebhookEvent.objects.get().payment_id == order.payments.get().pk
+
+    Payment.objects.filter(order=order).update(provider_reference="pi_other")
+    body, headers = factories.signed_webhook(payment=order.payments.get())
+    response = factories.webhook_post(Client(), body, headers)
+    assert (response.status_code, response.json()["detail"]) == (400, "Unknown payment.")
+    assert WebhookEvent.objects.count() == 1
+
+
+def test_a_payment_writes_one_audit_line_with_what_arrived(order, run_on_commit):
+    """The audit line rides in the statement that moves the payment and the order (on PostgreSQL): the
+    same row `audit_record` writes."""
+    from accounts.models import AuditEntry
+
+    with run_on_commit():
+        assert factories.pay(order).status_code == 200
+        assert factories.pay(order).status_code == 200  # a second event: no second line
+    [entry] = AuditEntry.objects.filter(action="payment.succeeded", subject_id=str(order.pk))
+    assert entry.subject_type == "escrow.order" and entry.actor_id is None
+    assert entry.data == {"payment": order.payments.get().pk, "late": False}
+    assert entry.at == Order.objects.get(pk=order.pk).paid_at

@@ -204,6 +204,45 @@ def test_a_merchant_without_endpoints_costs_one_query(django_assert_num_queries)
     assert not WebhookEvent.objects.exists()
 
 
+def test_a_merchant_known_to_have_no_endpoint_costs_no_query(django_assert_num_queries):
+    merchant = factories.merchant_create()
+    with transaction.atomic(), django_assert_num_queries(0):
+        sent = services.webhook_emit(
+            merchant_pk=merchant.pk,
+            event_type="order.paid",
+            data={"order": {"id": 1}},
+            now=timezone.now(),
+            merchant_has_endpoints=merchant.has_webhook_endpoints,
+        )
+    assert sent == 0 and not WebhookEvent.objects.exists()
+    with transaction.atomic(), pytest.raises(ValueError, match="keys"):  # the data is still checked
+        services.webhook_emit(
+            merchant_pk=merchant.pk,
+            event_type="order.paid",
+            data={"keys": ["K"]},
+            now=timezone.now(),
+            merchant_has_endpoints=False,
+        )
+
+
+def test_the_merchants_flag_follows_its_endpoints(receiver):
+    """`has_webhook_endpoints` is never False while an endpoint exists (the payment path trusts it)."""
+    merchant = factories.merchant_create()
+
+    def flag() -> bool:
+        merchant.refresh_from_db(fields=["has_webhook_endpoints"])
+        return merchant.has_webhook_endpoints
+
+    assert flag() is False
+    first, _ = endpoint_create(merchant, receiver.url)
+    second, _ = endpoint_create(merchant, receiver.url, events=["stock.low"])
+    assert flag() is True
+    services.webhook_endpoint_delete(endpoint=first, now=timezone.now())
+    assert flag() is True
+    services.webhook_endpoint_delete(endpoint=second, now=timezone.now())
+    assert flag() is False
+
+
 def test_an_endpoint_gets_only_the_events_it_chose(receiver):
     merchant = factories.merchant_create()
     endpoint_create(merchant, receiver.url, events=["stock.low"])
