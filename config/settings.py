@@ -357,6 +357,10 @@ RESERVATION_MINUTES = int(os.environ.get("RESERVATION_MINUTES", "15"))
 # The link to an order is e-mailed this long after checkout if the order has no keys by then (the beat's
 # escrow.orders_link_email); a buyer who paid sooner finds it in the "keys ready" e-mail instead.
 ORDER_LINK_EMAIL_DELAY_SECONDS = int(os.environ.get("ORDER_LINK_EMAIL_DELAY_SECONDS", "60"))
+# A request for a paid order's keys waits this long for the worker's delivery in flight (escrow/key_reveal.py),
+# at most ORDER_KEYS_WAITERS requests per web process at once (0 or 0 s: answer 409 at once, as before).
+ORDER_KEYS_WAIT_SECONDS = float(os.environ.get("ORDER_KEYS_WAIT_SECONDS", "1.0"))
+ORDER_KEYS_WAITERS = int(os.environ.get("ORDER_KEYS_WAITERS", "1"))
 
 # --- accounts (issue 11): the audit hash chain, spending limits ---------------------------------------
 # The sealing task chains audit entries (accounts/README.md); off, entries are still written but stay

@@ -1,12 +1,63 @@
-"""One way for a request to see an order's keys (order page, its keys fragment, the API)."""
+"""One way for a request to see an order's keys (order page, its keys fragment, the API).
 
+A paid order's keys are assigned by the Celery worker a few milliseconds after the payment commits,
+while the buyer's first request for them often arrives sooner. So a request that finds the order paid
+and its delivery in flight waits for it, up to ORDER_KEYS_WAIT_SECONDS, re-reading the order's status
+with a growing pause (5 ms, 10 ms, … at most 100 ms): the buyer gets the keys the moment they are
+theirs instead of a 409 and another request later. Only orders in `paid` wait (not an unpaid order, nor
+one held for review), and only ORDER_KEYS_WAITERS requests per process at once, so a stopped worker
+holds at most that many of a web process's threads for that long; the others answer at once.
+"""
+
+import threading
+import time
+
+from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 
 from core.client_ip import client_ip
 from core.device import device_id
 from escrow import services
-from escrow.models import Order
+from escrow.models import Order, OrderStatus
+
+_waiters: threading.BoundedSemaphore | None = None
+_waiters_size = 0
+_waiters_lock = threading.Lock()
+
+
+def _waiter_slots() -> threading.BoundedSemaphore:
+    global _waiters, _waiters_size
+    size = max(0, settings.ORDER_KEYS_WAITERS)
+    with _waiters_lock:
+        if _waiters is None or _waiters_size != size:
+            _waiters, _waiters_size = threading.BoundedSemaphore(size), size
+        return _waiters
+
+
+def order_delivery_wait(order: Order) -> None:
+    """If `order` is paid and its delivery in flight, wait until it holds keys (or stops being `paid`,
+    or ORDER_KEYS_WAIT_SECONDS pass), keeping `order.status` current. One status read per look."""
+    if order.status != OrderStatus.PAID or settings.ORDER_KEYS_WAIT_SECONDS <= 0:
+        return
+    slots = _waiter_slots()
+    if not slots.acquire(blocking=False):
+        return
+    try:
+        deadline = time.monotonic() + settings.ORDER_KEYS_WAIT_SECONDS
+        pause = 0.005
+        while order.status == OrderStatus.PAID:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+            status = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first()
+            if status is None:
+                return
+            order.status = status
+    finally:
+        slots.release()
 
 
 def keys_reveal_for_request(request: HttpRequest, order: Order, *, channel: str) -> list[str]:
@@ -14,7 +65,9 @@ def keys_reveal_for_request(request: HttpRequest, order: Order, *, channel: str)
 
     Raises what `services.order_keys_reveal` raises (`KeysNotDelivered`, `RateLimited`); nothing is
     recorded then. `order` was just read by the request, so an undelivered one is refused here with no
-    further statement (the buyer polls this until the keys are there)."""
+    further statement (the buyer polls this until the keys are there), unless its delivery is in flight
+    (`order_delivery_wait`)."""
+    order_delivery_wait(order)
     if not order.has_keys:
         raise services.KeysNotDelivered(order.pk)
     return services.order_keys_reveal(

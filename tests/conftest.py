@@ -26,6 +26,7 @@ def _fast_and_local(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.AXES_ENABLED = False
     settings.RATE_LIMITS = dict.fromkeys(settings.RATE_LIMITS, "10000/min")  # tests of limits set their own
+    settings.ORDER_KEYS_WAIT_SECONDS = 0  # a 409 at once; tests/escrow/test_keys_wait.py sets its own
     celery_app.conf.task_always_eager = True
     celery_app.conf.task_eager_propagates = True
     # The risk engine's snapshot of rules and block list: a flush or a data migration's bulk insert
