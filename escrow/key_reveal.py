@@ -52,10 +52,7 @@ def order_delivery_wait(order: Order) -> None:
                 return
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.1)
-            status = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first()
-            if status is None:
-                return
-            order.status = status
+            order.refresh_from_db(fields=["status"])
     finally:
         slots.release()
 
