@@ -320,8 +320,9 @@ def worker_start(
     concurrency: int,
     env: dict[str, str] | None = None,
     label: str = "celery-worker",
+    pool: str = "prefork",
 ) -> None:
-    """`celery -A config worker` (prefork), once it answers a ping."""
+    """`celery -A config worker` (prefork unless `pool` says otherwise), once it answers a ping."""
     from celery import Celery
 
     name = f"bench-{uuid.uuid4().hex[:8]}@localhost"
@@ -332,7 +333,7 @@ def worker_start(
             "-A",
             "config",
             "worker",
-            "--pool=prefork",
+            f"--pool={pool}",
             f"--concurrency={concurrency}",
             "-l",
             "warning",

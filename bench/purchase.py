@@ -89,6 +89,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread", help="gunicorn worker class")
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes (default 2)")
+    parser.add_argument(
+        "--pool",
+        choices=["prefork", "threads", "solo"],
+        default="prefork",
+        help="Celery's execution pool (default prefork, as deployed; threads: --concurrency threads in one process)",
+    )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--broker-url", default=os.environ.get("BENCH_BROKER_URL", DEFAULT_BROKER_URL))
     parser.add_argument(
@@ -634,7 +640,8 @@ def p50_p99(values: list[float]) -> str:
 def report(levels: list[Level], raw: Level | None) -> None:
     print()
     print(
-        f"gunicorn {ARGS.web_workers} x {ARGS.web_threads} ({ARGS.worker_class}), celery prefork x {ARGS.concurrency}, "
+        f"gunicorn {ARGS.web_workers} x {ARGS.web_threads} ({ARGS.worker_class}), "
+        f"celery {ARGS.pool} x {ARGS.concurrency}, "
         f"{os.cpu_count()} CPUs; {ARGS.seconds:g} s per level; polls every {ARGS.poll_interval:g} s; "
         f"database {DATABASE_NAME}"
     )
@@ -736,7 +743,7 @@ def main() -> int:
         port = web_start(
             processes, workers=ARGS.web_workers, threads=ARGS.web_threads, worker_class=ARGS.worker_class, env=APP_ENV
         )
-        worker_start(processes, broker_url=ARGS.broker_url, concurrency=ARGS.concurrency, env=APP_ENV)
+        worker_start(processes, broker_url=ARGS.broker_url, concurrency=ARGS.concurrency, env=APP_ENV, pool=ARGS.pool)
         log(f"gunicorn on 127.0.0.1:{port} and a Celery worker are up")
         meter = Meter(processes, broker)
         purchases: list[Purchase] = []
