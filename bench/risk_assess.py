@@ -6,7 +6,7 @@
 Creates a scratch test database (test_<name>, dropped at the end) and flushes the Redis db in CACHE_URL.
 Each assessment is what `order_place_assessed` adds to a checkout: `risk.assessment_prepare(event=
 "checkout")` (the rules and block list from the process's snapshot behind a version key in Redis; the
-act's velocity hits recorded and its windows counted in ONE Redis pipeline; the actor's history and
+act's velocity hits recorded and its windows counted by ONE Redis script call (EVALSHA); the actor's history and
 seen identities in ONE SQL statement) and `store(subject=("order", …))` (the decision and the seen
 identities in ONE SQL statement, in the checkout's transaction in production, autocommit here). 300
 buyers with their own devices and networks place N checkouts (default 3000) one after the other; the
