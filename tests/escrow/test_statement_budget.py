@@ -3,8 +3,9 @@
 Counted with `CaptureQueriesContext` in transactional tests, so each step runs in its own real
 transaction as in production; Django reports a transaction's BEGIN and COMMIT there, so both count
 (a step in autocommit, one statement, has neither), and so does a savepoint. (`bench/purchase.py`
-counts without BEGIN and COMMIT: its checkout of 6 here is 4 there.) Each budget lists what its statements are, so a cut (or a new statement) is
-a conscious change of this file. Print them with `pytest -s tests/escrow/test_statement_budget.py`.
+counts without BEGIN and COMMIT: its checkout of 6 here is 4 there.) Each budget lists what its
+statements are, so a cut (or a new statement) is a conscious change of this file. Print them with
+`pytest -s tests/escrow/test_statement_budget.py`.
 """
 
 import pytest
