@@ -58,15 +58,9 @@ def audit_record(
 
     `action` must be one of `AuditAction` (a `ValueError` otherwise, nothing written): a misspelt
     action would be a line nobody ever finds."""
-    _action_check(action)
-    return AuditEntry.objects.create(
-        at=now,
-        actor=actor if actor is not None and actor.is_authenticated else None,
-        action=action,
-        subject_type=subject._meta.label_lower,
-        subject_id=str(subject.pk),
-        data=data or {},
-    )
+    entry = _audit_entry(action=action, subject=subject, now=now, actor=actor, data=data)
+    entry.save(force_insert=True)
+    return entry
 
 
 def audit_record_sql(
@@ -80,8 +74,13 @@ def audit_record_sql(
     """`audit_record` as the text and parameters of its INSERT, for a hot path that writes its change
     and the audit line in ONE statement (a data-modifying CTE: the checkout, escrow/checkout_sql.py).
     The same row, checked the same way; the caller runs it inside the transaction of the change."""
+    return insert_sql(_audit_entry(action=action, subject=subject, now=now, actor=actor, data=data))
+
+
+def _audit_entry(*, action: str, subject: models.Model, now: datetime, actor: User | None, data) -> AuditEntry:
+    """The audit line's row, unsaved, its action checked."""
     _action_check(action)
-    entry = AuditEntry(
+    return AuditEntry(
         at=now,
         actor=actor if actor is not None and actor.is_authenticated else None,
         action=action,
@@ -89,7 +88,6 @@ def audit_record_sql(
         subject_id=str(subject.pk),
         data=data or {},
     )
-    return insert_sql(entry)
 
 
 def audit_record_many(*, entries: list[AuditEntry]) -> None:
