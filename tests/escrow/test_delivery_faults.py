@@ -29,6 +29,7 @@ from escrow.models import Order, OrderStatus, Payment, PaymentStatus
 from shop.models import CardKey, CardKeyStatus, Product
 from tests import factories
 from tests.conftest import requires_postgres
+from tests.locks import backend_waiting_for_a_lock
 from tests.processes import (
     RedisServer,
     beat_running,
@@ -83,16 +84,6 @@ def _keys_locked(order: Order) -> Iterator[None]:
             cursor.execute("SELECT 1 FROM shop_cardkey WHERE order_id = %s FOR UPDATE", [order.pk])
         yield
         other.rollback()
-
-
-def _backend_waiting_for_a_lock() -> int | None:
-    """The PostgreSQL backend (pid) of a worker waiting for a row lock, if there is one."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
 
 
 def _all_delivered(orders: list[Order]) -> bool:
@@ -154,7 +145,7 @@ def test_worker_killed_mid_batch(broker, tmp_path):
         with _keys_locked(orders[0]):
             for order in orders:
                 _pay(order)
-            wait_for(_backend_waiting_for_a_lock, seconds=20, what=f"a delivery in progress\n{first.log_tail()}")
+            wait_for(backend_waiting_for_a_lock, seconds=20, what=f"a delivery in progress\n{first.log_tail()}")
             first.stop(kill=True)
             in_flight, killed_at = _in_flight(orders), time.monotonic()
         assert Order.objects.get(pk=orders[0].pk).status == OrderStatus.PAID
@@ -212,7 +203,7 @@ def test_worker_survives_redis_restarting_mid_task(broker, tmp_path):
     with _worker(broker, tmp_path) as worker:
         with _keys_locked(orders[0]):
             _pay(orders[0])
-            wait_for(_backend_waiting_for_a_lock, seconds=20, what=f"a delivery in progress\n{worker.log_tail()}")
+            wait_for(backend_waiting_for_a_lock, seconds=20, what=f"a delivery in progress\n{worker.log_tail()}")
             broker.stop(kill=True)
             broker.start()
             in_flight, restarted = _in_flight(orders), time.monotonic()
@@ -234,7 +225,7 @@ def test_worker_database_connection_terminated_mid_delivery(broker, tmp_path):
         with _keys_locked(orders[0]):
             _pay(orders[0])
             backend = wait_for(
-                _backend_waiting_for_a_lock, seconds=20, what=f"a delivery in progress\n{worker.log_tail()}"
+                backend_waiting_for_a_lock, seconds=20, what=f"a delivery in progress\n{worker.log_tail()}"
             )
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_terminate_backend(%s)", [backend])

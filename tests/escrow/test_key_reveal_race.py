@@ -9,7 +9,6 @@ paths in the chosen order so that both wait on it, then lets it go.
 """
 
 import threading
-import time
 
 import pytest
 from django.db import connection, transaction
@@ -22,24 +21,9 @@ from escrow.models import KeyDisposition, KeyReveal, OrderStatus
 from shop.models import CardKey, CardKeyStatus
 from tests import factories
 from tests.conftest import requires_postgres
+from tests.locks import wait_until_blocked
 
 pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
-
-
-def _lock_waiters() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0]
-
-
-def _wait_until_blocked(thread: threading.Thread, waiters: int) -> None:
-    deadline = time.monotonic() + 20
-    while thread.is_alive() and _lock_waiters() < waiters:
-        assert time.monotonic() < deadline, "the path never reached the order's lock"
-        time.sleep(0.02)
 
 
 def _race(order_pk: int, access_token: str, *, reveal_first: bool) -> tuple[int, object]:
@@ -69,7 +53,7 @@ def _race(order_pk: int, access_token: str, *, reveal_first: bool) -> tuple[int,
         order_lock(order_pk)
         for waiters, thread in enumerate(paths, start=1):
             thread.start()
-            _wait_until_blocked(thread, waiters)
+            wait_until_blocked(thread, waiters, what="the order's lock")
     for thread in paths:
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in paths)

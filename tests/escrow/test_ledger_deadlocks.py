@@ -12,7 +12,6 @@ whenever a platform account is older than a merchant's.
 
 import functools
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -25,6 +24,7 @@ from escrow.ledger_checks import ledger_problems
 from escrow.models import AccountKind, LedgerAccount, Order, OrderStatus, Withdrawal, WithdrawalStatus
 from tests import factories
 from tests.conftest import requires_postgres
+from tests.locks import wait_until_blocked
 
 pytestmark = [requires_postgres, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -33,23 +33,6 @@ pytestmark = [requires_postgres, pytest.mark.postgres, pytest.mark.django_db(tra
 def _settings(settings):
     settings.WITHDRAWAL_MINIMUM = 1000
     settings.RESERVE_PERCENT = 0
-
-
-def _lock_waiters() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0]
-
-
-def _wait_until_blocked(thread: threading.Thread, waiters: int) -> None:
-    """Bounded poll: until `waiters` sessions wait on a lock, or the thread has already finished."""
-    deadline = time.monotonic() + 20
-    while thread.is_alive() and _lock_waiters() < waiters:
-        assert time.monotonic() < deadline, "the path never reached the contested lock"
-        time.sleep(0.02)
 
 
 def collide(*, contested: LedgerAccount, first, second) -> list:
@@ -70,7 +53,7 @@ def collide(*, contested: LedgerAccount, first, second) -> list:
         LedgerAccount.objects.select_for_update().get(pk=contested.pk)
         for count, thread in enumerate(threads, start=1):
             thread.start()
-            _wait_until_blocked(thread, count)
+            wait_until_blocked(thread, count)
     for thread in threads:
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads)

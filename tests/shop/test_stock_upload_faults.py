@@ -11,7 +11,6 @@ import time
 
 import psycopg2
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from accounts.models import AuditEntry
@@ -19,6 +18,7 @@ from shop import services
 from shop.models import CardKey, StockUpload, StockUploadSource, StockUploadStatus
 from tests import factories
 from tests.conftest import requires_postgres
+from tests.locks import backend_waiting_for_a_lock
 from tests.processes import (
     publishing_to,
     redis_server,
@@ -36,15 +36,6 @@ pytestmark = [
 ]
 
 UNIQUE, REPEATED, BATCH = 6000, 100, 200
-
-
-def _backend_waiting_for_a_lock() -> int | None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
 
 
 @contextlib.contextmanager
@@ -86,7 +77,7 @@ def test_upload_killed_mid_file_is_resumed_by_the_sweeper_exactly_once(_fast_and
                 what=f"the first batch\n{first.log_tail()}",
             )
             with _upload_row_locked(upload.pk):
-                wait_for(_backend_waiting_for_a_lock, seconds=20, what=f"a batch waiting\n{first.log_tail()}")
+                wait_for(backend_waiting_for_a_lock, seconds=20, what=f"a batch waiting\n{first.log_tail()}")
                 first.stop(kill=True)
             killed_at = time.monotonic()
 
