@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 
 from escrow.locks import order_lock
 from escrow.models import ORDER_TRANSITIONS, Order, OrderStatus
-from shop.models import CardKey, CardKeyStatus, Product
+from shop.models import CardKey, CardKeyStatus, Merchant, Product
 
 logger = logging.getLogger(__name__)
 
@@ -90,20 +90,24 @@ assert all(ORDER_TRANSITIONS.can(source, OrderStatus.DELIVERED) for source in DE
 _ORDER_COLUMNS = [field.column for field in Order._meta.concrete_fields]
 # What the rest of the delivery needs of the product: the low-stock check's fields, the audit's subject.
 _PRODUCT_FIELDS = ["id", "merchant_id", "title", "inspection_hours", "low_stock_threshold", "low_stock_notified_at"]
+# What it needs of the merchant: whether `order.delivered` has any webhook endpoint to look up
+# (escrow.webhook_events; the flag is read as the webhook's payment lock reads it, without a lock).
+_MERCHANT_FIELDS = ["id", "has_webhook_endpoints"]
 
 # One statement: the compare-and-set to `delivered` (its row lock is the delivery's exclusivity, as
-# `order_lock` was), the inspection window from the product's hours, and, for the low-stock check,
-# the product's fields and its available keys counted up to its threshold (the delivered keys are
-# reserved, not available, so selling them changes no count). Table and column names come from the
-# models; every value is a parameter.
+# `order_lock` was), the inspection window from the product's hours, the merchant's webhook switch,
+# and, for the low-stock check, the product's fields and its available keys counted up to its
+# threshold (the delivered keys are reserved, not available, so selling them changes no count). Table
+# and column names come from the models; every value is a parameter.
 _DELIVER_SQL = f"""
     UPDATE {Order._meta.db_table} AS o
     SET status = %(delivered)s, delivered_at = %(now)s,
         inspection_ends_at = %(now)s + make_interval(hours => p.inspection_hours)
-    FROM {Product._meta.db_table} AS p
-    WHERE o.id = %(order)s AND o.status = ANY(%(sources)s) AND p.id = o.product_id
+    FROM {Product._meta.db_table} AS p, {Merchant._meta.db_table} AS m
+    WHERE o.id = %(order)s AND o.status = ANY(%(sources)s) AND p.id = o.product_id AND m.id = o.merchant_id
     RETURNING {", ".join(f"o.{column}" for column in _ORDER_COLUMNS)},
         {", ".join(f"p.{column}" for column in _PRODUCT_FIELDS)},
+        {", ".join(f"m.{column}" for column in _MERCHANT_FIELDS)},
         (SELECT count(*) FROM (
             SELECT 1 FROM {CardKey._meta.db_table}
             WHERE product_id = p.id AND status = %(available)s LIMIT p.low_stock_threshold
@@ -115,8 +119,9 @@ def order_delivered_mark(*, order_pk: int, now: datetime) -> tuple[Order, Produc
     """Move a paid order to `delivered` (delivered now, inspection window from its product), inside the
     caller's transaction; None if it is not paid (delivered already, refunded, …), changing nothing.
 
-    Returns the order as it now is, its product (the fields the delivery uses), and the product's
-    available keys counted up to its low-stock threshold (None where that was not counted here)."""
+    Returns the order as it now is (with its merchant: on PostgreSQL only the fields the delivery
+    uses, the rest read if asked), its product (likewise), and the product's available keys counted up
+    to its low-stock threshold (None where that was not counted here)."""
     if connection.vendor != "postgresql":
         order = order_lock(order_pk)
         if order.status not in DELIVERED_FROM:
@@ -138,6 +143,8 @@ def order_delivered_mark(*, order_pk: int, now: datetime) -> tuple[Order, Produc
         return None
     size = len(_ORDER_COLUMNS)
     order = Order.from_db(connection.alias, [field.attname for field in Order._meta.concrete_fields], row[:size])
-    product = Product.from_db(connection.alias, _PRODUCT_FIELDS, row[size : size + len(_PRODUCT_FIELDS)])
+    end = size + len(_PRODUCT_FIELDS)
+    product = Product.from_db(connection.alias, _PRODUCT_FIELDS, row[size:end])
     order.product = product
+    order.merchant = Merchant.from_db(connection.alias, _MERCHANT_FIELDS, row[end : end + len(_MERCHANT_FIELDS)])
     return order, product, row[-1]

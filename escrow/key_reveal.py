@@ -20,6 +20,7 @@ from core.client_ip import client_ip
 from core.device import device_id
 from escrow import services
 from escrow.models import Order, OrderStatus
+from escrow.selectors import order_status_refresh
 
 _waiters: threading.BoundedSemaphore | None = None
 _waiters_size = 0
@@ -52,7 +53,7 @@ def order_delivery_wait(order: Order) -> None:
                 return
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.1)
-            order.refresh_from_db(fields=["status"])
+            order_status_refresh(order)
     finally:
         slots.release()
 

@@ -1,5 +1,6 @@
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import QuerySet, Sum
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
@@ -18,18 +19,54 @@ def order_for_viewer(*, pk: int, token: str | None, user: User | None, status_on
     `status_only` reads just the order's status (the keys poll needs no more), without its product
     and merchant.
     """
-    orders = Order.objects.only("status") if status_only else Order.objects.select_related("product", "merchant")
-    if token:
-        order = orders.filter(pk=pk, access_token_hash=token_hash(token)).first()
-        if order is None and order_link_token_opens(token, pk):
-            order = orders.filter(pk=pk).first()
-    elif user is not None and user.is_authenticated:
-        order = orders.filter(pk=pk, buyer=user).first()
+    if status_only:
+        read = _order_status_read
     else:
-        order = None
+        orders = Order.objects.select_related("product", "merchant")
+
+        def read(*, pk: int, **where) -> Order | None:
+            return orders.filter(pk=pk, **where).first()
+
+    order = None
+    if not 0 < pk <= ORDER_PK_MAX:
+        pass  # no such order (and no statement: the database's bigint would refuse the number)
+    elif token:
+        order = read(pk=pk, access_token_hash=token_hash(token))
+        if order is None and order_link_token_opens(token, pk):
+            order = read(pk=pk)
+    elif user is not None and user.is_authenticated:
+        order = read(pk=pk, buyer_id=user.pk)
     if order is None:
         raise Http404
     return order
+
+
+ORDER_PK_MAX = 2**63 - 1
+# The keys poll's read, by what identifies the viewer: the buyer polls it every 100 ms until the keys
+# are there, so its text is written once here (compiling the ORM's query cost more CPU than running
+# it). Table and column names come from the model; every value is a parameter.
+_STATUS_COLUMNS = ["id", "status"]
+_STATUS_SQL = {
+    where: f"SELECT {', '.join(_STATUS_COLUMNS)} FROM {Order._meta.db_table} WHERE "  # noqa: S608 - names, no input
+    + " AND ".join(f"{Order._meta.get_field(name).column} = %s" for name in where)
+    for where in [("id",), ("id", "access_token_hash"), ("id", "buyer_id")]
+}
+
+
+def _order_status_read(*, pk: int, **where) -> Order | None:
+    """The order `pk` with only its status loaded (any other field read on use), where `where` holds."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STATUS_SQL[("id", *where)], [pk, *where.values()])
+        row = cursor.fetchone()
+    return Order.from_db(connection.alias, _STATUS_COLUMNS, row) if row is not None else None
+
+
+def order_status_refresh(order: Order) -> None:
+    """Read `order.status` again (the keys poll's wait for its delivery), as `refresh_from_db(fields=["status"])`."""
+    fresh = _order_status_read(pk=order.pk)
+    if fresh is None:
+        raise Order.DoesNotExist(order.pk)
+    order.status = fresh.status
 
 
 # What a buyer's daily spending limit counts: every order placed, paid or not yet paid, except the ones

@@ -71,7 +71,7 @@ from escrow.releases import (  # noqa: F401
     orders_release_due,
     reserves_release_due,
 )
-from escrow.selectors import buyer_spent_since
+from escrow.selectors import ORDER_PK_MAX, buyer_spent_since
 from shop import services as shop_services
 from shop.models import Product, WebhookEventType
 from shop.pricing import price_for
@@ -371,15 +371,12 @@ def order_place_assessed(
     return placed
 
 
-ORDER_LOOKUP_MAX_PK = 2**63 - 1
-
-
 def order_lookup_request(*, email: str, order_number: int, now: datetime) -> None:
     """A buyer without the link asks for it: if order `order_number` was placed with `email` (any
     case), a fresh signed link to it is e-mailed to that address, after the commit. The caller says the
     same thing whatever happened and never shows the link, so nobody reads another's order by guessing
     an address, and nobody learns whether an order exists. The caller rate-limits."""
-    if not 0 < order_number <= ORDER_LOOKUP_MAX_PK:
+    if not 0 < order_number <= ORDER_PK_MAX:
         return
     order_pk = Order.objects.filter(pk=order_number, email__iexact=email.strip()).values_list("pk", flat=True).first()
     if order_pk is None:

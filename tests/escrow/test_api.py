@@ -126,6 +126,14 @@ def test_someone_elses_order_answers_404_everywhere(api, run_on_commit):
     assert KeyReveal.objects.count() == 0
 
 
+@pytest.mark.parametrize("pk", [0, 2**63, 10**30])
+def test_an_order_number_no_order_can_have_answers_404(api, pk):
+    mine = factories.order_place(product=factories.product_create(stock=1))
+    for path in ("", "keys/"):
+        response = api.get(f"/api/v1/orders/{pk}/{path}", headers={"X-Order-Token": mine.access_token})
+        assert response.status_code == 404, response.content
+
+
 def test_signed_in_buyer_reads_own_order_by_session(run_on_commit):
     buyer = factories.user_create()
     stranger = factories.user_create()

@@ -146,14 +146,15 @@ BUDGET = {
     # and four UPDATEs.) What is left: the risk engine's read and write are its own statements (it
     # builds both), and the accounts' SELECT could only go by a per-process cache of account ids.
     "webhook": 8,
-    # BEGIN; the compare-and-set to delivered, one UPDATE … FROM product RETURNING the order, the
-    # product's low-stock fields and its available keys counted up to the threshold (escrow/delivery.py:
-    # its row lock is the delivery's exclusivity); UPDATE keys sold (shop.keys_sell); INSERT audit
-    # order.delivered; the merchant's active webhook endpoints for `order.delivered` (none here, so no
-    # outbox row); COMMIT.
+    # BEGIN; the compare-and-set to delivered, one UPDATE … FROM product, merchant RETURNING the order,
+    # the product's low-stock fields and its available keys counted up to the threshold, and the
+    # merchant's `has_webhook_endpoints` (escrow/delivery.py: its row lock is the delivery's
+    # exclusivity); UPDATE keys sold (shop.keys_sell); INSERT audit order.delivered; COMMIT.
+    # No look-up of the merchant's webhook endpoints for `order.delivered`: the merchant's row says it
+    # has none (a merchant with endpoints adds that query and the outbox rows).
     # (Was 8: the order read FOR UPDATE with product and merchant, then UPDATEd, and the low-stock
-    # count in a statement of its own.)
-    "delivery": 6,
+    # count in a statement of its own; then 6, with the endpoints looked up for every merchant.)
+    "delivery": 5,
     # After the delivery commits, in the worker, off the buyer's path: the order with its product's
     # title, the merchant's switch and user, and whether the notice is already posted, in one SELECT
     # (escrow.notifications._order_for_messages, for both messages); INSERT the inbox line ON CONFLICT
