@@ -27,7 +27,7 @@ from accounts.models import (
     StaffApiToken,
     User,
 )
-from core import crypto
+from core import crypto, prepared
 from core.errors import Refused
 from core.mail import mail_send
 from core.money import Currency
@@ -602,7 +602,7 @@ def _notifications_insert_new(rows: list[Notification]) -> int:
     )
     params = [getattr(row, column) for row in rows for column in _NOTIFICATION_COLUMNS]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        prepared.execute(cursor, sql, params)
         return len(cursor.fetchall())
 
 

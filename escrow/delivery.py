@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.db.models import QuerySet
 
+from core import prepared
 from escrow.locks import order_lock
 from escrow.models import ORDER_TRANSITIONS, Order, OrderStatus
 from shop.models import CardKey, CardKeyStatus, Merchant, Product
@@ -101,8 +102,8 @@ _MERCHANT_FIELDS = ["id", "has_webhook_endpoints"]
 # and column names come from the models; every value is a parameter.
 _DELIVER_SQL = f"""
     UPDATE {Order._meta.db_table} AS o
-    SET status = %(delivered)s, delivered_at = %(now)s,
-        inspection_ends_at = %(now)s + make_interval(hours => p.inspection_hours)
+    SET status = %(delivered)s, delivered_at = %(now)s::timestamptz,
+        inspection_ends_at = %(now)s::timestamptz + make_interval(hours => p.inspection_hours)
     FROM {Product._meta.db_table} AS p, {Merchant._meta.db_table} AS m
     WHERE o.id = %(order)s AND o.status = ANY(%(sources)s) AND p.id = o.product_id AND m.id = o.merchant_id
     RETURNING {", ".join(f"o.{column}" for column in _ORDER_COLUMNS)},
@@ -137,7 +138,7 @@ def order_delivered_mark(*, order_pk: int, now: datetime) -> tuple[Order, Produc
         "available": CardKeyStatus.AVAILABLE.value,
     }
     with connection.cursor() as cursor:
-        cursor.execute(_DELIVER_SQL, params)
+        prepared.execute(cursor, _DELIVER_SQL, params)
         row = cursor.fetchone()
     if row is None:
         return None

@@ -18,6 +18,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from core import prepared
 from escrow.locks import ledger_accounts_lock
 from escrow.models import AccountKind, LedgerAccount, Order, Transfer, TransferKind
 
@@ -62,7 +63,7 @@ def accounts(*wanted: tuple[str, str, int | None]) -> list[LedgerAccount]:
     sql = f"SELECT {_ACCOUNT_COLUMNS} FROM escrow_ledgeraccount WHERE (kind, owner, currency) IN (VALUES {rows})"  # noqa: S608
     connection = transaction.get_connection()
     with connection.cursor() as cursor:
-        cursor.execute(sql, [value for key in keys for value in key])
+        prepared.execute(cursor, sql, [value for key in keys for value in key])
         found_rows = cursor.fetchall()
     found = {}
     for row in found_rows:
@@ -188,7 +189,7 @@ def _insert_and_apply_in_one_statement(rows: list[Transfer]) -> set[str]:
         SELECT id, transfer_id FROM inserted
     """  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.execute(sql, insert_params + params)
+        prepared.execute(cursor, sql, insert_params + params)
         return _inserted_set(rows, cursor.fetchall(), connection)
 
 

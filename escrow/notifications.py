@@ -30,6 +30,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import Notification, User
 from accounts.services import notification_post
+from core import prepared
 from core.mail import mail_send
 from core.money import display
 from escrow.links import order_link
@@ -183,7 +184,7 @@ def _order_for_messages(order_pk: int) -> Order:
         )
         return order
     with connection.cursor() as cursor:
-        cursor.execute(_MESSAGES_SQL, {"order": order_pk, "key": _paid_notice_key(order_pk)})
+        prepared.execute(cursor, _MESSAGES_SQL, {"order": order_pk, "key": _paid_notice_key(order_pk)})
         row = cursor.fetchone()
     if row is None:
         raise Order.DoesNotExist(f"Order {order_pk} does not exist.")

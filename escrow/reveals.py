@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 from django.db import connection, transaction
 
+from core import prepared
 from escrow.locks import order_lock
 from escrow.models import ORDER_STATUSES_WITH_KEYS, KeyReveal, Order
 from shop.models import CardKey, CardKeyStatus, Merchant
@@ -72,7 +73,7 @@ def order_keys_reveal_record(
         "sold": CardKeyStatus.SOLD.value,
     }
     with connection.cursor() as cursor:
-        cursor.execute(_REVEAL_SQL, params)
+        prepared.execute(cursor, _REVEAL_SQL, params)
         rows = cursor.fetchall()
     if not rows:
         return None

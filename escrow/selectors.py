@@ -6,6 +6,7 @@ from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
+from core import prepared
 from escrow import ledger
 from escrow.links import order_link_token_opens
 from escrow.models import Order, OrderStatus, token_hash
@@ -56,7 +57,7 @@ _STATUS_SQL = {
 def _order_status_read(*, pk: int, **where) -> Order | None:
     """The order `pk` with only its status loaded (any other field read on use), where `where` holds."""
     with connection.cursor() as cursor:
-        cursor.execute(_STATUS_SQL[("id", *where)], [pk, *where.values()])
+        prepared.execute(cursor, _STATUS_SQL[("id", *where)], [pk, *where.values()])
         row = cursor.fetchone()
     return Order.from_db(connection.alias, _STATUS_COLUMNS, row) if row is not None else None
 

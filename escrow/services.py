@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 import risk
 from accounts.models import AuditAction, User
 from accounts.services import audit_record, audit_record_sql, spending_limit_refusal
+from core import prepared
 from core.errors import Refused
 from core.metrics import DELIVERY_LATENCY_BUCKETS, metric_count, metric_observe
 from core.money import percent_of
@@ -534,7 +535,7 @@ def _webhook_event_record_locking(*, gateway: str, event: GatewayEvent, now: dat
         "SELECT locked.*, EXISTS (SELECT FROM event) FROM locked"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [gateway, reference, gateway, event.event_id, event.type, now, body])
+        prepared.execute(cursor, sql, [gateway, reference, gateway, event.event_id, event.type, now, body])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -584,7 +585,7 @@ def _payment_and_order_paid(
         *audit_params,
     ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        prepared.execute(cursor, sql, params)
         if cursor.fetchone() is None:
             raise StateError(Order._meta.label, order.pk, OrderStatus.PAID)
     for name, value in {"status": PaymentStatus.SUCCEEDED, **received}.items():

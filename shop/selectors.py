@@ -5,6 +5,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Count, Q, QuerySet
 
+from core import prepared
 from core.sql import instance_from_row, select_columns
 from shop import crypto
 from shop.models import (
@@ -56,7 +57,7 @@ def product_on_sale_read(
         "WHERE p.id = %s AND p.status = %s AND m.status = %s"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*also_params, pk, ProductStatus.ACTIVE, MerchantStatus.APPROVED])
+        prepared.execute(cursor, sql, [*also_params, pk, ProductStatus.ACTIVE, MerchantStatus.APPROVED])
         row = cursor.fetchone()
     if row is None:
         return None

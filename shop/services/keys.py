@@ -8,6 +8,7 @@ concurrent checkouts neither wait on each other nor deadlock; every status moves
 
 from django.db import transaction
 
+from core import prepared
 from shop.models import CARD_KEY_TRANSITIONS, CardKey, CardKeyStatus, Product
 
 
@@ -99,7 +100,7 @@ def keys_sell(*, order_pk: int) -> int:
         return CARD_KEY_TRANSITIONS.update(queryset=CardKey.objects.filter(order_id=order_pk), to=CardKeyStatus.SOLD)
     sources = CARD_KEY_TRANSITIONS.sources(CardKeyStatus.SOLD)
     with connection.cursor() as cursor:
-        cursor.execute(_KEYS_SELL_SQL, [CardKeyStatus.SOLD.value, order_pk, sources])
+        prepared.execute(cursor, _KEYS_SELL_SQL, [CardKeyStatus.SOLD.value, order_pk, sources])
         return cursor.rowcount
 
 
