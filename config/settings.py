@@ -81,6 +81,9 @@ MIDDLEWARE = [
     "config.ops.OpsEndpointsMiddleware",  # /healthz, /readyz, /metrics: before the HTTPS redirect and host check
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A request without a session cookie to a view marked @session_not_required (the checkout API, the
+    # order's keys, the payment webhooks) turns off here into SESSIONLESS_MIDDLEWARE (core/sessionless.py).
+    "core.sessionless.SessionlessChainMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -95,6 +98,16 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",
+]
+# The rest of the chain for those requests: what still adds a header or checks something without a
+# session (the language of error messages, the Host check, the device cookie, X-Frame-Options, CSP).
+SESSIONLESS_MIDDLEWARE = [
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "core.sessionless.AnonymousUserMiddleware",
+    "core.device.DeviceCookieMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
