@@ -12,6 +12,7 @@ import risk
 from core.api import error_responses
 from core.client_ip import client_ip
 from core.money import to_major
+from core.sessionless import session_not_required
 from core.throttling import SharedScopedThrottle
 from escrow import services
 from escrow.key_reveal import keys_reveal_for_request
@@ -94,6 +95,7 @@ class OrderSerializer(serializers.ModelSerializer):
         return to_major(order.amount, order.currency)
 
 
+@method_decorator(session_not_required, name="dispatch")
 class OrderCreate(APIView):
     # Shared with the web checkout form (escrow.views.checkout): one budget per client address.
     throttle_classes = [SharedScopedThrottle]
@@ -181,12 +183,14 @@ class OrderCreate(APIView):
         )
 
 
+@method_decorator(session_not_required, name="dispatch")
 class OrderDetail(APIView):
     @extend_schema(parameters=[ORDER_TOKEN], responses={200: OrderSerializer, **error_responses({404: ["not_found"]})})
     def get(self, request, pk: int):
         return Response(OrderSerializer(_order_of(request, pk)).data)
 
 
+@method_decorator(session_not_required, name="dispatch")
 @method_decorator(never_cache, name="dispatch")
 class OrderKeys(APIView):
     @extend_schema(
@@ -204,6 +208,7 @@ class OrderKeys(APIView):
         return Response({"keys": keys})
 
 
+@method_decorator(session_not_required, name="dispatch")
 class OrderConfirm(APIView):
     @extend_schema(
         parameters=[ORDER_TOKEN],

@@ -1,8 +1,10 @@
+from django.utils.decorators import method_decorator
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 
 from core.api import error_responses
 from core.money import to_major
+from core.sessionless import session_not_required
 from shop.models import Product
 from shop.selectors import CATALOG_SORTS, catalog_products, products_on_sale
 
@@ -36,6 +38,7 @@ CATALOG_PARAMETERS = [
 ]
 
 
+@method_decorator(session_not_required, name="dispatch")
 @extend_schema_view(get=extend_schema(parameters=CATALOG_PARAMETERS))
 class ProductList(generics.ListAPIView):
     """The catalogue, filtered as the catalogue page filters it (an unknown `sort` is ignored)."""
@@ -52,6 +55,7 @@ class ProductList(generics.ListAPIView):
         )
 
 
+@method_decorator(session_not_required, name="dispatch")
 @extend_schema_view(
     get=extend_schema(responses={200: ProductDetailSerializer, **error_responses({404: ["not_found"]})})
 )

@@ -5,10 +5,12 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from core.sessionless import session_not_required
 from escrow import services
 from escrow.gateways import WebhookRejected, gateway_enabled
 
 
+@session_not_required
 @csrf_exempt  # authenticated by its signature, not by a browser session
 @require_http_methods(["GET", "POST"])
 def notify(request):

@@ -11,6 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from core.money import to_major
+from core.sessionless import session_not_required
 from escrow import services
 from escrow.gateways import SANDBOX, WebhookRejected, gateway_enabled
 from escrow.gateways.sandbox.gateway import SIGNATURE_HEADER, event_body, signature_header
@@ -61,6 +62,7 @@ def pay(request, payment_id: str):
     return render(request, "sandbox/pay.html", {"payment": payment, "return_url": _return_url(request)})
 
 
+@session_not_required
 @csrf_exempt  # authenticated by its signature, not by a browser session
 @_sandbox_only
 @require_POST

@@ -8,6 +8,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from core.sessionless import session_not_required
 from escrow import services
 from escrow.gateways import GATEWAYS, WebhookIgnored, WebhookRejected, gateway_enabled
 from escrow.models import Payment, PaymentStatus
@@ -34,6 +35,7 @@ def pay(request, payment_id: str):
     return redirect(url)
 
 
+@session_not_required
 @csrf_exempt  # authenticated by its signature, not by a browser session
 @require_POST
 def webhook(request):
