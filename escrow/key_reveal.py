@@ -20,7 +20,7 @@ from core.client_ip import client_ip
 from core.device import device_id
 from escrow import services
 from escrow.models import Order, OrderStatus
-from escrow.selectors import order_status_refresh
+from escrow.selectors import order_status_read
 
 _waiters: threading.BoundedSemaphore | None = None
 _waiters_size = 0
@@ -36,26 +36,28 @@ def _waiter_slots() -> threading.BoundedSemaphore:
         return _waiters
 
 
-def order_delivery_wait(order: Order) -> None:
+def order_delivery_wait(order: Order) -> Order:
     """If `order` is paid and its delivery in flight, wait until it holds keys (or stops being `paid`,
-    or ORDER_KEYS_WAIT_SECONDS pass), keeping `order.status` current. One status read per look."""
+    or ORDER_KEYS_WAIT_SECONDS pass); returns the order as last read (its status only, the rest read
+    on use). One status read per look."""
     if order.status != OrderStatus.PAID or settings.ORDER_KEYS_WAIT_SECONDS <= 0:
-        return
+        return order
     slots = _waiter_slots()
     if not slots.acquire(blocking=False):
-        return
+        return order
     try:
         deadline = time.monotonic() + settings.ORDER_KEYS_WAIT_SECONDS
         pause = 0.005
         while order.status == OrderStatus.PAID:
             left = deadline - time.monotonic()
             if left <= 0:
-                return
+                break
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.1)
-            order_status_refresh(order)
+            order = order_status_read(pk=order.pk) or order
     finally:
         slots.release()
+    return order
 
 
 def keys_reveal_for_request(request: HttpRequest, order: Order, *, channel: str) -> list[str]:
@@ -65,7 +67,7 @@ def keys_reveal_for_request(request: HttpRequest, order: Order, *, channel: str)
     recorded then. `order` was just read by the request, so an undelivered one is refused here with no
     further statement (the buyer polls this until the keys are there), unless its delivery is in flight
     (`order_delivery_wait`)."""
-    order_delivery_wait(order)
+    order = order_delivery_wait(order)
     if not order.has_keys:
         raise services.KeysNotDelivered(order.pk)
     return services.order_keys_reveal(

@@ -21,7 +21,7 @@ def order_for_viewer(*, pk: int, token: str | None, user: User | None, status_on
     and merchant.
     """
     if status_only:
-        read = _order_status_read
+        read = order_status_read
     else:
         orders = Order.objects.select_related("product", "merchant")
 
@@ -54,20 +54,13 @@ _STATUS_SQL = {
 }
 
 
-def _order_status_read(*, pk: int, **where) -> Order | None:
-    """The order `pk` with only its status loaded (any other field read on use), where `where` holds."""
+def order_status_read(*, pk: int, **where) -> Order | None:
+    """The order `pk` with only its status loaded (any other field read on use), where `where` holds
+    (an access token's hash, a buyer), or None."""
     with connection.cursor() as cursor:
         prepared.execute(cursor, _STATUS_SQL[("id", *where)], [pk, *where.values()])
         row = cursor.fetchone()
     return Order.from_db(connection.alias, _STATUS_COLUMNS, row) if row is not None else None
-
-
-def order_status_refresh(order: Order) -> None:
-    """Read `order.status` again (the keys poll's wait for its delivery), as `refresh_from_db(fields=["status"])`."""
-    fresh = _order_status_read(pk=order.pk)
-    if fresh is None:
-        raise Order.DoesNotExist(order.pk)
-    order.status = fresh.status
 
 
 # What a buyer's daily spending limit counts: every order placed, paid or not yet paid, except the ones
