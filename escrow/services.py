@@ -184,7 +184,7 @@ def _order_place(
     pay_method: str = "",
     coupon_code: str = "",
     language: str = "",
-    before_reserve: Callable[[Product], None] | None = None,
+    checkout_risk: "_CheckoutRisk | None" = None,
 ) -> PlacedOrder:
     """Create an order, reserve its keys for the payment window, and open a payment at the gateway.
 
@@ -201,24 +201,26 @@ def _order_place(
     e-mail or by `ip`) already holding the most keys allowed in unpaid orders, leaves no order behind
     and reserves nothing.
 
-    `before_reserve(product)` runs inside the transaction once the product is read, before anything is
-    checked or reserved: the risk engine's assessment (`order_place_assessed`); it may raise to refuse.
+    `checkout_risk`: the risk engine's assessment (`order_place_assessed`), read with the product,
+    decided once the product is read, before anything is checked or reserved (it may raise to refuse),
+    and on PostgreSQL written by the order's own statement, naming the order.
     """
     if not gateways_enabled():
         raise CheckoutError(
             _("Payments are not available right now, so nothing was ordered. Please try again later."),
             code="no_gateway",
         )
-    # On PostgreSQL this read also takes the per-identity locks the reservation caps are counted under
-    # and draws the order's id (escrow/checkout_sql.py): the checkout's own statements are this one and
-    # order_write's, besides the risk engine's read (before_reserve) and write (order_place_assessed).
+    # On PostgreSQL this read also takes the per-identity locks the reservation caps are counted under,
+    # draws the order's id and reads what the risk engine asks (escrow/checkout_sql.py): the checkout's
+    # statements are this one and order_write's, which also writes the risk engine's decision.
     identities = checkout_identities(email=email, ip=ip or None)
-    read = checkout_product_read(product_pk=product_pk, identities=identities)
+    risk_read = checkout_risk.read_sql() if checkout_risk is not None else None
+    read = checkout_product_read(product_pk=product_pk, identities=identities, risk_read=risk_read)
     if read is None:
         raise CheckoutError(_("This product is not for sale."), code="not_for_sale")
-    product, order_pk = read
-    if before_reserve is not None:
-        before_reserve(product)
+    product, order_pk, risk_value = read
+    if checkout_risk is not None:
+        checkout_risk.decide(product, risk_value)
     gateway = _checkout_gateway(name=gateway_name, currency=product.currency)
     most = order_max_quantity(product)
     if not 1 <= quantity <= most:
@@ -279,7 +281,10 @@ def _order_place(
         payment=payment,
         identities=identities,
         audit={"action": AuditAction.ORDER_PLACED, "now": now, "actor": buyer, "data": placed_data},
+        decision=checkout_risk.write_sql(order_pk=order.pk) if checkout_risk is not None else None,
     )
+    if written.decision_pk is not None:
+        checkout_risk.written(written.decision_pk)
     _reservation_caps_check(held=written.held, quantity=quantity)
     if refusal := spending_limit_refusal(
         user=buyer,
@@ -327,46 +332,84 @@ class _RiskRefusal(Exception):
     stored on its own (order_place_assessed)."""
 
 
+class _CheckoutRisk:
+    """The risk engine's part of one checkout (`order_place_assessed`), in `_order_place`'s statements:
+    its read is sent with the product's (`read_sql`; with Redis its exchange goes out first), the act
+    is decided once the product is read (`decide`), and its decision is written by the order's
+    statement, naming the order (`write_sql`, then `written`). Where the engine cannot (SQLite, or a
+    decision that opens a review item) `decision` stays None and the caller stores it."""
+
+    def __init__(self, *, context: risk.RiskContext, challenge_passed: bool, now: datetime):
+        self.context, self.challenge_passed, self.now = context, challenge_passed, now
+        self.started = None  # risk.AssessmentStarted, once read_sql ran
+        self.assessment = None  # decided
+        self.decision = None  # stored by the order's statement
+        self._finish = None
+
+    def read_sql(self) -> tuple[str, list] | None:
+        self.started = risk.assessment_start(event="checkout", context=self.context, now=self.now)
+        return self.started.read_sql()
+
+    def decide(self, product: Product, read) -> None:
+        quantity = self.context.quantity
+        self.assessment = self.started.decide(
+            read=read,
+            product_id=product.pk,
+            amount=product.price * quantity if isinstance(quantity, int) else None,
+            currency=product.currency,
+            merchant_id=product.merchant_id,
+        )
+        if self.assessment.refuses(challenge_passed=self.challenge_passed):
+            raise _RiskRefusal
+
+    def write_sql(self, *, order_pk: int) -> tuple[str, list] | None:
+        members = self.assessment.store_sql(
+            name="decision", subject=("order", order_pk), challenge_passed=self.challenge_passed
+        )
+        if members is None:
+            return None
+        sql, params, self._finish = members
+        return sql, params
+
+    def written(self, decision_pk: int) -> None:
+        self.decision = self._finish(decision_pk)
+
+
 def order_place_assessed(
     *, risk_context: risk.RiskContext, challenge_passed: bool = False, **order: object
 ) -> PlacedOrder:
-    """`order_place` behind the risk engine, in ONE transaction: once the product is read the checkout
-    is assessed (its amount, quantity, product, merchant), before anything is reserved; the decision is
-    written by the same transaction, naming the order. A block, or a challenge the buyer has not just
-    passed, raises `risk.RiskRefused` (403 with the decision's id) and places nothing; a `review`
-    places the order, which is held for staff once paid (`payment_succeeded`).
+    """`order_place` behind the risk engine, in ONE transaction: the checkout is assessed (its amount,
+    quantity, product, merchant) with what the product's read also read, before anything is reserved;
+    the decision is written by the same transaction, naming the order (on PostgreSQL by the order's
+    own statement). A block, or a challenge the buyer has not just passed, raises `risk.RiskRefused`
+    (403 with the decision's id) and places nothing; a `review` places the order, which is held for
+    staff once paid (`payment_succeeded`).
 
     Every attempt keeps its decision: a checkout refused (by risk, or for stock, a coupon, a bad
     address…) rolls back, and its decision is then stored on its own (one statement), without a
     subject, so it still counts in the velocity windows and staff can read why it was refused."""
     now = order["now"]
     quantity = order.get("quantity")
-    assessment = None
-
-    def assess(product: Product) -> None:
-        nonlocal assessment
-        context = dataclasses.replace(
-            risk_context,
-            quantity=quantity,
-            product_id=product.pk,
-            amount=product.price * quantity if isinstance(quantity, int) else None,
-            currency=product.currency,
-            merchant_id=product.merchant_id,
-        )
-        assessment = risk.assessment_prepare(event="checkout", context=context, now=now)
-        if assessment.refuses(challenge_passed=challenge_passed):
-            raise _RiskRefusal
-
+    context = dataclasses.replace(risk_context, quantity=quantity)
+    checkout_risk = _CheckoutRisk(context=context, challenge_passed=challenge_passed, now=now)
     try:
         with transaction.atomic(durable=True):
-            placed = _order_place(**order, before_reserve=assess)
-            assessment.store(subject=("order", placed.order.pk), challenge_passed=challenge_passed)
+            placed = _order_place(**order, checkout_risk=checkout_risk)
+            if checkout_risk.decision is None:
+                checkout_risk.assessment.store(subject=("order", placed.order.pk), challenge_passed=challenge_passed)
     except (_RiskRefusal, Refused):
-        if assessment is None:  # refused before the product was read: not for sale, no gateway
-            context = dataclasses.replace(risk_context, quantity=quantity, product_id=order.get("product_pk"))
+        assessment = checkout_risk.assessment
+        if assessment is None and checkout_risk.started is not None:  # the product is not for sale
+            assessment = checkout_risk.started.decide(product_id=order.get("product_pk"))
+        elif assessment is None:  # refused before anything was read: no gateway
+            context = dataclasses.replace(context, product_id=order.get("product_pk"))
             assessment = risk.assessment_prepare(event="checkout", context=context, now=now)
         decision = assessment.store()
         risk.decision_enforce(decision=decision, challenge_passed=challenge_passed)
+        raise
+    except BaseException:
+        if checkout_risk.started is not None:
+            checkout_risk.started.abandon()  # an exchange sent whose reply nobody will read
         raise
     return placed
 

@@ -17,6 +17,7 @@ __all__ = [
     "RiskRefused",
     "assess",
     "assessment_prepare",
+    "assessment_start",
     "context_from_request",
     "decision_enforce",
     "decision_subject_set",
@@ -34,6 +35,7 @@ __all__ = [
 _LAZY = {
     "assess": "risk.engine",
     "assessment_prepare": "risk.engine",
+    "assessment_start": "risk.engine",
     "signup_assess": "risk.entry",
     "decision_enforce": "risk.services",
     "decision_subject_set": "risk.services",
