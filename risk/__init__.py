@@ -24,12 +24,15 @@ __all__ = [
     "merchant_dispute_check",
     "merchant_reserve_percent",
     "merchant_reserve_percents",
+    "outcome_count",
     "outcome_note",
     "review_handler_register",
     "review_open",
     "review_settled_elsewhere",
     "signup_assess",
     "subject_context",
+    "subject_context_from",
+    "subject_context_sql",
 ]
 
 _LAZY = {
@@ -40,6 +43,9 @@ _LAZY = {
     "decision_enforce": "risk.services",
     "decision_subject_set": "risk.services",
     "subject_context": "risk.services",
+    "subject_context_from": "risk.services",
+    "subject_context_sql": "risk.services",
+    "outcome_count": "risk.services",
     "outcome_note": "risk.services",
     "review_open": "risk.services",
     "review_settled_elsewhere": "risk.services",

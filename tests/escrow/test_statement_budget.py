@@ -129,26 +129,28 @@ BUDGET = {
     # with a limit, today's spend); a freeze, or a rule naming a signal outside the read, the risk
     # engine's own statements.
     "checkout": 4,
-    # BEGIN; payment (by gateway id) and its order FOR UPDATE OF both, with the merchant, and INSERT the
-    # webhook event ON CONFLICT DO NOTHING, in ONE statement (a replay waits on the payment's lock and
-    # finds the event; an unknown payment rolls back having written nothing); UPDATE payment succeeded,
-    # UPDATE order paid (each a compare-and-set) and INSERT audit payment.succeeded in ONE statement
-    # (accounts.audit_record_sql); clearing + escrow + merchant + fee accounts in one SELECT; the risk
-    # engine's `payment` assessment: the checkout's decisions of the order (who, from where, whether
-    # it was flagged), INSERT decision (rules and block list from the process's snapshot); last, INSERT the three
-    # transfers ON CONFLICT DO NOTHING and UPDATE the four balances they change, locked in pk order
-    # first, in ONE statement (ledger.transfers_closing: a replayed transfer id is skipped and moves
-    # no balance); COMMIT.
+    # BEGIN; payment (by gateway id) and its order FOR UPDATE OF both, with the merchant, INSERT the
+    # webhook event ON CONFLICT DO NOTHING, and the risk engine's read of the order's checkout decisions
+    # (who, from where, whether it was flagged: `risk.subject_context_sql`), in ONE statement (a replay
+    # waits on the payment's lock and finds the event; an unknown payment rolls back having written
+    # nothing); the `payment` assessment is decided on that (rules and block list from the process's
+    # snapshot); UPDATE payment succeeded, UPDATE order paid (each a compare-and-set), INSERT audit
+    # payment.succeeded (accounts.audit_record_sql) and INSERT the risk decision (risk's
+    # `Assessment.store_sql`) in ONE statement, so the decision is written before any money is booked;
+    # clearing + escrow + merchant + fee accounts in one SELECT; last, INSERT the three transfers ON
+    # CONFLICT DO NOTHING and UPDATE the four balances they change, locked in pk order first, in ONE
+    # statement (ledger.transfers_closing: a replayed transfer id is skipped and moves no balance); COMMIT.
     # No look-up of the merchant's webhook endpoints for `order.paid`: the merchant's row says it has
     # none (`Merchant.has_webhook_endpoints`); a merchant with endpoints adds that query, and an INSERT
-    # of the event and one of its deliveries when one subscribes.
-    # (Was 22, then 19, then 15: the payment read before the transaction and again under its lock, the
-    # order locked by a statement of its own, the event inserted apart, payment, order and audit line
-    # written one by one, the endpoints looked up for every merchant, the balances updated by a
-    # statement of their own; before that a savepoint, its release, the transfers read back, a lock
-    # and four UPDATEs.) What is left: the risk engine's read and write are its own statements (it
-    # builds both), and the accounts' SELECT could only go by a per-process cache of account ids.
-    "webhook": 8,
+    # of the event and one of its deliveries when one subscribes. A late payment (its order lapsed)
+    # stores its decision on its own once its keys are reserved again, as does a freeze.
+    # (Was 22, then 19, then 15, then 8: the risk engine's read and write were a statement each; before
+    # that the payment read before the transaction and again under its lock, the order locked by a
+    # statement of its own, the event inserted apart, payment, order and audit line written one by one,
+    # the endpoints looked up for every merchant, the balances updated by a statement of their own;
+    # before that a savepoint, its release, the transfers read back, a lock and four UPDATEs.) What is
+    # left: the accounts' SELECT could only go by a per-process cache of account ids.
+    "webhook": 6,
     # BEGIN; the compare-and-set to delivered, one UPDATE … FROM product RETURNING the order, the
     # product's low-stock fields and its available keys counted up to the threshold (escrow/delivery.py:
     # its row lock is the delivery's exclusivity); UPDATE keys sold (shop.keys_sell); INSERT audit

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 import risk
 from escrow import services
 from escrow.models import Order
-from risk.models import BlockEntry, Decision, Rule, SeenIdentity, VelocityHit
+from risk.models import BlockEntry, Decision, ReviewItem, Rule, SeenIdentity, VelocityHit
 from risk.ruleset import VERSION_KEY
 from risk.services import RiskRefused
 from shop.models import CardKey, CardKeyStatus
@@ -290,3 +290,38 @@ def test_with_redis_a_product_not_for_sale_reads_the_exchange_sent_before_the_pr
             )
         assert Decision.objects.order_by("-pk").first().signals["count.checkout.email.10m"] == attempt
     assert cache.get("anything") is None
+
+
+@requires_postgres
+def test_the_payment_webhook_stores_in_its_own_statements_what_assess_stores(no_rules, now, run_on_commit):
+    """The webhook reads the checkout's decisions in its lock statement and writes the `payment` decision
+    in the statement that marks the order paid: the same row `assess` stores for the same act."""
+    rule("checkout", "amount", "gte", 1, "review", description="look at every checkout")
+    rule("payment", "subject_flagged", "gte", 1, "review", description="the checkout was held")
+    product = factories.product_create(stock=3, price=500)
+    placed = place(product, now=now)
+    with run_on_commit():
+        assert factories.pay(placed.order).status_code == 200
+    assert Order.objects.get(pk=placed.order.pk).status == "held_for_review"
+    folded = Decision.objects.get(event="payment")
+    assert (folded.outcome, folded.subject_id, folded.signals) == (
+        "review",
+        str(placed.order.pk),
+        {"subject_flagged": 1},
+    )
+    stored = Decision.objects.filter(pk=folded.pk).values().get()
+
+    ReviewItem.objects.filter(decision=folded).delete()
+    Decision.objects.filter(pk=folded.pk).delete()
+    order = placed.order
+    context = risk.subject_context(
+        ("order", order.pk),
+        amount=order.amount,
+        currency=order.currency,
+        quantity=order.quantity,
+        product_id=order.product_id,
+        merchant_id=order.merchant_id,
+    )
+    assessed = risk.assess(event="payment", context=context, subject=("order", order.pk), now=stored["at"])
+    again = Decision.objects.filter(pk=assessed.pk).values().get()
+    assert {**again, "id": None} == {**stored, "id": None}
