@@ -55,6 +55,18 @@ def payment_order_locked_sql(where: str) -> str:
     )
 
 
+def payment_order_locked_column(model: type, attname: str) -> str:
+    """The alias (`cN`) of `model`'s column `attname` in `payment_order_locked_sql`'s select list, for a
+    caller's statement that refers to it."""
+    _select, attnames = _locked_columns()
+    start = 0
+    for locked, names in zip(_LOCKED_MODELS, attnames, strict=True):
+        if locked is model:
+            return f"c{start + names.index(attname)}"
+        start += len(names)
+    raise LookupError(f"{model.__name__} is not locked by payment_order_locked_sql")
+
+
 def payment_order_from_row(row: Sequence) -> Payment:
     """The payment of a `payment_order_locked_sql` row, its order (with the merchant) set on it."""
     _select, attnames = _locked_columns()

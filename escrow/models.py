@@ -3,6 +3,7 @@ import hashlib
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.utils.translation import gettext_lazy as _
 
 from core import crypto as core_crypto
@@ -117,6 +118,16 @@ class Order(models.Model):
                 fields=["created_at"],
                 condition=models.Q(link_emailed_at__isnull=True, status__in=ORDER_LINK_EMAIL_STATUSES),
                 name="escrow_order_link_unmailed",
+            ),
+            # The checkout's reservation caps sum what one e-mail and one address hold unpaid
+            # (escrow/checkout_sql.py, as `UPPER(email::text) = UPPER(%s)` and `checkout_ip = %s`):
+            # without these, every checkout read every unpaid order (a sequential scan once most
+            # orders are unpaid: ~6 ms of PostgreSQL per checkout with 17,000 of them).
+            models.Index(
+                Upper("email"), condition=Q(status=OrderStatus.AWAITING_PAYMENT), name="escrow_order_unpaid_email"
+            ),
+            models.Index(
+                fields=["checkout_ip"], condition=Q(status=OrderStatus.AWAITING_PAYMENT), name="escrow_order_unpaid_ip"
             ),
         ]
 

@@ -49,7 +49,12 @@ from escrow.gateways import (
     gateways_enabled,
 )
 from escrow.links import order_link  # noqa: F401  (re-exported: the buyer's link in others' e-mails)
-from escrow.locks import order_lock, payment_order_from_row, payment_order_locked_sql
+from escrow.locks import (
+    order_lock,
+    payment_order_from_row,
+    payment_order_locked_column,
+    payment_order_locked_sql,
+)
 from escrow.models import (
     ORDER_TRANSITIONS,
     PAYMENT_TRANSITIONS,
@@ -185,7 +190,7 @@ def _order_place(
     pay_method: str = "",
     coupon_code: str = "",
     language: str = "",
-    before_reserve: Callable[[Product], None] | None = None,
+    checkout_risk: "_CheckoutRisk | None" = None,
 ) -> PlacedOrder:
     """Create an order, reserve its keys for the payment window, and open a payment at the gateway.
 
@@ -202,24 +207,26 @@ def _order_place(
     e-mail or by `ip`) already holding the most keys allowed in unpaid orders, leaves no order behind
     and reserves nothing.
 
-    `before_reserve(product)` runs inside the transaction once the product is read, before anything is
-    checked or reserved: the risk engine's assessment (`order_place_assessed`); it may raise to refuse.
+    `checkout_risk`: the risk engine's assessment (`order_place_assessed`), read with the product,
+    decided once the product is read, before anything is checked or reserved (it may raise to refuse),
+    and on PostgreSQL written by the order's own statement, naming the order.
     """
     if not gateways_enabled():
         raise CheckoutError(
             _("Payments are not available right now, so nothing was ordered. Please try again later."),
             code="no_gateway",
         )
-    # On PostgreSQL this read also takes the per-identity locks the reservation caps are counted under
-    # and draws the order's id (escrow/checkout_sql.py): the checkout's own statements are this one and
-    # order_write's, besides the risk engine's read (before_reserve) and write (order_place_assessed).
+    # On PostgreSQL this read also takes the per-identity locks the reservation caps are counted under,
+    # draws the order's id and reads what the risk engine asks (escrow/checkout_sql.py): the checkout's
+    # statements are this one and order_write's, which also writes the risk engine's decision.
     identities = checkout_identities(email=email, ip=ip or None)
-    read = checkout_product_read(product_pk=product_pk, identities=identities)
+    risk_read = checkout_risk.read_sql() if checkout_risk is not None else None
+    read = checkout_product_read(product_pk=product_pk, identities=identities, risk_read=risk_read)
     if read is None:
         raise CheckoutError(_("This product is not for sale."), code="not_for_sale")
-    product, order_pk = read
-    if before_reserve is not None:
-        before_reserve(product)
+    product, order_pk, risk_value = read
+    if checkout_risk is not None:
+        checkout_risk.decide(product, risk_value)
     gateway = _checkout_gateway(name=gateway_name, currency=product.currency)
     most = order_max_quantity(product)
     if not 1 <= quantity <= most:
@@ -280,7 +287,10 @@ def _order_place(
         payment=payment,
         identities=identities,
         audit={"action": AuditAction.ORDER_PLACED, "now": now, "actor": buyer, "data": placed_data},
+        decision=checkout_risk.write_sql(order_pk=order.pk) if checkout_risk is not None else None,
     )
+    if written.decision_pk is not None:
+        checkout_risk.written(written.decision_pk)
     _reservation_caps_check(held=written.held, quantity=quantity)
     if refusal := spending_limit_refusal(
         user=buyer,
@@ -328,46 +338,84 @@ class _RiskRefusal(Exception):
     stored on its own (order_place_assessed)."""
 
 
+class _CheckoutRisk:
+    """The risk engine's part of one checkout (`order_place_assessed`), in `_order_place`'s statements:
+    its read is sent with the product's (`read_sql`; with Redis its exchange goes out first), the act
+    is decided once the product is read (`decide`), and its decision is written by the order's
+    statement, naming the order (`write_sql`, then `written`). Where the engine cannot (SQLite, or a
+    decision that opens a review item) `decision` stays None and the caller stores it."""
+
+    def __init__(self, *, context: risk.RiskContext, challenge_passed: bool, now: datetime):
+        self.context, self.challenge_passed, self.now = context, challenge_passed, now
+        self.started = None  # risk.AssessmentStarted, once read_sql ran
+        self.assessment = None  # decided
+        self.decision = None  # stored by the order's statement
+        self._finish = None
+
+    def read_sql(self) -> tuple[str, list] | None:
+        self.started = risk.assessment_start(event="checkout", context=self.context, now=self.now)
+        return self.started.read_sql()
+
+    def decide(self, product: Product, read) -> None:
+        quantity = self.context.quantity
+        self.assessment = self.started.decide(
+            read=read,
+            product_id=product.pk,
+            amount=product.price * quantity if isinstance(quantity, int) else None,
+            currency=product.currency,
+            merchant_id=product.merchant_id,
+        )
+        if self.assessment.refuses(challenge_passed=self.challenge_passed):
+            raise _RiskRefusal
+
+    def write_sql(self, *, order_pk: int) -> tuple[str, list] | None:
+        members = self.assessment.store_sql(
+            name="decision", subject=("order", order_pk), challenge_passed=self.challenge_passed
+        )
+        if members is None:
+            return None
+        sql, params, self._finish = members
+        return sql, params
+
+    def written(self, decision_pk: int) -> None:
+        self.decision = self._finish(decision_pk)
+
+
 def order_place_assessed(
     *, risk_context: risk.RiskContext, challenge_passed: bool = False, **order: object
 ) -> PlacedOrder:
-    """`order_place` behind the risk engine, in ONE transaction: once the product is read the checkout
-    is assessed (its amount, quantity, product, merchant), before anything is reserved; the decision is
-    written by the same transaction, naming the order. A block, or a challenge the buyer has not just
-    passed, raises `risk.RiskRefused` (403 with the decision's id) and places nothing; a `review`
-    places the order, which is held for staff once paid (`payment_succeeded`).
+    """`order_place` behind the risk engine, in ONE transaction: the checkout is assessed (its amount,
+    quantity, product, merchant) with what the product's read also read, before anything is reserved;
+    the decision is written by the same transaction, naming the order (on PostgreSQL by the order's
+    own statement). A block, or a challenge the buyer has not just passed, raises `risk.RiskRefused`
+    (403 with the decision's id) and places nothing; a `review` places the order, which is held for
+    staff once paid (`payment_succeeded`).
 
     Every attempt keeps its decision: a checkout refused (by risk, or for stock, a coupon, a bad
     address…) rolls back, and its decision is then stored on its own (one statement), without a
     subject, so it still counts in the velocity windows and staff can read why it was refused."""
     now = order["now"]
     quantity = order.get("quantity")
-    assessment = None
-
-    def assess(product: Product) -> None:
-        nonlocal assessment
-        context = dataclasses.replace(
-            risk_context,
-            quantity=quantity,
-            product_id=product.pk,
-            amount=product.price * quantity if isinstance(quantity, int) else None,
-            currency=product.currency,
-            merchant_id=product.merchant_id,
-        )
-        assessment = risk.assessment_prepare(event="checkout", context=context, now=now)
-        if assessment.refuses(challenge_passed=challenge_passed):
-            raise _RiskRefusal
-
+    context = dataclasses.replace(risk_context, quantity=quantity)
+    checkout_risk = _CheckoutRisk(context=context, challenge_passed=challenge_passed, now=now)
     try:
         with transaction.atomic(durable=True):
-            placed = _order_place(**order, before_reserve=assess)
-            assessment.store(subject=("order", placed.order.pk), challenge_passed=challenge_passed)
+            placed = _order_place(**order, checkout_risk=checkout_risk)
+            if checkout_risk.decision is None:
+                checkout_risk.assessment.store(subject=("order", placed.order.pk), challenge_passed=challenge_passed)
     except (_RiskRefusal, Refused):
-        if assessment is None:  # refused before the product was read: not for sale, no gateway
-            context = dataclasses.replace(risk_context, quantity=quantity, product_id=order.get("product_pk"))
+        assessment = checkout_risk.assessment
+        if assessment is None and checkout_risk.started is not None:  # the product is not for sale
+            assessment = checkout_risk.started.decide(product_id=order.get("product_pk"))
+        elif assessment is None:  # refused before anything was read: no gateway
+            context = dataclasses.replace(context, product_id=order.get("product_pk"))
             assessment = risk.assessment_prepare(event="checkout", context=context, now=now)
         decision = assessment.store()
         risk.decision_enforce(decision=decision, challenge_passed=challenge_passed)
+        raise
+    except BaseException:
+        if checkout_risk.started is not None:
+            checkout_risk.started.abandon()  # an exchange sent whose reply nobody will read
         raise
     return placed
 
@@ -465,11 +513,11 @@ def _webhook_receive(*, gateway_name: str, body: bytes, headers, now: datetime) 
             recorded = _webhook_event_record_locking(gateway=gateway.name, event=event, now=now)
             if recorded is None:  # rolls back the transaction, which wrote nothing
                 raise WebhookRejected("Unknown payment.")
-            payment, first = recorded
+            payment, first, risk_subject = recorded
             if not first:
                 return "duplicate"
             with ledger.balances_deferred():
-                handler(payment=payment, event=event, now=now)
+                handler(payment=payment, event=event, now=now, risk_subject=risk_subject)
         return "processed"
     payments = Payment.objects.filter(gateway=gateway.name)
     if event.payment_id:
@@ -506,14 +554,18 @@ def _webhook_event_record(*, gateway: str, event: GatewayEvent, payment: Payment
         return cursor.fetchone() is not None
 
 
-def _webhook_event_record_locking(*, gateway: str, event: GatewayEvent, now: datetime) -> tuple[Payment, bool] | None:
+def _webhook_event_record_locking(
+    *, gateway: str, event: GatewayEvent, now: datetime
+) -> tuple[Payment, bool, risk.RiskContext | None] | None:
     """Lock the event's payment (by the shop's id, else by the provider's) and its order, and insert the
     event's WebhookEvent row, in ONE statement; (the payment with its locked order, whether the event is
-    new), or None for an unknown payment (nothing written).
+    new, who checked the order out as the risk engine knows them: `risk.subject_context`), or None for
+    an unknown payment (nothing written).
 
     The locks come first (payment, then order: `locks.payment_order_locked_sql`), then the insert `ON
     CONFLICT DO NOTHING`: a copy of the event racing the first waits on the payment's lock until the
     first commits, then finds the event there (a replay); no savepoint is needed to survive the clash.
+    The risk engine's read of the order's decisions rides in the same statement (`risk.subject_context_sql`).
     """
     connection = transaction.get_connection()
     by = "payment_id" if event.payment_id else "provider_reference"
@@ -523,32 +575,45 @@ def _webhook_event_record_locking(*, gateway: str, event: GatewayEvent, now: dat
         payment = found.order_by("pk").first()
         if payment is None:
             return None
-        return payment, _webhook_event_record(gateway=gateway, event=event, payment=payment, now=now)
+        first = _webhook_event_record(gateway=gateway, event=event, payment=payment, now=now)
+        return payment, first, risk.subject_context(("order", payment.order_id)) if first else None
     body = WebhookEvent._meta.get_field("body").get_db_prep_save(event.body, connection)
     locked = payment_order_locked_sql(f"escrow_payment.gateway = %s AND escrow_payment.{by} = %s")
+    order_pk = payment_order_locked_column(Order, "id")
+    subject, subject_params = risk.subject_context_sql(subject_type="order", subject_id_sql=f"locked.{order_pk}::text")
     # Raw SQL on the hot path: the ORM cannot lock and insert in one statement, and compiling the three
     # statements it took was a good part of the webhook's CPU. Every value is a parameter.
     sql = (
         f"WITH locked AS MATERIALIZED ({locked}), "  # noqa: S608
         "event AS (INSERT INTO escrow_webhookevent (gateway, event_id, event_type, payment_id, received_at, body) "
         "SELECT %s, %s, %s, locked.c0, %s, %s FROM locked ON CONFLICT DO NOTHING RETURNING id) "
-        "SELECT locked.*, EXISTS (SELECT FROM event) FROM locked"
+        f"SELECT locked.*, EXISTS (SELECT FROM event), {subject} FROM locked"
     )
     with connection.cursor() as cursor:
-        prepared.execute(cursor, sql, [gateway, reference, gateway, event.event_id, event.type, now, body])
+        prepared.execute(
+            cursor, sql, [gateway, reference, gateway, event.event_id, event.type, now, body, *subject_params]
+        )
         row = cursor.fetchone()
     if row is None:
         return None
-    return payment_order_from_row(row[:-1]), row[-1]
+    return payment_order_from_row(row[:-2]), row[-2], risk.subject_context_from(row[-1])
 
 
 def _payment_and_order_paid(
-    *, payment: Payment, order: Order, event: GatewayEvent, now: datetime, audit_data: dict
-) -> None:
+    *,
+    payment: Payment,
+    order: Order,
+    event: GatewayEvent,
+    now: datetime,
+    audit_data: dict,
+    decision: tuple[str, list] | None = None,
+) -> int | None:
     """The payment to `succeeded` (what arrived recorded) and its order to `paid`, each a compare-and-set
     from its transition map's sources, and the audit line `payment.succeeded` with `audit_data`, in ONE
     statement: the order moves only if the payment did, and `StateError` (rolling everything back,
-    the audit line too) unless both did. Both rows are the caller's, locked."""
+    the audit line too) unless both did. Both rows are the caller's, locked. `decision`: the risk
+    engine's decision as members of the statement's `WITH` list (`risk.Assessment.store_sql(name=
+    "decision")`), written by the same statement; its id is returned."""
     received = {
         "settled_at": now,
         "received_amount": event.amount,
@@ -558,11 +623,13 @@ def _payment_and_order_paid(
     audit = {"action": AuditAction.PAYMENT_SUCCEEDED, "subject": order, "now": now, "data": audit_data}
     connection = transaction.get_connection()
     if connection.vendor != "postgresql":  # SQLite (the demo) has no write inside a WITH: one by one
+        assert decision is None, "decision is PostgreSQL's"
         PAYMENT_TRANSITIONS.apply(model=Payment, pk=payment.pk, to=PaymentStatus.SUCCEEDED, mirror=payment, **received)
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, mirror=order, paid_at=now)
         audit_record(**audit)
-        return
+        return None
     audit_insert, audit_params = audit_record_sql(**audit)
+    decision_members, decision_params = decision or ("", [])
     # Raw SQL: one round trip instead of three, and no ORM compile on every purchase. Only placeholders
     # and the audit row's INSERT (built from its model, never from input) are formatted in.
     sql = (
@@ -570,8 +637,9 @@ def _payment_and_order_paid(
         "received_currency = %s, provider_reference = %s WHERE id = %s AND status = ANY(%s) RETURNING id), "
         "paid AS (UPDATE escrow_order SET status = %s, paid_at = %s "
         "WHERE id = %s AND status = ANY(%s) AND EXISTS (SELECT FROM payment) RETURNING id), "
-        f"audit AS ({audit_insert}) "
-        "SELECT id FROM paid"
+        f"audit AS ({audit_insert})"
+        f"{', ' + decision_members if decision else ''} "
+        f"SELECT id{', (SELECT id FROM decision)' if decision else ''} FROM paid"
     )
     params = [
         str(PaymentStatus.SUCCEEDED),
@@ -583,21 +651,27 @@ def _payment_and_order_paid(
         order.pk,
         ORDER_TRANSITIONS.sources(OrderStatus.PAID),
         *audit_params,
+        *decision_params,
     ]
     with connection.cursor() as cursor:
         prepared.execute(cursor, sql, params)
-        if cursor.fetchone() is None:
-            raise StateError(Order._meta.label, order.pk, OrderStatus.PAID)
+        row = cursor.fetchone()
+    if row is None:
+        raise StateError(Order._meta.label, order.pk, OrderStatus.PAID)
     for name, value in {"status": PaymentStatus.SUCCEEDED, **received}.items():
         setattr(payment, name, value)
     order.status, order.paid_at = OrderStatus.PAID, now
+    return row[1] if decision else None
 
 
-def payment_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -> Order:
+def payment_succeeded(
+    *, payment: Payment, event: GatewayEvent, now: datetime, risk_subject: risk.RiskContext | None
+) -> Order:
     """Money arrived. Book it into escrow, hold the merchant's share, and queue delivery on commit.
 
     `payment` comes locked with its order (`payment.order`, with the merchant), in that order, as
-    `webhook_receive` takes them (`WEBHOOK_LOCKS_PAYMENT_AND_ORDER`).
+    `webhook_receive` takes them (`WEBHOOK_LOCKS_PAYMENT_AND_ORDER`), with who checked the order out
+    as the risk engine knows them (`risk_subject`, read in the same statement).
 
     A second confirmation of the same payment does nothing. An amount or currency that differs from
     the order's holds the order for review and delivers nothing. A success after the payment failed
@@ -642,9 +716,20 @@ def payment_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -
         return order
 
     late = order.status != OrderStatus.AWAITING_PAYMENT
-    _payment_and_order_paid(
-        payment=payment, order=order, event=event, now=now, audit_data={"payment": payment.pk, "late": late}
+    # On time, the risk engine's `payment` assessment is decided now and its decision written by the
+    # statement that marks the order paid: before the money is booked, as it would be on its own.
+    # A late payment is assessed once its keys are reserved again (below).
+    assessment = None if late else _payment_assessment(order=order, risk_subject=risk_subject, now=now)
+    decision_sql = assessment.store_sql(name="decision", subject=("order", order.pk)) if assessment else None
+    decision_pk = _payment_and_order_paid(
+        payment=payment,
+        order=order,
+        event=event,
+        now=now,
+        audit_data={"payment": payment.pk, "late": late},
+        decision=decision_sql[:2] if decision_sql else None,
     )
+    decision = decision_sql[2](decision_pk) if decision_sql else None
     webhook_events.order_event_emit(
         order=order, event_type=WebhookEventType.ORDER_PAID, status=OrderStatus.PAID, now=now
     )
@@ -674,7 +759,10 @@ def payment_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -
         )
         return order
 
-    held = _payment_held_by_risk(order=order, now=now)
+    if decision is None:  # late, or a decision that opens a review item: stored on its own
+        assessment = assessment or _payment_assessment(order=order, risk_subject=risk_subject, now=now)
+        decision = assessment.store(subject=("order", order.pk))
+    held = _payment_held_by_risk(order=order, decision=decision, now=now)
     # Last: the money in, and the merchant's share and the fee held out of escrow, booked with the
     # balances they change in ONE statement, so the shared platform balances stay locked only for the
     # commit (as `balances_deferred` would keep them, one statement sooner).
@@ -688,18 +776,26 @@ def payment_succeeded(*, payment: Payment, event: GatewayEvent, now: datetime) -
     return order
 
 
-def _payment_held_by_risk(*, order: Order, now: datetime) -> bool:
-    """The `payment` assessment of a paid order, before delivery (and before its money is booked, in
+def _payment_assessment(*, order: Order, risk_subject: risk.RiskContext | None, now: datetime):
+    """The `payment` assessment of a paid order, decided, not stored: the person is the checkout's
+    (`risk_subject`: its first decision's identities), else the order's buyer and e-mail."""
+    context = risk_subject or risk.RiskContext(actor_id=order.buyer_id, email=order.email)
+    context = dataclasses.replace(
+        context,
+        amount=order.amount,
+        currency=order.currency,
+        quantity=order.quantity,
+        product_id=order.product_id,
+        merchant_id=order.merchant_id,
+    )
+    return risk.assessment_prepare(event="payment", context=context, now=now, subject=("order", order.pk))
+
+
+def _payment_held_by_risk(*, order: Order, decision, now: datetime) -> bool:
+    """The `payment` decision about a paid order, before delivery (and before its money is booked, in
     the same transaction). Money that arrived is never turned away here: anything but allow (or
     challenge, which a paid buyer already passed at checkout) holds the paid order for staff
     (`held_for_review`), who deliver or refund it in full."""
-    context = risk.subject_context(("order", order.pk), amount=order.amount, currency=order.currency) or (
-        risk.RiskContext(actor_id=order.buyer_id, email=order.email, amount=order.amount, currency=order.currency)
-    )
-    context = dataclasses.replace(
-        context, quantity=order.quantity, product_id=order.product_id, merchant_id=order.merchant_id
-    )
-    decision = risk.assess(event="payment", context=context, subject=("order", order.pk), now=now)
     if decision.outcome in {risk.Outcome.ALLOW, risk.Outcome.CHALLENGE}:
         return False
     ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.HELD_FOR_REVIEW)
@@ -785,10 +881,10 @@ def _holds(*, order: Order, escrow: LedgerAccount, available: LedgerAccount, fee
     return [hold for hold in holds if hold.amount]
 
 
-def payment_failed(*, payment: Payment, now: datetime) -> None:
+def payment_failed(*, payment: Payment, now: datetime, risk_subject: risk.RiskContext | None) -> None:
     """The buyer's payment failed at the gateway: cancel the unpaid order and return its keys.
 
-    `payment` comes locked with its order (`payment.order`), as for `payment_succeeded`."""
+    `payment` comes locked with its order (`payment.order`), and `risk_subject`, as for `payment_succeeded`."""
     assert transaction.get_connection().in_atomic_block
     order = payment.order
     if payment.status != PaymentStatus.PENDING:
@@ -799,23 +895,24 @@ def payment_failed(*, payment: Payment, now: datetime) -> None:
         shop_services.keys_release(order_pk=order.pk)
     audit_record(action=AuditAction.PAYMENT_FAILED, subject=order, now=now, data={"payment": payment.pk})
     # Counted against the device, address and e-mail that checked out: card testing shows here.
-    risk.outcome_note(counter="payment_failed", subject=("order", order.pk), now=now)
+    risk.outcome_count(counter="payment_failed", context=risk_subject, now=now)
 
 
-def _payment_succeeded_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
-    payment_succeeded(payment=payment, event=event, now=now)
+def _payment_succeeded_event(*, payment: Payment, event: GatewayEvent, now: datetime, risk_subject) -> None:
+    payment_succeeded(payment=payment, event=event, now=now, risk_subject=risk_subject)
 
 
-def _payment_failed_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
-    payment_failed(payment=payment, now=now)
+def _payment_failed_event(*, payment: Payment, event: GatewayEvent, now: datetime, risk_subject) -> None:
+    payment_failed(payment=payment, now=now, risk_subject=risk_subject)
 
 
 def _payment_noted_event(*, payment: Payment, event: GatewayEvent, now: datetime) -> None:
     logger.info("escrow.payment_noted", extra={"payment": payment.pk, "event": event.event_id})
 
 
-# The event types whose handler gets the payment locked with its order (`payment.order`): taken by
-# `webhook_receive` itself, in the statement that records the event.
+# The event types whose handler gets the payment locked with its order (`payment.order`) and the risk
+# engine's `subject_context` of the order (`risk_subject`): taken and read by `webhook_receive` itself,
+# in the statement that records the event.
 WEBHOOK_LOCKS_PAYMENT_AND_ORDER = frozenset({"payment.succeeded", "payment.failed"})
 
 # Gateway event type → its handler, all called alike inside `webhook_receive`'s transaction.

@@ -9,20 +9,23 @@ allows. The decision row keeps the event, outcome, anomaly score, the deciding r
 value computed, and names its subject (order, withdrawal, dispute, user, merchant) when known.
 """
 
+import dataclasses
 import functools
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
 
+from core import prepared
 from risk.blocklist import blocklist_match
 from risk.context import EVENTS, Outcome, RiskContext
 from risk.models import Decision, ReviewKind, SeenIdentity, VelocityHit
 from risk.ruleset import ruleset, ruleset_unchecked, version_key
-from risk.signals import ANOMALY_WEIGHTS, EMAIL_DIMENSIONS, EMAIL_EVENTS, Signals
+from risk.signals import ANOMALY_WEIGHTS, EMAIL_DIMENSIONS, EMAIL_EVENTS, Load, Signals
 from risk.velocity import counter_key, hit_rows, identity_digest, uses_redis
 
 # A frozen account may still sign in (to see its orders) but not buy, withdraw or change payouts.
@@ -84,8 +87,7 @@ class Assessment:
         """Whether `decision_enforce` would refuse the act."""
         return self.outcome in Outcome.REFUSING or (self.outcome == Outcome.CHALLENGE and not challenge_passed)
 
-    def store(self, *, subject: tuple[str, int | str] | None = None, challenge_passed: bool = False) -> Decision:
-        """Write the decision about `subject`; may run again after a rollback undid an earlier store."""
+    def _decision(self, *, subject: tuple[str, int | str] | None, challenge_passed: bool) -> Decision:
         subject_key = (subject[0], str(subject[1])) if subject else None
         context, identities = self.context, self.signals.identities
         decision = _decision_new(
@@ -111,17 +113,35 @@ class Assessment:
         )
         if self.deciding is not None:
             decision.rule = self.deciding  # as Decision(rule=…) would: no query to read it back
-        seen = [(kind, identities[kind]) for kind in ("device", "network") if kind in identities and self.first_hand]
-        now, actor = self.now, self.signals.actor
-        freezing = self.outcome == Outcome.FREEZE and context.actor_id is not None and not self.frozen
+        return decision
+
+    def _seen(self) -> list[tuple[str, str]]:
+        """The device and network to remember as the actor's (first-hand acts of an actor only)."""
+        identities = self.signals.identities
+        if not (self.first_hand and self.signals.actor):
+            return []
+        return [(kind, identities[kind]) for kind in ("device", "network") if kind in identities]
+
+    def _freezing(self) -> bool:
+        return self.outcome == Outcome.FREEZE and self.context.actor_id is not None and not self.frozen
+
+    def store(self, *, subject: tuple[str, int | str] | None = None, challenge_passed: bool = False) -> Decision:
+        """Write the decision about `subject`; may run again after a rollback undid an earlier store."""
+        decision = self._decision(subject=subject, challenge_passed=challenge_passed)
+        context, now, actor = self.context, self.now, self.signals.actor
+        seen = self._seen()
+        freezing = self._freezing()
         postgres = connection.vendor == "postgresql"
         with transaction.atomic() if freezing or not postgres else _nothing():
             if postgres:
-                _insert_postgres(decision, hits=self.db_hits, seen=seen if actor else [])
+                sql, params = _insert_sql(bool(self.db_hits), len(seen)), _insert_params(decision, self.db_hits, seen)
+                with connection.cursor() as cursor:
+                    prepared.execute(cursor, sql, params)
+                    _stored(decision, cursor.fetchone()[0])
             else:
                 decision.save(force_insert=True)
                 VelocityHit.objects.bulk_create(hit_rows(self.db_hits, self.now))
-                if actor and seen:
+                if seen:
                     SeenIdentity.objects.bulk_create(
                         [
                             SeenIdentity(actor=actor, kind=kind, value=value, first_seen=now, last_seen=now)
@@ -138,6 +158,30 @@ class Assessment:
                     kind=ReviewKind.USER, subject_id=context.actor_id, email=context.email, decision=decision, now=now
                 )
         return decision
+
+    def store_sql(
+        self, *, name: str, subject: tuple[str, int | str], challenge_passed: bool = False
+    ) -> tuple[str, list, Callable[[int], Decision]] | None:
+        """`store` as members of a caller's `WITH` list (PostgreSQL), for a checkout that writes its
+        order and the decision naming it in ONE statement (escrow/checkout_sql.py): the same rows, the
+        act's velocity hits and seen identities with them. `<name>` is the decision's INSERT `RETURNING
+        id` (one row): the caller selects `(SELECT id FROM <name>)` and passes that value to the
+        returned `finish`, which gives the Decision. None where the decision must be stored on its own:
+        not PostgreSQL, or a freeze (it opens a review item): call `store` then.
+
+        On a rollback of the caller's statement nothing of it is written: `store` may run after."""
+        if connection.vendor != "postgresql" or self._freezing():
+            return None
+        decision = self._decision(subject=subject, challenge_passed=challenge_passed)
+        seen = self._seen()
+        members = _insert_members(name, bool(self.db_hits), len(seen))
+        params = _insert_params(decision, self.db_hits, seen)
+
+        def finish(pk: int) -> Decision:
+            _stored(decision, pk)
+            return decision
+
+        return members, params, finish
 
 
 class _nothing:
@@ -163,37 +207,44 @@ def _decision_new(values: dict[str, Any]) -> Decision:
 
 
 @functools.cache
-def _insert_sql(hits: bool, seen: int) -> str:
-    """The text of the decision's one statement, by shape: with the act's velocity hits or not, and with
-    0, 1 or 2 seen identities (device, network). Built once per shape; only the parameters change. The
-    hits and seen identities take the act's time and actor from the decision's row (fewer parameters
-    to adapt)."""
+def _insert_members(name: str, hits: bool, seen: int) -> str:
+    """The decision's rows as members of a `WITH` list, by shape: with the act's velocity hits or not,
+    and with 0, 1 or 2 seen identities (device, network); `<name>` returns the decision's id. Built
+    once per shape; only the parameters change. The hits and seen identities take the act's time and
+    actor from the decision's row (fewer parameters to adapt)."""
     columns = _decision_columns()
     casts = {"reasons": "%s::jsonb", "signals": "%s::jsonb", "ip": "%s::inet"}
     values = [casts.get(column.name, "%s") for column in columns]
     sql = (
-        f"WITH d AS (INSERT INTO risk_decision ({', '.join(column.column for column in columns)}) "  # noqa: S608
+        f"{name} AS (INSERT INTO risk_decision ({', '.join(column.column for column in columns)}) "  # noqa: S608
         f"VALUES ({', '.join(values)}) RETURNING id, actor, at)"
     )
     if hits:
         sql += (
-            ", h AS (INSERT INTO risk_velocityhit (key, member, weight, at) "
-            "SELECT k, m, w, d.at FROM d, unnest(%s::varchar[], %s::varchar[], %s::int[]) AS t (k, m, w))"
+            f", {name}_hits AS (INSERT INTO risk_velocityhit (key, member, weight, at) "  # noqa: S608 - names only
+            f"SELECT k, m, w, {name}.at FROM {name}, unnest(%s::varchar[], %s::varchar[], %s::int[]) AS t (k, m, w))"
         )
     if seen:
         sql += (
-            ", s AS (INSERT INTO risk_seenidentity (actor, kind, value, first_seen, last_seen) "  # noqa: S608
-            f"SELECT d.actor, t.k, t.v, d.at, d.at FROM d, (VALUES {', '.join(['(%s, %s)'] * seen)}) AS t (k, v) "
+            f", {name}_seen AS (INSERT INTO risk_seenidentity (actor, kind, value, first_seen, last_seen) "  # noqa: S608
+            f"SELECT {name}.actor, t.k, t.v, {name}.at, {name}.at FROM {name}, "
+            f"(VALUES {', '.join(['(%s, %s)'] * seen)}) AS t (k, v) "
             "ON CONFLICT (actor, kind, value) DO UPDATE SET last_seen = EXCLUDED.last_seen)"
         )
-    return sql + " SELECT id FROM d"  # noqa: S608 - our tables, no input in the text
+    return sql
+
+
+@functools.cache
+def _insert_sql(hits: bool, seen: int) -> str:
+    """The decision's one statement on its own (`Assessment.store`)."""
+    return f"WITH {_insert_members('d', hits, seen)} SELECT id FROM d"  # noqa: S608 - our tables, no input
 
 
 _JSON_COLUMNS = frozenset({"reasons", "signals"})
 
 
-def _insert_postgres(decision: Decision, *, hits, seen) -> None:
-    """INSERT the decision, the velocity hits and the seen identities in one statement (a CTE)."""
+def _insert_params(decision: Decision, hits, seen) -> list:
+    """The parameters of `_insert_members`: the decision's columns, the hits, the seen identities."""
     params = [
         json.dumps(getattr(decision, column.attname))
         if column.name in _JSON_COLUMNS
@@ -208,20 +259,121 @@ def _insert_postgres(decision: Decision, *, hits, seen) -> None:
         ]
     for kind, value in seen:
         params += [kind, value]
-    with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(bool(hits), len(seen)), params)
-        decision.pk = cursor.fetchone()[0]
-        decision._state.db = cursor.db.alias
+    return params
+
+
+def _stored(decision: Decision, pk: int) -> None:
+    decision.pk = pk
+    decision._state.db = connection.alias
     decision._state.adding = False
 
 
-def assessment_prepare(
+# What a caller may still tell `AssessmentStarted.decide` once the read is sent: facts none of the read's
+# parts depend on (those are the identities, the actor, the quantity: the velocity hits' weight).
+DECIDE_FACTS = frozenset({"amount", "currency", "product_id", "merchant_id"})
+
+
+@dataclass
+class AssessmentStarted:
+    """An act whose read is sent or ready to send (`assessment_start`), not decided yet.
+
+    `read_sql()` is the SQL read as ONE scalar expression, for a caller that sends a statement anyway
+    (the checkout's product read, escrow/checkout_sql.py); `decide(read=<its value>, amount=…)` then
+    decides on it without a statement of its own. Without `read` the read is sent by `decide`. With
+    Redis the exchange (hits, windows, the rules' version) is already sent: its reply is read by
+    `decide`, so it overlaps whatever the caller sends in between. A caller that gives up between the
+    two calls `abandon`."""
+
+    event: str
+    context: RiskContext
+    now: datetime
+    signals: Signals
+    guess: Any  # the rules this process had when the read was built (risk/ruleset.py)
+    hits: list
+    frozen_actor: int | None
+    redis: bool
+    load: Load
+
+    def read_sql(self) -> tuple[str, list] | None:
+        """The read as ONE scalar SQL expression (a text[]) and its parameters; None: nothing to read
+        by SQL (not PostgreSQL, or nothing asked)."""
+        return self.load.sql_expression()
+
+    def abandon(self) -> None:
+        self.load.abandon()
+
+    def decide(self, *, read: list[str] | None = None, **facts) -> "Assessment":
+        """Decide the act: `read` is the value of `read_sql()` if the caller sent it; `facts` are the
+        context's fields learnt since the start (`DECIDE_FACTS`: the amount, the product…)."""
+        signals = self.signals
+        if facts:
+            if not facts.keys() <= DECIDE_FACTS:
+                self.abandon()
+                raise ValueError(f"the read already depends on {sorted(facts.keys() - DECIDE_FACTS)}")
+            self.context = signals.context = dataclasses.replace(self.context, **facts)
+        event, context, now = self.event, self.context, self.now
+        version = signals.load_end(self.load, read)
+        current = ruleset(version) if self.redis else self.guess
+        if current is not self.guess:
+            signals.load(current.signals.get(event, ()))
+
+        outcome, deciding, reasons = Outcome.ALLOW, None, []
+        frozen = bool(signals.frozen) if self.frozen_actor is not None else False
+        blocked = None if frozen else blocklist_match(context=context, now=now, ruleset=current)
+        if frozen:
+            outcome = Outcome.FREEZE
+            reasons = [{"rule": "account_frozen", "signal": "account_frozen", "value": 1, "threshold": 1}]
+        elif blocked is not None:
+            entry, value = blocked
+            outcome = Outcome.BLOCK
+            reasons = [
+                {
+                    "rule": f"block_list:{entry.pk}",
+                    "signal": f"block_list.{entry.kind}",
+                    "value": value,
+                    "threshold": entry.value if entry.kind != "payout_account" else "…",
+                    "reason": entry.reason,
+                }
+            ]
+        else:
+            # One pass over the compiled rules (ruleset.py), harshest first; a reason only for the one that decides.
+            values = signals.values
+            for signal, compare, threshold, rule in current.checks.get(event, ()):
+                value = values[signal] if signal in values else signals.get(signal)
+                if value is not None and compare(float(value), threshold):
+                    outcome, deciding = rule.outcome, rule
+                    reasons = [
+                        {
+                            "rule": rule.pk,
+                            "signal": signal,
+                            "value": value,
+                            "threshold": rule.threshold,
+                            "comparison": rule.comparison,
+                            "description": rule.description,
+                        }
+                    ]
+                    break
+        return Assessment(
+            event=event,
+            context=context,
+            now=now,
+            signals=signals,
+            outcome=outcome,
+            deciding=deciding,
+            reasons=reasons,
+            frozen=frozen,
+            first_hand=event not in SECOND_HAND,
+            db_hits=[] if self.redis else self.hits,
+        )
+
+
+def assessment_start(
     *, event: str, context: RiskContext, now: datetime, subject: tuple[str, int | str] | None = None
-) -> Assessment:
-    """Decide one act without storing it: the rules and block list from this process's snapshot
-    (risk/ruleset.py), the signals the event's active rules name (plus what every decision keeps) in
-    one read — one statement on PostgreSQL, and one Redis command (a script) that also records the
-    act's hits when the cache is Redis. Call `store` on the result, whatever the outcome."""
+) -> AssessmentStarted:
+    """Start deciding one act: the rules and block list from this process's snapshot (risk/ruleset.py),
+    the signals the event's active rules name (plus what every decision keeps) to read in ONE statement
+    on PostgreSQL, built here and sent by the caller (`read_sql`) or by `decide`; with Redis, ONE
+    command (a script) that also records the act's hits, sent here."""
     if event not in EVENTS:
         raise ValueError(f"unknown risk event {event!r}")
     subject_key = (subject[0], str(subject[1])) if subject else None
@@ -237,59 +389,26 @@ def assessment_prepare(
     frozen_actor = context.actor_id if context.actor_id is not None and event in FROZEN_EVENTS else None
     if first_hand:
         names = (*names, *ALWAYS)
-    version = signals.load(names, writes=hits, frozen_actor=frozen_actor, probe=version_key() if redis else None)
-    current = ruleset(version) if redis else guess
-    if current is not guess:
-        signals.load(current.signals.get(event, ()))
-
-    outcome, deciding, reasons = Outcome.ALLOW, None, []
-    frozen = bool(signals.frozen) if frozen_actor is not None else False
-    blocked = None if frozen else blocklist_match(context=context, now=now, ruleset=current)
-    if frozen:
-        outcome = Outcome.FREEZE
-        reasons = [{"rule": "account_frozen", "signal": "account_frozen", "value": 1, "threshold": 1}]
-    elif blocked is not None:
-        entry, value = blocked
-        outcome = Outcome.BLOCK
-        reasons = [
-            {
-                "rule": f"block_list:{entry.pk}",
-                "signal": f"block_list.{entry.kind}",
-                "value": value,
-                "threshold": entry.value if entry.kind != "payout_account" else "…",
-                "reason": entry.reason,
-            }
-        ]
-    else:
-        # One pass over the compiled rules (ruleset.py), harshest first; a reason only for the one that decides.
-        values = signals.values
-        for signal, compare, threshold, rule in current.checks.get(event, ()):
-            value = values[signal] if signal in values else signals.get(signal)
-            if value is not None and compare(float(value), threshold):
-                outcome, deciding = rule.outcome, rule
-                reasons = [
-                    {
-                        "rule": rule.pk,
-                        "signal": signal,
-                        "value": value,
-                        "threshold": rule.threshold,
-                        "comparison": rule.comparison,
-                        "description": rule.description,
-                    }
-                ]
-                break
-    return Assessment(
+    load = signals.load_start(names, writes=hits, frozen_actor=frozen_actor, probe=version_key() if redis else None)
+    return AssessmentStarted(
         event=event,
         context=context,
         now=now,
         signals=signals,
-        outcome=outcome,
-        deciding=deciding,
-        reasons=reasons,
-        frozen=frozen,
-        first_hand=first_hand,
-        db_hits=[] if redis else hits,
+        guess=guess,
+        hits=hits,
+        frozen_actor=frozen_actor,
+        redis=redis,
+        load=load,
     )
+
+
+def assessment_prepare(
+    *, event: str, context: RiskContext, now: datetime, subject: tuple[str, int | str] | None = None
+) -> Assessment:
+    """Decide one act without storing it (`assessment_start`, its read sent at once). Call `store` on
+    the result, whatever the outcome."""
+    return assessment_start(event=event, context=context, now=now, subject=subject).decide()
 
 
 def assess(

@@ -1,6 +1,7 @@
 """Every write of the risk app besides `assess` itself: enforcing a decision, naming its subject, the
 review queue and its decisions, raised merchant reserves, rule and block-list changes (audited)."""
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,9 +10,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils.translation import gettext as _
 
+from core import prepared
 from core.errors import Refused
 from core.transitions import StateError
 from risk.audit import risk_audit
@@ -68,10 +70,45 @@ def decision_subject_set(*, decision: Decision, subject: tuple[str, int | str], 
     )
 
 
+# The first 20 decisions about a subject by pk: the first one's identities, and whether any asked for
+# review. ONE value (a text[]: actor, e-mail, address, network, device, "true"/"false"), NULL for none.
+_SUBJECT_READ = (
+    "(SELECT ARRAY[actor, email, host(ip), network, device, (bool_or(outcome IN (%s, %s)) OVER ())::text] "
+    "FROM (SELECT id, actor, email, ip, network, device, outcome FROM risk_decision "
+    "WHERE subject_type = %s AND subject_id = {subject_id} ORDER BY id LIMIT 20) d ORDER BY id LIMIT 1)"
+)
+
+
+def subject_context_sql(*, subject_type: str, subject_id_sql: str) -> tuple[str, list]:
+    """`subject_context`'s read as ONE scalar SQL expression and its parameters, for a caller that
+    sends a statement anyway (the payment webhook's lock, escrow/services.py): `subject_id_sql` is the
+    subject's id as an SQL expression of the caller's (a column of its row, as text; never input).
+    Hand the expression's value to `subject_context_from`."""
+    return _SUBJECT_READ.format(subject_id=subject_id_sql), [Outcome.REVIEW, Outcome.FREEZE, subject_type]
+
+
+def subject_context_from(value: list | None, **fields) -> RiskContext | None:
+    """The context `subject_context` gives, from the value of `subject_context_sql`."""
+    if value is None:
+        return None
+    actor, email, ip, network, device, flagged = value
+    actor_id = int(actor.removeprefix("user:")) if actor.startswith("user:") else None
+    extra = {**fields.pop("extra", {}), "subject_flagged": int(flagged == "true")}
+    return RiskContext(
+        actor_id=actor_id, email=email, ip=ip or "", network=network, device=device, extra=extra, **fields
+    )
+
+
 def subject_context(subject: tuple[str, int | str], **fields) -> RiskContext | None:
     """The identities (e-mail, IP, device, actor) of the first decision about `subject`: how a
     payment or a failure, which come from the gateway, is tied to the person who checked out. Its
-    `extra["subject_flagged"]` says whether any decision about the subject asked for review."""
+    `extra["subject_flagged"]` says whether any decision about the subject asked for review. On
+    PostgreSQL one plain statement (its text built once), elsewhere the ORM."""
+    if connection.vendor == "postgresql":
+        expression, params = _subject_read_text()
+        with connection.cursor() as cursor:
+            prepared.execute(cursor, expression, [*params, subject[0], str(subject[1])])
+            return subject_context_from(cursor.fetchone()[0], **fields)
     decisions = list(
         Decision.objects.filter(subject_type=subject[0], subject_id=str(subject[1]))
         .order_by("pk")
@@ -80,24 +117,25 @@ def subject_context(subject: tuple[str, int | str], **fields) -> RiskContext | N
     if not decisions:
         return None
     first = decisions[0]
-    actor_id = int(first["actor"].removeprefix("user:")) if first["actor"].startswith("user:") else None
     flagged = any(row["outcome"] in {Outcome.REVIEW, Outcome.FREEZE} for row in decisions)
-    extra = {**fields.pop("extra", {}), "subject_flagged": int(flagged)}
-    return RiskContext(
-        actor_id=actor_id,
-        email=first["email"],
-        ip=first["ip"] or "",
-        network=first["network"],
-        device=first["device"],
-        extra=extra,
-        **fields,
-    )
+    value = [first[name] for name in ("actor", "email", "ip", "network", "device")]
+    return subject_context_from([*value, "true" if flagged else "false"], **fields)
+
+
+@functools.cache
+def _subject_read_text() -> tuple[str, list]:
+    expression, params = subject_context_sql(subject_type="", subject_id_sql="%s")
+    return f"SELECT {expression}", params[:-1]  # the subject's type and id are the caller's
 
 
 def outcome_note(*, counter: str, subject: tuple[str, int | str], now: datetime) -> None:
     """Count something that happened to an earlier act (a payment that failed) against the identities
     of that act, so rules can say "5 failed payments from this device in an hour"."""
-    context = subject_context(subject)
+    outcome_count(counter=counter, context=subject_context(subject), now=now)
+
+
+def outcome_count(*, counter: str, context: RiskContext | None, now: datetime) -> None:
+    """`outcome_note` with the act's context already read (`subject_context_from`; None: no act)."""
     if context is None:
         return
     with Velocity(now) as velocity:

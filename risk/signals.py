@@ -16,13 +16,14 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from core import prepared
 from risk.context import EVENTS, RiskContext
 from risk.velocity import WINDOWS, RedisExchange, counter_key, db_adjust, db_aggregates, db_exchange, uses_redis
 
@@ -71,6 +72,36 @@ class Named:
     description: str
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_microseconds(text: str) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(text))
+
+
+@dataclass
+class Load:
+    """A read of signals started (`Signals.load_start`) and not finished (`Signals.load_end`)."""
+
+    names: list[str]
+    asks: list
+    wanted: list[str]
+    redis: bool
+    fetch: dict | None = None  # what the read fetches besides the asks; None: nothing to read
+    exchange: RedisExchange | None = None  # sent, its reply not read yet
+    sql: tuple[str, list] | None = None  # the SQL read (PostgreSQL), not sent yet
+
+    def sql_expression(self) -> tuple[str, list] | None:
+        """The SQL read as ONE scalar expression (a text[]) and its parameters, for a caller's statement."""
+        return (f"ARRAY({self.sql[0]})", self.sql[1]) if self.sql is not None else None
+
+    def abandon(self) -> None:
+        """Drop the exchange's connection if its reply will never be read (an error in between)."""
+        if self.exchange is not None:
+            self.exchange.abandon()
+            self.exchange = None
+
+
 class Signals:
     """The signal values of one act, computed on first use and kept for the decision."""
 
@@ -102,6 +133,14 @@ class Signals:
         Without Redis the hits are written later with the decision (`risk.engine`), so the counts add them.
         Elsewhere (SQLite: the demo) the same reads are a few ORM queries. With Redis, `probe` names a
         key read raw in the same pipeline (the rules' version), returned."""
+        return self.load_end(self.load_start(names, writes=writes, frozen_actor=frozen_actor, probe=probe))
+
+    def load_start(
+        self, names, *, writes: list | None = None, frozen_actor: int | None = None, probe: str | None = None
+    ) -> "Load":
+        """`load`'s first half: what to read, the Redis exchange sent (its reply is read by `load_end`),
+        and on PostgreSQL the SQL read built but not sent, so a caller may send it inside a statement of
+        its own (`Load.sql_expression`) and hand its value to `load_end`."""
         if writes is not None:
             self._writes = list(writes)
         names = [name for name in dict.fromkeys(names) if name not in self.values]
@@ -115,68 +154,74 @@ class Signals:
         if self._history is None and not actor:
             self._history = []
         redis = uses_redis()
-        answers: list[float] = []
-        probed = None
-        if asks or need_history or need_seen or frozen_actor is not None or probe or (redis and self._writes):
-            answers, probed = self._fetch(
-                asks=asks,
+        load = Load(names=names, asks=asks, wanted=wanted, redis=redis)
+        if not (asks or need_history or need_seen or frozen_actor is not None or probe or (redis and self._writes)):
+            return load  # named signals over what is read already (the anomaly score's parts): nothing to fetch
+        load.fetch = {
+            "history": need_history,
+            "seen": need_seen,
+            "frozen_actor": frozen_actor,
+            "identities": identities,
+        }
+        # With Redis the exchange is sent first and its reply read after the SQL read: the waits overlap.
+        if redis and (asks or self._writes or probe):
+            load.exchange = RedisExchange(now=self.now, writes=self._writes, asks=asks, probe=probe)
+        if connection.vendor == "postgresql":
+            load.sql = self._read_sql(
+                asks=[] if redis else asks,
                 history=need_history,
                 seen=need_seen,
                 frozen_actor=frozen_actor,
                 identities=identities,
-                probe=probe,
-                redis=redis,
             )
-        # else: named signals over what is read already (the anomaly score's parts): nothing to fetch
-        for name, value in zip(wanted, answers, strict=True):
+        return load
+
+    def load_end(self, load: "Load", rows: list[str] | None = None):
+        """`load`'s second half: the SQL read sent now unless the caller sent it (`rows`: the value of
+        `load.sql_expression()` in its statement), the Redis reply read, the values computed. Returns
+        the probed key's value."""
+        answers: list[float] = []
+        probed = None
+        if load.fetch is not None:
+            try:
+                answers = self._fetch(load, rows)
+            except BaseException:
+                load.abandon()
+                raise
+            if load.exchange is not None:
+                answers, probed = load.exchange.receive()
+                load.exchange = None
+                self._writes = []  # recorded: later asks count them as they are
+        for name, value in zip(load.wanted, answers, strict=True):
             self.values[name] = value
-        for name in names:
+        for name in load.names:
             if name not in self.values:
                 self.values[name] = self._named(name)
         return probed
 
-    def _fetch(self, *, asks, history: bool, seen: bool, frozen_actor, identities, probe, redis: bool):
-        """(the asks' answers, the probed value): one SQL statement and, with Redis, one exchange."""
-        answers: list[float] = []
-        probed = None
-        # With Redis the exchange is sent first and its reply read after the SQL read: the waits overlap.
-        exchange = None
-        if redis and (asks or self._writes or probe):
-            exchange = RedisExchange(now=self.now, writes=self._writes, asks=asks, probe=probe)
-        try:
-            if connection.vendor == "postgresql":
-                found = self._read_postgres(
-                    asks=[] if redis else asks,
-                    history=history,
-                    seen=seen,
-                    frozen_actor=frozen_actor,
-                    identities=identities,
-                )
-                if not redis and asks:
-                    answers = found["velocity"]
-            else:
-                if not redis:
-                    answers = db_exchange(now=self.now, writes=self._writes, asks=asks)
-                if history:
-                    self.history()
-                if seen:
-                    self.seen()
-                if frozen_actor is not None:
-                    from risk.models import ReviewItem, ReviewKind, ReviewStatus
+    def _fetch(self, load: "Load", rows: list[str] | None) -> list[float]:
+        """The SQL read's answers to the velocity asks (none with Redis), its other parts kept."""
+        fetch, asks = load.fetch, load.asks
+        if connection.vendor == "postgresql":
+            if load.sql is None:
+                return []
+            if rows is None:
+                rows = self._read_postgres(sql=load.sql[0], params=load.sql[1])
+            return self._read_parse(rows, asks=[] if load.redis else asks, **fetch)
+        answers = [] if load.redis else db_exchange(now=self.now, writes=self._writes, asks=asks)
+        if fetch["history"]:
+            self.history()
+        if fetch["seen"]:
+            self.seen()
+        if fetch["frozen_actor"] is not None:
+            from risk.models import ReviewItem, ReviewKind, ReviewStatus
 
-                    self.frozen = ReviewItem.objects.filter(
-                        kind=ReviewKind.USER,
-                        subject_id=str(frozen_actor),
-                        status__in=[ReviewStatus.OPEN, ReviewStatus.REJECTED],
-                    ).exists()
-        except BaseException:
-            if exchange is not None:
-                exchange.abandon()
-            raise
-        if exchange is not None:
-            answers, probed = exchange.receive()
-            self._writes = []  # recorded: later asks count them as they are
-        return answers, probed
+            self.frozen = ReviewItem.objects.filter(
+                kind=ReviewKind.USER,
+                subject_id=str(fetch["frozen_actor"]),
+                status__in=[ReviewStatus.OPEN, ReviewStatus.REJECTED],
+            ).exists()
+        return answers
 
     def _asks(self, names) -> tuple[list[tuple[str, str, int]], list[str]]:
         asks, wanted = [], []
@@ -193,55 +238,72 @@ class Signals:
             wanted.append(name)
         return asks, wanted
 
-    def _read_postgres(self, *, asks, history: bool, seen: bool, frozen_actor: int | None, identities) -> dict:
-        """One SELECT for all of it, a UNION ALL of plain branches (rows tagged v, h, s, f), each only
-        when asked for (none asked: no statement). Plain branches plan in about half the time of CTEs
-        with aggregates over them, and planning is most of what a read this small costs the server."""
+    def _read_sql(self, *, asks, history: bool, seen: bool, frozen_actor: int | None, identities):
+        """The read as ONE query (text, parameters), a UNION ALL of plain branches, each only when asked
+        for (none asked: None). Plain branches plan in about half the time of CTEs with aggregates over
+        them, and planning is most of what a read this small costs the server. Each row is one text,
+        tagged by its first letter (v, h, s, f), so the whole read is also ONE value, a text[]
+        (`Load.sql_expression`), that a caller may select in a statement of its own. Times are
+        microseconds since the epoch (exact: PostgreSQL's `extract` is numeric)."""
         branches, params = [], []
         if asks:
             expressions, velocity_params, keys, oldest = db_aggregates(now=self.now, writes=self._writes, asks=asks)
             branches.append(
-                f"SELECT 'v', NULL, NULL, NULL, NULL, ARRAY[{', '.join(expressions)}]::bigint[] "  # noqa: S608 - ours
+                f"SELECT 'v' || array_to_string(ARRAY[{', '.join(expressions)}]::bigint[], ' ') "  # noqa: S608 - ours
                 "FROM risk_velocityhit WHERE key = ANY(%s) AND at > %s"
             )
             params += [*velocity_params, keys, oldest]
         if history:
             branches.append(
-                "SELECT 'h', NULL, NULL, amount, at, NULL FROM (SELECT amount, at FROM risk_decision "
-                "WHERE actor = %s AND event = %s AND at < %s ORDER BY at DESC, id DESC LIMIT 50) h"
+                "SELECT concat('h', (extract(epoch FROM at) * 1000000)::bigint, ' ', amount) FROM (SELECT amount, at "
+                "FROM risk_decision WHERE actor = %s AND event = %s AND at < %s ORDER BY at DESC, id DESC LIMIT 50) h"
             )
             params += [self.actor, self.event, self.now]
         if seen:
             branches.append(
-                "SELECT 's', kind, value, NULL, first_seen, NULL FROM (SELECT kind, value, first_seen "
-                "FROM risk_seenidentity WHERE actor = %s AND (value = ANY(%s) OR first_seen <= %s) LIMIT 50) s"
+                "SELECT concat('s', (extract(epoch FROM first_seen) * 1000000)::bigint, ' ', kind, ' ', value) FROM "
+                "(SELECT kind, value, first_seen FROM risk_seenidentity "
+                "WHERE actor = %s AND (value = ANY(%s) OR first_seen <= %s) LIMIT 50) s"
             )
             params += [self.actor, identities, self.now - timedelta(hours=NEW_HOURS)]
         if frozen_actor is not None:
             branches.append(
-                "SELECT 'f', NULL, NULL, NULL, NULL, NULL FROM (SELECT 1 FROM risk_reviewitem WHERE kind = 'user' "
+                "SELECT 'f' FROM (SELECT 1 FROM risk_reviewitem WHERE kind = 'user' "
                 "AND subject_id = %s AND status IN ('open', 'rejected') LIMIT 1) f"
             )
             params.append(str(frozen_actor))
         if not branches:
-            return {}
-        # The first branch fixes the columns' types.
-        typed = "SELECT ''::text, NULL::varchar, NULL::varchar, NULL::bigint, NULL::timestamptz, NULL::bigint[] "
-        typed += "WHERE false"
+            return None
+        return " UNION ALL ".join(branches), params
+
+    def _read_postgres(self, *, sql: str, params: list) -> list[str]:
+        """The read sent as a statement of its own: its rows."""
         with connection.cursor() as cursor:
-            cursor.execute(" UNION ALL ".join([typed, *branches]), params)
-            rows = cursor.fetchall()
-        found = {}
-        if asks:
-            answers = next(row[5] for row in rows if row[0] == "v")
-            found["velocity"] = db_adjust(writes=self._writes, asks=asks, answers=answers)
+            prepared.execute(cursor, sql, params)
+            return [row[0] for row in cursor.fetchall()]
+
+    def _read_parse(self, rows: list[str], *, asks, history: bool, seen: bool, frozen_actor, identities) -> list:
+        answers: list = []
+        history_rows, seen_rows, frozen = [], [], False
+        for row in rows:
+            tag = row[0]
+            if tag == "v":
+                answers = db_adjust(writes=self._writes, asks=asks, answers=[int(value) for value in row[1:].split()])
+            elif tag == "h":
+                at, _space, amount = row[1:].partition(" ")
+                history_rows.append({"amount": int(amount) if amount else None, "at": _from_microseconds(at)})
+            elif tag == "s":
+                at, kind, value = row[1:].split(" ", 2)
+                seen_rows.append((kind, value, _from_microseconds(at)))
+            else:
+                frozen = True
         if history:
-            self._history = [{"amount": row[3], "at": row[4]} for row in rows if row[0] == "h"]
+            self._history = history_rows
         if seen:
-            self._seen_fill([(row[1], row[2], row[4]) for row in rows if row[0] == "s"])
+            self._seen_fill(seen_rows)
         if frozen_actor is not None:
-            self.frozen = any(row[0] == "f" for row in rows)
-        return found
+            self.frozen = frozen
+        return answers
 
     def _named(self, name: str) -> float | None:
         if name.startswith("extra."):

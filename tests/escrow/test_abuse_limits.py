@@ -10,11 +10,15 @@ from pathlib import Path
 import pytest
 import redis
 from django.core.cache import cache
+from django.db import connection
+from django.forms.models import model_to_dict
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from escrow.models import KeyReveal, Order, OrderStatus
 from shop.models import CardKey, CardKeyStatus
 from tests import factories
+from tests.conftest import requires_postgres
 
 pytestmark = pytest.mark.django_db
 
@@ -142,7 +146,10 @@ OTHER_PROCESS = """
 import json, os, django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup()
+from django.db import connection
+from django.forms.models import model_to_dict
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.test.utils import setup_test_environment
 setup_test_environment()
 c = Client()
@@ -183,6 +190,44 @@ def test_keys_held_unpaid_are_capped_per_ip(settings):
     assert (refused.status_code, refused.json()["code"]) == (409, "reservation_limit")
     assert Order.objects.count() == 5 and reserved(product) == 5
     assert api_checkout(Client(REMOTE_ADDR="203.0.113.21"), product, email="b@example.com").status_code == 201
+
+
+@requires_postgres
+def test_the_caps_read_only_the_identities_unpaid_orders_through_their_indexes():
+    """The caps' sums find one e-mail's and one address's unpaid orders by index: before, every checkout
+    read every unpaid order (a sequential scan once most orders are unpaid)."""
+    product = factories.product_create(stock=3)
+    placed = factories.order_place(product=product, email="first@example.com").order
+    # Many unpaid orders of others, as under load (copies of a real one: only their buyers differ).
+    Order.objects.bulk_create(
+        [
+            Order(
+                **{
+                    **model_to_dict(placed, exclude=["id", "product", "merchant", "buyer", "coupon"]),
+                    "product": product,
+                    "merchant": placed.merchant,
+                    "email": f"other{i}@example.com",
+                    "checkout_ip": f"198.51.{i // 250}.{i % 250 + 1}",
+                    "access_token_hash": f"{i:064x}",
+                }
+            )
+            for i in range(2000)
+        ]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE escrow_order")
+    with CaptureQueriesContext(connection) as captured:
+        assert api_checkout(Client(REMOTE_ADDR="203.0.113.30"), product, email="c@example.com").status_code == 201
+    # The checkout's write is a prepared statement (core.prepared): find the EXECUTE of the one whose
+    # text is the order's CTE, and have it explained with the checkout's values.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements WHERE statement LIKE %s", ["% AS WITH held AS %"])
+        names = {name for (name,) in cursor.fetchall()}
+    write = next(query["sql"] for query in captured.captured_queries if query["sql"].split(" ")[1] in names)
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {write}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "escrow_order_unpaid_email" in plan and "escrow_order_unpaid_ip" in plan, plan
 
 
 def test_one_order_cannot_take_hundreds_of_keys_by_default():

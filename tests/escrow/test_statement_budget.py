@@ -3,7 +3,7 @@
 Counted with `CaptureQueriesContext` in transactional tests, so each step runs in its own real
 transaction as in production; Django reports a transaction's BEGIN and COMMIT there, so both count
 (a step in autocommit, one statement, has neither), and so does a savepoint. (`bench/purchase.py`
-counts without BEGIN and COMMIT: its checkout of 6 here is 4 there.) Each budget lists what its
+counts without BEGIN and COMMIT: its checkout of 4 here is 2 there.) Each budget lists what its
 statements are, so a cut (or a new statement) is a conscious change of this file. Print them with
 `pytest -s tests/escrow/test_statement_budget.py`.
 """
@@ -109,43 +109,48 @@ def _purchase_steps(queued) -> dict[str, int]:
 # above them, and what it would take, is in docs/performance.md ("Statement budget").
 BUDGET = {
     # BEGIN; the product on sale with its merchant, which in the same SELECT takes both identities'
-    # advisory locks (the reservation caps) and draws the order's id from its sequence; the risk
-    # engine's ONE read (risk/README.md, "Cost"): the velocity windows the shipped checkout rules name
-    # as conditional aggregates of one scan of the hits (none with a Redis cache: one pipeline there),
-    # the actor's last 50 amounts and seen devices and networks; ONE data-modifying CTE
-    # (escrow/checkout_sql.py): both identities' unpaid keys (the caps, in a later statement than the
-    # locks, so its snapshot sees every checkout that held them before), INSERT order, pick keys FOR
-    # UPDATE SKIP LOCKED and UPDATE them reserved, INSERT payment RETURNING id, INSERT audit
-    # order.placed; the risk engine's ONE write: decision naming the order + velocity hits + seen
-    # identities in one CTE; COMMIT.
-    # (Was 12: the locks, the caps' sums, the order, the key pick, the key update, the payment and the
-    # audit line were a statement each; before that 25, with the risk engine in a transaction of its
-    # own.) The issue's 5 would need the risk engine's read or write inside one of escrow's statements
-    # (it builds both itself); the caps cannot join the locks' statement (a statement's snapshot is
-    # taken before it waits on a lock: tried, tests/escrow/test_concurrency.py's cap race then lets
-    # more than the cap through). A coupon adds its read and its conditional UPDATE; a signed-in buyer the limit row's
-    # lock (and, with a limit, today's spend).
-    "checkout": 6,
-    # BEGIN; payment (by gateway id) and its order FOR UPDATE OF both, with the merchant, and INSERT the
-    # webhook event ON CONFLICT DO NOTHING, in ONE statement (a replay waits on the payment's lock and
-    # finds the event; an unknown payment rolls back having written nothing); UPDATE payment succeeded,
-    # UPDATE order paid (each a compare-and-set) and INSERT audit payment.succeeded in ONE statement
-    # (accounts.audit_record_sql); clearing + escrow + merchant + fee accounts in one SELECT; the risk
-    # engine's `payment` assessment: the checkout's decisions of the order (who, from where, whether
-    # it was flagged), INSERT decision (rules and block list from the process's snapshot); last, INSERT the three
-    # transfers ON CONFLICT DO NOTHING and UPDATE the four balances they change, locked in pk order
-    # first, in ONE statement (ledger.transfers_closing: a replayed transfer id is skipped and moves
-    # no balance); COMMIT.
+    # advisory locks (the reservation caps), draws the order's id from its sequence and reads what the
+    # risk engine asks, as one text[] (risk/README.md, "Cost"): the velocity windows the shipped checkout
+    # rules name as conditional aggregates of one scan of the hits (none with a Redis cache: one script
+    # there, sent before this statement and its reply read after), the actor's last 50 amounts and
+    # seen devices and networks; ONE data-modifying CTE (escrow/checkout_sql.py): both identities'
+    # unpaid keys (the caps, in a later statement than the locks, so its snapshot sees every checkout
+    # that held them before), INSERT order, pick keys FOR UPDATE SKIP LOCKED and UPDATE them reserved,
+    # INSERT payment RETURNING id, INSERT audit order.placed, and the risk engine's decision naming the
+    # order with the act's velocity hits and seen identities (risk's `Assessment.store_sql`); COMMIT.
+    # (Was 6: the risk engine's read and write were a statement each; before that 12: the locks, the
+    # caps' sums, the order, the key pick, the key update, the payment and the audit line were a
+    # statement each; before that 25, with the risk engine in a transaction of its own.) The caps
+    # cannot join the locks' statement (a statement's snapshot is taken before it waits on a lock:
+    # tried, tests/escrow/test_concurrency.py's cap race then lets more than the cap through); the risk
+    # engine's read does, so it does not see a checkout of the same identities that committed while
+    # this one waited on their lock (velocity in Redis counts it all the same; see risk/README.md).
+    # A coupon adds its read and its conditional UPDATE; a signed-in buyer the limit row's lock (and,
+    # with a limit, today's spend); a freeze, or a rule naming a signal outside the read, the risk
+    # engine's own statements.
+    "checkout": 4,
+    # BEGIN; payment (by gateway id) and its order FOR UPDATE OF both, with the merchant, INSERT the
+    # webhook event ON CONFLICT DO NOTHING, and the risk engine's read of the order's checkout decisions
+    # (who, from where, whether it was flagged: `risk.subject_context_sql`), in ONE statement (a replay
+    # waits on the payment's lock and finds the event; an unknown payment rolls back having written
+    # nothing); the `payment` assessment is decided on that (rules and block list from the process's
+    # snapshot); UPDATE payment succeeded, UPDATE order paid (each a compare-and-set), INSERT audit
+    # payment.succeeded (accounts.audit_record_sql) and INSERT the risk decision (risk's
+    # `Assessment.store_sql`) in ONE statement, so the decision is written before any money is booked;
+    # clearing + escrow + merchant + fee accounts in one SELECT; last, INSERT the three transfers ON
+    # CONFLICT DO NOTHING and UPDATE the four balances they change, locked in pk order first, in ONE
+    # statement (ledger.transfers_closing: a replayed transfer id is skipped and moves no balance); COMMIT.
     # No look-up of the merchant's webhook endpoints for `order.paid`: the merchant's row says it has
     # none (`Merchant.has_webhook_endpoints`); a merchant with endpoints adds that query, and an INSERT
-    # of the event and one of its deliveries when one subscribes.
-    # (Was 22, then 19, then 15: the payment read before the transaction and again under its lock, the
-    # order locked by a statement of its own, the event inserted apart, payment, order and audit line
-    # written one by one, the endpoints looked up for every merchant, the balances updated by a
-    # statement of their own; before that a savepoint, its release, the transfers read back, a lock
-    # and four UPDATEs.) What is left: the risk engine's read and write are its own statements (it
-    # builds both), and the accounts' SELECT could only go by a per-process cache of account ids.
-    "webhook": 8,
+    # of the event and one of its deliveries when one subscribes. A late payment (its order lapsed)
+    # stores its decision on its own once its keys are reserved again, as does a freeze.
+    # (Was 22, then 19, then 15, then 8: the risk engine's read and write were a statement each; before
+    # that the payment read before the transaction and again under its lock, the order locked by a
+    # statement of its own, the event inserted apart, payment, order and audit line written one by one,
+    # the endpoints looked up for every merchant, the balances updated by a statement of their own;
+    # before that a savepoint, its release, the transfers read back, a lock and four UPDATEs.) What is
+    # left: the accounts' SELECT could only go by a per-process cache of account ids.
+    "webhook": 6,
     # BEGIN; the compare-and-set to delivered, one UPDATE … FROM product, merchant RETURNING the order,
     # the product's low-stock fields and its available keys counted up to the threshold, and the
     # merchant's `has_webhook_endpoints` (escrow/delivery.py: its row lock is the delivery's

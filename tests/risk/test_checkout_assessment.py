@@ -1,6 +1,8 @@
 """The checkout's assessment inside the order's own transaction, and the rules and block list cached per
 process behind a version key: cheap on the purchase path, with every decision still stored."""
 
+import dataclasses
+
 import pytest
 from django.core.cache import cache
 from django.db import connection
@@ -9,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 import risk
 from escrow import services
 from escrow.models import Order
-from risk.models import BlockEntry, Decision, Rule, VelocityHit
+from risk.models import BlockEntry, Decision, ReviewItem, Rule, SeenIdentity, VelocityHit
 from risk.ruleset import VERSION_KEY
 from risk.services import RiskRefused
 from shop.models import CardKey, CardKeyStatus
@@ -211,3 +213,115 @@ def test_with_redis_a_lost_script_is_loaded_again_and_an_error_between_send_and_
     # The failed act's hits were recorded (Redis is not transactional); the next answers are its own.
     assert cache.get("anything") is None
     assert risk.assess(event="checkout", context=context, now=now).signals["count.checkout.email.10m"] == 4
+
+
+# --- the checkout's read and write inside escrow's statements ------------------------------------------
+
+
+def _stored_act(decision_pk: int) -> dict:
+    """Everything the act stored: the decision's columns but its id, its velocity hits (a plain hit's
+    member is a random token: left out) and the actor's seen identities."""
+    decision = Decision.objects.filter(pk=decision_pk).values().get()
+    decision.pop("id")
+    hits = sorted(
+        (hit.key, hit.weight, hit.at, hit.member if hit.key.startswith("risk:e:") else "")
+        for hit in VelocityHit.objects.filter(at=decision["at"])
+    )
+    seen = sorted(
+        SeenIdentity.objects.filter(actor=decision["actor"]).values_list("kind", "value", "first_seen", "last_seen")
+    )
+    return {"decision": decision, "hits": hits, "seen": seen}
+
+
+@requires_postgres
+def test_the_checkout_stores_in_its_own_statements_what_assess_stores(no_rules, now):
+    """The checkout reads the risk engine's signals in its product read and writes the decision in its
+    order's statement: the decision, hits and seen identities are the ones `assess` stores for the same
+    act (the act's rows are deleted between the two, so the second sees what the first saw)."""
+    from datetime import timedelta
+
+    rule("checkout", "count.checkout.device.10m", "gte", 10_000, "block")
+    rule("checkout", "keys.checkout.email.1h", "gte", 2, "review", description="a second key within the hour")
+    rule("checkout", "emails.device.1d", "gte", 10_000, "challenge")
+    product = factories.product_create(stock=5, price=700)
+    email, ip, device = "history@example.com", "203.0.113.7", "dev-7"
+    context = risk.RiskContext(actor_id=4242, email=email, ip=ip, device=device)
+    # A history: acts of this actor over the last days, from this device and an older network.
+    for hours in (50, 30, 20, 5, 2, 0.5):
+        earlier = dataclasses.replace(context, ip="198.51.100.9" if hours > 24 else ip, amount=500 + hours)
+        risk.assess(event="checkout", context=earlier, now=now - timedelta(hours=hours))
+    placed = services.order_place_assessed(
+        risk_context=context, product_pk=product.pk, quantity=1, email=email, buyer=None, now=now, ip=ip
+    )
+    folded = Decision.objects.get(subject_type="order", subject_id=str(placed.order.pk))
+    assert folded.outcome == "review" and folded.reasons[0]["description"] == "a second key within the hour"
+    assert (folded.signals["new_device"], folded.signals["new_network"], folded.signals["anomaly.burst"]) == (0, 1, 0)
+    stored = _stored_act(folded.pk)
+
+    Decision.objects.filter(pk=folded.pk).delete()
+    VelocityHit.objects.filter(at=now).delete()
+    SeenIdentity.objects.filter(actor=folded.actor, first_seen=now).delete()
+    SeenIdentity.objects.filter(actor=folded.actor, last_seen=now).update(last_seen=now - timedelta(hours=1))
+    full = dataclasses.replace(
+        context,
+        quantity=1,
+        amount=700,
+        currency=product.currency,
+        product_id=product.pk,
+        merchant_id=product.merchant_id,
+    )
+    assessed = risk.assess(event="checkout", context=full, subject=("order", placed.order.pk), now=now)
+    assert _stored_act(assessed.pk) == stored
+
+
+def test_with_redis_a_product_not_for_sale_reads_the_exchange_sent_before_the_product_read(no_rules, now, redis_cache):
+    """The exchange goes out before the product is read; a product not for sale still has its reply
+    read (the act counted once) and its decision stored, and nothing is left for the next command."""
+    rule("checkout", "count.checkout.email.10m", "gte", 1000, "block")
+    for attempt in (1, 2):
+        with pytest.raises(services.CheckoutError):
+            services.order_place_assessed(
+                risk_context=risk.RiskContext(email="buyer@example.com", ip="203.0.113.7"),
+                product_pk=999_999,
+                quantity=1,
+                email="buyer@example.com",
+                buyer=None,
+                now=now,
+            )
+        assert Decision.objects.order_by("-pk").first().signals["count.checkout.email.10m"] == attempt
+    assert cache.get("anything") is None
+
+
+@requires_postgres
+def test_the_payment_webhook_stores_in_its_own_statements_what_assess_stores(no_rules, now, run_on_commit):
+    """The webhook reads the checkout's decisions in its lock statement and writes the `payment` decision
+    in the statement that marks the order paid: the same row `assess` stores for the same act."""
+    rule("checkout", "amount", "gte", 1, "review", description="look at every checkout")
+    rule("payment", "subject_flagged", "gte", 1, "review", description="the checkout was held")
+    product = factories.product_create(stock=3, price=500)
+    placed = place(product, now=now)
+    with run_on_commit():
+        assert factories.pay(placed.order).status_code == 200
+    assert Order.objects.get(pk=placed.order.pk).status == "held_for_review"
+    folded = Decision.objects.get(event="payment")
+    assert (folded.outcome, folded.subject_id, folded.signals) == (
+        "review",
+        str(placed.order.pk),
+        {"subject_flagged": 1},
+    )
+    stored = Decision.objects.filter(pk=folded.pk).values().get()
+
+    ReviewItem.objects.filter(decision=folded).delete()
+    Decision.objects.filter(pk=folded.pk).delete()
+    order = placed.order
+    context = risk.subject_context(
+        ("order", order.pk),
+        amount=order.amount,
+        currency=order.currency,
+        quantity=order.quantity,
+        product_id=order.product_id,
+        merchant_id=order.merchant_id,
+    )
+    assessed = risk.assess(event="payment", context=context, subject=("order", order.pk), now=stored["at"])
+    again = Decision.objects.filter(pk=assessed.pk).values().get()
+    assert {**again, "id": None} == {**stored, "id": None}
