@@ -6,6 +6,7 @@ under the purchase benchmark (bench/purchase.py, py-spy). A `redis.Redis` is saf
 threads (each command borrows a connection from the pool), so one per pool is kept.
 """
 
+from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from django.core.cache.backends.redis import RedisCacheClient as DjangoRedisCacheClient
 
@@ -27,3 +28,12 @@ class RedisCache(DjangoRedisCache):
     def __init__(self, server, params) -> None:
         super().__init__(server, params)
         self._class = RedisCacheClient
+
+
+def redis_client(alias: str = "default"):
+    """The redis-py client behind cache `alias`, or None when that cache is not Redis (the demo, tests):
+    for what the cache API cannot say in one round trip (a counter's window, a blocking wait)."""
+    backend = caches[alias]
+    if not isinstance(backend, RedisCache):
+        return None
+    return backend._cache.get_client(write=True)

@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache, caches
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache import cache
+
+from core.cache import redis_client
 
 PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "day": 86400}
 
@@ -57,7 +58,7 @@ def _window_count(key: str, *, timeout: int) -> int:
     On Redis: `SET NX EX` then `INCR` in one MULTI, one round trip (the cache API's add, then incr's
     EXISTS and INCRBY, were three), atomic so the counter never outlives its expiry. Elsewhere (the
     demo, tests): the cache API, where the process's memory is the only store."""
-    client = _redis_of(caches["default"])
+    client = redis_client()
     if client is None:
         cache.add(key, 0, timeout=timeout)
         try:
@@ -70,13 +71,6 @@ def _window_count(key: str, *, timeout: int) -> int:
     pipe.set(full_key, 0, ex=timeout, nx=True)
     pipe.incr(full_key)
     return int(pipe.execute()[1])
-
-
-def _redis_of(backend):
-    """The redis-py client behind the cache, or None when the cache is not Redis."""
-    if not isinstance(backend, RedisCache):
-        return None
-    return backend._cache.get_client(write=True)
 
 
 def rate_limit_check(*, scope: str, identity: str, now: float | None = None) -> None:

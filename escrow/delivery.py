@@ -11,11 +11,14 @@ so a sweep racing the task, or a task run twice, delivers once.
 import logging
 from datetime import datetime, timedelta
 
+import redis
 from django.conf import settings
+from django.core.cache import cache
 from django.db import InterfaceError, OperationalError, connection
 from django.db.models import QuerySet
 
 from core import prepared
+from core.cache import redis_client
 from escrow.locks import order_lock
 from escrow.models import ORDER_TRANSITIONS, Order, OrderStatus
 from shop.models import CardKey, CardKeyStatus, Merchant, Product
@@ -79,6 +82,44 @@ def delivery_problems(*, now: datetime) -> list[str]:
         f"Order {pk} was paid at {paid_at.isoformat()} and is still not delivered."
         for pk, paid_at in stuck.values_list("pk", "paid_at")
     ]
+
+
+# --- telling a waiting request that the keys are there ------------------------------------------------
+
+# How long an announcement waits for its request (one that arrives later finds the order delivered).
+ANNOUNCED_FOR_SECONDS = 60
+
+
+def _announcement_key(order_pk: int) -> str:
+    return cache.make_and_validate_key(f"order:{order_pk}:delivered")
+
+
+def order_delivered_announce(*, order_pk: int) -> None:
+    """After a delivery commits: wake the request waiting for this order's keys, if one is
+    (`order_delivered_wait`). With the cache on Redis, one round trip; never raises (the waiting request
+    looks at the order again at least every 100 ms anyway)."""
+    client = redis_client()
+    if client is None:
+        return
+    key = _announcement_key(order_pk)
+    try:
+        client.pipeline(transaction=False).rpush(key, 1).expire(key, ANNOUNCED_FOR_SECONDS).execute()
+    except redis.RedisError:
+        logger.warning("escrow.delivery_announce_failed", extra={"order": order_pk}, exc_info=True)
+
+
+def order_delivered_wait(*, order_pk: int, seconds: float) -> bool | None:
+    """Block until the delivery of `order_pk` is announced (True) or `seconds` pass (False), holding a
+    Redis connection, not the database; None at once when the cache is not Redis or Redis fails (the
+    caller then sleeps and looks). One request takes an announcement; the order's status says the rest."""
+    client = redis_client()
+    if client is None:
+        return None
+    try:
+        return client.blpop([_announcement_key(order_pk)], timeout=seconds) is not None
+    except redis.RedisError:
+        logger.warning("escrow.delivery_wait_failed", extra={"order": order_pk}, exc_info=True)
+        return None
 
 
 # --- the delivery's own transition ------------------------------------------------------------------

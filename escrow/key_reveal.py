@@ -2,9 +2,11 @@
 
 A paid order's keys are assigned by the Celery worker a few milliseconds after the payment commits,
 while the buyer's first request for them often arrives sooner. So a request that finds the order paid
-and its delivery in flight waits for it, up to ORDER_KEYS_WAIT_SECONDS, re-reading the order's status
-with a growing pause (5 ms, 10 ms, … at most 100 ms): the buyer gets the keys the moment they are
-theirs instead of a 409 and another request later. Only orders in `paid` wait (not an unpaid order, nor
+and its delivery in flight waits for it, up to ORDER_KEYS_WAIT_SECONDS: with the cache on Redis it
+blocks on the delivery's announcement (escrow.delivery: the worker pushes one when the delivery
+commits), re-reading the order's status when woken and at least every 100 ms; elsewhere it re-reads
+the status with a growing pause (5 ms, 10 ms, … at most 100 ms). The buyer gets the keys the moment
+they are theirs instead of a 409 and another request later. Only orders in `paid` wait (not an unpaid order, nor
 one held for review), and only ORDER_KEYS_WAITERS requests per process at once, so a stopped worker
 holds at most that many of a web process's threads for that long; the others answer at once.
 """
@@ -19,8 +21,11 @@ from django.utils import timezone
 from core.client_ip import client_ip
 from core.device import device_id
 from escrow import services
+from escrow.delivery import order_delivered_wait
 from escrow.models import Order, OrderStatus
 from escrow.selectors import order_status_read
+
+LOOK_AGAIN_SECONDS = 0.1  # the longest a waiting request goes without reading the order's status
 
 _waiters: threading.BoundedSemaphore | None = None
 _waiters_size = 0
@@ -52,8 +57,11 @@ def order_delivery_wait(order: Order) -> Order:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 0.1)
+            # Woken by the delivering worker's announcement (Redis), else after at most 100 ms; without
+            # Redis, a growing pause. Either way the order's status decides.
+            if order_delivered_wait(order_pk=order.pk, seconds=min(LOOK_AGAIN_SECONDS, left)) is None:
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, LOOK_AGAIN_SECONDS)
             order = order_status_read(pk=order.pk) or order
     finally:
         slots.release()

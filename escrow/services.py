@@ -26,7 +26,7 @@ from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLim
 from core.transitions import StateError
 from escrow import clawbacks, ledger, refunds, reveals, webhook_events
 from escrow.checkout_sql import checkout_identities, checkout_product_read, order_write
-from escrow.delivery import order_delivered_mark, order_delivery_enqueue
+from escrow.delivery import order_delivered_announce, order_delivered_mark, order_delivery_enqueue
 
 # Escrow's front door for disputes, re-exported with the rest of escrow's writes.
 from escrow.disputes_front import (  # noqa: F401
@@ -949,6 +949,7 @@ def order_deliver(*, order_pk: int, now: datetime) -> Order:
     # The buyer's "keys ready" e-mail and the merchant's notice of the sale are sent by the worker that
     # delivered, after the commit: no more tasks per purchase (issue 9), and the sweeper's deliveries
     # send them too. Either falls back to a retrying task if it fails there.
+    transaction.on_commit(lambda: order_delivered_announce(order_pk=order.pk), robust=True)  # a waiting key read
     transaction.on_commit(lambda: order_delivered_notify(order_pk=order.pk))
     logger.info("escrow.order_delivered", extra={"order": order.pk})
     latency = max(0.0, (now - (order.paid_at or now)).total_seconds())

@@ -1,13 +1,17 @@
 """A request for a paid order's keys waits for the worker's delivery in flight (escrow/key_reveal.py):
 the buyer's first poll gets the keys instead of a 409 (issue 9)."""
 
+import os
 import threading
 import time
 
 import pytest
+import redis
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
-from escrow import tasks
+from escrow import delivery, key_reveal, tasks
 from escrow.models import KeyReveal, Order, OrderStatus
 from tests import factories
 from tests.conftest import requires_postgres
@@ -70,3 +74,63 @@ def test_an_unpaid_order_and_a_full_set_of_waiters_answer_at_once(paid_not_deliv
     order, token, _task = paid_not_delivered
     response, took = _keys(order, token)
     assert response.status_code == 409 and took < 2
+
+
+REDIS_CACHE_URL = os.environ.get("TEST_CACHE_URL", "redis://127.0.0.1:6379/5")
+
+
+@pytest.fixture
+def redis_cache(settings):
+    """The cache on Redis, as deployed: the wait blocks on the delivery's announcement there."""
+    try:
+        redis.Redis.from_url(REDIS_CACHE_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"needs Redis at {REDIS_CACHE_URL} (TEST_CACHE_URL)")
+    server = redis.Redis.from_url(REDIS_CACHE_URL)
+    server.flushdb()
+    settings.CACHES = {"default": {"BACKEND": "core.cache.RedisCache", "LOCATION": REDIS_CACHE_URL}}
+    yield server
+    server.flushdb()
+
+
+def test_with_redis_the_delivery_wakes_the_waiting_request(paid_not_delivered, redis_cache, settings, monkeypatch):
+    # Looking again only every 3 s (Redis's socket timeout is 5 s): woken sooner, by the announcement.
+    settings.ORDER_KEYS_WAIT_SECONDS = 30
+    monkeypatch.setattr(key_reveal, "LOOK_AGAIN_SECONDS", 3)
+    woken = []
+
+    def wait(**kwargs):
+        woken.append(delivery.order_delivered_wait(**kwargs))
+        return woken[-1]
+
+    monkeypatch.setattr(key_reveal, "order_delivered_wait", wait)
+    order, token, task = paid_not_delivered
+
+    def worker() -> None:
+        deadline = time.monotonic() + 20
+        while not any(client["cmd"] == "blpop" for client in redis_cache.client_list()):
+            assert time.monotonic() < deadline, "the request never waited"
+            time.sleep(0.01)
+        tasks.order_deliver_task.apply(kwargs=task, throw=True)
+
+    delivering = threading.Thread(target=worker)
+    delivering.start()
+    with CaptureQueriesContext(connection) as captured:
+        response, took = _keys(order, token)
+    delivering.join(timeout=30)
+    assert response.status_code == 200, response.content
+    assert len(response.json()["keys"]) == 1
+    assert woken == [True]  # one wait, ended by the delivery's announcement
+    assert took < 20
+    # The view's status read, one more when woken, the reveal: no polling of the database meanwhile.
+    assert len(captured) == 3, [query["sql"][:80] for query in captured]
+
+
+def test_an_announcement_nobody_takes_expires(redis_cache):
+    delivery.order_delivered_announce(order_pk=123)
+    (key,) = redis_cache.keys("*order:123:delivered*")
+    assert 0 < redis_cache.ttl(key) <= delivery.ANNOUNCED_FOR_SECONDS
+    assert delivery.order_delivered_wait(order_pk=123, seconds=1) is True
+    assert delivery.order_delivered_wait(order_pk=123, seconds=0.05) is False
