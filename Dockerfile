@@ -19,4 +19,5 @@ RUN SHOP_ENV=production SECRET_KEY=build-only ALLOWED_HOSTS=build \
 
 USER shop
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "2", "--worker-class", "gthread"]
+# Sync workers, two per core, behind a buffering proxy: see compose.yaml and docs/performance.md.
+CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--worker-class", "sync"]

@@ -83,11 +83,16 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per level (default 20)")
     parser.add_argument("--keys", type=int, default=20000, help="keys in stock at the start (default 20000)")
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    parser.add_argument("--web-workers", type=int, default=4, help="gunicorn worker processes (default 4, as deployed)")
     parser.add_argument(
         "--web-threads", type=int, default=None, help="threads per gunicorn worker (default 2 for gthread, 1 for sync)"
     )
-    parser.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread", help="gunicorn worker class")
+    parser.add_argument(
+        "--worker-class",
+        choices=["gthread", "sync"],
+        default="sync",
+        help="gunicorn worker class (default sync, as deployed)",
+    )
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes (default 2)")
     parser.add_argument(
         "--pool",

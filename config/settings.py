@@ -135,6 +135,9 @@ DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sql
 # Web and worker processes keep their connection for up to a minute (no connect per request or task),
 # checked with a ping before its first use in each request or task, so one PostgreSQL dropped is replaced.
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+# The hot paths' statements are prepared once per PostgreSQL session (core/prepared.py). A pooler in
+# transaction mode (PgBouncer) hands a session's statements to other clients: turn it off there.
+DATABASE_PREPARED_STATEMENTS = _env_bool("DATABASE_PREPARED_STATEMENTS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The demo runs a web server and a Celery worker against one file: WAL lets readers go on while
     # one writer writes, IMMEDIATE takes the write lock up front instead of failing half-way.

@@ -14,8 +14,9 @@ The `PREPARE` is sent on the driver's own cursor, once per session and text: Dja
 the statement budgets counted from it) sees the `EXECUTE`, one per statement as before. A prepared
 statement outlives a rolled-back transaction (it belongs to the session), so a text is known prepared
 exactly when its `PREPARE` succeeded on this connection; a new connection starts with none.
-Elsewhere (SQLite: the demo), past `MAX_PER_SESSION` texts in a session, and for a text with more
-than `MAX_VALUES` values, the text is executed as it is.
+Elsewhere (SQLite: the demo), with DATABASE_PREPARED_STATEMENTS off (behind a pooler in transaction
+mode, which would hand the session's statements to other clients), past `MAX_PER_SESSION` texts in a
+session, and for a text with more than `MAX_VALUES` values, the text is executed as it is.
 """
 
 import functools
@@ -23,6 +24,8 @@ import itertools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from django.conf import settings
 
 MAX_PER_SESSION = 200
 # A text with more values than this is a batch (a release sweep's transfers): planned once per run
@@ -59,7 +62,7 @@ def _session_statements(cursor) -> set[str] | None:
     """The names prepared on `cursor`'s connection, kept on Django's wrapper for the driver connection
     it holds now (None off PostgreSQL)."""
     database = cursor.db
-    if database.vendor != "postgresql":
+    if database.vendor != "postgresql" or not settings.DATABASE_PREPARED_STATEMENTS:
         return None
     raw = database.connection
     known = getattr(database, "_prepared_statements", None)

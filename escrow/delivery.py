@@ -88,24 +88,47 @@ def delivery_problems(*, now: datetime) -> list[str]:
 
 # How long an announcement waits for its request (one that arrives later finds the order delivered).
 ANNOUNCED_FOR_SECONDS = 60
+# A delivery this recent says the workers are delivering: a request for keys may wait for one in flight.
+# When none came for this long (the workers stopped, or the shop is quiet), requests answer at once.
+DELIVERING_SECONDS = 5
 
 
 def _announcement_key(order_pk: int) -> str:
     return cache.make_and_validate_key(f"order:{order_pk}:delivered")
 
 
+def _delivering_key() -> str:
+    return cache.make_and_validate_key("deliveries:recent")
+
+
 def order_delivered_announce(*, order_pk: int) -> None:
     """After a delivery commits: wake the request waiting for this order's keys, if one is
-    (`order_delivered_wait`). With the cache on Redis, one round trip; never raises (the waiting request
-    looks at the order again at least every 100 ms anyway)."""
+    (`order_delivered_wait`), and note that deliveries are happening (`deliveries_flowing`). With the
+    cache on Redis, one round trip; never raises (a waiting request looks at the order again at least
+    every 100 ms anyway)."""
     client = redis_client()
     if client is None:
         return
     key = _announcement_key(order_pk)
     try:
-        client.pipeline(transaction=False).rpush(key, 1).expire(key, ANNOUNCED_FOR_SECONDS).execute()
+        pipe = client.pipeline(transaction=False)
+        pipe.rpush(key, 1).expire(key, ANNOUNCED_FOR_SECONDS).set(_delivering_key(), 1, ex=DELIVERING_SECONDS)
+        pipe.execute()
     except redis.RedisError:
         logger.warning("escrow.delivery_announce_failed", extra={"order": order_pk}, exc_info=True)
+
+
+def deliveries_flowing() -> bool:
+    """Whether a delivery was announced in the last DELIVERING_SECONDS (True where the cache is not
+    Redis: nothing announces there). A request waits for a delivery only while they flow, so stopped
+    workers hold no web process for long: a few seconds after the last delivery, requests answer at once."""
+    client = redis_client()
+    if client is None:
+        return True
+    try:
+        return client.exists(_delivering_key()) > 0
+    except redis.RedisError:
+        return False
 
 
 def order_delivered_wait(*, order_pk: int, seconds: float) -> bool | None:

@@ -7,8 +7,11 @@ blocks on the delivery's announcement (escrow.delivery: the worker pushes one wh
 commits), re-reading the order's status when woken and at least every 100 ms; elsewhere it re-reads
 the status with a growing pause (5 ms, 10 ms, … at most 100 ms). The buyer gets the keys the moment
 they are theirs instead of a 409 and another request later. Only orders in `paid` wait (not an unpaid order, nor
-one held for review), and only ORDER_KEYS_WAITERS requests per process at once, so a stopped worker
-holds at most that many of a web process's threads for that long; the others answer at once.
+one held for review), only ORDER_KEYS_WAITERS requests per process at once, and (with Redis) only
+while deliveries flow: a few seconds after the last delivery announced (escrow.delivery,
+DELIVERING_SECONDS), requests answer at once. So stopped workers hold no web process for long, even
+with one-request-at-a-time (sync) gunicorn workers; the first purchase of a shop idle that long polls
+a second time.
 """
 
 import threading
@@ -21,7 +24,7 @@ from django.utils import timezone
 from core.client_ip import client_ip
 from core.device import device_id
 from escrow import services
-from escrow.delivery import order_delivered_wait
+from escrow.delivery import deliveries_flowing, order_delivered_wait
 from escrow.models import Order, OrderStatus
 from escrow.selectors import order_status_read
 
@@ -45,7 +48,7 @@ def order_delivery_wait(order: Order) -> Order:
     """If `order` is paid and its delivery in flight, wait until it holds keys (or stops being `paid`,
     or ORDER_KEYS_WAIT_SECONDS pass); returns the order as last read (its status only, the rest read
     on use). One status read per look."""
-    if order.status != OrderStatus.PAID or settings.ORDER_KEYS_WAIT_SECONDS <= 0:
+    if order.status != OrderStatus.PAID or settings.ORDER_KEYS_WAIT_SECONDS <= 0 or not deliveries_flowing():
         return order
     slots = _waiter_slots()
     if not slots.acquire(blocking=False):

@@ -80,3 +80,11 @@ def test_placeholders_become_numbered_parameters():
 def test_off_postgresql_the_text_runs_as_it_is(settings):
     # On SQLite (the demo) nothing is prepared; on PostgreSQL this is the ordinary path too.
     assert _run("SELECT %s + 1", [1]) == [(2,)]
+
+
+@requires_postgres
+def test_behind_a_transaction_pooler_nothing_is_prepared(settings):
+    settings.DATABASE_PREPARED_STATEMENTS = False  # DATABASE_PREPARED_STATEMENTS=0 (PgBouncer, transaction mode)
+    sql = "SELECT %s::int - 1"
+    assert _run(sql, [5]) == [(4,)]
+    assert prepared._statement(sql)[0] not in _prepared_here()

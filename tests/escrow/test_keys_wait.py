@@ -107,6 +107,7 @@ def test_with_redis_the_delivery_wakes_the_waiting_request(paid_not_delivered, r
 
     monkeypatch.setattr(key_reveal, "order_delivered_wait", wait)
     order, token, task = paid_not_delivered
+    delivery.order_delivered_announce(order_pk=order.pk + 1000)  # deliveries are flowing (another order's)
 
     def worker() -> None:
         deadline = time.monotonic() + 20
@@ -134,3 +135,19 @@ def test_an_announcement_nobody_takes_expires(redis_cache):
     assert 0 < redis_cache.ttl(key) <= delivery.ANNOUNCED_FOR_SECONDS
     assert delivery.order_delivered_wait(order_pk=123, seconds=1) is True
     assert delivery.order_delivered_wait(order_pk=123, seconds=0.05) is False
+
+
+def test_with_redis_nothing_waits_once_deliveries_stop(paid_not_delivered, redis_cache, settings):
+    # No delivery announced for DELIVERING_SECONDS (the workers stopped): the request answers at once,
+    # so stopped workers hold no web process; while deliveries flow, it waits.
+    settings.ORDER_KEYS_WAIT_SECONDS = 30
+    order, token, _task = paid_not_delivered
+    assert not delivery.deliveries_flowing()
+    response, took = _keys(order, token)
+    assert response.status_code == 409 and took < 10
+    settings.ORDER_KEYS_WAIT_SECONDS = 0.3
+    delivery.order_delivered_announce(order_pk=order.pk + 1000)  # another order's delivery
+    assert delivery.deliveries_flowing()
+    assert 0 < redis_cache.ttl(next(iter(redis_cache.keys("*deliveries:recent*")))) <= delivery.DELIVERING_SECONDS
+    response, took = _keys(order, token)
+    assert response.status_code == 409 and took >= 0.3  # it waited its allowance
