@@ -96,7 +96,7 @@ MIDDLEWARE = [
     "core.device.DeviceCookieMiddleware",
     "accounts.sessions.SessionTrackingMiddleware",  # after the device cookie: new sessions record it
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "core.csp.CSPMiddleware",  # django-csp's, its fixed policy built once
     "axes.middleware.AxesMiddleware",
 ]
 # The rest of the chain for those requests: what still adds a header or checks something without a
@@ -107,7 +107,7 @@ SESSIONLESS_MIDDLEWARE = [
     "core.sessionless.AnonymousUserMiddleware",
     "core.device.DeviceCookieMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "core.csp.CSPMiddleware",  # django-csp's, its fixed policy built once
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -49,3 +49,15 @@ def test_no_template_has_inline_script_handlers_or_style_attributes():
             if re.search(pattern, text, flags=re.IGNORECASE):
                 offences.append(f"{path.relative_to(TEMPLATES)}: {pattern}")
     assert offences == []
+
+
+def test_the_fixed_policy_is_django_csps_and_follows_the_settings(settings):
+    from csp.utils import build_policy
+
+    client = Client()
+    assert client.get("/").headers["Content-Security-Policy"] == build_policy()
+    settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": {"default-src": ["'none'"]}}
+    assert client.get("/").headers["Content-Security-Policy"] == "default-src 'none'"
+    settings.CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": {"default-src": ["'self'"]}}
+    response = client.get("/")
+    assert response.headers["Content-Security-Policy-Report-Only"] == "default-src 'self'"
