@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import redis
 from django.db import connection
 from django.utils import translation
 from hypothesis import settings as hypothesis_settings
@@ -66,3 +67,22 @@ def pytest_sessionfinish(session, exitstatus):
         for nodeid in _skipped:
             reporter.write_line(f"  {nodeid}", red=True)
         session.exitstatus = 1
+
+
+REDIS_CACHE_URL = os.environ.get("TEST_CACHE_URL", "redis://127.0.0.1:6379/5")
+
+
+@pytest.fixture
+def redis_cache(settings):
+    """The cache on Redis (TEST_CACHE_URL, flushed before and after), as deployed; the raw server."""
+    try:
+        redis.Redis.from_url(REDIS_CACHE_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"needs Redis at {REDIS_CACHE_URL} (TEST_CACHE_URL)")
+    server = redis.Redis.from_url(REDIS_CACHE_URL)
+    server.flushdb()
+    settings.CACHES = {"default": {"BACKEND": "core.cache.RedisCache", "LOCATION": REDIS_CACHE_URL}}
+    yield server
+    server.flushdb()

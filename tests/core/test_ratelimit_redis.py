@@ -1,30 +1,9 @@
 """The shared limiter on Redis: one round trip per attempt, a counter that always expires."""
 
-import os
-
-import pytest
-import redis
 from django.core.cache import caches
 
 from core.cache import RedisCache
 from core.ratelimit import rate_limit_hit
-
-REDIS_CACHE_URL = os.environ.get("TEST_CACHE_URL", "redis://127.0.0.1:6379/5")
-
-
-@pytest.fixture
-def redis_cache(settings):
-    try:
-        redis.Redis.from_url(REDIS_CACHE_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"needs Redis at {REDIS_CACHE_URL} (TEST_CACHE_URL)")
-    server = redis.Redis.from_url(REDIS_CACHE_URL)
-    server.flushdb()
-    settings.CACHES = {"default": {"BACKEND": "core.cache.RedisCache", "LOCATION": REDIS_CACHE_URL}}
-    yield server
-    server.flushdb()
 
 
 def test_attempts_are_counted_in_one_window_that_expires(redis_cache, settings):

@@ -1,12 +1,10 @@
 """A request for a paid order's keys waits for the worker's delivery in flight (escrow/key_reveal.py):
 the buyer's first poll gets the keys instead of a 409 (issue 9)."""
 
-import os
 import threading
 import time
 
 import pytest
-import redis
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -74,25 +72,6 @@ def test_an_unpaid_order_and_a_full_set_of_waiters_answer_at_once(paid_not_deliv
     order, token, _task = paid_not_delivered
     response, took = _keys(order, token)
     assert response.status_code == 409 and took < 2
-
-
-REDIS_CACHE_URL = os.environ.get("TEST_CACHE_URL", "redis://127.0.0.1:6379/5")
-
-
-@pytest.fixture
-def redis_cache(settings):
-    """The cache on Redis, as deployed: the wait blocks on the delivery's announcement there."""
-    try:
-        redis.Redis.from_url(REDIS_CACHE_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"needs Redis at {REDIS_CACHE_URL} (TEST_CACHE_URL)")
-    server = redis.Redis.from_url(REDIS_CACHE_URL)
-    server.flushdb()
-    settings.CACHES = {"default": {"BACKEND": "core.cache.RedisCache", "LOCATION": REDIS_CACHE_URL}}
-    yield server
-    server.flushdb()
 
 
 def test_with_redis_the_delivery_wakes_the_waiting_request(paid_not_delivered, redis_cache, settings, monkeypatch):
