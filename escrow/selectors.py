@@ -28,10 +28,10 @@ def order_for_viewer(*, pk: int, token: str | None, user: User | None, status_on
         def read(*, pk: int, **where) -> Order | None:
             return orders.filter(pk=pk, **where).first()
 
+    if not 0 < pk <= ORDER_PK_MAX:  # no such order, and no statement: the database's bigint would refuse it
+        raise Http404
     order = None
-    if not 0 < pk <= ORDER_PK_MAX:
-        pass  # no such order (and no statement: the database's bigint would refuse the number)
-    elif token:
+    if token:
         order = read(pk=pk, access_token_hash=token_hash(token))
         if order is None and order_link_token_opens(token, pk):
             order = read(pk=pk)
