@@ -98,7 +98,10 @@ def parse_args() -> argparse.Namespace:
         "--pool",
         choices=["prefork", "threads", "solo"],
         default="prefork",
-        help="Celery's execution pool (default prefork, as deployed; threads: --concurrency threads in one process)",
+        help=(
+            "Celery's execution pool (default prefork, as deployed; threads: --concurrency threads in one process;"
+            " solo: --concurrency single-process workers)"
+        ),
     )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--broker-url", default=os.environ.get("BENCH_BROKER_URL", DEFAULT_BROKER_URL))
@@ -386,7 +389,12 @@ class Meter:
         running = {name for name, _ in self.processes.running}
         groups = {
             "web": process_group(self.processes.pgid("gunicorn")) if "gunicorn" in running else [],
-            "worker": process_group(self.processes.pgid("celery-worker")) if "celery-worker" in running else [],
+            "worker": [
+                pid
+                for name in sorted(running)
+                if name.startswith("celery-worker")
+                for pid in process_group(self.processes.pgid(name))
+            ],
             "pg bench db": backends if self.postgres_here else [],
             "client": [os.getpid()],
         }
@@ -748,7 +756,21 @@ def main() -> int:
         port = web_start(
             processes, workers=ARGS.web_workers, threads=ARGS.web_threads, worker_class=ARGS.worker_class, env=APP_ENV
         )
-        worker_start(processes, broker_url=ARGS.broker_url, concurrency=ARGS.concurrency, env=APP_ENV, pool=ARGS.pool)
+        if ARGS.pool == "solo":
+            # solo runs one task at a time in the process that fetched it: --concurrency of them, side by side
+            for number in range(ARGS.concurrency):
+                worker_start(
+                    processes,
+                    broker_url=ARGS.broker_url,
+                    concurrency=1,
+                    env=APP_ENV,
+                    pool="solo",
+                    label=f"celery-worker-{number}",
+                )
+        else:
+            worker_start(
+                processes, broker_url=ARGS.broker_url, concurrency=ARGS.concurrency, env=APP_ENV, pool=ARGS.pool
+            )
         log(f"gunicorn on 127.0.0.1:{port} and a Celery worker are up")
         meter = Meter(processes, broker)
         purchases: list[Purchase] = []

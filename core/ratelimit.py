@@ -1,7 +1,7 @@
 """Rate limits kept in the shared cache (`CACHE_URL`), so they hold across processes and machines.
 
 A fixed window per (scope, identity): a counter that expires with its window, opened and counted in
-one round trip on Redis. Rates are strings like "10/min", read from `settings.RATE_LIMITS[scope]` at each
+one command on Redis. Rates are strings like "10/min", read from `settings.RATE_LIMITS[scope]` at each
 call so a deployment (or a test) can change them.
 """
 
@@ -52,12 +52,24 @@ def rate_limit_hit(*, scope: str, identity: str, now: float | None = None) -> Ra
     return RateDecision(allowed=allowed, count=count, limit=limit, retry_after=retry_after)
 
 
+# INCR, and the window's expiry set by the INCR that opened it, atomically (a script runs alone): one
+# command per attempt. The MULTI of `SET NX EX` and `INCR` it replaces was four commands, and redis-py's
+# pipeline cost twice the client CPU (~70 µs against ~38 µs).
+_WINDOW_COUNT_LUA = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+_window_count_script = None
+
+
 def _window_count(key: str, *, timeout: int) -> int:
     """Count one more in the window `key` and return its count.
 
-    On Redis: `SET NX EX` then `INCR` in one MULTI, one round trip (the cache API's add, then incr's
-    EXISTS and INCRBY, were three), atomic so the counter never outlives its expiry. Elsewhere (the
-    demo, tests): the cache API, where the process's memory is the only store."""
+    On Redis: one script call (EVALSHA; redis-py loads the script again if the server forgot it),
+    so the counter never outlives its expiry. Elsewhere (the demo, tests): the cache API, where the
+    process's memory is the only store."""
+    global _window_count_script
     client = redis_client()
     if client is None:
         cache.add(key, 0, timeout=timeout)
@@ -66,11 +78,9 @@ def _window_count(key: str, *, timeout: int) -> int:
         except ValueError:  # the window expired between add and incr
             cache.add(key, 1, timeout=timeout)
             return 1
-    full_key = cache.make_and_validate_key(key)
-    pipe = client.pipeline(transaction=True)
-    pipe.set(full_key, 0, ex=timeout, nx=True)
-    pipe.incr(full_key)
-    return int(pipe.execute()[1])
+    if _window_count_script is None:
+        _window_count_script = client.register_script(_WINDOW_COUNT_LUA)
+    return int(_window_count_script(keys=[cache.make_and_validate_key(key)], args=[timeout], client=client))
 
 
 def rate_limit_check(*, scope: str, identity: str, now: float | None = None) -> None:

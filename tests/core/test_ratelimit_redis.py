@@ -26,3 +26,15 @@ def test_the_cache_keeps_one_client_per_pool(redis_cache):
     assert backend._cache.get_client(write=True) is backend._cache.get_client(write=True)
     backend.set("k", 1)
     assert backend.get("k") == 1
+
+
+def test_a_server_that_forgot_the_script_gets_it_again(redis_cache):
+    """The window is counted by a script; a server that lost its scripts (a restart, SCRIPT FLUSH) gets
+    it loaded again, and counting goes on in the same window."""
+    now = 1_000_040.0
+    assert rate_limit_hit(scope="checkout", identity="203.0.113.9", now=now).count == 1
+    assert rate_limit_hit(scope="checkout", identity="203.0.113.9", now=now).count == 2
+    redis_cache.script_flush()
+    assert rate_limit_hit(scope="checkout", identity="203.0.113.9", now=now).count == 3
+    (key,) = redis_cache.keys("*ratelimit:checkout:*")
+    assert 60 < redis_cache.ttl(key) <= 65
