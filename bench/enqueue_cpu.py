@@ -1,4 +1,4 @@
-"""CPU of one delivery task published to the Redis broker: `order_deliver_task.delay(order_pk=…)`, what
+"""CPU of one delivery task published to the Redis broker: `order_delivery_enqueue(order_pk=…)`, what
 the payment webhook's commit does (escrow/delivery.py), in a loop in this process (issue 9).
 
     .venv/bin/python bench/enqueue_cpu.py [--publishes 3000] [--rounds 5] [--redis-url redis://127.0.0.1:6379/13]
@@ -42,14 +42,14 @@ import redis  # noqa: E402
 
 django.setup()
 
-from escrow.tasks import order_deliver_task  # noqa: E402
+from escrow.delivery import order_delivery_enqueue  # noqa: E402
 
 
 def publish(count: int) -> float:
     """CPU seconds of `count` publishes."""
     started = time.process_time()
     for order_pk in range(count):
-        order_deliver_task.delay(order_pk=order_pk)
+        order_delivery_enqueue(order_pk=order_pk)
     return time.process_time() - started
 
 
@@ -59,8 +59,11 @@ def main() -> None:
     try:
         publish(200)  # the connection, the producer pool and the queue's declaration
         per_publish = [publish(ARGS.publishes) / ARGS.publishes * 1e6 for _ in range(ARGS.rounds)]
+        queued = broker.llen("celery")
+        if queued != 200 + ARGS.rounds * ARGS.publishes:  # the enqueue logs and swallows a broker error
+            raise SystemExit(f"{queued} messages queued, not {200 + ARGS.rounds * ARGS.publishes}: see the log")
         print(
-            f"CPU µs per delay(): median {statistics.median(per_publish):.0f} of {ARGS.rounds} rounds of "
+            f"CPU µs per publish: median {statistics.median(per_publish):.0f} of {ARGS.rounds} rounds of "
             f"{ARGS.publishes} ({', '.join(f'{value:.0f}' for value in per_publish)})"
         )
         if ARGS.profile:

@@ -4,6 +4,8 @@ These run without a worker: the broker is an address where nothing listens, so t
 payment's commit really fails. tests/escrow/test_delivery_faults.py does the same with real processes.
 """
 
+import base64
+import json
 import logging
 import time
 from datetime import timedelta
@@ -19,6 +21,7 @@ from escrow.ledger_checks import ledger_problems
 from escrow.models import Order, OrderStatus, PaymentStatus, WebhookEvent
 from shop.models import CardKey, CardKeyStatus
 from tests import factories
+from tests.conftest import REDIS_CACHE_URL
 from tests.processes import free_port, publishing_to
 
 # The payment must really commit for its on-commit enqueue to run, as in production.
@@ -104,3 +107,19 @@ def test_verify_orders_reports_orders_paid_and_undelivered_for_over_a_minute(bro
     with time_machine.travel(order.paid_at + timedelta(minutes=5)):
         call_command("verify_orders")
     assert Order.objects.get(pk=order.pk).status == OrderStatus.DELIVERED
+
+
+def test_the_delivery_message_carries_its_arguments_and_their_repr_as_celery_writes_them(redis_cache):
+    """The enqueue writes the message's argsrepr and kwargsrepr itself (Celery's saferepr is a tenth of
+    the publish); what monitoring shows must be exactly what Celery would have written."""
+    from celery.utils.saferepr import saferepr
+
+    with publishing_to(REDIS_CACHE_URL):  # the broker on the fixture's Redis database
+        delivery.order_delivery_enqueue(order_pk=4321)
+    (raw,) = redis_cache.lrange("celery", 0, -1)
+    message = json.loads(raw)
+    headers = message["headers"]
+    assert headers["task"] == "escrow.deliver_order"
+    assert (headers["argsrepr"], headers["kwargsrepr"]) == (saferepr(()), saferepr({"order_pk": 4321}))
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert (args, kwargs) == ([], {"order_pk": 4321})

@@ -21,7 +21,7 @@ pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
 def paid_not_delivered(monkeypatch):
     """A paid order whose delivery task is queued (recorded here) but not run yet, and its token."""
     queued = []
-    monkeypatch.setattr(tasks.order_deliver_task, "delay", lambda **kwargs: queued.append(kwargs))
+    monkeypatch.setattr(tasks.order_deliver_task, "apply_async", lambda kwargs, **options: queued.append(kwargs))
     product = factories.product_create(stock=3)
     placed = factories.order_place(product=product)
     assert factories.pay(placed.order).status_code == 200

@@ -35,7 +35,7 @@ def queued(monkeypatch):
     """The delivery tasks the webhook queues; the broker is outside the process, so recorded here and
     run by the test, which counts the webhook and the delivery apart."""
     calls = []
-    monkeypatch.setattr(tasks.order_deliver_task, "delay", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(tasks.order_deliver_task, "apply_async", lambda kwargs, **options: calls.append(kwargs))
     # The buyer's "keys ready" e-mail and the merchant's notice run after the delivery commits, in the
     # same worker: counted as a step of their own, so the delivery's budget is the delivery transaction's.
     monkeypatch.setattr(services, "order_delivered_notify", lambda **kwargs: calls.append(("notice", kwargs)))
