@@ -4,7 +4,7 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import task_failure, task_postrun, task_prerun, task_retry
+from celery.signals import task_failure, task_postrun, task_prerun, task_retry, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -40,9 +40,17 @@ def _task_retry_count(sender=None, **kwargs) -> None:
     metric_count("task_retries", {"task": getattr(sender, "name", str(sender))})
 
 
+def _metrics_flush(**kwargs) -> None:
+    from core.metrics import metrics_flush
+
+    metrics_flush()
+
+
 # Counted into the shared store for /metrics (config/ops.py): a task that keeps failing is never silent.
 task_failure.connect(_task_failure_count, weak=False)
 task_retry.connect(_task_retry_count, weak=False)
+# A pool process ends without running atexit: what it counted in its last second goes out here.
+worker_process_shutdown.connect(_metrics_flush, weak=False)
 
 app.conf.beat_schedule = {
     # A paid order is delivered within a second by the task queued at payment; this sweep catches the

@@ -525,3 +525,5 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
 # --- operations: /healthz, /readyz, /metrics (config/ops.py) -----------------------------------------
 # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it answers 404.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# How long a process keeps its counts before sending them to Redis in one go (core/metrics.py).
+METRICS_FLUSH_SECONDS = float(os.environ.get("METRICS_FLUSH_SECONDS", "1"))

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import redis
@@ -16,7 +17,8 @@ from core import metrics
 from escrow.tasks import order_deliver_task
 from risk.models import Decision
 from tests import factories
-from tests.processes import REPO_ROOT, redis_server, requires_redis_server
+from tests.conftest import requires_postgres
+from tests.processes import REPO_ROOT, Worker, publishing_to, redis_server, requires_redis_server, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -142,12 +144,53 @@ def test_counters_are_shared_through_redis_by_every_process(settings, tmp_path):
         )
         env = {**os.environ, "CACHE_URL": server.url(3), "DJANGO_SETTINGS_MODULE": "config.settings"}
         subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, check=True, timeout=60)
-        stored = redis.Redis.from_url(server.url(3)).hgetall(metrics.KEY_PREFIX + "webhooks")
-        assert {k.decode(): float(v) for k, v in stored.items()} == {'{"gateway":"sandbox","outcome":"processed"}': 3.0}
+        field = '{"gateway":"sandbox","outcome":"processed"}'
+
+        def stored() -> dict[str, float]:
+            raw = redis.Redis.from_url(server.url(3)).hgetall(metrics.KEY_PREFIX + "webhooks")
+            return {key.decode(): float(value) for key, value in raw.items()}
+
+        # The other process sent its count as it exited; this one's is pending, and goes out with the
+        # scrape (a process reads its own counts) or within METRICS_FLUSH_SECONDS.
+        assert stored() == {field: 2.0}
         assert 'cardshop_webhooks_total{gateway="sandbox",outcome="processed"} 3.0' in _scrape(settings)
+        assert stored() == {field: 3.0}
+        metrics.metric_count("webhooks", {"gateway": "sandbox", "outcome": "processed"})
+        assert stored() == {field: 3.0}
+        deadline = time.monotonic() + 10 * settings.METRICS_FLUSH_SECONDS
+        while stored() != {field: 4.0} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stored() == {field: 4.0}  # sent by the timer, nobody read
         server.stop(kill=True)
         metrics.metric_count("webhooks", {"gateway": "sandbox", "outcome": "processed"})  # dropped, no error
         assert "cardshop_orders" in _scrape(settings)  # the scrape still answers
+
+
+@requires_redis_server
+@requires_postgres
+@pytest.mark.celery_worker
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_pool_process_sends_its_pending_counts_when_it_stops(tmp_path):
+    """A Celery pool process ends without atexit: what it counted and had not sent yet goes out at its
+    warm shutdown (METRICS_FLUSH_SECONDS far away here, so only the shutdown can have sent it)."""
+    with redis_server(tmp_path) as server:
+        worker = Worker(
+            broker_url=server.url(1),
+            log=tmp_path / "worker.log",
+            env={"CACHE_URL": server.url(3), "METRICS_FLUSH_SECONDS": "600"},
+        )
+        worker.start()
+        try:
+            with publishing_to(server.url(1)):
+                order_deliver_task.delay(order_pk=10**9)  # fails: no such order
+            wait_for(lambda: worker.deliveries_run() == 1, seconds=20, what="the failing delivery")
+            counted = redis.Redis.from_url(server.url(3)).hgetall(metrics.KEY_PREFIX + "task_failures")
+            assert counted == {}  # still pending in the pool process
+        finally:
+            worker.stop()
+        counted = redis.Redis.from_url(server.url(3)).hgetall(metrics.KEY_PREFIX + "task_failures")
+        failures = {key.decode(): float(value) for key, value in counted.items()}
+        assert failures == {'{"task":"escrow.deliver_order"}': 1.0}
 
 
 def test_json_logs_carry_the_event_its_ids_and_the_task_id(tmp_path):
