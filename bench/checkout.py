@@ -10,12 +10,12 @@ in Redis. `bench/risk_assess.py --throughput` runs the same.
 
 Each checkout is `POST /api/v1/orders/` (one key reserved, one order, one payment, one `order.placed`
 audit entry), by `--buyers` closed-loop buyers (threads), over a new connection per request, against
-`gunicorn config.wsgi`
-(`--web-workers` x `--web-threads`, gthread) on PostgreSQL, with the abuse limits out of reach (one
-buyer here checks out far faster than a person). Every checkout of the run is a new buyer: its own
-e-mail and its own address (X-Forwarded-For, the script trusted as the proxy) in a /24 network of its
-own (`bench._harness.buyer_address`), as ordinary buyers are, so the shipped velocity rules let them
-all through (a refused checkout is cheaper, not dearer) and no round inherits an earlier one's counts.
+`gunicorn config.wsgi` (`--web-workers` x `--web-threads`, gthread) on PostgreSQL, with the abuse
+limits out of reach (one buyer here checks out far faster than a person). Every checkout of the run
+is a new buyer: its own e-mail and its own address (X-Forwarded-For, the script trusted as the proxy)
+in a /24 network of its own (`bench._harness.buyer_address`), as ordinary buyers are, so the shipped
+velocity rules let them all through (a refused checkout is cheaper, not dearer) and no round inherits
+an earlier one's counts.
 
 A sealer process calls `audit_chain_seal` every `--seal-interval` seconds (default 1 s: ten times as
 often as the beat schedule's 10 s, so its cost is overstated if anything). Chain on:
@@ -29,10 +29,10 @@ On a shared machine the load of others moves from second to second, so the two m
 equal: a product of its own (`--keys` keys, stocked before the first round, so no round takes keys
 from an index an earlier round left full of dead entries), freshly vacuumed tables and an empty Redis
 database. The script prints each round (with its answers other than 201: 403 refusals by the risk
-engine, and the rest), the median per mode, and the cost of the chain (1 - on/off), with the CPU milliseconds per
-checkout of gunicorn (all workers) and of the sealer (from /proc), which a busy machine moves far less
-than it moves throughput. At the end it seals what is left
-and walks the chain (`verify_audit`'s check): exit 1 if it is broken or if any order lacks its one
+engine, and the rest), the median per mode, the cost (1 - on/off) of the medians and pair by pair,
+with the CPU milliseconds per checkout of gunicorn (all workers) and of the sealer (from /proc), which
+a busy machine moves far less than it moves throughput. At the end it seals what is left and walks
+the chain (`verify_audit`'s check): exit 1 if it is broken or if any order lacks its one
 `order.placed` entry. The database (name must contain "bench") is dropped and created first; the
 Redis database (cache and broker: the order e-mails are queued there, no worker runs) is flushed.
 Subprocess output goes to var/bench/.
