@@ -130,6 +130,47 @@ def product_with_keys(*, keys: int, max_per_order: int = 10):
     return product
 
 
+def buyer_address(number: int) -> str:
+    """The `number`-th buyer's address, each in a /24 of its own (`core.device.network_of`'s network), as
+    ordinary buyers are: no two checkouts of a run share an address or a network, so no velocity rule
+    counts one buyer's checkouts against another's. Distinct for the first 7 million numbers."""
+    return f"{10 + number // 62500}.{number // 250 % 250}.{number % 250}.7"
+
+
+# --- the risk engine, off and on ----------------------------------------------------------------------
+
+
+def _order_place_unassessed(*, risk_context, challenge_passed=False, **order):
+    from escrow import services
+
+    return services.order_place(**order)
+
+
+def _no_risk_context(request, **fields):
+    """What the engine-off side builds instead of a request's context (nothing: the checkout ignores it,
+    and anything else still assessed there gets an act without identities)."""
+    from risk import RiskContext
+
+    return RiskContext()
+
+
+_RISK_ON: list = []  # the shop's own checkout and context, saved the first time the engine is set
+
+
+def risk_engine_set(on: bool) -> None:
+    """Take the risk engine off the checkout (or put it back), as `bench/wsgi_risk_off.py` serves it:
+    no context built from the request, no assessment. Only benchmarks call this; the shop has no switch."""
+    import risk
+    from escrow import services
+
+    if not _RISK_ON:
+        _RISK_ON[:] = [services.order_place_assessed, risk.context_from_request]
+    if on:
+        services.order_place_assessed, risk.context_from_request = _RISK_ON
+    else:
+        services.order_place_assessed, risk.context_from_request = _order_place_unassessed, _no_risk_context
+
+
 # --- CPU from /proc --------------------------------------------------------------------------------
 
 

@@ -5,15 +5,17 @@
     .venv/bin/python bench/checkout.py --compare risk --buyers 8 --seconds 20 --rounds 2
 
 `--compare risk`: the chain is on in both modes; "off" serves `bench/wsgi_risk_off.py` (the checkout
-without its assessment), "on" the shop as it is, with the shipped rules and velocity in Redis. Every
-checkout comes from an address of its own (ordinary buyers, so the shipped rules let them through: a
-refused checkout would be cheaper, not dearer).
+without its assessment, nor its context), "on" the shop as it is, with the shipped rules and velocity
+in Redis. `bench/risk_assess.py --throughput` runs the same.
 
 Each checkout is `POST /api/v1/orders/` (one key reserved, one order, one payment, one `order.placed`
-audit entry), by `--buyers` closed-loop buyers (threads), each on its own address (X-Forwarded-For, the
-script trusted as the proxy) and a new connection per request, against `gunicorn config.wsgi`
-(`--web-workers` x `--web-threads`, gthread) on PostgreSQL, with the abuse limits out of reach (one
-buyer here checks out far faster than a person).
+audit entry), by `--buyers` closed-loop buyers (threads), over a new connection per request, against
+`gunicorn config.wsgi` (`--web-workers` x `--web-threads`, gthread) on PostgreSQL, with the abuse
+limits out of reach (one buyer here checks out far faster than a person). Every checkout of the run
+is a new buyer: its own e-mail and its own address (X-Forwarded-For, the script trusted as the proxy)
+in a /24 network of its own (`bench._harness.buyer_address`), as ordinary buyers are, so the shipped
+velocity rules let them all through (a refused checkout is cheaper, not dearer) and no round inherits
+an earlier one's counts.
 
 A sealer process calls `audit_chain_seal` every `--seal-interval` seconds (default 1 s: ten times as
 often as the beat schedule's 10 s, so its cost is overstated if anything). Chain on:
@@ -23,12 +25,14 @@ transaction; the chain is built afterwards), so the difference is what sealing c
 running beside it.
 
 On a shared machine the load of others moves from second to second, so the two modes alternate
-(off, on, then on, off, … `--rounds` times each, after an unmeasured warm-up, each round on freshly
-vacuumed tables) and the script prints each
-round, the median per mode, and the cost of the chain (1 - on/off), with the CPU milliseconds per
-checkout of gunicorn (all workers) and of the sealer (from /proc), which a busy machine moves far less
-than it moves throughput. At the end it seals what is left
-and walks the chain (`verify_audit`'s check): exit 1 if it is broken or if any order lacks its one
+(off, on, then on, off, … `--rounds` times each, after an unmeasured warm-up). Each round starts
+equal: a product of its own (`--keys` keys, stocked before the first round, so no round takes keys
+from an index an earlier round left full of dead entries), freshly vacuumed tables and an empty Redis
+database. The script prints each round (with its answers other than 201: 403 refusals by the risk
+engine, and the rest), the median per mode, the cost (1 - on/off) of the medians and pair by pair,
+with the CPU milliseconds per checkout of gunicorn (all workers) and of the sealer (from /proc), which
+a busy machine moves far less than it moves throughput. At the end it seals what is left and walks
+the chain (`verify_audit`'s check): exit 1 if it is broken or if any order lacks its one
 `order.placed` entry. The database (name must contain "bench") is dropped and created first; the
 Redis database (cache and broker: the order e-mails are queued there, no worker runs) is flushed.
 Subprocess output goes to var/bench/.
@@ -36,6 +40,7 @@ Subprocess output goes to var/bench/.
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import statistics
@@ -43,6 +48,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +76,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per round (default 20)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per mode, alternating (default 2)")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first (default 5)")
-    parser.add_argument("--keys", type=int, default=40000, help="keys in stock at the start (default 40000)")
+    parser.add_argument("--keys", type=int, default=20000, help="keys of each round's product (default 20000)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     parser.add_argument("--web-threads", type=int, default=2, help="threads per gunicorn worker (default 2)")
     parser.add_argument("--compare", choices=["chain", "risk"], default="chain", help="what is on and off")
@@ -129,6 +135,7 @@ from bench._harness import (  # noqa: E402
     LOG_DIR,
     VENV_BIN,
     Processes,
+    buyer_address,
     cpu_busy_percent,
     cpu_used,
     database_prepare,
@@ -161,52 +168,57 @@ def checkout(port: int, product_pk: int, email: str, address: str) -> int:
         conn.close()
 
 
-def buyers_run(*, port: int, product_pk: int, seconds: float, tag: str) -> tuple[int, int, float]:
-    """(checkouts answered 201, other answers, elapsed seconds) of `ARGS.buyers` closed loops."""
-    created, failed = [0] * ARGS.buyers, [0] * ARGS.buyers
+BUYERS = itertools.count()  # every checkout of the run a new buyer (next() is atomic under the GIL)
+RUN = uuid.uuid4().hex[:6]
+
+
+def buyers_run(*, port: int, product_pk: int, seconds: float) -> tuple[int, Counter, float]:
+    """(checkouts answered 201, the other answers by status (0: no answer), elapsed seconds) of
+    `ARGS.buyers` closed loops, each checkout by a new buyer."""
+    created, other = [0] * ARGS.buyers, [Counter() for _ in range(ARGS.buyers)]
     start = time.monotonic()
     end = start + seconds
 
     def buyer(number: int) -> None:
-        address = f"10.1.{number // 250}.{number % 250 + 1}"
-        count = 0
         while time.monotonic() < end:
-            if ARGS.compare == "risk":  # a new buyer each time: an address (and network) of their own
-                address = f"10.{number % 200 + 2}.{count // 250 % 250}.{count % 250 + 1}"
-            status = checkout(port, product_pk, f"{tag}-{number}-{count}@example.com", address)
-            count += 1
+            buyer = next(BUYERS)
+            status = checkout(port, product_pk, f"{RUN}-{buyer}@example.com", buyer_address(buyer))
             if status == 201:
                 created[number] += 1
             else:
-                failed[number] += 1
+                other[number][status] += 1
 
     threads = [threading.Thread(target=buyer, args=(n,), daemon=True) for n in range(ARGS.buyers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(created), sum(failed), time.monotonic() - start
+    return sum(created), sum(other, Counter()), time.monotonic() - start
 
 
 def main() -> int:
     interrupt_on_signals()
     redis.Redis.from_url(ARGS.redis_url).flushdb()
     database_prepare(ARGS.database_url, fresh=True)
-    log(f"stocking one product with {ARGS.keys} keys")
-    product = product_with_keys(keys=ARGS.keys, max_per_order=1)
-    settle(ROUND_TABLES)
+    pairs = [("off", "on") if round_number % 2 == 0 else ("on", "off") for round_number in range(ARGS.rounds)]
+    log(f"stocking {2 * ARGS.rounds} products (one per round and mode) with {ARGS.keys} keys each")
+    products = [product_with_keys(keys=ARGS.keys, max_per_order=1) for _ in range(2 * ARGS.rounds)]
     results: dict[str, list[float]] = {"off": [], "on": []}
+    refused: dict[str, list[int]] = {"off": [], "on": []}
     cpu_ms: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     processes = Processes()
     try:
-        for round_number in range(ARGS.rounds):
+        for round_number, pair in enumerate(pairs):
             # Each round takes thousands of keys, leaving as many dead rows behind in the key table and its
-            # indexes (a reservation moves a key out of the partial index of available ones): the rate falls
-            # by a third from one round to the next however the modes are set. So every round starts from
-            # vacuumed tables, and the modes take turns at going first (off-on, on-off, …), so that
-            # neither always runs on the fuller tables.
-            for mode in ("off", "on") if round_number % 2 == 0 else ("on", "off"):
+            # indexes (a reservation moves a key out of the partial index of available ones): on one
+            # product the rate fell by a third from one round to the next however the modes were set, and
+            # whichever mode ran second in a pair lost. So every round has a product of its own and starts
+            # from vacuumed tables and an empty Redis, and the modes take turns at going first (off-on,
+            # on-off, …).
+            for mode in pair:
+                product = products.pop()
                 settle(ROUND_TABLES)
+                redis.Redis.from_url(ARGS.redis_url).flushdb()  # velocity windows, throttles, queued e-mails
                 app = "config.wsgi"
                 if ARGS.compare == "chain":
                     env = {**APP_ENV, "AUDIT_CHAIN_ENABLED": "1" if mode == "on" else "0"}
@@ -220,22 +232,24 @@ def main() -> int:
                     seconds=60,
                     what="the sealer to start",
                 )
-                tag = uuid.uuid4().hex[:6]
                 if ARGS.warmup:
-                    buyers_run(port=port, product_pk=product.pk, seconds=ARGS.warmup, tag=f"warm{tag}")
+                    buyers_run(port=port, product_pk=product.pk, seconds=ARGS.warmup)
                 busy = cpu_busy_percent(0.5)
                 groups = {name: process_group(processes.pgid(name)) for name in ("gunicorn", "sealer")}
                 before = {name: process_cpu_seconds(pids) for name, pids in groups.items()}
-                created, failed, elapsed = buyers_run(port=port, product_pk=product.pk, seconds=ARGS.seconds, tag=tag)
+                created, other, elapsed = buyers_run(port=port, product_pk=product.pk, seconds=ARGS.seconds)
                 processes.check_alive()
                 spent = {name: cpu_used(before[name], process_cpu_seconds(pids)) for name, pids in groups.items()}
                 rate = created / elapsed
                 results[mode].append(rate)
+                refused[mode].append(other[403])
                 per = {name: 1000 * seconds / max(1, created) for name, seconds in spent.items()}
                 cpu_ms[mode].append(per)
+                rest = ", ".join(f"{count} answered {status or 'nothing'}" for status, count in sorted(other.items()))
                 log(
                     f"round {round_number + 1} {ARGS.compare} {mode:>3}: {rate:7.1f} checkouts/s "
-                    f"({created} in {elapsed:.1f} s, {failed} refused or failed; machine {busy:.0f}% busy before); "
+                    f"({created} in {elapsed:.1f} s; {other[403]} refused (403), others: {rest or 'none'}; "
+                    f"machine {busy:.0f}% busy before); "
                     f"CPU per checkout: web {per['gunicorn']:.1f} ms, sealer {per['sealer']:.2f} ms"
                 )
                 processes.stop_all()
@@ -261,6 +275,9 @@ def main() -> int:
     print(f"{what} off: median {off:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['off'])})")
     print(f"{what} on:  median {on:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['on'])})")
     print(f"cost of the {what}: {100 * (1 - on / off):+.1f} % of throughput (limit: 10 %)" if off else "no checkouts")
+    by_pair = [1 - on / off for off, on in zip(results["off"], results["on"], strict=True) if off]
+    print(f"cost pair by pair: {', '.join(f'{100 * cost:+.1f} %' for cost in by_pair)}")
+    print(f"refused (403) per round: off {refused['off']}, on {refused['on']}")
     for mode in ("off", "on"):
         web = statistics.median(r["gunicorn"] for r in cpu_ms[mode])
         sealer = statistics.median(r["sealer"] for r in cpu_ms[mode])

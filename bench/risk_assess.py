@@ -2,6 +2,7 @@
 
     DATABASE_URL=postgres://…/cardshop CACHE_URL=redis://127.0.0.1:6379/3 \
         .venv/bin/python bench/risk_assess.py [N] [--alone]
+    .venv/bin/python bench/risk_assess.py --throughput [bench/checkout.py's options]
 
 Creates a scratch test database (test_<name>, dropped at the end) and flushes the Redis db in CACHE_URL.
 Each assessment is what `order_place_assessed` adds to a checkout: `risk.assessment_prepare(event=
@@ -14,6 +15,10 @@ script prints p50/p99 of the added latency, assessments per second, and the SQL 
 round trips of one assessment. Each assessment is timed inside a transaction, as the checkout runs it
 (the commit is the order's, which it pays anyway); `--alone` times each with its own commit instead
 (a sign-in's assessment).
+
+The issue's other target, checkout throughput within 10 % of the same run with the engine off, is
+measured end to end through gunicorn by `bench/checkout.py --compare risk`; `--throughput` runs exactly
+that (the other options are checkout.py's: --buyers, --seconds, --rounds, --database-url, …).
 """
 
 import os
@@ -25,6 +30,11 @@ from datetime import timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+if "--throughput" in sys.argv:  # bench/checkout.py --compare risk, with the other arguments
+    checkout = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkout.py")
+    arguments = [argument for argument in sys.argv[1:] if argument != "--throughput"]
+    os.execv(sys.executable, [sys.executable, checkout, "--compare", "risk", *arguments])
 
 if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("CACHE_URL", "").startswith(
     "redis"
@@ -128,6 +138,7 @@ def run(n: int) -> None:
     print(f"assessments per second (one process, one after another): {n / elapsed:.0f}")
     print(f"CPU of this process per assessment: {1000 * cpu / n:.2f} ms (the rest of the wall time is waiting)")
     print(f"per assessment: {statements} SQL statements, {round_trips} Redis round trips (a signed-in buyer)")
+    print("checkout throughput with the engine on against off: bench/risk_assess.py --throughput")
 
 
 def _cost_of_one(context, now) -> tuple[int, int]:

@@ -9,7 +9,7 @@ household or one small office, so a "new network" means a new place, not a new D
 """
 
 import secrets
-from ipaddress import IPv4Address, ip_address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from django.conf import settings
 
@@ -32,8 +32,10 @@ def network_of(address: str) -> str:
         parsed = ip_address(address)
     except ValueError:
         return ""
-    prefix = 24 if isinstance(parsed, IPv4Address) else 48
-    return str(ip_network(f"{parsed}/{prefix}", strict=False))
+    # The network's first address by masking, as ip_network(…, strict=False) gives it in a few times the time.
+    if isinstance(parsed, IPv4Address):
+        return f"{IPv4Address(int(parsed) & 0xFFFFFF00)}/24"
+    return f"{IPv6Address(int(parsed) >> 80 << 80)}/48"
 
 
 class DeviceCookieMiddleware:

@@ -343,14 +343,13 @@ class _CheckoutRisk:
     its read is sent with the product's (`read_sql`; with Redis its exchange goes out first), the act
     is decided once the product is read (`decide`), and its decision is written by the order's
     statement, naming the order (`write_sql`, then `written`). Where the engine cannot (SQLite, or a
-    decision that opens a review item) `decision` stays None and the caller stores it."""
+    decision that opens a review item) `decision_pk` stays None and the caller stores it."""
 
     def __init__(self, *, context: risk.RiskContext, challenge_passed: bool, now: datetime):
         self.context, self.challenge_passed, self.now = context, challenge_passed, now
         self.started = None  # risk.AssessmentStarted, once read_sql ran
         self.assessment = None  # decided
-        self.decision = None  # stored by the order's statement
-        self._finish = None
+        self.decision_pk = None  # stored by the order's statement (no Decision instance: nobody reads it)
 
     def read_sql(self) -> tuple[str, list] | None:
         self.started = risk.assessment_start(event="checkout", context=self.context, now=self.now)
@@ -374,11 +373,11 @@ class _CheckoutRisk:
         )
         if members is None:
             return None
-        sql, params, self._finish = members
+        sql, params, _finish = members
         return sql, params
 
     def written(self, decision_pk: int) -> None:
-        self.decision = self._finish(decision_pk)
+        self.decision_pk = decision_pk
 
 
 def order_place_assessed(
@@ -396,19 +395,19 @@ def order_place_assessed(
     subject, so it still counts in the velocity windows and staff can read why it was refused."""
     now = order["now"]
     quantity = order.get("quantity")
-    context = dataclasses.replace(risk_context, quantity=quantity)
+    context = risk_context.replace(quantity=quantity)
     checkout_risk = _CheckoutRisk(context=context, challenge_passed=challenge_passed, now=now)
     try:
         with transaction.atomic(durable=True):
             placed = _order_place(**order, checkout_risk=checkout_risk)
-            if checkout_risk.decision is None:
+            if checkout_risk.decision_pk is None:
                 checkout_risk.assessment.store(subject=("order", placed.order.pk), challenge_passed=challenge_passed)
     except (_RiskRefusal, Refused):
         assessment = checkout_risk.assessment
         if assessment is None and checkout_risk.started is not None:  # the product is not for sale
             assessment = checkout_risk.started.decide(product_id=order.get("product_pk"))
         elif assessment is None:  # refused before anything was read: no gateway
-            context = dataclasses.replace(context, product_id=order.get("product_pk"))
+            context = context.replace(product_id=order.get("product_pk"))
             assessment = risk.assessment_prepare(event="checkout", context=context, now=now)
         decision = assessment.store()
         risk.decision_enforce(decision=decision, challenge_passed=challenge_passed)

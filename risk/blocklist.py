@@ -42,6 +42,8 @@ def blocklist_match(*, context: RiskContext, now: datetime, ruleset=None) -> tup
     from risk.ruleset import ruleset as current
 
     snapshot = ruleset or current()
+    if not (snapshot.patterns or snapshot.exact):  # an empty list (the usual case): nothing to normalise
+        return None
     email = context.email.strip().lower()
     payout = payout_digest(context.payout_account) if context.payout_account else ""
     exact = {BlockKind.EMAIL: email, BlockKind.IP: context.ip, BlockKind.DEVICE: context.device}

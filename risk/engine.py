@@ -9,7 +9,6 @@ allows. The decision row keeps the event, outcome, anomaly score, the deciding r
 value computed, and names its subject (order, withdrawal, dispute, user, merchant) when known.
 """
 
-import dataclasses
 import functools
 import json
 import secrets
@@ -87,30 +86,32 @@ class Assessment:
         """Whether `decision_enforce` would refuse the act."""
         return self.outcome in Outcome.REFUSING or (self.outcome == Outcome.CHALLENGE and not challenge_passed)
 
-    def _decision(self, *, subject: tuple[str, int | str] | None, challenge_passed: bool) -> Decision:
-        subject_key = (subject[0], str(subject[1])) if subject else None
+    def _values(self, *, subject: tuple[str, int | str] | None, challenge_passed: bool) -> dict[str, Any]:
+        """The decision's row by column (attname), the id aside: what `store_sql` sends, and what
+        `_decision_new` builds the Decision from."""
         context, identities = self.context, self.signals.identities
-        decision = _decision_new(
-            {
-                "at": self.now,
-                "event": self.event,
-                "outcome": self.outcome,
-                "score": int(self.signals.values.get("anomaly_score") or 0),
-                "rule_id": self.deciding.pk if self.deciding is not None else None,
-                "reasons": self.reasons,
-                "signals": self.signals.values,
-                "subject_type": subject_key[0] if subject_key else "",
-                "subject_id": subject_key[1] if subject_key else "",
-                "actor": self.signals.actor,
-                "email": context.email.strip().lower()[:254],
-                "ip": context.ip or None,
-                "network": identities.get("network", ""),
-                "device": context.device[:64],
-                "amount": context.amount,
-                "currency": context.currency,
-                "challenge_passed": challenge_passed,
-            }
-        )
+        return {
+            "at": self.now,
+            "event": self.event,
+            "outcome": self.outcome,
+            "score": int(self.signals.values.get("anomaly_score") or 0),
+            "rule_id": self.deciding.pk if self.deciding is not None else None,
+            "reasons": self.reasons,
+            "signals": self.signals.values,
+            "subject_type": subject[0] if subject else "",
+            "subject_id": str(subject[1]) if subject else "",
+            "actor": self.signals.actor,
+            "email": context.email.strip().lower()[:254],
+            "ip": context.ip or None,
+            "network": identities.get("network", ""),
+            "device": context.device[:64],
+            "amount": context.amount,
+            "currency": context.currency,
+            "challenge_passed": challenge_passed,
+        }
+
+    def _decision(self, values: dict[str, Any]) -> Decision:
+        decision = _decision_new(values)
         if self.deciding is not None:
             decision.rule = self.deciding  # as Decision(rule=…) would: no query to read it back
         return decision
@@ -127,14 +128,15 @@ class Assessment:
 
     def store(self, *, subject: tuple[str, int | str] | None = None, challenge_passed: bool = False) -> Decision:
         """Write the decision about `subject`; may run again after a rollback undid an earlier store."""
-        decision = self._decision(subject=subject, challenge_passed=challenge_passed)
+        values = self._values(subject=subject, challenge_passed=challenge_passed)
+        decision = self._decision(values)
         context, now, actor = self.context, self.now, self.signals.actor
         seen = self._seen()
         freezing = self._freezing()
         postgres = connection.vendor == "postgresql"
         with transaction.atomic() if freezing or not postgres else _nothing():
             if postgres:
-                sql, params = _insert_sql(bool(self.db_hits), len(seen)), _insert_params(decision, self.db_hits, seen)
+                sql, params = _insert_sql(bool(self.db_hits), len(seen)), _insert_params(values, self.db_hits, seen)
                 with connection.cursor() as cursor:
                     prepared.execute(cursor, sql, params)
                     _stored(decision, cursor.fetchone()[0])
@@ -172,12 +174,13 @@ class Assessment:
         On a rollback of the caller's statement nothing of it is written: `store` may run after."""
         if connection.vendor != "postgresql" or self._freezing():
             return None
-        decision = self._decision(subject=subject, challenge_passed=challenge_passed)
+        values = self._values(subject=subject, challenge_passed=challenge_passed)
         seen = self._seen()
         members = _insert_members(name, bool(self.db_hits), len(seen))
-        params = _insert_params(decision, self.db_hits, seen)
+        params = _insert_params(values, self.db_hits, seen)
 
         def finish(pk: int) -> Decision:
+            decision = self._decision(values)  # built once written: the statement needs only its values
             _stored(decision, pk)
             return decision
 
@@ -200,10 +203,16 @@ def _decision_columns() -> tuple:
     return tuple(fields[1:])
 
 
+@functools.cache
+def _decision_attnames() -> tuple[tuple[str, bool], ...]:
+    """Each column's attname and whether it is JSON (sent as text), in `_decision_columns`' order."""
+    return tuple((column.attname, column.name in _JSON_COLUMNS) for column in _decision_columns())
+
+
 def _decision_new(values: dict[str, Any]) -> Decision:
     """Decision(**values) built positionally (what Django does for a row it reads): the keyword path of
     Model.__init__ costs a few times more, on every assessment. `values` names every column (attname)."""
-    return Decision(None, *[values[column.attname] for column in _decision_columns()])
+    return Decision(None, *[values[attname] for attname, _json in _decision_attnames()])
 
 
 @functools.cache
@@ -243,14 +252,10 @@ def _insert_sql(hits: bool, seen: int) -> str:
 _JSON_COLUMNS = frozenset({"reasons", "signals"})
 
 
-def _insert_params(decision: Decision, hits, seen) -> list:
-    """The parameters of `_insert_members`: the decision's columns, the hits, the seen identities."""
-    params = [
-        json.dumps(getattr(decision, column.attname))
-        if column.name in _JSON_COLUMNS
-        else getattr(decision, column.attname)
-        for column in _decision_columns()
-    ]
+def _insert_params(values: dict[str, Any], hits, seen) -> list:
+    """The parameters of `_insert_members`: the decision's columns (`Assessment._values`), the hits, the
+    seen identities."""
+    params = [json.dumps(values[attname]) if is_json else values[attname] for attname, is_json in _decision_attnames()]
     if hits:  # as hit_rows makes them, without a model instance per hit
         params += [
             [key for key, _weight, _member in hits],
@@ -310,7 +315,7 @@ class AssessmentStarted:
             if not facts.keys() <= DECIDE_FACTS:
                 self.abandon()
                 raise ValueError(f"the read already depends on {sorted(facts.keys() - DECIDE_FACTS)}")
-            self.context = signals.context = dataclasses.replace(self.context, **facts)
+            self.context = signals.context = self.context.replace(**facts)
         event, context, now = self.event, self.context, self.now
         version = signals.load_end(self.load, read)
         current = ruleset(version) if self.redis else self.guess
@@ -367,6 +372,12 @@ class AssessmentStarted:
         )
 
 
+@functools.lru_cache(maxsize=64)
+def _with_always(names: tuple[str, ...]) -> tuple[str, ...]:
+    """A first-hand act's signals: the rules' (`Ruleset.signals`, the same tuple every time) and `ALWAYS`."""
+    return tuple(dict.fromkeys((*names, *ALWAYS)))
+
+
 def assessment_start(
     *, event: str, context: RiskContext, now: datetime, subject: tuple[str, int | str] | None = None
 ) -> AssessmentStarted:
@@ -388,7 +399,7 @@ def assessment_start(
     hits = _hits(signals, event, context) if first_hand else []
     frozen_actor = context.actor_id if context.actor_id is not None and event in FROZEN_EVENTS else None
     if first_hand:
-        names = (*names, *ALWAYS)
+        names = _with_always(names)
     load = signals.load_start(names, writes=hits, frozen_actor=frozen_actor, probe=version_key() if redis else None)
     return AssessmentStarted(
         event=event,

@@ -12,6 +12,7 @@ network, device; windows: 10m, 1h, 1d, 30d. Every other signal is in `NAMED` bel
 a fact the caller passed in `RiskContext.extra` as it is.
 """
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -100,6 +101,35 @@ class Load:
         if self.exchange is not None:
             self.exchange.abandon()
             self.exchange = None
+
+
+@functools.lru_cache(maxsize=256)
+def _read_text(velocity: str | None, history: bool, seen: bool, frozen: bool) -> str:
+    """`Signals._read_sql`'s text by shape (`velocity`: the windows' aggregates, or None): the same few
+    shapes come back on every act, so each is joined once."""
+    branches = []
+    if velocity is not None:
+        branches.append(
+            f"SELECT 'v' || array_to_string(ARRAY[{velocity}]::bigint[], ' ') "  # noqa: S608 - ours
+            "FROM risk_velocityhit WHERE key = ANY(%s) AND at > %s"
+        )
+    if history:
+        branches.append(
+            "SELECT concat('h', (extract(epoch FROM at) * 1000000)::bigint, ' ', amount) FROM (SELECT amount, at "
+            "FROM risk_decision WHERE actor = %s AND event = %s AND at < %s ORDER BY at DESC, id DESC LIMIT 50) h"
+        )
+    if seen:
+        branches.append(
+            "SELECT concat('s', (extract(epoch FROM first_seen) * 1000000)::bigint, ' ', kind, ' ', value) FROM "
+            "(SELECT kind, value, first_seen FROM risk_seenidentity "
+            "WHERE actor = %s AND (value = ANY(%s) OR first_seen <= %s) LIMIT 50) s"
+        )
+    if frozen:
+        branches.append(
+            "SELECT 'f' FROM (SELECT 1 FROM risk_reviewitem WHERE kind = 'user' "
+            "AND subject_id = %s AND status IN ('open', 'rejected') LIMIT 1) f"
+        )
+    return " UNION ALL ".join(branches)
 
 
 class Signals:
@@ -245,36 +275,20 @@ class Signals:
         tagged by its first letter (v, h, s, f), so the whole read is also ONE value, a text[]
         (`Load.sql_expression`), that a caller may select in a statement of its own. Times are
         microseconds since the epoch (exact: PostgreSQL's `extract` is numeric)."""
-        branches, params = [], []
+        params = []
+        velocity = None
         if asks:
             expressions, velocity_params, keys, oldest = db_aggregates(now=self.now, writes=self._writes, asks=asks)
-            branches.append(
-                f"SELECT 'v' || array_to_string(ARRAY[{', '.join(expressions)}]::bigint[], ' ') "  # noqa: S608 - ours
-                "FROM risk_velocityhit WHERE key = ANY(%s) AND at > %s"
-            )
+            velocity = ", ".join(expressions)
             params += [*velocity_params, keys, oldest]
         if history:
-            branches.append(
-                "SELECT concat('h', (extract(epoch FROM at) * 1000000)::bigint, ' ', amount) FROM (SELECT amount, at "
-                "FROM risk_decision WHERE actor = %s AND event = %s AND at < %s ORDER BY at DESC, id DESC LIMIT 50) h"
-            )
             params += [self.actor, self.event, self.now]
         if seen:
-            branches.append(
-                "SELECT concat('s', (extract(epoch FROM first_seen) * 1000000)::bigint, ' ', kind, ' ', value) FROM "
-                "(SELECT kind, value, first_seen FROM risk_seenidentity "
-                "WHERE actor = %s AND (value = ANY(%s) OR first_seen <= %s) LIMIT 50) s"
-            )
             params += [self.actor, identities, self.now - timedelta(hours=NEW_HOURS)]
         if frozen_actor is not None:
-            branches.append(
-                "SELECT 'f' FROM (SELECT 1 FROM risk_reviewitem WHERE kind = 'user' "
-                "AND subject_id = %s AND status IN ('open', 'rejected') LIMIT 1) f"
-            )
             params.append(str(frozen_actor))
-        if not branches:
-            return None
-        return " UNION ALL ".join(branches), params
+        text = _read_text(velocity, history, seen, frozen_actor is not None)
+        return (text, params) if text else None
 
     def _read_postgres(self, *, sql: str, params: list) -> list[str]:
         """The read sent as a statement of its own: its rows."""

@@ -8,6 +8,7 @@ questions: how many hits, how many keys (the sum of weights), how many distinct 
 """
 
 import hashlib
+import os
 import secrets
 import threading
 from datetime import datetime, timedelta
@@ -15,7 +16,9 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 WINDOWS = {"10m": 600, "1h": 3600, "1d": 86400, "30d": 30 * 86400}
 LONGEST = max(WINDOWS.values())
@@ -128,18 +131,42 @@ end
 return table.concat(out, ' ') .. '|' .. version
 """
 
-_local = threading.local()  # per thread, as Django's cache objects are: (backend, its script)
+_local = threading.local()  # per thread, as Django's cache objects are: its `_Held`
 
 
-def _redis_script():
+class _Held:
     """The exchange script on a Redis client made once per thread (Django makes a new client, with its
-    table of ~170 reply callbacks, on every `get_client`)."""
+    table of ~170 reply callbacks, on every `get_client`), and a connection the thread keeps for its
+    exchanges: taken from the client's pool once, never given back (the pool's get and release, with
+    their lock and bookkeeping, cost more than the rest of the exchange's Python). An exchange started
+    while the thread's is still in flight takes one from the pool as before."""
+
+    def __init__(self, backend):
+        client = backend.get_client(write=True)
+        self.backend, self.pid = backend, os.getpid()  # a forked process makes its own
+        self.script = client.register_script(EXCHANGE)
+        self.pool = client.connection_pool
+        self.connection = self.pool.get_connection()
+        self.busy = False
+
+
+def _redis_held() -> _Held:
     backend = cache._cache
     held = getattr(_local, "held", None)
-    if held is None or held[0] is not backend:
-        held = (backend, backend.get_client(write=True).register_script(EXCHANGE))
-        _local.held = held
-    return held[1]
+    if held is None or held.backend is not backend or held.pid != os.getpid():
+        held = _local.held = _Held(backend)
+    return held
+
+
+def _ready(connection) -> None:
+    """Check a kept connection as the pool checks one it hands out: one with bytes to read, or closed by
+    Redis (restarted, a timeout), is dropped, and send_packed_command connects it again."""
+    try:
+        stale = connection.can_read()
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        stale = True
+    if stale:
+        connection.disconnect()
 
 
 def _command(parts: list[str]) -> bytes:
@@ -159,8 +186,8 @@ class RedisExchange:
     works: the two waits overlap instead of adding up. `abandon` drops the connection if the reply is
     never read (an error in between), so no later command reads this reply as its own.
 
-    The EVALSHA is packed by hand (`_command`) and sent with `send_packed_command` on a connection of
-    the client's pool; a Redis that lost the script (restarted, `SCRIPT FLUSH`) answers NOSCRIPT and
+    The EVALSHA is packed by hand (`_command`) and sent with `send_packed_command` on the thread's
+    connection (`_Held`); a Redis that lost the script (restarted, `SCRIPT FLUSH`) answers NOSCRIPT and
     the exchange runs again through redis-py's `Script`, which loads it."""
 
     def __init__(self, *, now: datetime, writes: list[Hit], asks: list[Ask], probe: str | None = None):
@@ -176,12 +203,17 @@ class RedisExchange:
         for what, _key, seconds in asks:
             args += ["weight" if what == "weight" else "count", repr(stamp - seconds)]
         self.args = args
-        self.script = _redis_script()
-        self.pool = self.script.registered_client.connection_pool
-        self.connection = self.pool.get_connection()
+        self.held = held = _redis_held()
+        self.script = held.script
+        if held.busy:
+            self.connection, self.kept = held.pool.get_connection(), False
+        else:
+            self.connection, self.kept, held.busy = held.connection, True, True
         try:
+            if self.kept:
+                _ready(self.connection)
             self.connection.send_packed_command(
-                [_command(["EVALSHA", self.script.sha, str(len(self.keys)), *self.keys, *args])]
+                [_command(["EVALSHA", self.script.sha, str(len(self.keys)), *self.keys, *args])], check_health=False
             )
         except BaseException:
             self.abandon()
@@ -197,17 +229,22 @@ class RedisExchange:
         except BaseException:
             self.abandon()
             raise
-        self.pool.release(self.connection)
-        self.connection = None
+        self._done()
         answers, _bar, version = result.partition(b"|")  # the answers are digits and spaces: the first "|" ends them
         probed = version if self.probe is not None and version != b"" else None
         return [int(value) for value in answers.split()], probed
 
     def abandon(self) -> None:
         if self.connection is not None:
-            self.connection.disconnect()
-            self.pool.release(self.connection)
-            self.connection = None
+            self.connection.disconnect()  # its reply unread: the next use connects it again
+            self._done()
+
+    def _done(self) -> None:
+        if self.kept:
+            self.held.busy = False
+        else:
+            self.held.pool.release(self.connection)
+        self.connection = None
 
 
 def redis_exchange(*, now: datetime, writes: list[Hit], asks: list[Ask], probe: str | None = None):

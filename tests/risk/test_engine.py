@@ -325,6 +325,50 @@ def test_velocity_on_redis_counts_weights_distinct_and_slides(no_rules, now, red
     assert VelocityHit.objects.count() == 0  # nothing in the database
 
 
+def test_each_thread_keeps_one_exchange_connection_and_a_connection_redis_dropped_is_made_again(
+    no_rules, now, redis_cache
+):
+    """The exchanges of a thread share the connection it keeps (no pool get or release per act); one
+    the server closed (a restart, a timeout) is seen before sending, so the next act is counted."""
+    from django.core.cache import cache
+
+    from risk.velocity import _redis_held
+
+    rule("checkout", "count.checkout.email.10m", "gte", 1000, "block")
+    assert assess(now=now).signals["count.checkout.email.10m"] == 1
+    kept = _redis_held().connection
+    assert assess(now=now).signals["count.checkout.email.10m"] == 2
+    assert _redis_held().connection is kept and not _redis_held().busy
+    cache._cache.get_client(write=True).client_kill_filter(_type="normal", skipme=True)
+    assert assess(now=now).signals["count.checkout.email.10m"] == 3
+    assert _redis_held().connection is kept and not _redis_held().busy
+
+
+def test_an_exchange_sent_while_the_threads_is_in_flight_takes_its_own_connection(no_rules, now, redis_cache):
+    from risk.velocity import RedisExchange, _redis_held, counter_key
+
+    key = counter_key("v", "checkout", "email", "buyer@example.com")
+    first = RedisExchange(now=now, writes=[(key, 2, None)], asks=[("weight", key, 600)])
+    second = RedisExchange(now=now, writes=[(key, 3, None)], asks=[("weight", key, 600), ("count", key, 600)])
+    assert first.connection is _redis_held().connection and second.connection is not first.connection
+    assert first.receive() == ([2], None)
+    assert second.receive() == ([5, 2], None)
+    assert not _redis_held().busy
+    third = RedisExchange(now=now, writes=[], asks=[("count", key, 600)])
+    assert third.connection is _redis_held().connection
+    assert third.receive() == ([2], None)
+
+
+def test_a_context_copy_with_changes_is_what_dataclasses_replace_gives():
+    import dataclasses
+
+    context = ctx(actor_id=3, extra={"revealed": 1}, count_as=("dispute_revealed",))
+    assert context.replace(amount=5, currency="CNY") == dataclasses.replace(context, amount=5, currency="CNY")
+    assert context.amount == 1000  # the original is unchanged
+    with pytest.raises(TypeError):
+        context.replace(amout=5)
+
+
 def test_the_exchange_command_is_packed_as_redis_py_packs_it():
     """The EVALSHA is packed by hand (risk.velocity._command): byte for byte what redis-py sends, for
     ASCII arguments and for a key with other characters (a cache KEY_PREFIX may have them)."""
