@@ -30,8 +30,9 @@ equal: a product of its own (`--keys` keys, stocked before the first round, so n
 from an index an earlier round left full of dead entries), freshly vacuumed tables and an empty Redis
 database. The script prints each round (with its answers other than 201: 403 refusals by the risk
 engine, and the rest), the median per mode, the cost (1 - on/off) of the medians and pair by pair,
-with the CPU milliseconds per checkout of gunicorn (all workers) and of the sealer (from /proc), which
-a busy machine moves far less than it moves throughput. At the end it seals what is left and walks
+with the CPU milliseconds per checkout (from /proc) of gunicorn (all workers), the sealer, the
+PostgreSQL cluster (when it runs here: the postmaster and every backend it forked), the Redis server
+and this script (the buyers), which a busy machine moves far less than it moves throughput. At the end it seals what is left and walks
 the chain (`verify_audit`'s check): exit 1 if it is broken or if any order lacks its one
 `order.placed` entry. The database (name must contain "bench") is dropped and created first; the
 Redis database (cache and broker: the order e-mails are queued there, no worker runs) is flushed.
@@ -141,8 +142,11 @@ from bench._harness import (  # noqa: E402
     database_prepare,
     interrupt_on_signals,
     log,
+    parent_pid,
     process_cpu_seconds,
     process_group,
+    process_name,
+    process_tree_cpu_seconds,
     product_with_keys,
     settle,
     wait_until,
@@ -207,6 +211,17 @@ def main() -> int:
     refused: dict[str, list[int]] = {"off": [], "on": []}
     cpu_ms: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     processes = Processes()
+    # The servers on this machine, counted whole: PostgreSQL's postmaster with every backend it forked
+    # (reaped ones too), Redis (velocity, limits), and this script (the buyers).
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    postmaster = parent_pid(backend) if process_name(backend) == "postgres" else None
+    connection.close()
+    redis_pid = redis.Redis.from_url(ARGS.redis_url).info("server").get("process_id")
+    servers = {"client": [os.getpid()], **({"redis": [redis_pid]} if process_name(redis_pid or 0) else {})}
     try:
         for round_number, pair in enumerate(pairs):
             # Each round takes thousands of keys, leaving as many dead rows behind in the key table and its
@@ -236,10 +251,14 @@ def main() -> int:
                     buyers_run(port=port, product_pk=product.pk, seconds=ARGS.warmup)
                 busy = cpu_busy_percent(0.5)
                 groups = {name: process_group(processes.pgid(name)) for name in ("gunicorn", "sealer")}
+                groups.update(servers)
                 before = {name: process_cpu_seconds(pids) for name, pids in groups.items()}
+                cluster_before = process_tree_cpu_seconds(postmaster) if postmaster else 0.0
                 created, other, elapsed = buyers_run(port=port, product_pk=product.pk, seconds=ARGS.seconds)
                 processes.check_alive()
                 spent = {name: cpu_used(before[name], process_cpu_seconds(pids)) for name, pids in groups.items()}
+                if postmaster:
+                    spent["postgres"] = process_tree_cpu_seconds(postmaster) - cluster_before
                 rate = created / elapsed
                 results[mode].append(rate)
                 refused[mode].append(other[403])
@@ -250,7 +269,8 @@ def main() -> int:
                     f"round {round_number + 1} {ARGS.compare} {mode:>3}: {rate:7.1f} checkouts/s "
                     f"({created} in {elapsed:.1f} s; {other[403]} refused (403), others: {rest or 'none'}; "
                     f"machine {busy:.0f}% busy before); "
-                    f"CPU per checkout: web {per['gunicorn']:.1f} ms, sealer {per['sealer']:.2f} ms"
+                    f"CPU per checkout: web {per['gunicorn']:.1f} ms, sealer {per['sealer']:.2f} ms, "
+                    + ", ".join(f"{name} {per[name]:.2f} ms" for name in ("postgres", "redis", "client") if name in per)
                 )
                 processes.stop_all()
     finally:
@@ -279,9 +299,11 @@ def main() -> int:
     print(f"cost pair by pair: {', '.join(f'{100 * cost:+.1f} %' for cost in by_pair)}")
     print(f"refused (403) per round: off {refused['off']}, on {refused['on']}")
     for mode in ("off", "on"):
-        web = statistics.median(r["gunicorn"] for r in cpu_ms[mode])
-        sealer = statistics.median(r["sealer"] for r in cpu_ms[mode])
-        print(f"CPU per checkout, {what} {mode:>3}: web {web:.1f} ms, sealer {sealer:.2f} ms (medians)")
+        medians = {name: statistics.median(r[name] for r in cpu_ms[mode]) for name in cpu_ms[mode][0]}
+        print(
+            f"CPU ms per checkout, {what} {mode:>3} (medians): web {medians.pop('gunicorn'):.2f}, "
+            + ", ".join(f"{name} {value:.2f}" for name, value in medians.items())
+        )
     print(f"audit chain: {report.sealed} entries sealed, {orders} orders, problem: {report.problem or 'none'}")
     if report.problem or missing:
         print(f"FAILED: {missing} orders without exactly one order.placed entry; chain: {report.problem}")
