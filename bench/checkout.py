@@ -32,9 +32,9 @@ database. The script prints each round (with its answers other than 201: 403 ref
 engine, and the rest), the median per mode, the cost (1 - on/off) of the medians and pair by pair,
 with the CPU milliseconds per checkout (from /proc) of gunicorn (all workers), the sealer, the
 PostgreSQL cluster (when it runs here: the postmaster and every backend it forked), the Redis server
-and this script (the buyers), which a busy machine moves far less than it moves throughput. At the end it seals what is left and walks
-the chain (`verify_audit`'s check): exit 1 if it is broken or if any order lacks its one
-`order.placed` entry. The database (name must contain "bench") is dropped and created first; the
+and this script (the buyers), which a busy machine moves far less than it moves throughput. At the
+end it seals what is left and walks the chain (`verify_audit`'s check): exit 1 if it is broken or if
+any order lacks its one `order.placed` entry. The database (name must contain "bench") is dropped and created first; the
 Redis database (cache and broker: the order e-mails are queued there, no worker runs) is flushed.
 Subprocess output goes to var/bench/.
 """
@@ -80,6 +80,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keys", type=int, default=20000, help="keys of each round's product (default 20000)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     parser.add_argument("--web-threads", type=int, default=2, help="threads per gunicorn worker (default 2)")
+    parser.add_argument(
+        "--worker-class",
+        choices=["gthread", "sync"],
+        default="gthread",
+        help="gunicorn worker class (default gthread; the shop is deployed with 4 sync workers)",
+    )
     parser.add_argument("--compare", choices=["chain", "risk"], default="chain", help="what is on and off")
     parser.add_argument("--seal-interval", type=float, default=1.0, help="seconds between two seals (default 1)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
@@ -229,10 +235,12 @@ def main() -> int:
             # product the rate fell by a third from one round to the next however the modes were set, and
             # whichever mode ran second in a pair lost. So every round has a product of its own and starts
             # from vacuumed tables and an empty Redis, and the modes take turns at going first (off-on,
-            # on-off, …).
+            # on-off, …). The tables are vacuumed and analysed after the warm-up, as autovacuum (off on
+            # this machine's PostgreSQL) would have done as they grew: the first round with the engine on
+            # otherwise ran on the statistics of empty risk tables, and its sessions' prepared statements
+            # kept plans made for a table of one page (twice the PostgreSQL CPU per checkout).
             for mode in pair:
                 product = products.pop()
-                settle(ROUND_TABLES)
                 redis.Redis.from_url(ARGS.redis_url).flushdb()  # velocity windows, throttles, queued e-mails
                 app = "config.wsgi"
                 if ARGS.compare == "chain":
@@ -240,7 +248,14 @@ def main() -> int:
                 else:
                     env = {**APP_ENV, "AUDIT_CHAIN_ENABLED": "1"}
                     app = "config.wsgi" if mode == "on" else "bench.wsgi_risk_off"
-                port = web_start(processes, workers=ARGS.web_workers, threads=ARGS.web_threads, env=env, app=app)
+                port = web_start(
+                    processes,
+                    workers=ARGS.web_workers,
+                    threads=1 if ARGS.worker_class == "sync" else ARGS.web_threads,
+                    worker_class=ARGS.worker_class,
+                    env=env,
+                    app=app,
+                )
                 processes.start("sealer", [str(VENV_BIN / "python"), "-c", SEALER, str(ARGS.seal_interval)], env=env)
                 wait_until(
                     lambda: processes.check_alive() or "ready" in (LOG_DIR / "sealer.log").read_text(),
@@ -249,6 +264,7 @@ def main() -> int:
                 )
                 if ARGS.warmup:
                     buyers_run(port=port, product_pk=product.pk, seconds=ARGS.warmup)
+                settle(ROUND_TABLES)
                 busy = cpu_busy_percent(0.5)
                 groups = {name: process_group(processes.pgid(name)) for name in ("gunicorn", "sealer")}
                 groups.update(servers)
@@ -290,7 +306,8 @@ def main() -> int:
     missing = orders - sum(1 for row in placed if row["n"] == 1)
     off, on = statistics.median(results["off"]), statistics.median(results["on"])
     print()
-    print(f"buyers {ARGS.buyers}, gunicorn {ARGS.web_workers}x{ARGS.web_threads} gthread, {ARGS.seconds:g} s rounds")
+    threads = 1 if ARGS.worker_class == "sync" else ARGS.web_threads
+    print(f"buyers {ARGS.buyers}, gunicorn {ARGS.web_workers}x{threads} {ARGS.worker_class}, {ARGS.seconds:g} s rounds")
     what = {"chain": "chain", "risk": "risk engine"}[ARGS.compare]
     print(f"{what} off: median {off:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['off'])})")
     print(f"{what} on:  median {on:.1f} checkouts/s  (rounds: {', '.join(f'{r:.1f}' for r in results['on'])})")
