@@ -47,6 +47,7 @@ import argparse
 import http.client
 import json
 import os
+import statistics
 import sys
 import threading
 import time
@@ -80,6 +81,15 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--levels", type=levels_type, default=[1, 8, 32], help="concurrent buyers, one level after another (1,8,32)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help=(
+            "run the levels this many times, every other time in reverse order (8,32,32,8,8,32 for"
+            " --levels 8,32 --repeat 3), and print each level's median rate (default 1)"
+        ),
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per level (default 20)")
     parser.add_argument("--keys", type=int, default=20000, help="keys in stock at the start (default 20000)")
@@ -126,7 +136,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.seconds <= 0 or args.poll_interval <= 0 or args.key_timeout <= 0 or args.warmup < 0:
         parser.error("--seconds, --poll-interval and --key-timeout must be above 0, --warmup at least 0")
-    for name in ("keys", "web_workers", "concurrency", "raw_threads", "raw_keys"):
+    for name in ("keys", "web_workers", "concurrency", "raw_threads", "raw_keys", "repeat"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.web_threads is None:
@@ -751,6 +761,47 @@ def report(levels: list[Level], raw: Level | None) -> None:
                 print("  the raw loop's scratch table ran out of keys: give more --raw-keys")
 
 
+def backend_close_wait(seconds: float = 5.0) -> None:
+    """Close this script's connection and wait until its backend has exited: the postmaster counts a
+    backend's CPU (here the settle's VACUUM ANALYZE) when it reaps it, and the level's "pg cluster"
+    figure would otherwise take it in."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    connection.close()
+    deadline = time.monotonic() + seconds
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def level_order(levels: list[int], repeat: int) -> list[int]:
+    """The levels `repeat` times, every other time reversed: 8,32,32,8,8,32 for [8, 32] and 3. A machine
+    whose speed drifts over minutes (a shared VM) then favours no level by its place in the run."""
+    order: list[int] = []
+    for time_number in range(repeat):
+        order += levels if time_number % 2 == 0 else levels[::-1]
+    return order
+
+
+def report_repeats(levels: list[Level]) -> None:
+    """Each buyer count's rates in run order and their median; with two counts, their ratio run by run
+    (each time's pair of levels, which ran next to each other) and its median."""
+    rates: dict[str, list[float]] = {}
+    for level in levels:
+        rates.setdefault(level.name, []).append(level.rate)
+    print()
+    print("purchases per second, each time the levels ran, and the median:")
+    for name, values in rates.items():
+        listed = ", ".join(f"{rate:.1f}" for rate in values)
+        print(f"  {name:>4} buyers: {listed}; median {statistics.median(values):.1f}")
+    names = list(rates)
+    if len(names) == 2:
+        first, second = names
+        ratios = [b / a for a, b in zip(rates[first], rates[second], strict=True) if a]
+        listed = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+        print(f"  {second} buyers against {first}, time by time: {listed}; median {statistics.median(ratios):.2f}")
+
+
 # --- the run ---------------------------------------------------------------------------------------
 
 
@@ -809,9 +860,9 @@ def main() -> int:
             log(f"warming up: 2 buyers for {ARGS.warmup:g} s (not measured)")
             run(2, ARGS.warmup, "warmup")
         levels = []
-        for buyers in ARGS.levels:
+        for buyers in level_order(ARGS.levels, ARGS.repeat):
             settle([*SETTLE_TABLES, *PURCHASE_TABLES])
-            connection.close()
+            backend_close_wait()
             counts = meter.counters()
             cpu_before = meter.cpu()
             log(f"{buyers} buyer(s) for {ARGS.seconds:g} s")
@@ -828,6 +879,8 @@ def main() -> int:
             raw_prepare(ARGS.raw_keys)
             raw = raw_run(threads=ARGS.raw_threads, seconds=ARGS.seconds, meter=meter, stop=stop)
         report(levels, raw)
+        if ARGS.repeat > 1:
+            report_repeats(levels)
 
         log("checking: keys, exactly-once delivery, ledger")
         problems = key_problems(product, purchases)
