@@ -42,14 +42,12 @@ def parse_rate(rate: str) -> tuple[int, int]:
 
 def rate_limit_hit(*, scope: str, identity: str, now: float | None = None) -> RateDecision:
     """Count one attempt of `identity` in `scope` and say whether it is within the limit."""
-    limit, period = parse_rate(settings.RATE_LIMITS[scope])
-    now = time.time() if now is None else now
-    window = int(now // period)
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:32]  # any identity, a bounded safe key
-    count = _window_count(f"ratelimit:{scope}:{digest}:{window}", timeout=period + 5)
-    allowed = count <= limit
-    retry_after = 0 if allowed else max(1, int((window + 1) * period - now + 0.999))
-    return RateDecision(allowed=allowed, count=count, limit=limit, retry_after=retry_after)
+    attempt = RateAttempt(scope=scope, identity=identity, now=now)
+    count = _window_count(attempt.key, timeout=attempt.timeout)
+    allowed = count <= attempt.limit
+    return RateDecision(
+        allowed=allowed, count=count, limit=attempt.limit, retry_after=0 if allowed else attempt.retry_after
+    )
 
 
 # INCR, and the window's expiry set by the INCR that opened it, atomically (a script runs alone): one
@@ -81,6 +79,43 @@ def _window_count(key: str, *, timeout: int) -> int:
     if _window_count_script is None:
         _window_count_script = client.register_script(_WINDOW_COUNT_LUA)
     return int(_window_count_script(keys=[cache.make_and_validate_key(key)], args=[timeout], client=client))
+
+
+class RateAttempt:
+    """One attempt of `identity` in `scope`, counted exactly once, before what it asks for is done.
+
+    Either by a command of its own (`count`), or inside a Redis script a caller sends anyway: the
+    script takes `redis_window()` (the counter's key, its expiry, the limit), counts the attempt first
+    and does nothing else over the limit, and the caller hands the count to `carried`. Both raise
+    `RateLimited` over the limit. A caller that may stop before any script carried it calls `count` on
+    its way out (`counted` says whether that is still to do): every attempt counts, valid or not."""
+
+    def __init__(self, *, scope: str, identity: str, now: float | None = None):
+        self.scope = scope
+        self.limit, period = parse_rate(settings.RATE_LIMITS[scope])
+        self.now = time.time() if now is None else now
+        self.window = int(self.now // period)
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:32]  # any identity, a bounded safe key
+        self.key = f"ratelimit:{scope}:{digest}:{self.window}"
+        self.timeout = period + 5
+        self.retry_after = max(1, int((self.window + 1) * period - self.now + 0.999))
+        self.counted = False
+
+    def redis_window(self) -> tuple[str, int, int]:
+        """(the Redis key, its expiry in seconds, the limit) for a script that carries this attempt;
+        the same counter `count` uses."""
+        return cache.make_and_validate_key(self.key), self.timeout, self.limit
+
+    def count(self) -> None:
+        """Count the attempt by a command of its own, unless it was counted already."""
+        if not self.counted:
+            self.carried(_window_count(self.key, timeout=self.timeout))
+
+    def carried(self, count: int) -> None:
+        """The attempt was counted (by a caller's script): `count` is the window's count with it."""
+        self.counted = True
+        if count > self.limit:
+            raise RateLimited(self.scope, self.retry_after)
 
 
 def rate_limit_check(*, scope: str, identity: str, now: float | None = None) -> None:

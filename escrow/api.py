@@ -12,8 +12,8 @@ import risk
 from core.api import error_responses
 from core.client_ip import client_ip
 from core.money import to_major
+from core.ratelimit import RateAttempt
 from core.sessionless import session_not_required
-from core.throttling import SharedScopedThrottle
 from escrow import services
 from escrow.key_reveal import keys_reveal_for_request
 from escrow.models import Order
@@ -97,9 +97,10 @@ class OrderSerializer(serializers.ModelSerializer):
 
 @method_decorator(session_not_required, name="dispatch")
 class OrderCreate(APIView):
-    # Shared with the web checkout form (escrow.views.checkout): one budget per client address.
-    throttle_classes = [SharedScopedThrottle]
-    throttle_scope = "checkout"
+    # The "checkout" rate limit, shared with the web checkout form (escrow.views.checkout): one budget
+    # per client address, every attempt counted, valid or not, and over it 429 before anything else.
+    # It is counted by the risk engine's Redis command (`post`), not by a round trip of its own.
+    throttle_classes: list = []
 
     @extend_schema(
         request=OrderCreateSerializer,
@@ -145,26 +146,33 @@ class OrderCreate(APIView):
         },
     )
     def post(self, request):
-        validated = order_create_plain(request.data)
-        if validated is None:
-            data = OrderCreateSerializer(data=request.data)
-            data.is_valid(raise_exception=True)
-            validated = data.validated_data
-        email = validated["email"]
-        # An API client cannot answer a captcha: a challenge is a 403 "challenge_required" here.
-        placed = services.order_place_assessed(
-            risk_context=risk.context_from_request(request, email=email),
-            product_pk=validated["product"],
-            quantity=validated["quantity"],
-            email=email,
-            buyer=request.user,
-            now=timezone.now(),
-            ip=client_ip(request) or None,
-            gateway_name=validated.get("gateway"),
-            pay_method=validated.get("pay_method", ""),
-            coupon_code=validated["coupon"],
-            language=translation.get_language() or "",
-        )
+        ip = client_ip(request)
+        attempt = RateAttempt(scope="checkout", identity=ip)
+        try:
+            validated = order_create_plain(request.data)
+            if validated is None:
+                data = OrderCreateSerializer(data=request.data)
+                data.is_valid(raise_exception=True)
+                validated = data.validated_data
+            email = validated["email"]
+            # An API client cannot answer a captcha: a challenge is a 403 "challenge_required" here.
+            placed = services.order_place_assessed(
+                risk_context=risk.context_from_request(request, email=email),
+                rate=attempt,
+                product_pk=validated["product"],
+                quantity=validated["quantity"],
+                email=email,
+                buyer=request.user,
+                now=timezone.now(),
+                ip=ip or None,
+                gateway_name=validated.get("gateway"),
+                pay_method=validated.get("pay_method", ""),
+                coupon_code=validated["coupon"],
+                language=translation.get_language() or "",
+            )
+        except Exception:
+            attempt.count()  # refused before the engine counted it (bad input, no gateway): 429 first
+            raise
         payment = placed.payment
         return Response(
             {

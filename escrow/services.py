@@ -22,7 +22,7 @@ from core import prepared
 from core.errors import Refused
 from core.metrics import DELIVERY_LATENCY_BUCKETS, metric_count, metric_observe
 from core.money import percent_of
-from core.ratelimit import RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
+from core.ratelimit import RateAttempt, RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
 from core.transitions import StateError
 from escrow import clawbacks, ledger, refunds, reveals, webhook_events
 from escrow.checkout_sql import checkout_identities, checkout_product_read, order_write
@@ -345,14 +345,16 @@ class _CheckoutRisk:
     statement, naming the order (`write_sql`, then `written`). Where the engine cannot (SQLite, or a
     decision that opens a review item) `decision_pk` stays None and the caller stores it."""
 
-    def __init__(self, *, context: risk.RiskContext, challenge_passed: bool, now: datetime):
-        self.context, self.challenge_passed, self.now = context, challenge_passed, now
+    def __init__(
+        self, *, context: risk.RiskContext, challenge_passed: bool, now: datetime, rate: RateAttempt | None = None
+    ):
+        self.context, self.challenge_passed, self.now, self.rate = context, challenge_passed, now, rate
         self.started = None  # risk.AssessmentStarted, once read_sql ran
         self.assessment = None  # decided
         self.decision_pk = None  # stored by the order's statement (no Decision instance: nobody reads it)
 
     def read_sql(self) -> tuple[str, list] | None:
-        self.started = risk.assessment_start(event="checkout", context=self.context, now=self.now)
+        self.started = risk.assessment_start(event="checkout", context=self.context, now=self.now, rate=self.rate)
         return self.started.read_sql()
 
     def decide(self, product: Product, read) -> None:
@@ -381,7 +383,11 @@ class _CheckoutRisk:
 
 
 def order_place_assessed(
-    *, risk_context: risk.RiskContext, challenge_passed: bool = False, **order: object
+    *,
+    risk_context: risk.RiskContext,
+    challenge_passed: bool = False,
+    rate: RateAttempt | None = None,
+    **order: object,
 ) -> PlacedOrder:
     """`order_place` behind the risk engine, in ONE transaction: the checkout is assessed (its amount,
     quantity, product, merchant) with what the product's read also read, before anything is reserved;
@@ -392,11 +398,17 @@ def order_place_assessed(
 
     Every attempt keeps its decision: a checkout refused (by risk, or for stock, a coupon, a bad
     address…) rolls back, and its decision is then stored on its own (one statement), without a
-    subject, so it still counts in the velocity windows and staff can read why it was refused."""
+    subject, so it still counts in the velocity windows and staff can read why it was refused.
+
+    `rate`: the request's checkout rate-limit attempt (`core.ratelimit.RateAttempt`), counted by the
+    engine's Redis command before anything is read (one round trip instead of two), or on its own
+    where there is none; over the limit `RateLimited` is raised, nothing is placed and no decision is
+    kept. A checkout refused before the engine read anything (no gateway) leaves it uncounted: the
+    caller counts it (`RateAttempt.count`) on its way out."""
     now = order["now"]
     quantity = order.get("quantity")
     context = risk_context.replace(quantity=quantity)
-    checkout_risk = _CheckoutRisk(context=context, challenge_passed=challenge_passed, now=now)
+    checkout_risk = _CheckoutRisk(context=context, challenge_passed=challenge_passed, now=now, rate=rate)
     try:
         with transaction.atomic(durable=True):
             placed = _order_place(**order, checkout_risk=checkout_risk)

@@ -20,6 +20,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from core import prepared
+from core.ratelimit import RateAttempt
 from risk.blocklist import blocklist_match
 from risk.context import EVENTS, Outcome, RiskContext
 from risk.models import Decision, ReviewKind, SeenIdentity, VelocityHit
@@ -379,12 +380,21 @@ def _with_always(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def assessment_start(
-    *, event: str, context: RiskContext, now: datetime, subject: tuple[str, int | str] | None = None
+    *,
+    event: str,
+    context: RiskContext,
+    now: datetime,
+    subject: tuple[str, int | str] | None = None,
+    rate: RateAttempt | None = None,
 ) -> AssessmentStarted:
     """Start deciding one act: the rules and block list from this process's snapshot (risk/ruleset.py),
     the signals the event's active rules name (plus what every decision keeps) to read in ONE statement
     on PostgreSQL, built here and sent by the caller (`read_sql`) or by `decide`; with Redis, ONE
-    command (a script) that also records the act's hits, sent here."""
+    command (a script) that also records the act's hits, sent here.
+
+    `rate`: the request's rate-limit attempt (`core.ratelimit.RateAttempt`), counted by that same
+    command before anything else (or here on its own without Redis); over its limit `decide` raises
+    `RateLimited` and the act is neither recorded nor decided."""
     if event not in EVENTS:
         raise ValueError(f"unknown risk event {event!r}")
     subject_key = (subject[0], str(subject[1])) if subject else None
@@ -400,7 +410,9 @@ def assessment_start(
     frozen_actor = context.actor_id if context.actor_id is not None and event in FROZEN_EVENTS else None
     if first_hand:
         names = _with_always(names)
-    load = signals.load_start(names, writes=hits, frozen_actor=frozen_actor, probe=version_key() if redis else None)
+    load = signals.load_start(
+        names, writes=hits, frozen_actor=frozen_actor, probe=version_key() if redis else None, rate=rate
+    )
     return AssessmentStarted(
         event=event,
         context=context,

@@ -25,6 +25,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from core import prepared
+from core.ratelimit import RateAttempt
 from risk.context import EVENTS, RiskContext
 from risk.velocity import WINDOWS, RedisExchange, counter_key, db_adjust, db_aggregates, db_exchange, uses_redis
 
@@ -166,11 +167,21 @@ class Signals:
         return self.load_end(self.load_start(names, writes=writes, frozen_actor=frozen_actor, probe=probe))
 
     def load_start(
-        self, names, *, writes: list | None = None, frozen_actor: int | None = None, probe: str | None = None
+        self,
+        names,
+        *,
+        writes: list | None = None,
+        frozen_actor: int | None = None,
+        probe: str | None = None,
+        rate: RateAttempt | None = None,
     ) -> "Load":
         """`load`'s first half: what to read, the Redis exchange sent (its reply is read by `load_end`),
         and on PostgreSQL the SQL read built but not sent, so a caller may send it inside a statement of
-        its own (`Load.sql_expression`) and hand its value to `load_end`."""
+        its own (`Load.sql_expression`) and hand its value to `load_end`.
+
+        `rate`: a rate limit's attempt the exchange counts first (`core.ratelimit.RateAttempt`; over the
+        limit `load_end` raises `RateLimited` and nothing was recorded); with no exchange to send it
+        is counted here, by a command of its own, before anything is read."""
         if writes is not None:
             self._writes = list(writes)
         names = [name for name in dict.fromkeys(names) if name not in self.values]
@@ -185,6 +196,8 @@ class Signals:
             self._history = []
         redis = uses_redis()
         load = Load(names=names, asks=asks, wanted=wanted, redis=redis)
+        if rate is not None and not (redis and (asks or self._writes or probe)):
+            rate.count()  # no exchange to carry it
         if not (asks or need_history or need_seen or frozen_actor is not None or probe or (redis and self._writes)):
             return load  # named signals over what is read already (the anomaly score's parts): nothing to fetch
         load.fetch = {
@@ -195,7 +208,7 @@ class Signals:
         }
         # With Redis the exchange is sent first and its reply read after the SQL read: the waits overlap.
         if redis and (asks or self._writes or probe):
-            load.exchange = RedisExchange(now=self.now, writes=self._writes, asks=asks, probe=probe)
+            load.exchange = RedisExchange(now=self.now, writes=self._writes, asks=asks, probe=probe, rate=rate)
         if connection.vendor == "postgresql":
             load.sql = self._read_sql(
                 asks=[] if redis else asks,

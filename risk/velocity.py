@@ -20,6 +20,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.ratelimit import RateAttempt
+
 WINDOWS = {"10m": 600, "1h": 3600, "1d": 86400, "30d": 30 * 86400}
 LONGEST = max(WINDOWS.values())
 LONGEST_TEXT = str(LONGEST)
@@ -96,13 +98,25 @@ def _redis_writes(pipe, writes: list[Hit], now: datetime) -> None:
         pipe.expire(key, LONGEST)
 
 
-# One command for the whole exchange: the version read, the hits recorded (each set trimmed to the longest
+# One command for the whole exchange: a rate limit's attempt counted first when one rides along (its
+# counter's key last among KEYS, its expiry and limit last among ARGV; over the limit nothing else is
+# done and the reply is "<count>:"), then the version read, the hits recorded (each set trimmed to the longest
 # window and expiring with it), the windows counted. Run server-side, so the client packs and parses
 # one command instead of ~35 (three per hit, one per window: over a millisecond of CPU per checkout).
-# The reply is ONE string, the windows' answers joined by spaces, then "|" and the version's raw value ("" when
-# unset): one bulk string parses in a fraction of the time of an array of integers.
+# The reply is ONE string, "<the rate limit's count>:" when one rides along, the windows' answers joined by
+# spaces, then "|" and the version's raw value ("" when unset): one bulk string parses in a fraction of
+# the time of an array of integers.
 EXCHANGE = """
 local now, longest, writes = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate = ''
+local rate_at = 5 + writes + 2 * tonumber(ARGV[4 + writes])
+if ARGV[rate_at] then
+  local key = KEYS[#KEYS]
+  local count = redis.call('INCR', key)
+  if count == 1 then redis.call('EXPIRE', key, ARGV[rate_at]) end
+  if count > tonumber(ARGV[rate_at + 1]) then return count .. ':' end
+  rate = count .. ':'
+end
 local version = redis.call('GET', KEYS[1]) or ''
 local out = {}
 local arg = 4
@@ -128,7 +142,7 @@ for i = 1, asks do
     out[#out + 1] = redis.call('ZCOUNT', key, since, '+inf')
   end
 end
-return table.concat(out, ' ') .. '|' .. version
+return rate .. table.concat(out, ' ') .. '|' .. version
 """
 
 _local = threading.local()  # per thread, as Django's cache objects are: its `_Held`
@@ -190,9 +204,17 @@ class RedisExchange:
     connection (`_Held`); a Redis that lost the script (restarted, `SCRIPT FLUSH`) answers NOSCRIPT and
     the exchange runs again through redis-py's `Script`, which loads it."""
 
-    def __init__(self, *, now: datetime, writes: list[Hit], asks: list[Ask], probe: str | None = None):
+    def __init__(
+        self,
+        *,
+        now: datetime,
+        writes: list[Hit],
+        asks: list[Ask],
+        probe: str | None = None,
+        rate: RateAttempt | None = None,
+    ):
         stamp = now.timestamp()
-        self.asks, self.probe = asks, probe
+        self.asks, self.probe, self.rate = asks, probe, rate
         self.keys = [probe or "risk:none", *(key for key, _w, _m in writes), *(key for _what, key, _s in asks)]
         args = [repr(stamp), LONGEST_TEXT, str(len(writes))]
         # A plain hit is unique (one random token per act, numbered per hit); its weight rides in the
@@ -202,6 +224,10 @@ class RedisExchange:
         args.append(str(len(asks)))
         for what, _key, seconds in asks:
             args += ["weight" if what == "weight" else "count", repr(stamp - seconds)]
+        if rate is not None:
+            key, expiry, limit = rate.redis_window()
+            self.keys.append(key)
+            args += [str(expiry), str(limit)]
         self.args = args
         self.held = held = _redis_held()
         self.script = held.script
@@ -220,7 +246,8 @@ class RedisExchange:
             raise
 
     def receive(self) -> tuple[list[int], bytes | None]:
-        """(the windows' answers, the probed key's raw value or None)."""
+        """(the windows' answers, the probed key's raw value or None). Raises `RateLimited` when the rate
+        limit's attempt that rode along is over its limit (nothing else was done then)."""
         try:
             try:
                 result = self.connection.read_response()
@@ -230,6 +257,9 @@ class RedisExchange:
             self.abandon()
             raise
         self._done()
+        if self.rate is not None:
+            count, _colon, result = result.partition(b":")
+            self.rate.carried(int(count))
         answers, _bar, version = result.partition(b"|")  # the answers are digits and spaces: the first "|" ends them
         probed = version if self.probe is not None and version != b"" else None
         return [int(value) for value in answers.split()], probed
@@ -247,10 +277,13 @@ class RedisExchange:
         self.connection = None
 
 
-def redis_exchange(*, now: datetime, writes: list[Hit], asks: list[Ask], probe: str | None = None):
+def redis_exchange(
+    *, now: datetime, writes: list[Hit], asks: list[Ask], probe: str | None = None, rate: RateAttempt | None = None
+):
     """Record `writes` and answer `asks` (this act included) in ONE Redis command (a script), which
-    also reads the raw value of the key `probe` when given (the rules' version): (answers, value)."""
-    return RedisExchange(now=now, writes=writes, asks=asks, probe=probe).receive()
+    also reads the raw value of the key `probe` when given (the rules' version), and first counts the
+    attempt `rate` when given: (answers, value)."""
+    return RedisExchange(now=now, writes=writes, asks=asks, probe=probe, rate=rate).receive()
 
 
 # --- the database: the act's own hits are written later, with its decision (one statement) -----------

@@ -325,3 +325,76 @@ def test_the_payment_webhook_stores_in_its_own_statements_what_assess_stores(no_
     assessed = risk.assess(event="payment", context=context, subject=("order", order.pk), now=stored["at"])
     again = Decision.objects.filter(pk=assessed.pk).values().get()
     assert {**again, "id": None} == {**stored, "id": None}
+
+
+# --- the checkout's rate limit, counted by the engine's Redis command --------------------------------
+
+
+def _api_checkout(client, product, *, email="buyer@example.com"):
+    return client.post(
+        "/api/v1/orders/", {"product": product.pk, "quantity": 1, "email": email}, content_type="application/json"
+    )
+
+
+def test_with_redis_an_api_checkout_is_one_redis_command_and_its_rate_limit_still_holds(
+    no_rules, redis_cache, settings
+):
+    """The API checkout's rate limit rides in the risk engine's script: one round trip to Redis per
+    checkout, not one for the limit and one for the engine. Over the limit: 429 with Retry-After, no
+    order, no decision, and the act's velocity hits not recorded."""
+    import redis as redis_library
+    from django.test import Client
+
+    from risk.velocity import counter_key
+
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "checkout": "3/min"}
+    product = factories.product_create(stock=10)
+    client = Client(REMOTE_ADDR="203.0.113.7")
+    assert _api_checkout(Client(REMOTE_ADDR="198.51.100.4"), product).status_code == 201  # connections made
+    calls = []
+    connection_class = redis_library.connection.AbstractConnection
+    original = connection_class.send_packed_command
+
+    def counted(self, command, *args, **kwargs):
+        calls.append(command if isinstance(command, bytes) else b"".join(command))
+        return original(self, command, *args, **kwargs)
+
+    connection_class.send_packed_command = counted
+    try:
+        assert _api_checkout(client, product).status_code == 201
+    finally:
+        connection_class.send_packed_command = original
+    assert len(calls) == 1 and b"EVALSHA" in calls[0], calls
+
+    for _ in range(2):
+        assert _api_checkout(client, product).status_code == 201
+    redis_client = cache._cache.get_client(write=True)
+    hits_key = counter_key("v", "checkout", "ip", "203.0.113.7")
+    assert redis_client.zcard(hits_key) == 3
+    refused = _api_checkout(client, product)
+    assert (refused.status_code, refused.json()["code"]) == (429, "throttled")
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert Order.objects.count() == 4 and Decision.objects.count() == 4
+    assert redis_client.zcard(hits_key) == 3
+    assert _api_checkout(Client(REMOTE_ADDR="198.51.100.4"), product).status_code == 201  # its own budget
+
+
+@pytest.mark.parametrize("cache_kind", ["redis", "process memory"])
+def test_api_checkouts_refused_before_the_engine_reads_count_against_the_rate_limit(
+    no_rules, settings, cache_kind, request
+):
+    """A checkout refused before the engine's command is sent (no gateway, a malformed body) counts its
+    attempt on its way out, and over the limit answers 429 rather than its own error, as before."""
+    from django.test import Client
+
+    if cache_kind == "redis":
+        request.getfixturevalue("redis_cache")
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "checkout": "3/min"}
+    product = factories.product_create(stock=10)
+    client = Client(REMOTE_ADDR="203.0.113.8")
+    settings.PAYMENT_GATEWAYS = []
+    assert _api_checkout(client, product).status_code == 503
+    malformed = client.post("/api/v1/orders/", {"product": product.pk, "quantity": "many"}, "application/json")
+    assert malformed.status_code == 400
+    assert _api_checkout(client, product).status_code == 503
+    assert (_api_checkout(client, product).status_code, Order.objects.count()) == (429, 0)
