@@ -30,7 +30,7 @@ from django.db.models import Q, Sum
 
 from accounts.services import audit_record, audit_record_sql
 from core import prepared
-from core.sql import insert_sql
+from core.sql import insert_sql, sql_literal
 from escrow.locks import checkout_identities_lock, checkout_identities_lock_sql
 from escrow.models import Order, OrderStatus, Payment
 from shop import selectors as shop_selectors
@@ -108,8 +108,9 @@ def order_write(
     audit_insert, audit_params = audit_record_sql(subject=order, **audit)
     decision_members, decision_params = decision or ("", [])
     sql = (
+        # The status written out: the generic plan then uses the partial indexes of unpaid orders.
         f"WITH held AS (SELECT {held_columns} FROM {Order._meta.db_table} "  # noqa: S608 - names, no input
-        f"WHERE status = %s AND ({held_where})), "
+        f"WHERE status = {sql_literal(OrderStatus.AWAITING_PAYMENT)} AND ({held_where})), "
         f"new_order AS ({order_insert}), "
         f"{keys}, "
         f"new_payment AS ({payment_insert}), "
@@ -119,7 +120,7 @@ def order_write(
         f"{', (SELECT id FROM decision)' if decision else ''} FROM held"
     )
     values = list(identities.values())
-    params = [*values, OrderStatus.AWAITING_PAYMENT, *values, *order_params, *keys_params]
+    params = [*values, *values, *order_params, *keys_params]
     params += [*payment_params, *audit_params, *decision_params]
     with connection.cursor() as cursor:
         prepared.execute(cursor, sql, params)

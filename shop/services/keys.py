@@ -9,6 +9,7 @@ concurrent checkouts neither wait on each other nor deadlock; every status moves
 from django.db import transaction
 
 from core import prepared
+from core.sql import sql_literal
 from shop.models import CARD_KEY_TRANSITIONS, CardKey, CardKeyStatus, Product
 
 
@@ -60,15 +61,17 @@ def keys_reserve_sql(*, name: str, product_pk: int, quantity: int, order_pk: int
     sources = CARD_KEY_TRANSITIONS.sources(CardKeyStatus.RESERVED)
     assert CardKeyStatus.AVAILABLE in sources, "the transitions map no longer reserves available keys"
     table = CardKey._meta.db_table
+    # The status is written out: the claim's generic plan (a prepared statement) then uses the partial
+    # index of available keys (core.sql.sql_literal).
     sql = (
         f"{name}_picked AS MATERIALIZED (SELECT id FROM {table} "  # noqa: S608 - names, no input
-        "WHERE product_id = %s AND status = %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED), "
+        f"WHERE product_id = %s AND status = {sql_literal(CardKeyStatus.AVAILABLE)} "
+        "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED), "
         f"{name} AS (UPDATE {table} SET status = %s, order_id = %s "
         f"WHERE id IN (SELECT id FROM {name}_picked) AND status = %s RETURNING id)"
     )
     return sql, [
         product_pk,
-        CardKeyStatus.AVAILABLE,
         quantity,
         CardKeyStatus.RESERVED,
         order_pk,
