@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 
 from core import prepared
 from core.cache import redis_client
+from core.sql import sql_literal
 from escrow.locks import order_lock
 from escrow.models import ORDER_TRANSITIONS, Order, OrderStatus
 from shop.models import CardKey, CardKeyStatus, Merchant, Product
@@ -167,7 +168,10 @@ _MERCHANT_FIELDS = ["id", "has_webhook_endpoints"]
 # `order_lock` was), the inspection window from the product's hours, the merchant's webhook switch,
 # and, for the low-stock check, the product's fields and its available keys counted up to its
 # threshold (the delivered keys are reserved, not available, so selling them changes no count). Table
-# and column names come from the models; every value is a parameter.
+# and column names come from the models; every value is a parameter but the available keys' status,
+# written out, and the keys taken in key order as the partial index of available keys holds them, so that
+# the statement's generic plan counts them in that index instead of walking past every key the product
+# ever sold (core.sql.sql_literal).
 _DELIVER_SQL = f"""
     UPDATE {Order._meta.db_table} AS o
     SET status = %(delivered)s, delivered_at = %(now)s::timestamptz,
@@ -179,7 +183,8 @@ _DELIVER_SQL = f"""
         {", ".join(f"m.{column}" for column in _MERCHANT_FIELDS)},
         (SELECT count(*) FROM (
             SELECT 1 FROM {CardKey._meta.db_table}
-            WHERE product_id = p.id AND status = %(available)s LIMIT p.low_stock_threshold
+            WHERE product_id = p.id AND status = {sql_literal(CardKeyStatus.AVAILABLE)}
+            ORDER BY id LIMIT p.low_stock_threshold
         ) AS available)
 """  # noqa: S608
 
@@ -203,7 +208,6 @@ def order_delivered_mark(*, order_pk: int, now: datetime) -> tuple[Order, Produc
         "now": now,
         "delivered": OrderStatus.DELIVERED.value,
         "sources": DELIVERED_FROM,
-        "available": CardKeyStatus.AVAILABLE.value,
     }
     with connection.cursor() as cursor:
         prepared.execute(cursor, _DELIVER_SQL, params)

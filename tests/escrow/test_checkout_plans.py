@@ -94,3 +94,39 @@ def test_the_checkouts_generic_plans_use_the_partial_indexes_of_the_key_claim_an
     assert {"escrow_order_unpaid_email", "escrow_order_unpaid_ip"} <= used, scans
     assert ("Seq Scan", "escrow_order") not in scans and ("Seq Scan", "shop_cardkey") not in scans, scans
     assert Order.objects.filter(product=product, merchant=merchant).count() == 1
+
+
+def test_the_deliverys_generic_plan_counts_the_available_keys_in_their_partial_index(monkeypatch):
+    """The delivery counts the product's available keys up to its low-stock threshold in the statement
+    that marks the order delivered; with their status a parameter, its generic plan walked past every
+    key the product had ever sold (keys are sold in key order), so each delivery cost more than the last."""
+    from escrow import services, tasks
+    from shop.models import CardKey, CardKeyStatus
+
+    monkeypatch.setattr(tasks.order_deliver_task, "apply_async", lambda kwargs, **options: None)
+    shelf = [factories.product_create(stock=100, price=100) for _ in range(20)]
+    product = factories.product_create(stock=2000, price=100)
+    sold = CardKey.objects.filter(product=product).order_by("pk").values_list("pk", flat=True)[:1900]
+    CardKey.objects.filter(pk__in=list(sold)).update(status=CardKeyStatus.SOLD)
+    placed = factories.order_place(product=product)
+    assert factories.pay(placed.order).status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE shop_cardkey")
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            services.order_deliver(order_pk=placed.order.pk, now=timezone.now())
+        executes = [query["sql"] for query in captured.captured_queries if query["sql"].startswith("EXECUTE")]
+        scans = [scan for sql in executes for scan in _plan_indexes(sql)]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET plan_cache_mode")
+    assert Order.objects.get(pk=placed.order.pk).status == OrderStatus.DELIVERED
+    assert len(shelf) == 20
+    card_key_scans = [(node, name) for node, name in scans if "cardkey" in name or "card_key" in name]
+    assert ("Index Only Scan", "card_key_available_idx") in card_key_scans or (
+        "Index Scan",
+        "card_key_available_idx",
+    ) in card_key_scans, scans
+    # Only the keys' own lookups besides: the sale by order (its index), never the product's keys at large.
+    assert not [scan for scan in card_key_scans if "product_id" in scan[1] or scan[1] == "shop_cardkey"], scans
