@@ -1,6 +1,7 @@
 """The checkout's assessment inside the order's own transaction, and the rules and block list cached per
 process behind a version key: cheap on the purchase path, with every decision still stored."""
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -20,6 +21,26 @@ from tests.conftest import requires_postgres
 from tests.risk.conftest import rule
 
 pytestmark = pytest.mark.django_db
+
+
+@contextlib.contextmanager
+def redis_commands():
+    """The commands this process sends to Redis inside the block, as packed bytes, one per send."""
+    import redis as redis_library
+
+    calls: list[bytes] = []
+    connection_class = redis_library.connection.AbstractConnection
+    original = connection_class.send_packed_command
+
+    def counted(self, command, *args, **kwargs):
+        calls.append(command if isinstance(command, bytes) else b"".join(command))
+        return original(self, command, *args, **kwargs)
+
+    connection_class.send_packed_command = counted
+    try:
+        yield calls
+    finally:
+        connection_class.send_packed_command = original
 
 
 def place(product, *, now, quantity=1, email="buyer@example.com", challenge_passed=False):
@@ -163,30 +184,17 @@ def test_with_redis_one_command_reads_the_version_and_the_windows_and_a_bump_els
 ):
     """One Redis round trip per assessment (a script: the version, the hits, the windows); a bump by
     another process (straight into Redis) reloads the rules at the next assessment."""
-    import redis as redis_library
-
     from risk.ruleset import version_key
 
     context = risk.RiskContext(email="b@example.com", ip="203.0.113.7", amount=100)
     assert risk.assess(event="checkout", context=context, now=now).outcome == "allow"
     Rule.objects.bulk_create([Rule(event="checkout", signal="amount", comparison="gte", threshold=1, outcome="block")])
-    calls = []
-    connection_class = redis_library.connection.AbstractConnection
-    original = connection_class.send_packed_command
-
-    def counted(self, command, *args, **kwargs):
-        calls.append(command if isinstance(command, bytes) else b"".join(command))
-        return original(self, command, *args, **kwargs)
-
-    connection_class.send_packed_command = counted
-    try:
+    with redis_commands() as calls:
         decision = risk.assess(event="checkout", context=context, now=now)
-        assert decision.outcome == "allow"  # the snapshot
-        assert len(calls) == 1 and b"EVALSHA" in calls[0], calls
-        cache._cache.get_client(write=True).set(version_key(), b"bumped by another machine")
-        assert risk.assess(event="checkout", context=context, now=now).outcome == "block"
-    finally:
-        connection_class.send_packed_command = original
+    assert decision.outcome == "allow"  # the snapshot
+    assert len(calls) == 1 and b"EVALSHA" in calls[0], calls
+    cache._cache.get_client(write=True).set(version_key(), b"bumped by another machine")
+    assert risk.assess(event="checkout", context=context, now=now).outcome == "block"
 
 
 @requires_postgres  # the error is injected into the PostgreSQL read that the Redis reply waits behind
@@ -342,7 +350,6 @@ def test_with_redis_an_api_checkout_is_one_redis_command_and_its_rate_limit_stil
     """The API checkout's rate limit rides in the risk engine's script: one round trip to Redis per
     checkout, not one for the limit and one for the engine. Over the limit: 429 with Retry-After, no
     order, no decision, and the act's velocity hits not recorded."""
-    import redis as redis_library
     from django.test import Client
 
     from risk.velocity import counter_key
@@ -351,19 +358,8 @@ def test_with_redis_an_api_checkout_is_one_redis_command_and_its_rate_limit_stil
     product = factories.product_create(stock=10)
     client = Client(REMOTE_ADDR="203.0.113.7")
     assert _api_checkout(Client(REMOTE_ADDR="198.51.100.4"), product).status_code == 201  # connections made
-    calls = []
-    connection_class = redis_library.connection.AbstractConnection
-    original = connection_class.send_packed_command
-
-    def counted(self, command, *args, **kwargs):
-        calls.append(command if isinstance(command, bytes) else b"".join(command))
-        return original(self, command, *args, **kwargs)
-
-    connection_class.send_packed_command = counted
-    try:
+    with redis_commands() as calls:
         assert _api_checkout(client, product).status_code == 201
-    finally:
-        connection_class.send_packed_command = original
     assert len(calls) == 1 and b"EVALSHA" in calls[0], calls
 
     for _ in range(2):
