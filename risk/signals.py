@@ -196,7 +196,8 @@ class Signals:
             self._history = []
         redis = uses_redis()
         load = Load(names=names, asks=asks, wanted=wanted, redis=redis)
-        if rate is not None and not (redis and (asks or self._writes or probe)):
+        exchange = redis and bool(asks or self._writes or probe)  # one Redis command to send
+        if rate is not None and not exchange:
             rate.count()  # no exchange to carry it
         if not (asks or need_history or need_seen or frozen_actor is not None or probe or (redis and self._writes)):
             return load  # named signals over what is read already (the anomaly score's parts): nothing to fetch
@@ -207,7 +208,7 @@ class Signals:
             "identities": identities,
         }
         # With Redis the exchange is sent first and its reply read after the SQL read: the waits overlap.
-        if redis and (asks or self._writes or probe):
+        if exchange:
             load.exchange = RedisExchange(now=self.now, writes=self._writes, asks=asks, probe=probe, rate=rate)
         if connection.vendor == "postgresql":
             load.sql = self._read_sql(
