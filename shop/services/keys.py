@@ -61,21 +61,27 @@ def keys_reserve_sql(*, name: str, product_pk: int, quantity: int, order_pk: int
     sources = CARD_KEY_TRANSITIONS.sources(CardKeyStatus.RESERVED)
     assert CardKeyStatus.AVAILABLE in sources, "the transitions map no longer reserves available keys"
     table = CardKey._meta.db_table
-    # The status is written out: the claim's generic plan (a prepared statement) then uses the partial
-    # index of available keys (core.sql.sql_literal).
+    available = sql_literal(CardKeyStatus.AVAILABLE)
+    # This runs as a prepared statement (core/prepared.py), and PostgreSQL keeps one generic plan for
+    # it, made without the parameters' values, only when that plan's estimate is no dearer than
+    # planning afresh each time. So what the plan depends on is written out: the status (a generic
+    # plan can use the partial index of available keys only if the statement states its condition),
+    # and a limit of 1, the checkout of one key. A limit passed as a parameter is estimated at a tenth
+    # of the product's keys; the whole checkout's generic plan then looked dearer than a fresh one
+    # and was never kept, and every one-key checkout paid for planning its statement (issue 12).
+    limit = "1" if quantity == 1 else "%s"
     sql = (
         f"{name}_picked AS MATERIALIZED (SELECT id FROM {table} "  # noqa: S608 - names, no input
-        f"WHERE product_id = %s AND status = {sql_literal(CardKeyStatus.AVAILABLE)} "
-        "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED), "
+        f"WHERE product_id = %s AND status = {available} "
+        f"ORDER BY id LIMIT {limit} FOR UPDATE SKIP LOCKED), "
         f"{name} AS (UPDATE {table} SET status = %s, order_id = %s "
-        f"WHERE id IN (SELECT id FROM {name}_picked) AND status = %s RETURNING id)"
+        f"WHERE id IN (SELECT id FROM {name}_picked) AND status = {available} RETURNING id)"
     )
     return sql, [
         product_pk,
-        quantity,
+        *([] if quantity == 1 else [quantity]),
         CardKeyStatus.RESERVED,
         order_pk,
-        CardKeyStatus.AVAILABLE,
     ]
 
 

@@ -130,3 +130,63 @@ def test_the_deliverys_generic_plan_counts_the_available_keys_in_their_partial_i
     ) in card_key_scans, scans
     # Only the keys' own lookups besides: the sale by order (its index), never the product's keys at large.
     assert not [scan for scan in card_key_scans if "product_id" in scan[1] or scan[1] == "shop_cardkey"], scans
+
+
+def test_a_purchases_prepared_statements_keep_their_generic_plan_once_the_tables_are_analysed(monkeypatch):
+    """PostgreSQL keeps a prepared statement's generic plan only while that plan's estimate is no dearer
+    than planning the statement afresh; otherwise it plans every execution anew. The checkout's write
+    passed the claim's LIMIT as a parameter, which a generic plan estimates at a tenth of the product's
+    keys: once ANALYZE had given the tables real statistics (autovacuum does, in production), its
+    generic plan looked dearer and every checkout paid for planning its seven-part statement (~0.2 ms
+    of the server's CPU, a quarter of what it spends on a checkout; more with the risk engine's parts).
+    Here a shop's tables are analysed, then a dozen purchases run on one session (checkout, webhook,
+    delivery, key reveal), and no statement of theirs may have been planned afresh after its fifth run."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from escrow import services, tasks
+    from risk.models import Rule
+
+    Rule.objects.all().delete()  # the shipped rules, whatever an earlier transactional test flushed
+    import_module("risk.migrations.0002_default_rules").rules_add(apps, None)
+    queued = []
+    monkeypatch.setattr(tasks.order_deliver_task, "apply_async", lambda kwargs, **options: queued.append(kwargs))
+    monkeypatch.setattr(services, "order_delivered_notify", lambda **kwargs: None)
+    monkeypatch.setattr(tasks.order_email_task, "delay", lambda **kwargs: None)
+    monkeypatch.setattr(tasks.order_link_email_task, "delay", lambda **kwargs: None)
+    shelf = [factories.product_create(stock=100, price=100) for _ in range(10)]
+    product = factories.product_create(stock=3000, price=1234)
+    api = Client()
+
+    def purchase(number: int) -> None:
+        created = api.post(
+            "/api/v1/orders/",
+            {"product": product.pk, "quantity": 1, "email": f"buyer{number}@example.com"},
+            content_type="application/json",
+            REMOTE_ADDR=f"10.{number // 250}.{number % 250}.7",
+        )
+        assert created.status_code == 201, created.content
+        order = Order.objects.get(pk=created.json()["id"])
+        assert factories.pay(order).status_code == 200
+        tasks.order_deliver_task.apply(kwargs=queued.pop(), throw=True)
+        token = {"X-Order-Token": created.json()["access_token"]}
+        keys = api.get(f"/api/v1/orders/{order.pk}/keys/", headers=token)
+        assert keys.status_code == 200 and len(keys.json()["keys"]) == 1
+
+    for number in range(30):  # tables with orders, payments, decisions in them
+        purchase(number)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+        cursor.execute("DEALLOCATE ALL")  # counted afresh from here
+        connection._prepared_statements = None
+    for number in range(30, 42):
+        purchase(number)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generic_plans, custom_plans, statement FROM pg_prepared_statements")
+        statements = cursor.fetchall()
+    ran = [(generic, custom, text) for generic, custom, text in statements if generic + custom >= 12]
+    assert ran, statements
+    replanned = [(custom, text[:160]) for generic, custom, text in ran if custom > 5]
+    assert not replanned, replanned
+    assert len(shelf) == 10
