@@ -22,7 +22,7 @@ from core.cache import redis_client
 from core.sql import sql_literal
 from escrow.locks import order_lock
 from escrow.models import ORDER_TRANSITIONS, Order, OrderStatus
-from shop.models import CardKey, CardKeyStatus, Merchant, Product
+from shop.models import AVAILABLE_KEY_ORDER_SQL, CardKey, CardKeyStatus, Merchant, Product
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ _MERCHANT_FIELDS = ["id", "has_webhook_endpoints"]
 # and, for the low-stock check, the product's fields and its available keys counted up to its
 # threshold (the delivered keys are reserved, not available, so selling them changes no count). Table
 # and column names come from the models; every value is a parameter but the available keys' status,
-# written out, and the keys taken in key order as the partial index of available keys holds them, so that
+# written out, and the keys taken in the order the partial index of available keys holds them, so that
 # the statement's generic plan counts them in that index instead of walking past every key the product
 # ever sold (core.sql.sql_literal).
 _DELIVER_SQL = f"""
@@ -184,7 +184,7 @@ _DELIVER_SQL = f"""
         (SELECT count(*) FROM (
             SELECT 1 FROM {CardKey._meta.db_table}
             WHERE product_id = p.id AND status = {sql_literal(CardKeyStatus.AVAILABLE)}
-            ORDER BY id LIMIT p.low_stock_threshold
+            ORDER BY {AVAILABLE_KEY_ORDER_SQL} LIMIT p.low_stock_threshold
         ) AS available)
 """  # noqa: S608
 

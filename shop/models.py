@@ -252,9 +252,16 @@ class CardKey(models.Model):
             models.UniqueConstraint(fields=["merchant", "fingerprint"], name="card_key_unique_per_merchant"),
         ]
         indexes = [
-            # Claims walk only the unsold keys of one product, in key order (see DESIGN.md).
+            # Claims walk only the unsold keys of one product, in key order (see DESIGN.md). The order is
+            # `id + 0`, not `id` (AVAILABLE_KEY_ORDER): the primary key also gives `id` order, and
+            # PostgreSQL reckons a product's first key lies a few rows into it, as if every product's
+            # keys were spread evenly. For a product holding a good share of the keys it walked the
+            # primary key instead of this index, and a claim of the product uploaded last stepped over
+            # every earlier key (12 ms of the server's CPU per checkout with two products of 40,000
+            # keys, against 0.07 ms). No other index gives `id + 0` order: this one is the only path.
             models.Index(
-                fields=["product", "id"],
+                F("product"),
+                F("id") + 0,
                 name="card_key_available_idx",
                 condition=Q(status=CardKeyStatus.AVAILABLE),
             ),
@@ -262,6 +269,15 @@ class CardKey(models.Model):
 
     def __str__(self) -> str:
         return f"card key {self.pk} ({self.status})"
+
+
+# A product's available keys in the order claims take them, as `card_key_available_idx` holds them (why
+# `id + 0` and not `id`: its comment): the SQL of the hot paths' own statements, and for the ORM.
+AVAILABLE_KEY_ORDER_SQL = "id + 0"
+
+
+def available_key_order():
+    return F("id") + 0
 
 
 # --- product state, stock uploads, API tokens ------------------------------------------------------

@@ -10,7 +10,14 @@ from django.db import transaction
 
 from core import prepared
 from core.sql import sql_literal
-from shop.models import CARD_KEY_TRANSITIONS, CardKey, CardKeyStatus, Product
+from shop.models import (
+    AVAILABLE_KEY_ORDER_SQL,
+    CARD_KEY_TRANSITIONS,
+    CardKey,
+    CardKeyStatus,
+    Product,
+    available_key_order,
+)
 
 
 class OutOfStock(Exception):
@@ -32,7 +39,7 @@ def keys_reserve(*, product: Product, quantity: int, order_pk: int) -> list[int]
     assert transaction.get_connection().in_atomic_block, "keys_reserve needs the caller's transaction"
     pks = list(
         CardKey.objects.filter(product=product, status=CardKeyStatus.AVAILABLE)
-        .order_by("pk")
+        .order_by(available_key_order())
         .select_for_update(skip_locked=True)
         .values_list("pk", flat=True)[:quantity]
     )
@@ -66,14 +73,15 @@ def keys_reserve_sql(*, name: str, product_pk: int, quantity: int, order_pk: int
     # it, made without the parameters' values, only when that plan's estimate is no dearer than
     # planning afresh each time. So what the plan depends on is written out: the status (a generic
     # plan can use the partial index of available keys only if the statement states its condition),
-    # and a limit of 1, the checkout of one key. A limit passed as a parameter is estimated at a tenth
+    # the order only that index gives (AVAILABLE_KEY_ORDER_SQL), and a limit of 1, the checkout of one
+    # key. A limit passed as a parameter is estimated at a tenth
     # of the product's keys; the whole checkout's generic plan then looked dearer than a fresh one
     # and was never kept, and every one-key checkout paid for planning its statement (issue 12).
     limit = "1" if quantity == 1 else "%s"
     sql = (
         f"{name}_picked AS MATERIALIZED (SELECT id FROM {table} "  # noqa: S608 - names, no input
         f"WHERE product_id = %s AND status = {available} "
-        f"ORDER BY id LIMIT {limit} FOR UPDATE SKIP LOCKED), "
+        f"ORDER BY {AVAILABLE_KEY_ORDER_SQL} LIMIT {limit} FOR UPDATE SKIP LOCKED), "
         f"{name} AS (UPDATE {table} SET status = %s, order_id = %s "
         f"WHERE id IN (SELECT id FROM {name}_picked) AND status = {available} RETURNING id)"
     )
