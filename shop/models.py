@@ -253,7 +253,7 @@ class CardKey(models.Model):
         ]
         indexes = [
             # Claims walk only the unsold keys of one product, in key order (see DESIGN.md). The order is
-            # `id + 0`, not `id` (AVAILABLE_KEY_ORDER): the primary key also gives `id` order, and
+            # `id + 0`, not `id` (AVAILABLE_KEY_ORDER_SQL): the primary key also gives `id` order, and
             # PostgreSQL reckons a product's first key lies a few rows into it, as if every product's
             # keys were spread evenly. For a product holding a good share of the keys it walked the
             # primary key instead of this index, and a claim of the product uploaded last stepped over

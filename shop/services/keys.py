@@ -74,9 +74,9 @@ def keys_reserve_sql(*, name: str, product_pk: int, quantity: int, order_pk: int
     # planning afresh each time. So what the plan depends on is written out: the status (a generic
     # plan can use the partial index of available keys only if the statement states its condition),
     # the order only that index gives (AVAILABLE_KEY_ORDER_SQL), and a limit of 1, the checkout of one
-    # key. A limit passed as a parameter is estimated at a tenth
-    # of the product's keys; the whole checkout's generic plan then looked dearer than a fresh one
-    # and was never kept, and every one-key checkout paid for planning its statement (issue 12).
+    # key. A limit passed as a parameter is estimated at a tenth of the product's keys; the whole
+    # checkout's generic plan then looked dearer than a fresh one and was never kept, and every
+    # one-key checkout paid for planning its statement (issue 12).
     limit = "1" if quantity == 1 else "%s"
     sql = (
         f"{name}_picked AS MATERIALIZED (SELECT id FROM {table} "  # noqa: S608 - names, no input
