@@ -1,4 +1,6 @@
-"""The checkout's prepared statements keep their partial indexes in PostgreSQL's generic plan.
+"""The purchase's statements get the plans they were written for: the partial indexes in PostgreSQL's
+generic plans, the generic plan kept once the tables are analysed, and never a walk of the key table's
+primary key.
 
 A prepared statement runs its first five times on custom plans (made for its values) and then, when it
 looks no dearer, on one generic plan made without them. A partial index (`WHERE status = 'available'`)
