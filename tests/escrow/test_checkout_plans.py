@@ -27,12 +27,17 @@ from tests.conftest import requires_postgres
 pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
 
 
-def _plan_indexes(execute_sql: str) -> list[tuple[str, str]]:
-    """(node type, index or relation) of every scan in the generic plan of an `EXECUTE name (…)`."""
+def _plan(execute_sql: str) -> dict:
+    """The top node of the plan of an `EXECUTE name (…)`, as the session's `plan_cache_mode` makes it."""
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {execute_sql}")
         plan = cursor.fetchone()[0]
     plan = json.loads(plan) if isinstance(plan, str) else plan
+    return plan[0]["Plan"]
+
+
+def _plan_indexes(execute_sql: str) -> list[tuple[str, str]]:
+    """(node type, index or relation) of every scan in the plan of an `EXECUTE name (…)`."""
     found = []
 
     def walk(node):
@@ -41,7 +46,7 @@ def _plan_indexes(execute_sql: str) -> list[tuple[str, str]]:
         for child in node.get("Plans", []):
             walk(child)
 
-    walk(plan[0]["Plan"])
+    walk(_plan(execute_sql))
     return found
 
 
@@ -238,14 +243,10 @@ def test_in_a_shop_of_few_products_the_claim_and_the_count_read_the_partial_inde
 
 def _walks_primary_key(execute_sql: str) -> bool:
     """Whether the plan reads the key table's primary key without an index condition (a walk)."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {execute_sql}")
-        plan = cursor.fetchone()[0]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
 
     def walks(node) -> bool:
         if node.get("Index Name") == "shop_cardkey_pkey" and "Index Cond" not in node:
             return True
         return any(walks(child) for child in node.get("Plans", []))
 
-    return walks(plan[0]["Plan"])
+    return walks(_plan(execute_sql))
