@@ -27,6 +27,17 @@ from tests.conftest import requires_postgres
 pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
 
 
+def _checkout(product, email: str = "buyer@example.com", address: str = "203.0.113.5"):
+    """A guest's checkout of one key through the API, answered 201."""
+    response = Client(REMOTE_ADDR=address).post(
+        "/api/v1/orders/",
+        {"product": product.pk, "quantity": 1, "email": email},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    return response
+
+
 def _plan(execute_sql: str) -> dict:
     """The top node of the plan of an `EXECUTE name (…)`, as the session's `plan_cache_mode` makes it."""
     with connection.cursor() as cursor:
@@ -82,12 +93,7 @@ def test_the_checkouts_generic_plans_use_the_partial_indexes_of_the_key_claim_an
         cursor.execute("SET plan_cache_mode = force_generic_plan")
     try:
         with CaptureQueriesContext(connection) as captured:
-            response = Client(REMOTE_ADDR="203.0.113.5").post(
-                "/api/v1/orders/",
-                {"product": product.pk, "quantity": 1, "email": "buyer@example.com"},
-                content_type="application/json",
-            )
-        assert response.status_code == 201, response.content
+            _checkout(product)
         write = [query["sql"] for query in captured.captured_queries if "escrow_order" in query["sql"]]
         executes = [sql for sql in (query["sql"] for query in captured.captured_queries) if sql.startswith("EXECUTE")]
         assert executes, [query["sql"][:80] for query in captured.captured_queries]
@@ -167,13 +173,7 @@ def test_a_purchases_prepared_statements_keep_their_generic_plan_once_the_tables
     api = Client()
 
     def purchase(number: int) -> None:
-        created = api.post(
-            "/api/v1/orders/",
-            {"product": product.pk, "quantity": 1, "email": f"buyer{number}@example.com"},
-            content_type="application/json",
-            REMOTE_ADDR=f"10.{number // 250}.{number % 250}.7",
-        )
-        assert created.status_code == 201, created.content
+        created = _checkout(product, f"buyer{number}@example.com", f"10.{number // 250}.{number % 250}.7")
         order = Order.objects.get(pk=created.json()["id"])
         assert factories.pay(order).status_code == 200
         tasks.order_deliver_task.apply(kwargs=queued.pop(), throw=True)
@@ -217,12 +217,7 @@ def test_in_a_shop_of_few_products_the_claim_and_the_count_read_the_partial_inde
         cursor.execute(f"SET plan_cache_mode = {plans}")
     try:
         with CaptureQueriesContext(connection) as captured:
-            response = Client(REMOTE_ADDR="203.0.113.5").post(
-                "/api/v1/orders/",
-                {"product": product.pk, "quantity": 1, "email": "buyer@example.com"},
-                content_type="application/json",
-            )
-            assert response.status_code == 201, response.content
+            response = _checkout(product)
             order = Order.objects.get(pk=response.json()["id"])
             assert factories.pay(order).status_code == 200
             services.order_deliver(order_pk=order.pk, now=timezone.now())
