@@ -8,6 +8,7 @@ questions: how many hits, how many keys (the sum of weights), how many distinct 
 """
 
 import hashlib
+import itertools
 import os
 import secrets
 import threading
@@ -100,16 +101,17 @@ def _redis_writes(pipe, writes: list[Hit], now: datetime) -> None:
 
 # One command for the whole exchange: a rate limit's attempt counted first when one rides along (its
 # counter's key last among KEYS, its expiry and limit last among ARGV; over the limit nothing else is
-# done and the reply is "<count>:"), then the version read, the hits recorded (each set trimmed to the longest
-# window and expiring with it), the windows counted. Run server-side, so the client packs and parses
+# done and the reply is "<count>:"), then the version read, the hits recorded (each set expiring with
+# the longest window, and trimmed to it when ARGV[3] is "1": one act in `TRIM_EVERY`), the windows
+# counted. Run server-side, so the client packs and parses
 # one command instead of ~35 (three per hit, one per window: over a millisecond of CPU per checkout).
 # The reply is ONE string, "<the rate limit's count>:" when one rides along, the windows' answers joined by
 # spaces, then "|" and the version's raw value ("" when unset): one bulk string parses in a fraction of
 # the time of an array of integers.
 EXCHANGE = """
-local now, longest, writes = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, longest, trim, writes = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1', tonumber(ARGV[4])
 local rate = ''
-local rate_at = 5 + writes + 2 * tonumber(ARGV[4 + writes])
+local rate_at = 6 + writes + 2 * tonumber(ARGV[5 + writes])
 if ARGV[rate_at] then
   local key = KEYS[#KEYS]
   local count = redis.call('INCR', key)
@@ -119,11 +121,11 @@ if ARGV[rate_at] then
 end
 local version = redis.call('GET', KEYS[1]) or ''
 local out = {}
-local arg = 4
+local arg = 5
 for i = 1, writes do
   local key = KEYS[1 + i]
   redis.call('ZADD', key, now, ARGV[arg])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - longest)
+  if trim then redis.call('ZREMRANGEBYSCORE', key, '-inf', now - longest) end
   redis.call('EXPIRE', key, longest)
   arg = arg + 1
 end
@@ -146,6 +148,22 @@ return rate .. table.concat(out, ' ') .. '|' .. version
 """
 
 _local = threading.local()  # per thread, as Django's cache objects are: its `_Held`
+
+# A hit's member needs to be unique only among its set's members: a random token per process (made
+# again in a forked child, which would otherwise share its parent's) and a count of the process's acts
+# make it so without a call for random bytes per act. The count also picks the acts that trim their
+# sets: a member past the longest window is never counted (every window asks "since"), so trimming on
+# one act in TRIM_EVERY only bounds a busy set's memory, and the other acts save a command per hit.
+TRIM_EVERY = 16
+_acts = itertools.count()
+_token = [0, ""]  # the pid it was made in, the token
+
+
+def _process_token() -> str:
+    pid = os.getpid()
+    if _token[0] != pid:
+        _token[:] = [pid, secrets.token_hex(4)]
+    return _token[1]
 
 
 class _Held:
@@ -216,10 +234,11 @@ class RedisExchange:
         stamp = now.timestamp()
         self.asks, self.probe, self.rate = asks, probe, rate
         self.keys = [probe or "risk:none", *(key for key, _w, _m in writes), *(key for _what, key, _s in asks)]
-        args = [repr(stamp), LONGEST_TEXT, str(len(writes))]
-        # A plain hit is unique (one random token per act, numbered per hit); its weight rides in the
-        # member so "keys in a window" can sum it.
-        token = secrets.token_hex(6)
+        # A plain hit is unique (the act's token, numbered per hit); its weight rides in the member so
+        # "keys in a window" can sum it.
+        act = next(_acts)
+        token = f"{_process_token()}{act:x}."
+        args = [repr(stamp), LONGEST_TEXT, "1" if act % TRIM_EVERY == 0 else "0", str(len(writes))]
         args += [member or f"{token}{number}:{weight}" for number, (_key, weight, member) in enumerate(writes)]
         args.append(str(len(asks)))
         for what, _key, seconds in asks:

@@ -359,6 +359,60 @@ def test_an_exchange_sent_while_the_threads_is_in_flight_takes_its_own_connectio
     assert third.receive() == ([2], None)
 
 
+def test_a_set_is_trimmed_past_the_longest_window_by_one_act_in_trim_every_and_never_counts_what_is_past(
+    no_rules, now, redis_cache, monkeypatch
+):
+    import itertools
+
+    from django.core.cache import cache
+
+    from risk import velocity
+    from risk.velocity import LONGEST, TRIM_EVERY, RedisExchange, counter_key
+
+    redis = cache._cache.get_client(write=True)
+    key = counter_key("v", "checkout", "email", "buyer@example.com")
+    past = now - timedelta(seconds=LONGEST + 60)
+    redis.zadd(key, {"old:5": past.timestamp()})
+    monkeypatch.setattr(velocity, "_acts", itertools.count(1))
+    for _act in range(1, TRIM_EVERY):  # none of these trims; the old hit is kept but never counted
+        answers, _version = RedisExchange(now=now, writes=[(key, 1, None)], asks=[("weight", key, LONGEST)]).receive()
+    assert answers == [TRIM_EVERY - 1]
+    assert redis.zcard(key) == TRIM_EVERY  # the old hit and this run's
+    answers, _version = RedisExchange(now=now, writes=[(key, 1, None)], asks=[("count", key, LONGEST)]).receive()
+    assert answers == [TRIM_EVERY]
+    assert redis.zcard(key) == TRIM_EVERY and redis.zscore(key, "old:5") is None  # trimmed by the 16th
+    assert 0 < redis.ttl(key) <= LONGEST
+
+
+def test_hits_of_two_processes_never_share_a_member(no_rules, now, redis_cache):
+    """A forked worker starts with its parent's act count: its token is its own, so the two processes'
+    hits on one set stay two members."""
+    import os
+
+    from django.core.cache import cache
+
+    from risk.velocity import RedisExchange, counter_key
+
+    key = counter_key("v", "checkout", "email", "buyer@example.com")
+    RedisExchange(now=now, writes=[(key, 1, None)], asks=[]).receive()
+    cache._cache.get_client(write=True).connection_pool.disconnect()
+    child = os.fork()
+    if child == 0:  # the child: one act as the next number of the parent's count, then leave at once
+        from risk import velocity
+
+        velocity._local.__dict__.clear()
+        try:
+            RedisExchange(now=now, writes=[(key, 1, None)], asks=[]).receive()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    from risk import velocity
+
+    velocity._local.__dict__.clear()
+    RedisExchange(now=now, writes=[(key, 1, None)], asks=[]).receive()
+    assert cache._cache.get_client(write=True).zcard(key) == 3
+
+
 def test_a_context_copy_with_changes_is_what_dataclasses_replace_gives():
     import dataclasses
 
