@@ -118,11 +118,17 @@ class Assessment:
         return decision
 
     def _seen(self) -> list[tuple[str, str]]:
-        """The device and network to remember as the actor's (first-hand acts of an actor only)."""
+        """The device and network to remember as the actor's (first-hand acts of an actor only), but
+        those the actor's memory already holds as used within the last `TOUCH_SECONDS`."""
         identities = self.signals.identities
         if not (self.first_hand and self.signals.actor):
             return []
-        return [(kind, identities[kind]) for kind in ("device", "network") if kind in identities]
+        recent = self.signals.seen_recently() or ()
+        return [
+            (kind, identities[kind])
+            for kind in ("device", "network")
+            if kind in identities and (kind, identities[kind]) not in recent
+        ]
 
     def _freezing(self) -> bool:
         return self.outcome == Outcome.FREEZE and self.context.actor_id is not None and not self.frozen

@@ -40,6 +40,9 @@ VELOCITY = re.compile(
     rf"|^emails\.(?P<edimension>{'|'.join(EMAIL_DIMENSIONS)})\.(?P<ewindow>{'|'.join(WINDOWS)})$"
 )
 NEW_HOURS = 24  # a device or network first seen this recently is "new"
+# An identity the actor used this recently is not written again (its `last_seen` is that fresh): a
+# returning buyer's every act would otherwise update their device's and network's rows.
+TOUCH_SECONDS = 3600
 # What reads the actor's history of this kind of act, and their seen devices and networks.
 HISTORY_SIGNALS = frozenset({"anomaly.amount_z", "anomaly.unusual_hour", "anomaly.burst", "anomaly_score"})
 SEEN_SIGNALS = frozenset({"new_device", "new_network", "anomaly.new_network", "anomaly_score"})
@@ -121,8 +124,9 @@ def _read_text(velocity: str | None, history: bool, seen: bool, frozen: bool) ->
         )
     if seen:
         branches.append(
-            "SELECT concat('s', (extract(epoch FROM first_seen) * 1000000)::bigint, ' ', kind, ' ', value) FROM "
-            "(SELECT kind, value, first_seen FROM risk_seenidentity "
+            "SELECT concat('s', (extract(epoch FROM first_seen) * 1000000)::bigint, ' ', "
+            "(extract(epoch FROM last_seen) * 1000000)::bigint, ' ', kind, ' ', value) FROM "
+            "(SELECT kind, value, first_seen, last_seen FROM risk_seenidentity "
             "WHERE actor = %s AND (value = ANY(%s) OR first_seen <= %s) LIMIT 50) s"
         )
     if frozen:
@@ -142,6 +146,7 @@ class Signals:
         self.actor = context.actor_key  # whose history this is ("" for nobody), read by several signals
         self.values: dict[str, float | None] = {}
         self._seen: dict[tuple[str, str], datetime] | None = None
+        self._seen_recent: set[tuple[str, str]] | None = None
         self._history: list[dict] | None = None
         self._writes: list = []  # this act's velocity hits not recorded yet (see `load`)
         self.frozen: bool | None = None  # whether the actor's account is frozen, when `load` was asked
@@ -321,8 +326,8 @@ class Signals:
                 at, _space, amount = row[1:].partition(" ")
                 history_rows.append({"amount": int(amount) if amount else None, "at": _from_microseconds(at)})
             elif tag == "s":
-                at, kind, value = row[1:].split(" ", 2)
-                seen_rows.append((kind, value, _from_microseconds(at)))
+                first, last, kind, value = row[1:].split(" ", 3)
+                seen_rows.append((kind, value, _from_microseconds(first), _from_microseconds(last)))
             else:
                 frozen = True
         if history:
@@ -356,20 +361,28 @@ class Signals:
             rows = (
                 SeenIdentity.objects.filter(actor=actor)
                 .filter(Q(value__in=values) | Q(first_seen__lte=cutoff))
-                .values_list("kind", "value", "first_seen")[:50]
+                .values_list("kind", "value", "first_seen", "last_seen")[:50]
                 if actor and values
                 else []
             )
             self._seen_fill(rows)
         return self._seen
 
+    def seen_recently(self) -> set[tuple[str, str]]:
+        """This act's device and network that the actor's memory holds as used within `TOUCH_SECONDS`:
+        the decision writes them no more (None: not read, write them all)."""
+        return self._seen_recent
+
     def _seen_fill(self, rows) -> None:
         wanted = {(kind, self.identities[kind]) for kind in ("device", "network") if kind in self.identities}
         cutoff = self.now - timedelta(hours=NEW_HOURS)
-        self._seen = {}
-        for kind, value, first in rows:
+        touched = self.now - timedelta(seconds=TOUCH_SECONDS)
+        self._seen, self._seen_recent = {}, set()
+        for kind, value, first, last in rows:
             if (kind, value) in wanted:
                 self._seen[(kind, value)] = first
+                if touched < last <= self.now:
+                    self._seen_recent.add((kind, value))
             if first <= cutoff:
                 self._seen[("history", kind)] = first
 

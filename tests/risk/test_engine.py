@@ -262,6 +262,38 @@ def test_new_device_and_network_only_against_an_established_history(no_rules, no
     assert (moved.get("new_device"), moved.get("new_network")) == (1, 1)
 
 
+def test_an_identity_used_within_the_hour_is_not_written_again_and_one_used_earlier_is_touched(no_rules, now):
+    """A returning actor's every act would rewrite the rows of their device and network: those the
+    memory holds as used in the last hour are left as they are; older ones get their `last_seen`."""
+    from django.db import connection
+
+    from risk.signals import TOUCH_SECONDS
+
+    device, network, other = ("device", "dev-1"), ("network", "203.0.113.0/24"), ("device", "dev-2")
+
+    def last_seen():
+        rows = SeenIdentity.objects.filter(actor="user:5").values_list("kind", "value", "last_seen")
+        return {(kind, value): at for kind, value, at in rows}
+
+    def versions():  # a row written again gets a new version (xmin), whatever it holds
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT kind, value, xmin::text FROM risk_seenidentity WHERE actor = 'user:5'")
+            return {(kind, value): version for kind, value, version in cursor.fetchall()}
+
+    first = now - timedelta(days=3)
+    assess("login", now=first, actor_id=5)
+    before = versions()
+    assess("checkout", now=first + timedelta(seconds=TOUCH_SECONDS - 60), actor_id=5)
+    assert versions() == before and last_seen() == {device: first, network: first}
+    moved = first + timedelta(seconds=TOUCH_SECONDS - 30)
+    assess("checkout", now=moved, actor_id=5, device="dev-2")  # a device new to them is remembered at once
+    assert last_seen() == {device: first, network: first, other: moved}
+    later = first + timedelta(seconds=TOUCH_SECONDS + 60)
+    decision = assess("checkout", now=later, actor_id=5)
+    assert last_seen() == {device: later, network: later, other: moved}
+    assert (decision.signals["new_device"], decision.signals["new_network"]) == (0, 0)
+
+
 def test_the_anomaly_score_is_explained_by_its_parts(no_rules, now):
     start = now - timedelta(days=20)
     for day in range(12):  # a buyer who spends about 10.00 around the same hour
