@@ -38,6 +38,13 @@ any order lacks its one `order.placed` entry; exit 2 if a round ran out of keys 
 keys too; give more `--keys`), as such a round's rate compares nothing. The database (name must
 contain "bench") is dropped and created first; the Redis database (cache and broker: the order
 e-mails are queued there, no worker runs) is flushed. Subprocess output goes to var/bench/.
+
+`--compare risk --interleave PAIRS [--slice-seconds 4]` measures the same with far less noise: both
+servers run at once and the buyers switch between them every few seconds (`interleaved`). Rounds a
+minute apart drift by ±15 % on a 2-core machine (the host, others' load), so four pairs of rounds
+could read anything from 5 % to 28 % for one commit; twenty pairs of 4 s slices give the cost with a
+standard error of 1 to 2 points in under four minutes. Run with the same server on both sides (an
+"A/A" check), it read -3.3 % (standard error 2.0).
 """
 
 import argparse
@@ -88,6 +95,15 @@ def parse_args() -> argparse.Namespace:
         help="gunicorn worker class (default gthread; the shop is deployed with 4 sync workers)",
     )
     parser.add_argument("--compare", choices=["chain", "risk"], default="chain", help="what is on and off")
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        default=0,
+        metavar="PAIRS",
+        help="with --compare risk: both servers up at once, the load switched between them in PAIRS pairs of "
+        "short slices (instead of --rounds)",
+    )
+    parser.add_argument("--slice-seconds", type=float, default=4.0, help="seconds per slice with --interleave")
     parser.add_argument("--seal-interval", type=float, default=1.0, help="seconds between two seals (default 1)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_BROKER_URL", DEFAULT_REDIS_URL))
@@ -96,6 +112,10 @@ def parse_args() -> argparse.Namespace:
         parser.error("--buyers, --rounds, --keys, --web-workers and --web-threads must be at least 1")
     if args.seconds <= 0 or args.seal_interval <= 0 or args.warmup < 0:
         parser.error("--seconds and --seal-interval must be above 0, --warmup at least 0")
+    if args.interleave < 0 or args.slice_seconds <= 0:
+        parser.error("--interleave must be at least 0 and --slice-seconds above 0")
+    if args.interleave and args.compare != "risk":
+        parser.error("--interleave compares the risk engine: give --compare risk")
     if not args.database_url.startswith(("postgres://", "postgresql://")) or not args.redis_url.startswith("redis://"):
         parser.error("the benchmark runs on PostgreSQL and Redis: give postgres:// and redis:// URLs")
     if "bench" not in args.database_url.rsplit("/", 1)[-1]:
@@ -211,6 +231,8 @@ def main() -> int:
     interrupt_on_signals()
     redis.Redis.from_url(ARGS.redis_url).flushdb()
     database_prepare(ARGS.database_url, fresh=True)
+    if ARGS.interleave:
+        return interleaved()
     pairs = [("off", "on") if round_number % 2 == 0 else ("on", "off") for round_number in range(ARGS.rounds)]
     log(f"stocking {2 * ARGS.rounds} products (one per round and mode) with {ARGS.keys} keys each")
     products = [product_with_keys(keys=ARGS.keys, max_per_order=1) for _ in range(2 * ARGS.rounds)]
@@ -296,18 +318,7 @@ def main() -> int:
     finally:
         processes.stop_all()
 
-    from django.db.models import Count
-
-    from accounts.audit_chain import chain_verify
-    from accounts.models import AuditEntry
-    from accounts.services import audit_chain_seal
-    from escrow.models import Order
-
-    audit_chain_seal()
-    report = chain_verify()
-    orders = Order.objects.count()
-    placed = AuditEntry.objects.filter(action="order.placed").values("subject_id").annotate(n=Count("pk"))
-    missing = orders - sum(1 for row in placed if row["n"] == 1)
+    orders, missing, report = chain_check()
     off, on = statistics.median(results["off"]), statistics.median(results["on"])
     print()
     threads = 1 if ARGS.worker_class == "sync" else ARGS.web_threads
@@ -325,6 +336,26 @@ def main() -> int:
             f"CPU ms per checkout, {what} {mode:>3} (medians): web {medians.pop('gunicorn'):.2f}, "
             + ", ".join(f"{name} {value:.2f}" for name, value in medians.items())
         )
+    return run_end(orders=orders, missing=missing, report=report, sold_out=sold_out)
+
+
+def chain_check():
+    """(orders, orders without exactly one `order.placed` entry, the chain's report), after a last seal."""
+    from django.db.models import Count
+
+    from accounts.audit_chain import chain_verify
+    from accounts.models import AuditEntry
+    from accounts.services import audit_chain_seal
+    from escrow.models import Order
+
+    audit_chain_seal()
+    report = chain_verify()
+    orders = Order.objects.count()
+    placed = AuditEntry.objects.filter(action="order.placed").values("subject_id").annotate(n=Count("pk"))
+    return orders, orders - sum(1 for row in placed if row["n"] == 1), report
+
+
+def run_end(*, orders: int, missing: int, report, sold_out: list[str]) -> int:
     print(f"audit chain: {report.sealed} entries sealed, {orders} orders, problem: {report.problem or 'none'}")
     if report.problem or missing:
         print(f"FAILED: {missing} orders without exactly one order.placed entry; chain: {report.problem}")
@@ -335,6 +366,111 @@ def main() -> int:
         print(f"NOT COMPARABLE: {', '.join(sold_out)} ran out of keys (409 out of stock): give more --keys")
         return 2
     return 0
+
+
+def interleaved() -> int:
+    """`--interleave PAIRS`: the engine-on and engine-off servers both up at once (each `--web-workers`,
+    one product each with `--keys` keys), warmed up, then the buyers switched from one to the other
+    every `--slice-seconds`, in pairs that take turns at going first (off-on, on-off, …). A server
+    without load sleeps, so each slice has the machine to itself as a round does; but the two slices of
+    a pair are seconds apart, not a minute, so the machine's drift (others' load, the host, the tables
+    growing) moves both alike. Prints the cost pooled over all slices (1 - on rate / off rate), the
+    median and quartiles of the pairs' costs, and the CPU per checkout of each mode."""
+    from django.db import connection
+
+    turns = (("off", "on"), ("on", "off"))
+    slices = [mode for number in range(ARGS.interleave) for mode in turns[number % 2]]
+    log(f"stocking 2 products (one per mode) with {ARGS.keys} keys each")
+    products = {mode: product_with_keys(keys=ARGS.keys, max_per_order=1) for mode in ("off", "on")}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    postmaster = parent_pid(backend) if process_name(backend) == "postgres" else None
+    connection.close()
+    redis_pid = redis.Redis.from_url(ARGS.redis_url).info("server").get("process_id")
+    servers = {"client": [os.getpid()], **({"redis": [redis_pid]} if process_name(redis_pid or 0) else {})}
+    processes = Processes()
+    env = {**APP_ENV, "AUDIT_CHAIN_ENABLED": "1"}
+    threads = 1 if ARGS.worker_class == "sync" else ARGS.web_threads
+    created: dict[str, list[int]] = {"off": [], "on": []}
+    elapsed: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, Counter] = {"off": Counter(), "on": Counter()}
+    sold_out: list[str] = []
+    try:
+        ports = {
+            mode: web_start(
+                processes,
+                workers=ARGS.web_workers,
+                threads=threads,
+                worker_class=ARGS.worker_class,
+                env=env,
+                name=f"gunicorn-{mode}",
+                app="config.wsgi" if mode == "on" else "bench.wsgi_risk_off",
+            )
+            for mode in ("off", "on")
+        }
+        processes.start("sealer", [str(VENV_BIN / "python"), "-c", SEALER, str(ARGS.seal_interval)], env=env)
+        wait_until(
+            lambda: processes.check_alive() or "ready" in (LOG_DIR / "sealer.log").read_text(),
+            seconds=60,
+            what="the sealer to start",
+        )
+        for mode in ("off", "on"):
+            buyers_run(port=ports[mode], product_pk=products[mode].pk, seconds=max(ARGS.warmup, ARGS.slice_seconds))
+        settle(ROUND_TABLES)
+        log(f"machine {cpu_busy_percent(0.5):.0f}% busy before; {len(slices)} slices of {ARGS.slice_seconds:g} s")
+        groups = {
+            **{f"web {mode}": process_group(processes.pgid(f"gunicorn-{mode}")) for mode in ("off", "on")},
+            "sealer": process_group(processes.pgid("sealer")),
+            **servers,
+        }
+        for number, mode in enumerate(slices):
+            before = {name: process_cpu_seconds(pids) for name, pids in groups.items()}
+            cluster_before = process_tree_cpu_seconds(postmaster) if postmaster else 0.0
+            made, other, took = buyers_run(port=ports[mode], product_pk=products[mode].pk, seconds=ARGS.slice_seconds)
+            processes.check_alive()
+            for name, pids in groups.items():
+                if not name.startswith("web ") or name == f"web {mode}":
+                    cpu[mode][name.removesuffix(f" {mode}")] += cpu_used(before[name], process_cpu_seconds(pids))
+            if postmaster:
+                cpu[mode]["postgres"] += process_tree_cpu_seconds(postmaster) - cluster_before
+            created[mode].append(made)
+            elapsed[mode].append(took)
+            if other[409]:
+                sold_out.append(f"slice {number + 1} {mode}")
+            if other:
+                rest = ", ".join(f"{count} answered {status or 'nothing'}" for status, count in sorted(other.items()))
+                log(f"slice {number + 1} {mode}: {rest}")
+    finally:
+        processes.stop_all()
+
+    rates = {mode: [n / t for n, t in zip(created[mode], elapsed[mode], strict=True)] for mode in ("off", "on")}
+    costs = [1 - on / off for off, on in zip(rates["off"], rates["on"], strict=True) if off]
+    pooled = {mode: sum(created[mode]) / sum(elapsed[mode]) for mode in ("off", "on")}
+    print()
+    print(
+        f"buyers {ARGS.buyers}, gunicorn {ARGS.web_workers}x{threads} {ARGS.worker_class} per mode, "
+        f"{ARGS.interleave} pairs of {ARGS.slice_seconds:g} s slices"
+    )
+    for mode in ("off", "on"):
+        print(f"risk engine {mode:>3}: {pooled[mode]:.1f} checkouts/s over its slices ({sum(created[mode])} checkouts)")
+    cost = 1 - pooled["on"] / pooled["off"]
+    print(f"cost of the risk engine, pooled: {100 * cost:+.1f} % of throughput (limit: 10 %)")
+    if len(costs) > 1:
+        low, _median, high = statistics.quantiles(costs, n=4)
+        print(
+            f"cost pair by pair: median {100 * statistics.median(costs):+.1f} %, quartiles {100 * low:+.1f} to "
+            f"{100 * high:+.1f} %, mean {100 * statistics.mean(costs):+.1f} % "
+            f"(standard error {100 * statistics.stdev(costs) / len(costs) ** 0.5:.1f})"
+        )
+    for mode in ("off", "on"):
+        spent = {name: 1000 * seconds / max(1, sum(created[mode])) for name, seconds in cpu[mode].items()}
+        print(
+            f"CPU ms per checkout, risk engine {mode:>3}: web {spent.pop('web'):.2f}, "
+            + ", ".join(f"{name} {value:.2f}" for name, value in spent.items())
+        )
+    orders, missing, report = chain_check()
+    return run_end(orders=orders, missing=missing, report=report, sold_out=sold_out)
 
 
 if __name__ == "__main__":

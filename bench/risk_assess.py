@@ -18,7 +18,12 @@ round trips of one assessment. Each assessment is timed inside a transaction, as
 
 The issue's other target, checkout throughput within 10 % of the same run with the engine off, is
 measured end to end through gunicorn by `bench/checkout.py --compare risk`; `--throughput` runs exactly
-that (the other options are checkout.py's: --buyers, --seconds, --rounds, --database-url, …).
+that (the other options are checkout.py's: --buyers, --seconds, --rounds, --database-url, …). Its
+steadiest form switches the load between both servers every few seconds:
+
+    .venv/bin/python bench/risk_assess.py --throughput --interleave 20 --slice-seconds 4 --warmup 8 \
+        --keys 30000 --web-workers 4 --worker-class sync --database-url postgres://…/cardshop_riskperf_bench_checkout \
+        --redis-url redis://127.0.0.1:6379/1
 """
 
 import os
