@@ -25,12 +25,12 @@ them imports escrow.
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Q, Sum
 
 from accounts.services import audit_record, audit_record_sql
 from core import prepared
-from core.sql import insert_sql, sql_literal
+from core.sql import insert_sql, on_postgresql, sql_literal
 from escrow.locks import checkout_identities_lock, checkout_identities_lock_sql
 from escrow.models import Order, OrderStatus, Payment
 from shop import selectors as shop_selectors
@@ -55,7 +55,7 @@ def checkout_product_read(
     gives it on insert) and the value of `risk_read` (the risk engine's read as one SQL expression and
     its parameters, `risk.AssessmentStarted.read_sql`; None when not given), or None. On PostgreSQL the
     buyer's identity locks are taken by the same statement, held until the checkout's transaction ends."""
-    if connection.vendor != "postgresql":
+    if not on_postgresql():
         assert risk_read is None, "risk_read is PostgreSQL's"
         read = shop_selectors.product_on_sale_read(pk=product_pk)
         return (read[0], None, None) if read is not None else None
@@ -93,7 +93,7 @@ def order_write(
     statement's `WITH` list and their parameters (`risk.Assessment.store_sql(name="decision")`), written
     by the same statement; its id comes back as `decision_pk`. Inside the checkout's transaction; the
     caller checks the caps and the stock."""
-    if connection.vendor != "postgresql":
+    if not on_postgresql():
         assert decision is None, "decision is PostgreSQL's"
         return _order_write_orm(order=order, payment=payment, identities=identities, audit=audit)
     # The sums, as `email__iexact` / `checkout_ip =` would be compiled (the same plans and indexes).
@@ -129,7 +129,7 @@ def order_write(
     *held, reserved, payment.pk = row[:-1] if decision else row
     for instance in (order, payment):
         instance._state.adding = False
-        instance._state.db = connection.alias
+        instance._state.db = DEFAULT_DB_ALIAS
     held_by = {kind: value or 0 for kind, value in zip(identities, held, strict=True)}
     return OrderWritten(held=held_by, reserved=reserved, decision_pk=decision_pk)
 

@@ -23,6 +23,7 @@ from core.errors import Refused
 from core.metrics import DELIVERY_LATENCY_BUCKETS, metric_count, metric_observe
 from core.money import percent_of
 from core.ratelimit import RateAttempt, RateLimited, rate_limit_check  # noqa: F401  (RateLimited: for callers)
+from core.sql import on_postgresql
 from core.transitions import StateError
 from escrow import clawbacks, ledger, refunds, reveals, webhook_events
 from escrow.checkout_sql import checkout_identities, checkout_product_read, order_write
@@ -581,7 +582,7 @@ def _webhook_event_record_locking(
     connection = transaction.get_connection()
     by = "payment_id" if event.payment_id else "provider_reference"
     reference = event.payment_id or event.provider_reference
-    if connection.vendor != "postgresql":  # SQLite (the demo): no row locks, one writer at a time anyway
+    if not on_postgresql():  # SQLite (the demo): no row locks, one writer at a time anyway
         found = Payment.objects.filter(gateway=gateway, **{by: reference}).select_related("order__merchant")
         payment = found.order_by("pk").first()
         if payment is None:
@@ -633,7 +634,7 @@ def _payment_and_order_paid(
     }
     audit = {"action": AuditAction.PAYMENT_SUCCEEDED, "subject": order, "now": now, "data": audit_data}
     connection = transaction.get_connection()
-    if connection.vendor != "postgresql":  # SQLite (the demo) has no write inside a WITH: one by one
+    if not on_postgresql():  # SQLite (the demo) has no write inside a WITH: one by one
         assert decision is None, "decision is PostgreSQL's"
         PAYMENT_TRANSITIONS.apply(model=Payment, pk=payment.pk, to=PaymentStatus.SUCCEEDED, mirror=payment, **received)
         ORDER_TRANSITIONS.apply(model=Order, pk=order.pk, to=OrderStatus.PAID, mirror=order, paid_at=now)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 
 from core import prepared
 from core.ratelimit import RateAttempt
+from core.sql import on_postgresql
 from risk.blocklist import blocklist_match
 from risk.context import EVENTS, Outcome, RiskContext
 from risk.models import Decision, ReviewKind, SeenIdentity, VelocityHit
@@ -140,7 +141,7 @@ class Assessment:
         context, now, actor = self.context, self.now, self.signals.actor
         seen = self._seen()
         freezing = self._freezing()
-        postgres = connection.vendor == "postgresql"
+        postgres = on_postgresql()
         with transaction.atomic() if freezing or not postgres else _nothing():
             if postgres:
                 sql, params = _insert_sql(bool(self.db_hits), len(seen)), _insert_params(values, self.db_hits, seen)
@@ -179,7 +180,7 @@ class Assessment:
         not PostgreSQL, or a freeze (it opens a review item): call `store` then.
 
         On a rollback of the caller's statement nothing of it is written: `store` may run after."""
-        if connection.vendor != "postgresql" or self._freezing():
+        if not on_postgresql() or self._freezing():
             return None
         values = self._values(subject=subject, challenge_passed=challenge_passed)
         seen = self._seen()
@@ -276,7 +277,7 @@ def _insert_params(values: dict[str, Any], hits, seen) -> list:
 
 def _stored(decision: Decision, pk: int) -> None:
     decision.pk = pk
-    decision._state.db = connection.alias
+    decision._state.db = DEFAULT_DB_ALIAS
     decision._state.adding = False
 
 

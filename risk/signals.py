@@ -26,6 +26,7 @@ from django.utils.translation import gettext_lazy as _
 
 from core import prepared
 from core.ratelimit import RateAttempt
+from core.sql import on_postgresql
 from risk.context import EVENTS, RiskContext
 from risk.velocity import WINDOWS, RedisExchange, counter_key, db_adjust, db_aggregates, db_exchange, uses_redis
 
@@ -215,7 +216,7 @@ class Signals:
         # With Redis the exchange is sent first and its reply read after the SQL read: the waits overlap.
         if exchange:
             load.exchange = RedisExchange(now=self.now, writes=self._writes, asks=asks, probe=probe, rate=rate)
-        if connection.vendor == "postgresql":
+        if on_postgresql():
             load.sql = self._read_sql(
                 asks=[] if redis else asks,
                 history=need_history,
@@ -251,7 +252,7 @@ class Signals:
     def _fetch(self, load: "Load", rows: list[str] | None) -> list[float]:
         """The SQL read's answers to the velocity asks (none with Redis), its other parts kept."""
         fetch, asks = load.fetch, load.asks
-        if connection.vendor == "postgresql":
+        if on_postgresql():
             if load.sql is None:
                 return []
             if rows is None:
