@@ -49,17 +49,29 @@ def _lock_keys(identities: dict[str, str]) -> list[str]:
 
 
 def checkout_product_read(
-    *, product_pk: int, identities: dict[str, str], risk_read: tuple[str, list] | None = None
+    *,
+    product_pk: int,
+    identities: dict[str, str],
+    risk_read: tuple[str, list] | None = None,
+    several_keys: bool = False,
 ) -> tuple[Product, int | None, Any] | None:
     """The product if it is on sale (with its merchant), the id the order will have (None: the database
     gives it on insert) and the value of `risk_read` (the risk engine's read as one SQL expression and
     its parameters, `risk.AssessmentStarted.read_sql`; None when not given), or None. On PostgreSQL the
-    buyer's identity locks are taken by the same statement, held until the checkout's transaction ends."""
+    buyer's identity locks are taken by the same statement, held until the checkout's transaction ends.
+
+    `several_keys`: the order takes more than one key, and the same statement also takes the product's
+    lock for such orders. Keys are claimed `SKIP LOCKED`, so two multi-key checkouts at once could each
+    lock part of the last keys, both come up short, and both answer "out of stock" with the keys still
+    there. Holding that lock, one multi-key claim of a product runs at a time; one-key checkouts never
+    take it."""
     if not on_postgresql():
         assert risk_read is None, "risk_read is PostgreSQL's"
         read = shop_selectors.product_on_sale_read(pk=product_pk)
         return (read[0], None, None) if read is not None else None
-    locks, params = checkout_identities_lock_sql(_lock_keys(identities))
+    locks, params = checkout_identities_lock_sql(
+        _lock_keys(identities) + ([f"product:{product_pk}"] if several_keys else [])
+    )
     also_select = f"nextval(pg_get_serial_sequence(%s, 'id')), {locks}"
     also_params = [Order._meta.db_table, *params]
     if risk_read is not None:

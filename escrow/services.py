@@ -222,7 +222,9 @@ def _order_place(
     # statements are this one and order_write's, which also writes the risk engine's decision.
     identities = checkout_identities(email=email, ip=ip or None)
     risk_read = checkout_risk.read_sql() if checkout_risk is not None else None
-    read = checkout_product_read(product_pk=product_pk, identities=identities, risk_read=risk_read)
+    read = checkout_product_read(
+        product_pk=product_pk, identities=identities, risk_read=risk_read, several_keys=quantity > 1
+    )
     if read is None:
         raise CheckoutError(_("This product is not for sale."), code="not_for_sale")
     product, order_pk, risk_value = read

@@ -89,3 +89,72 @@ def test_racing_checkouts_of_one_buyer_never_pass_the_reservation_cap(settings):
     assert len(placed) == 3
     assert len(refused) == 9 and {r.code for r in refused} == {"reservation_limit"}
     assert CardKey.objects.filter(product=product, status=CardKeyStatus.RESERVED).count() == 3
+
+
+def _waiting_on_a_lock() -> int:
+    """Backends of this database waiting on a lock (a row's, or an advisory lock)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+def _wait_for(condition, seconds: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_multi_key_checkout_that_fails_late_does_not_leave_another_out_of_stock():
+    """Keys are claimed SKIP LOCKED. A checkout of two keys that holds the last keys and then fails (its
+    coupon was used up meanwhile) must not make a concurrent checkout of two keys answer "out of stock"
+    while those keys come back: that one waits for the first, then takes them."""
+    from django.db import connections
+
+    from shop import services as shop_services
+
+    product = factories.product_create(stock=3, max_per_order=5)
+    coupon = shop_services.coupon_create(
+        merchant=product.merchant,
+        code="LAST",
+        kind="percent",
+        value=10,
+        currency="",
+        product=product,
+        actor=None,
+        now=timezone.now(),
+        max_uses=1,
+    )
+    holder = connections.create_connection("default")  # takes the coupon's last use, commits later
+    holder.set_autocommit(False)
+    with holder.cursor() as cursor:
+        cursor.execute("UPDATE shop_coupon SET uses = uses + 1 WHERE id = %s", [coupon.pk])
+    results: dict[str, object] = {}
+
+    def place(name: str, **fields) -> None:
+        try:
+            results[name] = services.order_place(product_pk=product.pk, buyer=None, now=timezone.now(), **fields)
+        except Exception as error:  # the test reads what each met
+            results[name] = error
+        finally:
+            connection.close()
+
+    first = threading.Thread(
+        target=place, args=("first",), kwargs={"quantity": 2, "email": "a@example.com", "coupon_code": "LAST"}
+    )
+    first.start()
+    _wait_for(lambda: _waiting_on_a_lock() == 1)  # its keys claimed, its coupon's use waiting on the holder
+    second = threading.Thread(target=place, args=("second",), kwargs={"quantity": 2, "email": "b@example.com"})
+    second.start()
+    _wait_for(lambda: "second" in results or _waiting_on_a_lock() == 2)
+    holder.commit()
+    holder.close()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert isinstance(results["first"], services.CheckoutError) and results["first"].code == "coupon_used_up"
+    assert isinstance(results["second"], services.PlacedOrder), results["second"]
+    assert CardKey.objects.filter(product=product, order=results["second"].order).count() == 2
