@@ -241,17 +241,7 @@ def main() -> int:
     sold_out: list[str] = []  # rounds that answered 409 (out of stock): their rates compare nothing
     cpu_ms: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     processes = Processes()
-    # The servers on this machine, counted whole: PostgreSQL's postmaster with every backend it forked
-    # (reaped ones too), Redis (velocity, limits), and this script (the buyers).
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (backend,) = cursor.fetchone()
-    postmaster = parent_pid(backend) if process_name(backend) == "postgres" else None
-    connection.close()
-    redis_pid = redis.Redis.from_url(ARGS.redis_url).info("server").get("process_id")
-    servers = {"client": [os.getpid()], **({"redis": [redis_pid]} if process_name(redis_pid or 0) else {})}
+    postmaster, servers = servers_here()
     try:
         for round_number, pair in enumerate(pairs):
             # Each round takes thousands of keys, leaving as many dead rows behind in the key table and its
@@ -339,6 +329,21 @@ def main() -> int:
     return run_end(orders=orders, missing=missing, report=report, sold_out=sold_out)
 
 
+def servers_here() -> tuple[int | None, dict[str, list[int]]]:
+    """The servers on this machine, counted whole: PostgreSQL's postmaster (None when it runs elsewhere),
+    whose every backend it forked (reaped ones too) counts; Redis (velocity, limits); and this script
+    (the buyers)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    postmaster = parent_pid(backend) if process_name(backend) == "postgres" else None
+    connection.close()
+    redis_pid = redis.Redis.from_url(ARGS.redis_url).info("server").get("process_id")
+    return postmaster, {"client": [os.getpid()], **({"redis": [redis_pid]} if process_name(redis_pid or 0) else {})}
+
+
 def chain_check():
     """(orders, orders without exactly one `order.placed` entry, the chain's report), after a last seal."""
     from django.db.models import Count
@@ -376,19 +381,11 @@ def interleaved() -> int:
     a pair are seconds apart, not a minute, so the machine's drift (others' load, the host, the tables
     growing) moves both alike. Prints the cost pooled over all slices (1 - on rate / off rate), the
     median and quartiles of the pairs' costs, and the CPU per checkout of each mode."""
-    from django.db import connection
-
     turns = (("off", "on"), ("on", "off"))
     slices = [mode for number in range(ARGS.interleave) for mode in turns[number % 2]]
     log(f"stocking 2 products (one per mode) with {ARGS.keys} keys each")
     products = {mode: product_with_keys(keys=ARGS.keys, max_per_order=1) for mode in ("off", "on")}
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (backend,) = cursor.fetchone()
-    postmaster = parent_pid(backend) if process_name(backend) == "postgres" else None
-    connection.close()
-    redis_pid = redis.Redis.from_url(ARGS.redis_url).info("server").get("process_id")
-    servers = {"client": [os.getpid()], **({"redis": [redis_pid]} if process_name(redis_pid or 0) else {})}
+    postmaster, servers = servers_here()
     processes = Processes()
     env = {**APP_ENV, "AUDIT_CHAIN_ENABLED": "1"}
     threads = 1 if ARGS.worker_class == "sync" else ARGS.web_threads
