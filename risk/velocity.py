@@ -156,14 +156,15 @@ _local = threading.local()  # per thread, as Django's cache objects are: its `_H
 # one act in TRIM_EVERY only bounds a busy set's memory, and the other acts save a command per hit.
 TRIM_EVERY = 16
 _acts = itertools.count()
-_token = [0, ""]  # the pid it was made in, the token
+_token = secrets.token_hex(4)
 
 
-def _process_token() -> str:
-    pid = os.getpid()
-    if _token[0] != pid:
-        _token[:] = [pid, secrets.token_hex(4)]
-    return _token[1]
+def _token_new() -> None:
+    global _token
+    _token = secrets.token_hex(4)
+
+
+os.register_at_fork(after_in_child=_token_new)
 
 
 class _Held:
@@ -237,7 +238,7 @@ class RedisExchange:
         # A plain hit is unique (the act's token, numbered per hit); its weight rides in the member so
         # "keys in a window" can sum it.
         act = next(_acts)
-        token = f"{_process_token()}{act:x}."
+        token = f"{_token}{act:x}."
         args = [repr(stamp), LONGEST_TEXT, "1" if act % TRIM_EVERY == 0 else "0", str(len(writes))]
         args += [member or f"{token}{number}:{weight}" for number, (_key, weight, member) in enumerate(writes)]
         args.append(str(len(asks)))
