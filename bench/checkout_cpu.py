@@ -22,7 +22,9 @@ service, psycopg2, the test client), the wall milliseconds, and the SQL statemen
 off (`bench._harness.risk_engine_set`, as `bench/wsgi_risk_off.py` serves it), in blocks of B (default
 50) that take turns (off, on, then on, off, …), so a machine busy with others' work for a while slows
 both modes alike. Prints each mode's median CPU per checkout over its blocks and the median of the
-differences pair by pair (the engine's cost), with their quartiles.
+differences pair by pair (the engine's cost), with their quartiles; the same for the CPU the
+checkouts cost this process's PostgreSQL backend and, with CACHE_URL a Redis URL on this machine, the
+Redis server (both from /proc/<pid>/schedstat: nanoseconds, where /proc/<pid>/stat counts 10 ms ticks).
 """
 
 import argparse
@@ -48,6 +50,8 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 WARM = 200
+# What a checkout writes, as `bench/checkout.py` settles it (importing that script would run it).
+TABLES = ["shop_cardkey", "escrow_order", "escrow_payment", "accounts_auditentry", "risk_decision", "risk_seenidentity"]
 
 
 def main(n: int, *, profile: bool, compare: bool, block: int) -> None:
@@ -63,7 +67,7 @@ def run(n: int, *, profile: bool, compare: bool, block: int) -> None:
     from django.conf import settings
     from django.core.cache import cache
 
-    from bench._harness import buyer_address, risk_engine_set
+    from bench._harness import buyer_address, risk_engine_set, settle
     from escrow import tasks
     from tests import factories
 
@@ -85,23 +89,35 @@ def run(n: int, *, profile: bool, compare: bool, block: int) -> None:
         assert response.status_code == 201, response.content
         return response
 
-    def timed(count: int) -> float:
-        """CPU milliseconds per checkout of `count` checkouts."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        servers = {"PostgreSQL": cursor.fetchone()[0]}
+    if settings.CACHE_URL.startswith("redis"):
+        servers["Redis"] = cache._cache.get_client(write=True).info("server")["process_id"]
+
+    def timed(count: int) -> dict[str, float]:
+        """CPU milliseconds per checkout of `count` checkouts: this process's, and each server's."""
+        before = {name: on_cpu_seconds(pid) for name, pid in servers.items()}
         started = time.process_time()
         for _ in range(count):
             checkout()
-        return 1000 * (time.process_time() - started) / count
+        spent = {"web": time.process_time() - started}
+        spent |= {name: on_cpu_seconds(pid) - before[name] for name, pid in servers.items()}
+        return {name: 1000 * seconds / count for name, seconds in spent.items()}
 
     for on in (False, True) if compare else (True,):
         risk_engine_set(on=on)
         for _ in range(WARM):
             checkout()
+    # Analysed as autovacuum would have them in production: tables that started empty are planned
+    # as empty until then, and the key claim's plan depends on it (docs/performance.md).
+    settle(TABLES)
     with CaptureQueriesContext(connection) as captured:
         checkout()
     statements = len(captured)
     where = "Redis" if settings.CACHE_URL.startswith("redis") else "the database and process memory"
     if compare:
-        compare_run(n, block=block, timed=timed)
+        compare_run(n, block=block, timed=timed, parts=["web", *servers])
         print(f"throttle and velocity in {where}; SQL statements of one checkout, engine on: {statements}")
         return
     profiler = None
@@ -130,26 +146,34 @@ def run(n: int, *, profile: bool, compare: bool, block: int) -> None:
     print(f"SQL statements of one checkout: {statements} (BEGIN and COMMIT included)")
 
 
-def compare_run(n: int, *, block: int, timed) -> None:
+def on_cpu_seconds(pid: int) -> float:
+    """The time a process (its main thread) has run on a CPU, from /proc/<pid>/schedstat."""
+    with open(f"/proc/{pid}/schedstat") as schedstat:
+        return int(schedstat.read().split()[0]) / 1e9
+
+
+def compare_run(n: int, *, block: int, timed, parts: list[str]) -> None:
     from bench._harness import risk_engine_set
 
-    blocks: dict[str, list[float]] = {"off": [], "on": []}
+    blocks: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     pairs = max(1, n // block)
     for pair in range(pairs):
         for mode in ("off", "on") if pair % 2 == 0 else ("on", "off"):
             risk_engine_set(on=mode == "on")
             blocks[mode].append(timed(block))
     risk_engine_set(on=True)
-    added = [on - off for on, off in zip(blocks["on"], blocks["off"], strict=True)]
 
     def spread(values: list[float]) -> str:
         low, _median, high = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
         return f"{statistics.median(values):.3f} ms (quartiles {low:.3f} to {high:.3f})"
 
     print(f"checkouts: {pairs * block} per mode, in {pairs} pairs of blocks of {block}, the modes taking turns")
-    print(f"CPU of this process per checkout, risk engine off: {spread(blocks['off'])}")
-    print(f"CPU of this process per checkout, risk engine on:  {spread(blocks['on'])}")
-    print(f"added by the risk engine (on - off, pair by pair): {spread(added)}")
+    for part in parts:
+        off, on = [cpu[part] for cpu in blocks["off"]], [cpu[part] for cpu in blocks["on"]]
+        added = [b - a for a, b in zip(off, on, strict=True)]
+        print(f"{part} CPU per checkout, risk engine off: {spread(off)}")
+        print(f"{part} CPU per checkout, risk engine on:  {spread(on)}")
+        print(f"{part} CPU added by the risk engine (on - off, pair by pair): {spread(added)}")
 
 
 if __name__ == "__main__":
