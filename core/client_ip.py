@@ -33,7 +33,16 @@ def _valid(address: str) -> bool:
 
 
 def client_ip(request) -> str:
-    """The client's address ("" if the server was not told one)."""
+    """The client's address ("" if the server was not told one). Worked out once per request (the
+    checkout asks for its caps, its rate limit and the risk engine), as the headers never change."""
+    try:
+        return request._shop_client_ip
+    except AttributeError:
+        ip = request._shop_client_ip = _client_ip(request)
+        return ip
+
+
+def _client_ip(request) -> str:
     peer = request.META.get("REMOTE_ADDR") or ""
     networks = _networks(tuple(settings.TRUSTED_PROXIES))
     if not networks or not _is_trusted(peer, networks):

@@ -18,16 +18,27 @@ DEVICE_COOKIE_SALT = "core.device"
 DEVICE_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600  # two years: a device is "known" for as long as a browser keeps it
 
 
+_OCTET = {str(number): True for number in range(256)}  # each octet as IPv4's canonical text writes it
+
+
 def device_id(request) -> str | None:
     """The request's device id: the signed cookie's value, or the one minted for this response."""
     minted = getattr(request, "_shop_device_minted", None)
     if minted:
         return minted
-    return request.get_signed_cookie(DEVICE_COOKIE, default=None, salt=DEVICE_COOKIE_SALT)
+    try:
+        return request._shop_device  # the signature checked once per request, by the middleware
+    except AttributeError:
+        return request.get_signed_cookie(DEVICE_COOKIE, default=None, salt=DEVICE_COOKIE_SALT)
 
 
 def network_of(address: str) -> str:
     """The /24 or /48 holding `address` ("" for no or a malformed address)."""
+    parts = address.split(".")
+    if len(parts) == 4 and all(_OCTET.get(part, False) for part in parts):
+        # An IPv4 address as `ip_address` accepts and writes it (decimal, no leading zeros), by its text:
+        # parsing it costs a few times more, and every checkout asks.
+        return f"{parts[0]}.{parts[1]}.{parts[2]}.0/24"
     try:
         parsed = ip_address(address)
     except ValueError:
@@ -47,7 +58,8 @@ class DeviceCookieMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        has_cookie = request.get_signed_cookie(DEVICE_COOKIE, default=None, salt=DEVICE_COOKIE_SALT) is not None
+        request._shop_device = request.get_signed_cookie(DEVICE_COOKIE, default=None, salt=DEVICE_COOKIE_SALT)
+        has_cookie = request._shop_device is not None
         wants_cookie = not has_cookie and request.method in ("GET", "HEAD") and not request.path.startswith("/api/")
         if wants_cookie:
             request._shop_device_minted = secrets.token_urlsafe(18)

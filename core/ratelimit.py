@@ -103,8 +103,9 @@ class RateAttempt:
 
     def redis_window(self) -> tuple[str, int, int]:
         """(the Redis key, its expiry in seconds, the limit) for a script that carries this attempt;
-        the same counter `count` uses."""
-        return cache.make_and_validate_key(self.key), self.timeout, self.limit
+        the same counter `count` uses. The key is the cache's own form of `key` (made of the scope, a hex
+        digest and a number, so nothing for the cache's key check to warn about: it is skipped)."""
+        return cache.make_key(self.key), self.timeout, self.limit
 
     def count(self) -> None:
         """Count the attempt by a command of its own, unless it was counted already."""

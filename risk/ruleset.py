@@ -15,7 +15,6 @@ no snapshot is older than that.
 
 import operator
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from django.utils import timezone
 
 from risk.context import Outcome
 from risk.models import BlockEntry, BlockKind, Comparison, Rule
+from risk.velocity import cache_setting
 
 VERSION_KEY = "risk:ruleset:version"
 MAX_AGE = 60.0  # seconds: the longest a change made outside the ORM goes unseen
@@ -70,18 +70,10 @@ _snapshot: Ruleset | None = None
 _UNREAD = object()
 
 
-_held = threading.local()  # per thread, as Django's cache objects are: (backend, the version's key)
-
-
 def version_key() -> str:
     """The version's key as the cache stores it (with the cache's prefix): read raw in a pipeline.
-    Made once per cache object (its prefix and key function are fixed when it is made)."""
-    backend = caches[DEFAULT_CACHE_ALIAS]
-    held = getattr(_held, "key", None)
-    if held is None or held[0] is not backend:
-        held = (backend, backend.make_and_validate_key(VERSION_KEY))
-        _held.key = held
-    return held[1]
+    Made once per cache settings (its prefix and key function are fixed by them)."""
+    return cache_setting("version_key", lambda: caches[DEFAULT_CACHE_ALIAS].make_and_validate_key(VERSION_KEY))
 
 
 def version_read():

@@ -17,9 +17,10 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.ratelimit import RateAttempt
 
@@ -37,8 +38,36 @@ def counter_key(kind: str, event: str, dimension: str, value: str) -> str:
     return f"risk:{kind}:{event}:{dimension}:{identity_digest(value)}"
 
 
+# What the cache settings say, kept until they change: every act asks, and `settings` and `caches` are
+# lazy proxies with thread-local lookups behind them (a few µs per look). Dropped when a test changes
+# CACHES, and in a forked child (which must not share its parent's connections).
+_settings_seen: dict[str, object] = {}
+_generation = 0  # bumped with the above: what each thread kept (`_Held`) is made again
+
+
+def _cache_settings_changed() -> None:
+    global _generation
+    _settings_seen.clear()
+    _generation += 1
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs) -> None:
+    if setting == "CACHES":
+        _cache_settings_changed()
+
+
+def cache_setting(name: str, make):
+    """What `make()` derives from the cache settings, made once until they change."""
+    try:
+        return _settings_seen[name]
+    except KeyError:
+        value = _settings_seen[name] = make()
+        return value
+
+
 def uses_redis() -> bool:
-    return settings.CACHES["default"]["BACKEND"].endswith("RedisCache")
+    return cache_setting("redis", lambda: settings.CACHES["default"]["BACKEND"].endswith("RedisCache"))
 
 
 Hit = tuple[str, int, str | None]  # (key, weight, member): one act counted under one key
@@ -159,12 +188,13 @@ _acts = itertools.count()
 _token = secrets.token_hex(4)
 
 
-def _token_new() -> None:
+def _forked() -> None:
     global _token
     _token = secrets.token_hex(4)
+    _cache_settings_changed()
 
 
-os.register_at_fork(after_in_child=_token_new)
+os.register_at_fork(after_in_child=_forked)
 
 
 class _Held:
@@ -174,9 +204,9 @@ class _Held:
     their lock and bookkeeping, cost more than the rest of the exchange's Python). An exchange started
     while the thread's is still in flight takes one from the pool as before."""
 
-    def __init__(self, backend):
-        client = backend.get_client(write=True)
-        self.backend, self.pid = backend, os.getpid()  # a forked process makes its own
+    def __init__(self):
+        client = cache._cache.get_client(write=True)
+        self.generation = _generation  # made again when the cache settings change, and in a forked child
         self.script = client.register_script(EXCHANGE)
         self.pool = client.connection_pool
         self.connection = self.pool.get_connection()
@@ -184,22 +214,10 @@ class _Held:
 
 
 def _redis_held() -> _Held:
-    backend = cache._cache
     held = getattr(_local, "held", None)
-    if held is None or held.backend is not backend or held.pid != os.getpid():
-        held = _local.held = _Held(backend)
+    if held is None or held.generation != _generation:
+        held = _local.held = _Held()
     return held
-
-
-def _ready(connection) -> None:
-    """Check a kept connection as the pool checks one it hands out: one with bytes to read, or closed by
-    Redis (restarted, a timeout), is dropped, and send_packed_command connects it again."""
-    try:
-        stale = connection.can_read()
-    except (RedisConnectionError, RedisTimeoutError, OSError):
-        stale = True
-    if stale:
-        connection.disconnect()
 
 
 def _command(parts: list[str]) -> bytes:
@@ -255,24 +273,46 @@ class RedisExchange:
             self.connection, self.kept = held.pool.get_connection(), False
         else:
             self.connection, self.kept, held.busy = held.connection, True, True
+        self.command = _command(["EVALSHA", self.script.sha, str(len(self.keys)), *self.keys, *args])
+        self.kept_lost = False  # the kept connection was found closed by Redis, and made anew
         try:
-            if self.kept:
-                _ready(self.connection)
-            self.connection.send_packed_command(
-                [_command(["EVALSHA", self.script.sha, str(len(self.keys)), *self.keys, *args])], check_health=False
-            )
+            try:
+                self.connection.send_packed_command([self.command], check_health=False)
+            except RedisConnectionError:
+                if not self.kept:
+                    raise
+                # The kept connection was closed by Redis (a restart, a timeout) and the send found out:
+                # redis-py dropped it, and sending again connects it anew.
+                self.kept_lost = True
+                self.connection.send_packed_command([self.command], check_health=False)
         except BaseException:
             self.abandon()
             raise
 
     def receive(self) -> tuple[list[int], bytes | None]:
         """(the windows' answers, the probed key's raw value or None). Raises `RateLimited` when the rate
-        limit's attempt that rode along is over its limit (nothing else was done then)."""
+        limit's attempt that rode along is over its limit (nothing else was done then).
+
+        A kept connection is not checked before each send (a poll and two more system calls per act):
+        one that Redis closed while it sat idle takes the command and answers with its end, and then the
+        command, which Redis never read, is sent again on the connection made anew. Once only: were
+        Redis to have run it and closed the connection before answering, its hits would be the same
+        members again (no act counts twice) and the rate limit would count the attempt twice."""
         try:
             try:
                 result = self.connection.read_response()
-            except NoScriptError:  # a Redis that lost its scripts (restarted): loaded, then run again
+            except RedisConnectionError:
+                if not self.kept or self.kept_lost:
+                    raise
+                self.kept_lost = True
+                self.connection.send_packed_command([self.command], check_health=False)
+                result = self.connection.read_response()
+        except NoScriptError:  # a Redis that lost its scripts (restarted): loaded, then run again
+            try:
                 result = self.script(keys=self.keys, args=self.args)
+            except BaseException:
+                self.abandon()
+                raise
         except BaseException:
             self.abandon()
             raise

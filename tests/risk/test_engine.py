@@ -361,7 +361,8 @@ def test_each_thread_keeps_one_exchange_connection_and_a_connection_redis_droppe
     no_rules, now, redis_cache
 ):
     """The exchanges of a thread share the connection it keeps (no pool get or release per act); one
-    the server closed (a restart, a timeout) is seen before sending, so the next act is counted."""
+    the server closed (a restart, a timeout) answers the next act's command with its end, and the
+    command goes again on the connection made anew: that act is counted, once."""
     from django.core.cache import cache
 
     from risk.velocity import _redis_held
