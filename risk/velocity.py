@@ -20,7 +20,8 @@ from django.core.cache import cache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.ratelimit import RateAttempt
 
@@ -231,6 +232,44 @@ def _command(parts: list[str]) -> bytes:
     return b"".join([b"*%d\r\n" % len(encoded), *[b"$%d\r\n%b\r\n" % (len(part), part) for part in encoded]])
 
 
+def _reply(connection) -> bytes:
+    """The exchange's reply, ONE bulk string (`$<length>` CRLF, the bytes, CRLF), read from the socket
+    here: redis-py's reader goes through its buffer and parser in a few dozen calls for it. An error
+    reply raises the exception redis-py would (NOSCRIPT: `NoScriptError`); a connection closed or
+    timed out is dropped and raises, as redis-py does. With bytes left in redis-py's buffer (never,
+    as every reply is read whole) redis-py reads it."""
+    buffer = connection._parser._buffer
+    if buffer is None or buffer.unread_bytes():
+        return connection.read_response()
+    sock = connection._sock
+    try:
+        data = sock.recv(_READ_SIZE)
+        while data:
+            head, crlf, rest = data.partition(b"\r\n")
+            if crlf and head[:1] == b"-":
+                raise connection._parser.parse_error(head[1:].decode(errors="replace"))
+            if crlf and (head[:1] != b"$" or not head[1:].isdigit()):
+                raise RedisConnectionError(f"not the risk exchange's reply: {head[:40]!r}")
+            if crlf and len(rest) >= int(head[1:]) + 2:
+                return rest[: int(head[1:])]
+            more = sock.recv(_READ_SIZE)
+            data = data + more if more else b""
+        raise RedisConnectionError("Connection closed by server.")
+    except ResponseError:
+        raise  # an answer: the connection is fine
+    except TimeoutError as error:  # socket.timeout
+        connection.disconnect()
+        raise RedisTimeoutError("Timeout reading from Redis") from error
+    except (OSError, RedisConnectionError) as error:
+        connection.disconnect()  # its stream is not where the next command expects it: connected anew
+        if isinstance(error, RedisConnectionError):
+            raise
+        raise RedisConnectionError(f"Error while reading from Redis: {error}") from error
+
+
+_READ_SIZE = 65536
+
+
 class RedisExchange:
     """One exchange sent now (the script: the version read, the hits recorded, the windows counted) and
     its reply read later with `receive`, so PostgreSQL answers the assessment's SQL read while Redis
@@ -300,13 +339,13 @@ class RedisExchange:
         members again (no act counts twice) and the rate limit would count the attempt twice."""
         try:
             try:
-                result = self.connection.read_response()
+                result = _reply(self.connection)
             except RedisConnectionError:
                 if not self.kept or self.kept_lost:
                     raise
                 self.kept_lost = True
                 self.connection.send_packed_command([self.command], check_health=False)
-                result = self.connection.read_response()
+                result = _reply(self.connection)
         except NoScriptError:  # a Redis that lost its scripts (restarted): loaded, then run again
             try:
                 result = self.script(keys=self.keys, args=self.args)

@@ -377,6 +377,70 @@ def test_each_thread_keeps_one_exchange_connection_and_a_connection_redis_droppe
     assert _redis_held().connection is kept and not _redis_held().busy
 
 
+class _SocketEnd:
+    """What `risk.velocity._reply` reads from: one end of a real socket pair, with redis-py's own
+    buffer and error parser, as a redis-py connection holds them."""
+
+    def __init__(self, sock):
+        from redis._parsers import _RESP3Parser
+        from redis._parsers.socket import SocketBuffer
+
+        self._sock = sock
+        self._parser = _RESP3Parser(socket_read_size=65536)
+        self._parser._buffer = SocketBuffer(sock, 65536, None)
+        self.disconnected = False
+
+    def disconnect(self):
+        self.disconnected = True
+        self._sock.close()
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [[b"$11\r\nhelloworld!\r\n"], [b"$11\r\nhello", b"world!\r\n"], [b"$1", b"1\r\nhelloworld!", b"\r\n"]],
+)
+def test_the_exchanges_reply_is_read_whole_however_the_socket_splits_it(chunks):
+    import socket
+    import threading
+    import time
+
+    from risk.velocity import _reply
+
+    ours, theirs = socket.socketpair()
+
+    def answer():
+        for chunk in chunks:
+            theirs.sendall(chunk)
+            time.sleep(0.01)
+
+    threading.Thread(target=answer).start()
+    end = _SocketEnd(ours)
+    assert _reply(end) == b"helloworld!"
+    assert not end.disconnected
+    theirs.close()
+
+
+def test_an_error_reply_raises_as_redis_py_would_and_a_reply_cut_short_drops_the_connection():
+    import socket
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import NoScriptError
+
+    from risk.velocity import _reply
+
+    ours, theirs = socket.socketpair()
+    end = _SocketEnd(ours)
+    theirs.sendall(b"-NOSCRIPT No matching script. Please use EVAL.\r\n")
+    with pytest.raises(NoScriptError):
+        _reply(end)
+    assert not end.disconnected  # an answer: the connection is fine
+    theirs.sendall(b"$5\r\nab")
+    theirs.close()
+    with pytest.raises(RedisConnectionError):
+        _reply(end)
+    assert end.disconnected
+
+
 def test_an_exchange_sent_while_the_threads_is_in_flight_takes_its_own_connection(no_rules, now, redis_cache):
     from risk.velocity import RedisExchange, _redis_held, counter_key
 
