@@ -119,10 +119,11 @@ class Assessment:
         return decision
 
     def _seen(self) -> list[tuple[str, str]]:
-        """The device and network to remember as the actor's (first-hand acts of an actor only), but
-        those the actor's memory already holds as used within the last `TOUCH_SECONDS`."""
+        """The device and network to remember as the actor's (first-hand acts of an account only: a
+        guest's are read from their decisions, `Signals.seen`), but those the actor's memory already
+        holds as used within the last `TOUCH_SECONDS`."""
         identities = self.signals.identities
-        if not (self.first_hand and self.signals.actor):
+        if not (self.first_hand and self.signals.actor) or self.signals.guest:
             return []
         recent = self.signals.seen_recently() or ()
         return [

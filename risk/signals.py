@@ -47,9 +47,14 @@ TOUCH_SECONDS = 3600
 # What reads the actor's history of this kind of act, and their seen devices and networks.
 HISTORY_SIGNALS = frozenset({"anomaly.amount_z", "anomaly.unusual_hour", "anomaly.burst", "anomaly_score"})
 SEEN_SIGNALS = frozenset({"new_device", "new_network", "anomaly.new_network", "anomaly_score"})
+# A guest's seen devices and networks are those of their history (`Signals.seen`).
+GUEST_HISTORY_SIGNALS = HISTORY_SIGNALS | SEEN_SIGNALS
 
 
 _PARSED: dict[str, tuple[str, str, str, str, int] | None] = {}
+NEW_AGE = timedelta(hours=NEW_HOURS)
+TOUCH_AGE = timedelta(seconds=TOUCH_SECONDS)
+BURST_AGE = timedelta(minutes=10)  # the anomaly's burst: the actor's acts of this kind this recently
 
 
 def velocity_signal(name: str) -> tuple[str, str, str, str, int] | None:
@@ -72,6 +77,12 @@ def velocity_signal(name: str) -> tuple[str, str, str, str, int] | None:
     return parsed
 
 
+@functools.lru_cache(maxsize=256)
+def _velocity_names(names: tuple[str, ...]) -> tuple[tuple[str, tuple[str, str, str, str, int]], ...]:
+    """The velocity signals among `names` with their parts: an act asks for the same names as the last."""
+    return tuple((name, parsed) for name in names if (parsed := velocity_signal(name)) is not None)
+
+
 @dataclass(frozen=True)
 class Named:
     function: Callable[["Signals"], float | None]
@@ -89,7 +100,7 @@ def _from_microseconds(text: str) -> datetime:
 class Load:
     """A read of signals started (`Signals.load_start`) and not finished (`Signals.load_end`)."""
 
-    names: list[str]
+    names: tuple[str, ...]
     asks: list
     wanted: list[str]
     redis: bool
@@ -120,8 +131,9 @@ def _read_text(velocity: str | None, history: bool, seen: bool, frozen: bool) ->
         )
     if history:
         branches.append(
-            "SELECT concat('h', (extract(epoch FROM at) * 1000000)::bigint, ' ', amount) FROM (SELECT amount, at "
-            "FROM risk_decision WHERE actor = %s AND event = %s AND at < %s ORDER BY at DESC, id DESC LIMIT 50) h"
+            "SELECT concat('h', (extract(epoch FROM at) * 1000000)::bigint, ' ', amount, ' ', network, ' ', device) "
+            "FROM (SELECT amount, at, network, device FROM risk_decision "
+            "WHERE actor = %s AND event = %s AND at < %s ORDER BY at DESC, id DESC LIMIT 50) h"
         )
     if seen:
         branches.append(
@@ -145,6 +157,7 @@ class Signals:
         self.event, self.context, self.subject, self.now = event, context, subject, now
         self.identities = context.identities()
         self.actor = context.actor_key  # whose history this is ("" for nobody), read by several signals
+        self.guest = context.actor_id is None  # no account: an e-mail address at most
         self.values: dict[str, float | None] = {}
         self._seen: dict[tuple[str, str], datetime] | None = None
         self._seen_recent: set[tuple[str, str]] | None = None
@@ -190,12 +203,19 @@ class Signals:
         is counted here, by a command of its own, before anything is read."""
         if writes is not None:
             self._writes = list(writes)
-        names = [name for name in dict.fromkeys(names) if name not in self.values]
+        names = tuple(name for name in dict.fromkeys(names) if name not in self.values)
         asks, wanted = self._asks(names)
         actor = self.actor
         identities = [self.identities[kind] for kind in ("device", "network") if kind in self.identities]
-        need_history = self._history is None and bool(actor) and not HISTORY_SIGNALS.isdisjoint(names)
-        need_seen = self._seen is None and bool(actor and identities) and not SEEN_SIGNALS.isdisjoint(names)
+        guest = self.guest
+        need_history = (
+            self._history is None
+            and bool(actor)
+            and not (GUEST_HISTORY_SIGNALS if guest else HISTORY_SIGNALS).isdisjoint(names)
+        )
+        need_seen = (
+            not guest and self._seen is None and bool(actor and identities) and not SEEN_SIGNALS.isdisjoint(names)
+        )
         if self._seen is None and not (actor and identities):
             self._seen = {}
         if self._history is None and not actor:
@@ -273,13 +293,9 @@ class Signals:
             ).exists()
         return answers
 
-    def _asks(self, names) -> tuple[list[tuple[str, str, int]], list[str]]:
+    def _asks(self, names: tuple[str, ...]) -> tuple[list[tuple[str, str, int]], list[str]]:
         asks, wanted = [], []
-        for name in names:
-            parsed = velocity_signal(name)
-            if parsed is None:
-                continue
-            kind, counter, dimension, what, seconds = parsed
+        for name, (kind, counter, dimension, what, seconds) in _velocity_names(names):
             value = self.identities.get(dimension)
             if not value:
                 self.values[name] = None  # no such identity (a guest has no account, an API client no device)
@@ -304,7 +320,7 @@ class Signals:
         if history:
             params += [self.actor, self.event, self.now]
         if seen:
-            params += [self.actor, identities, self.now - timedelta(hours=NEW_HOURS)]
+            params += [self.actor, identities, self.now - NEW_AGE]
         if frozen_actor is not None:
             params.append(str(frozen_actor))
         text = _read_text(velocity, history, seen, frozen_actor is not None)
@@ -324,8 +340,15 @@ class Signals:
             if tag == "v":
                 answers = db_adjust(writes=self._writes, asks=asks, answers=[int(value) for value in row[1:].split()])
             elif tag == "h":
-                at, _space, amount = row[1:].partition(" ")
-                history_rows.append({"amount": int(amount) if amount else None, "at": _from_microseconds(at)})
+                at, amount, network, device = row[1:].split(" ", 3)
+                history_rows.append(
+                    {
+                        "amount": int(amount) if amount else None,
+                        "at": _from_microseconds(at),
+                        "network": network,
+                        "device": device,
+                    }
+                )
             elif tag == "s":
                 first, last, kind, value = row[1:].split(" ", 3)
                 seen_rows.append((kind, value, _from_microseconds(first), _from_microseconds(last)))
@@ -352,13 +375,26 @@ class Signals:
     # --- what several signals read, fetched once ---
     def seen(self) -> dict[tuple[str, str], datetime]:
         """When this actor first used this act's device and network (missing: never), and under
-        ("history", kind) the first use of any device or network of theirs older than a day."""
+        ("history", kind) the first use of any device or network of theirs older than a day.
+
+        A guest's are those of their earlier acts of this kind (`history`), whose decisions keep them: a
+        guest is an address typed at a checkout, mostly once, and remembering each one's network in a row
+        of its own cost every guest checkout a write. An account's are its memory (`SeenIdentity`), kept
+        by every first-hand act of any kind."""
+        if self._seen is None and self.guest:
+            rows = [  # newest first, so the first use of each is the last row naming it
+                (kind, row[kind], row["at"], row["at"])
+                for row in self.history()
+                for kind in ("device", "network")
+                if row[kind]
+            ]
+            self._seen_fill(rows)
         if self._seen is None:
             from risk.models import SeenIdentity
 
             values = [self.identities[kind] for kind in ("device", "network") if kind in self.identities]
             actor = self.actor
-            cutoff = self.now - timedelta(hours=NEW_HOURS)
+            cutoff = self.now - NEW_AGE
             rows = (
                 SeenIdentity.objects.filter(actor=actor)
                 .filter(Q(value__in=values) | Q(first_seen__lte=cutoff))
@@ -376,8 +412,8 @@ class Signals:
 
     def _seen_fill(self, rows) -> None:
         wanted = {(kind, self.identities[kind]) for kind in ("device", "network") if kind in self.identities}
-        cutoff = self.now - timedelta(hours=NEW_HOURS)
-        touched = self.now - timedelta(seconds=TOUCH_SECONDS)
+        cutoff = self.now - NEW_AGE
+        touched = self.now - TOUCH_AGE
         self._seen, self._seen_recent = {}, set()
         for kind, value, first, last in rows:
             if (kind, value) in wanted:
@@ -396,8 +432,8 @@ class Signals:
             self._history = (
                 list(
                     Decision.objects.filter(actor=actor, event=self.event, at__lt=self.now)
-                    .order_by("-at")
-                    .values("amount", "at")[:50]
+                    .order_by("-at", "-pk")
+                    .values("amount", "at", "network", "device")[:50]
                 )
                 if actor
                 else []
@@ -416,7 +452,7 @@ def _new(signals: Signals, kind: str) -> float | None:
     if ("history", kind) not in seen:
         return 0.0
     first = seen.get((kind, value))
-    return 1.0 if first is None or first > signals.now - timedelta(hours=NEW_HOURS) else 0.0
+    return 1.0 if first is None or first > signals.now - NEW_AGE else 0.0
 
 
 def _account_age_days(signals: Signals) -> float | None:
@@ -476,20 +512,28 @@ def _anomaly_new_network(signals: Signals) -> float | None:
 
 
 def _burst(signals: Signals) -> float | None:
-    since = signals.now - timedelta(minutes=10)
-    recent = sum(1 for row in signals.history() if row["at"] > since)
-    return float(recent)
+    since = signals.now - BURST_AGE
+    return float(sum(1 for row in signals.history() if row["at"] > since))
 
 
 ANOMALY_WEIGHTS = {"anomaly.amount_z": 40, "anomaly.unusual_hour": 20, "anomaly.new_network": 20, "anomaly.burst": 20}
 
 
+# Each part's (weight, shift, scale): its value less the shift, over the scale, is its share (0 to 1)
+# of the weight. Two quick acts are normal; the third starts a burst.
+_ANOMALY_PARTS = {
+    "anomaly.amount_z": (ANOMALY_WEIGHTS["anomaly.amount_z"], 0.0, 4.0),
+    "anomaly.unusual_hour": (ANOMALY_WEIGHTS["anomaly.unusual_hour"], 0.0, 1.0),
+    "anomaly.new_network": (ANOMALY_WEIGHTS["anomaly.new_network"], 0.0, 1.0),
+    "anomaly.burst": (ANOMALY_WEIGHTS["anomaly.burst"], 2.0, 5.0),
+}
+
+
 def _anomaly_part(name: str, value: float | None) -> float:
     if value is None:
         return 0.0
-    scale = {"anomaly.amount_z": 4.0, "anomaly.burst": 5.0}.get(name, 1.0)
-    shift = 2.0 if name == "anomaly.burst" else 0.0  # two quick acts are normal; the third starts a burst
-    return ANOMALY_WEIGHTS[name] * min(max(value - shift, 0.0) / scale, 1.0)
+    weight, shift, scale = _ANOMALY_PARTS[name]
+    return weight * min(max(value - shift, 0.0) / scale, 1.0)
 
 
 def _anomaly_score(signals: Signals) -> float:

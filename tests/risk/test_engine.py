@@ -262,6 +262,27 @@ def test_new_device_and_network_only_against_an_established_history(no_rules, no
     assert (moved.get("new_device"), moved.get("new_network")) == (1, 1)
 
 
+def test_a_guests_devices_and_networks_are_those_of_their_earlier_checkouts_and_no_row_is_written(no_rules, now):
+    """A guest is an e-mail address typed at a checkout: what they used before is read from their own
+    decisions, not remembered in rows of its own (a write on every guest checkout)."""
+    guest = {"email": "Guest@Example.com"}
+    first = assess(now=now, **guest)
+    assert (first.signals["new_device"], first.signals["new_network"]) == (0, 0)  # nothing to compare with
+    assess(now=now + timedelta(hours=1), **guest, device="dev-2", ip="192.0.2.10")  # not a day old yet
+    later = now + timedelta(days=2)
+    same = signals_of(now=later, **guest)
+    assert (same.get("new_device"), same.get("new_network"), same.get("anomaly.new_network")) == (0, 0, 0)
+    also_used = signals_of(now=later, **guest, device="dev-2", ip="192.0.2.10")
+    assert (also_used.get("new_device"), also_used.get("new_network")) == (0, 0)  # first used two days ago
+    moved = signals_of(now=later, **guest, device="dev-9", ip="198.51.100.10")
+    assert (moved.get("new_device"), moved.get("new_network"), moved.get("anomaly.new_network")) == (1, 1, 1)
+    someone_else = signals_of(now=later, email="other@example.com", device="dev-9", ip="198.51.100.10")
+    assert (someone_else.get("new_device"), someone_else.get("new_network")) == (0, 0)
+    assert not SeenIdentity.objects.exists()
+    assess("checkout", now=later, actor_id=5)  # an account's are remembered
+    assert SeenIdentity.objects.filter(actor="user:5").count() == 2
+
+
 def test_an_identity_used_within_the_hour_is_not_written_again_and_one_used_earlier_is_touched(no_rules, now):
     """A returning actor's every act would rewrite the rows of their device and network: those the
     memory holds as used in the last hour are left as they are; older ones get their `last_seen`."""
