@@ -104,6 +104,12 @@ def parse_args() -> argparse.Namespace:
         "short slices (instead of --rounds)",
     )
     parser.add_argument("--slice-seconds", type=float, default=4.0, help="seconds per slice with --interleave")
+    parser.add_argument(
+        "--same-app",
+        action="store_true",
+        help="with --interleave: the 'on' server serves the engine-off app too (an A/A check: what the "
+        "comparison reads when nothing differs, its bias and noise)",
+    )
     parser.add_argument("--seal-interval", type=float, default=1.0, help="seconds between two seals (default 1)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_BROKER_URL", DEFAULT_REDIS_URL))
@@ -114,6 +120,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--seconds and --seal-interval must be above 0, --warmup at least 0")
     if args.interleave < 0 or args.slice_seconds <= 0:
         parser.error("--interleave must be at least 0 and --slice-seconds above 0")
+    if args.same_app and not args.interleave:
+        parser.error("--same-app goes with --interleave")
     if args.interleave and args.compare != "risk":
         parser.error("--interleave compares the risk engine: give --compare risk")
     if not args.database_url.startswith(("postgres://", "postgresql://")) or not args.redis_url.startswith("redis://"):
@@ -402,7 +410,7 @@ def interleaved() -> int:
                 worker_class=ARGS.worker_class,
                 env=env,
                 name=f"gunicorn-{mode}",
-                app="config.wsgi" if mode == "on" else "bench.wsgi_risk_off",
+                app="config.wsgi" if mode == "on" and not ARGS.same_app else "bench.wsgi_risk_off",
             )
             for mode in ("off", "on")
         }
@@ -448,6 +456,7 @@ def interleaved() -> int:
     print(
         f"buyers {ARGS.buyers}, gunicorn {ARGS.web_workers}x{threads} {ARGS.worker_class} per mode, "
         f"{ARGS.interleave} pairs of {ARGS.slice_seconds:g} s slices"
+        + (" — A/A check: both servers serve the engine-off app" if ARGS.same_app else "")
     )
     for mode in ("off", "on"):
         print(f"risk engine {mode:>3}: {pooled[mode]:.1f} checkouts/s over its slices ({sum(created[mode])} checkouts)")
