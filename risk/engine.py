@@ -264,7 +264,7 @@ _JSON_COLUMNS = frozenset({"reasons", "signals"})
 def _insert_params(values: dict[str, Any], hits, seen) -> list:
     """The parameters of `_insert_members`: the decision's columns (`Assessment._values`), the hits, the
     seen identities."""
-    params = [json.dumps(values[attname]) if is_json else values[attname] for attname, is_json in _decision_attnames()]
+    params = [_json_text(values[attname]) if is_json else values[attname] for attname, is_json in _decision_attnames()]
     if hits:  # as hit_rows makes them, without a model instance per hit
         params += [
             [key for key, _weight, _member in hits],
@@ -274,6 +274,10 @@ def _insert_params(values: dict[str, Any], hits, seen) -> list:
     for kind, value in seen:
         params += [kind, value]
     return params
+
+
+def _json_text(value) -> str:
+    return "[]" if value == [] else json.dumps(value)  # no reasons: nearly every decision (it allows)
 
 
 def _stored(decision: Decision, pk: int) -> None:

@@ -133,7 +133,7 @@ def _read_text(velocity: str | None, history: bool, seen: bool, frozen: bool) ->
         branches.append(
             "SELECT concat('h', (extract(epoch FROM at) * 1000000)::bigint, ' ', amount, ' ', network, ' ', device) "
             "FROM (SELECT amount, at, network, device FROM risk_decision "
-            "WHERE actor = %s AND event = %s AND at < %s ORDER BY at DESC, id DESC LIMIT 50) h"
+            "WHERE actor = %s AND event = %s AND at < %s ORDER BY at DESC LIMIT 50) h"
         )
     if seen:
         branches.append(
@@ -432,7 +432,7 @@ class Signals:
             self._history = (
                 list(
                     Decision.objects.filter(actor=actor, event=self.event, at__lt=self.now)
-                    .order_by("-at", "-pk")
+                    .order_by("-at")
                     .values("amount", "at", "network", "device")[:50]
                 )
                 if actor
