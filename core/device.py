@@ -39,6 +39,11 @@ def network_of(address: str) -> str:
         # An IPv4 address as `ip_address` accepts and writes it (decimal, no leading zeros), by its text:
         # parsing it costs a few times more, and every checkout asks.
         return f"{parts[0]}.{parts[1]}.{parts[2]}.0/24"
+    return network_by_parsing(address)
+
+
+def network_by_parsing(address: str) -> str:
+    """`network_of` by parsing the address: any IPv6 address, and what is not a plain IPv4 address."""
     try:
         parsed = ip_address(address)
     except ValueError:

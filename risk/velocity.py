@@ -20,7 +20,7 @@ from django.core.cache import cache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.ratelimit import RateAttempt
@@ -249,9 +249,10 @@ def _reply(connection) -> bytes:
             if crlf and head[:1] == b"-":
                 raise connection._parser.parse_error(head[1:].decode(errors="replace"))
             if crlf and (head[:1] != b"$" or not head[1:].isdigit()):
-                raise RedisConnectionError(f"not the risk exchange's reply: {head[:40]!r}")
-            if crlf and len(rest) >= int(head[1:]) + 2:
-                return rest[: int(head[1:])]
+                connection.disconnect()  # an answer to something else: not sent again, as a closed one is
+                raise InvalidResponse(f"not the risk exchange's reply: {head[:40]!r}")
+            if crlf and len(rest) >= (length := int(head[1:])) + 2:
+                return rest[:length]
             more = sock.recv(_READ_SIZE)
             data = data + more if more else b""
         raise RedisConnectionError("Connection closed by server.")

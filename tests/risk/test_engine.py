@@ -445,7 +445,7 @@ def test_an_error_reply_raises_as_redis_py_would_and_a_reply_cut_short_drops_the
     import socket
 
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import NoScriptError
+    from redis.exceptions import InvalidResponse, NoScriptError
 
     from risk.velocity import _reply
 
@@ -455,6 +455,12 @@ def test_an_error_reply_raises_as_redis_py_would_and_a_reply_cut_short_drops_the
     with pytest.raises(NoScriptError):
         _reply(end)
     assert not end.disconnected  # an answer: the connection is fine
+    theirs.sendall(b":1\r\n")  # not a bulk string: dropped, and raised as no connection error (not sent again)
+    with pytest.raises(InvalidResponse):
+        _reply(end)
+    assert end.disconnected
+    ours, theirs = socket.socketpair()
+    end = _SocketEnd(ours)
     theirs.sendall(b"$5\r\nab")
     theirs.close()
     with pytest.raises(RedisConnectionError):
