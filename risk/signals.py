@@ -362,7 +362,7 @@ class Signals:
             self.frozen = frozen
         return answers
 
-    def _named(self, name: str) -> float | None:
+    def _named(self, name: str) -> float | int | None:
         if name.startswith("extra."):
             value = self.context.extra.get(name.removeprefix("extra."))
             return float(value) if isinstance(value, int | float) else None
@@ -370,7 +370,12 @@ class Signals:
         if named is None:
             raise KeyError(f"unknown risk signal {name!r}")
         value = named.function(self)
-        return round(float(value), 4) if value is not None else None
+        if value is None:
+            return None
+        value = float(value)
+        # A whole number is kept as an int: stored and shown as 1, not 1.0, and neither rounded nor
+        # written out by the float's digit conversion (a few thousand instructions each, ~10 per act).
+        return int(value) if value.is_integer() else round(value, 4)
 
     # --- what several signals read, fetched once ---
     def seen(self) -> dict[tuple[str, str], datetime]:
