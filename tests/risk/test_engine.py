@@ -4,12 +4,14 @@ the stored decision, and the velocity counters on Redis as well as in the databa
 from datetime import timedelta
 
 import pytest
+from django.db import DataError, transaction
 
 import risk
 from risk.blocklist import payout_digest
 from risk.models import BlockEntry, Decision, ReviewItem, SeenIdentity
 from risk.services import RiskRefused, decision_enforce
 from risk.signals import Signals, signal_is_known, signal_names
+from tests.conftest import requires_postgres
 from tests.risk.conftest import rule
 
 pytestmark = pytest.mark.django_db
@@ -116,6 +118,42 @@ def test_the_decision_stores_event_score_subject_and_every_signal(no_rules, now)
     assert stored.signals["count.checkout.ip.1h"] == 1
     assert {"amount", "quantity", "anomaly_score", "anomaly.amount_z", "new_device"} <= set(stored.signals)
     assert 0 <= stored.score <= 100
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"email": 'Zoë.O\'Brien+"q"@exämple.com', "ip": "2001:db8::7", "device": "dev\\1'\"é", "amount": None},
+        {"email": "", "ip": "", "device": "", "amount": 1999, "currency": "CNY"},
+    ],
+)
+def test_the_stored_row_is_every_value_the_engine_decided_whatever_its_text(no_rules, now, fields):
+    """The decision's values travel as one JSON parameter: quotes, backslashes, non-ASCII text, IPv6,
+    missing values and the time to the microsecond arrive as they were."""
+    matching = rule("checkout", "quantity", "gte", 1, "review", description="Beträge über „500“")
+    at = now.replace(microsecond=123456)
+    decision = assess(now=at, subject=("order", 7), **fields)
+    stored = Decision.objects.get(pk=decision.pk)
+    assert stored.at == at
+    assert (stored.event, stored.outcome, stored.rule_id) == ("checkout", "review", matching.pk)
+    assert stored.challenge_passed is False
+    assert (stored.subject_type, stored.subject_id) == ("order", "7")
+    assert stored.email == fields["email"].lower()
+    assert stored.actor == (f"email:{fields['email'].lower()}" if fields["email"] else "")
+    assert (stored.ip, stored.device) == (fields["ip"] or None, fields["device"])
+    assert stored.network == ("2001:db8::/48" if fields["ip"] else "")
+    assert stored.amount == fields["amount"]
+    assert stored.currency == fields.get("currency", "")
+    assert stored.reasons == decision.reasons and stored.reasons[0]["description"] == "Beträge über „500“"
+    assert stored.signals == decision.signals and stored.signals["quantity"] == 1
+
+
+@requires_postgres  # SQLite keeps a varchar's text whatever its length
+def test_a_value_too_long_for_its_column_is_refused_and_nothing_is_stored(no_rules, now):
+    assessment = risk.assessment_prepare(event="checkout", context=ctx(currency="CNYX"), now=now)
+    with pytest.raises(DataError), transaction.atomic():
+        assessment.store(subject=("order", 7))
+    assert not Decision.objects.exists()
 
 
 def test_an_unknown_event_is_an_error(now):
