@@ -39,9 +39,11 @@ def blocklist_match(*, context: RiskContext, now: datetime, ruleset=None) -> tup
     """The first live entry (by pk) the act matches, with the value it matched (None: nothing matches).
 
     Read from the process's snapshot of the block list (risk/ruleset.py), so no statement is sent."""
-    from risk.ruleset import ruleset as current
+    if ruleset is None:  # the engine passes the snapshot it decides with
+        from risk.ruleset import ruleset as current
 
-    snapshot = ruleset or current()
+        ruleset = current()
+    snapshot = ruleset
     if not (snapshot.patterns or snapshot.exact):  # an empty list (the usual case): nothing to normalise
         return None
     email = context.email.strip().lower()

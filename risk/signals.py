@@ -363,13 +363,13 @@ class Signals:
         return answers
 
     def _named(self, name: str) -> float | int | None:
-        if name.startswith("extra."):
-            value = self.context.extra.get(name.removeprefix("extra."))
-            return float(value) if isinstance(value, int | float) else None
-        named = NAMED.get(name)
-        if named is None:
+        function = _FUNCTIONS.get(name)
+        if function is None:
+            if name.startswith("extra."):
+                value = self.context.extra.get(name.removeprefix("extra."))
+                return float(value) if isinstance(value, int | float) else None
             raise KeyError(f"unknown risk signal {name!r}")
-        value = named.function(self)
+        value = function(self)
         if value is None:
             return None
         value = float(value)
@@ -545,10 +545,11 @@ def _anomaly_score(signals: Signals) -> float:
     # The parts read only what the score's own load read (the history and seen identities; any missing
     # are read on first use), so each is computed straight away.
     values = signals.values
+    score = 0.0
     for name in ANOMALY_WEIGHTS:
-        if name not in values:
-            values[name] = signals._named(name)
-    return round(sum(_anomaly_part(name, values[name]) for name in ANOMALY_WEIGHTS))
+        value = values[name] if name in values else values.setdefault(name, signals._named(name))
+        score += _anomaly_part(name, value)
+    return round(score)
 
 
 NAMED: dict[str, Named] = {
@@ -578,6 +579,10 @@ NAMED: dict[str, Named] = {
     "anomaly.burst": Named(_burst, _("the actor's acts of this kind in the last 10 minutes")),
     "anomaly_score": Named(_anomaly_score, _("0 to 100: the anomaly parts above, weighted 40/20/20/20")),
 }
+
+
+# Each named signal's function, looked up once per act and name.
+_FUNCTIONS = {name: named.function for name, named in NAMED.items()}
 
 
 def signal_names() -> list[str]:

@@ -275,7 +275,7 @@ _READ_SIZE = 65536
 def _seconds(micros: int) -> str:
     """Seconds since the epoch as Redis takes a score, written from whole microseconds: a float's
     `repr` finds its shortest digits by big-number arithmetic, several times the cost (five per act)."""
-    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+    return "%d.%06d" % divmod(micros, 1_000_000)  # noqa: UP031 - a fifth cheaper than the f-string
 
 
 class RedisExchange:
@@ -307,8 +307,11 @@ class RedisExchange:
         args = [_seconds(micros), LONGEST_TEXT, "1" if act % TRIM_EVERY == 0 else "0", str(len(writes))]
         args += [member or f"{token}{number}:{weight}" for number, (_key, weight, member) in enumerate(writes)]
         args.append(str(len(asks)))
+        since: dict[int, str] = {}  # by window: the asks share a few
         for what, _key, seconds in asks:
-            args += ["weight" if what == "weight" else "count", _seconds(micros - seconds * 1_000_000)]
+            if seconds not in since:
+                since[seconds] = _seconds(micros - seconds * 1_000_000)
+            args += ["weight" if what == "weight" else "count", since[seconds]]
         if rate is not None:
             key, expiry, limit = rate.redis_window()
             self.keys.append(key)
