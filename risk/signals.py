@@ -547,8 +547,9 @@ def _anomaly_score(signals: Signals) -> float:
     values = signals.values
     score = 0.0
     for name in ANOMALY_WEIGHTS:
-        value = values[name] if name in values else values.setdefault(name, signals._named(name))
-        score += _anomaly_part(name, value)
+        if name not in values:
+            values[name] = signals._named(name)
+        score += _anomaly_part(name, values[name])
     return round(score)
 
 
